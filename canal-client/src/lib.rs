@@ -1,0 +1,1 @@
+//! canal-client

@@ -1,0 +1,2 @@
+//! The canal-client binary.
+fn main() {}

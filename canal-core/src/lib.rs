@@ -1,0 +1,5 @@
+//! canal-core: Canal's data model (positions, wire protocol, entries) and, behind the default `mysql`
+//! feature, the binlog pipeline that turns a MySQL/MariaDB replication stream into Canal entries.
+
+pub mod position;
+pub mod protocol;

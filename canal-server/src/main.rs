@@ -1,0 +1,2 @@
+//! The canal-server binary.
+fn main() {}
