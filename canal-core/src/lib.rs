@@ -1,5 +1,7 @@
 //! canal-core: Canal's data model (positions, wire protocol, entries) and, behind the default `mysql`
 //! feature, the binlog pipeline that turns a MySQL/MariaDB replication stream into Canal entries.
 
+#[cfg(feature = "mysql")]
+pub mod binlog;
 pub mod position;
 pub mod protocol;

@@ -1,0 +1,1 @@
+//! Pure binlog decoding: bytes in, values out, no I/O.

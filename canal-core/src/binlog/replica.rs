@@ -1,0 +1,1 @@
+//! The replica connection: register as a replica and dump raw binlog events.

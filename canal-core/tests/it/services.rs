@@ -1,0 +1,1 @@
+//! Proves the test services are real (owned by the services helper).
