@@ -3,4 +3,5 @@
 #[path = "../../../tools/test-support.rs"]
 mod support;
 
+mod position;
 mod services;
