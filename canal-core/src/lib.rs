@@ -3,5 +3,6 @@
 
 #[cfg(feature = "mysql")]
 pub mod binlog;
+pub mod filter;
 pub mod position;
 pub mod protocol;
