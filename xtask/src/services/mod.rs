@@ -1,0 +1,428 @@
+//! Real test services on loopback (MariaDB, ZooKeeper, etcd): start, stop, status, and the env
+//! file that integration tests read.
+//!
+//! Every instance lives in its own directory (`target/services/<name>/` for the default ones):
+//! config, data, log, `server.pid` and an `env` file with its endpoints. Servers run under
+//! `setsid` with stdin from /dev/null, bind 127.0.0.1 only, on ports picked at run time. Stopping
+//! goes by pid file and checks `/proc/PID/cmdline` for the instance directory first; nothing is
+//! ever killed by name.
+
+pub mod apt;
+mod etcd;
+mod mariadb;
+mod proc;
+mod zookeeper;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+pub use etcd::start_etcd;
+pub use mariadb::start_mariadb;
+pub use zookeeper::start_zookeeper;
+
+/// Overrides of a service's defaults: my.cnf lines for MariaDB, zoo.cfg lines for ZooKeeper,
+/// `--KEY=VALUE` flags for etcd.
+pub type Settings = BTreeMap<String, String>;
+
+/// The internal subcommand behind [`guard_until_stdin_closes`].
+pub const GUARD_CMD: &str = "guard-until-stdin-closes";
+
+/// A kind of test service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Mariadb,
+    Zookeeper,
+    Etcd,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Mariadb, Kind::Zookeeper, Kind::Etcd];
+
+    /// Directory name of the default instance under `target/services/`.
+    fn dir_name(self) -> &'static str {
+        match self {
+            Kind::Mariadb => "mariadb",
+            Kind::Zookeeper => "zookeeper",
+            Kind::Etcd => "etcd",
+        }
+    }
+
+    /// How long a server may take to exit after SIGTERM before it gets SIGKILL.
+    fn stop_timeout(self) -> Duration {
+        match self {
+            Kind::Mariadb => Duration::from_secs(60),
+            Kind::Zookeeper | Kind::Etcd => Duration::from_secs(30),
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Kind::Mariadb => "mariadb",
+            Kind::Zookeeper => "zookeeper",
+            Kind::Etcd => "etcd",
+        })
+    }
+}
+
+impl FromStr for Kind {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "mysql" | "mariadb" | "db" => Kind::Mariadb,
+            "zk" | "zookeeper" => Kind::Zookeeper,
+            "etcd" => Kind::Etcd,
+            _ => bail!("unknown service `{s}` (expected mysql, zk or etcd)"),
+        })
+    }
+}
+
+/// A running instance: its directory, server pid and endpoints (`KEY=VALUE`).
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub kind: Kind,
+    pub dir: PathBuf,
+    pub pid: u32,
+    pub env: Vec<(String, String)>,
+}
+
+/// Marker file that makes a directory ours, so that a fresh start may wipe its data.
+const MARKER: &str = ".canal-test-service";
+const PID_FILE: &str = "server.pid";
+const ENV_FILE: &str = "env";
+/// Readiness deadline for each server start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The workspace's target directory (honours `CARGO_TARGET_DIR` and cargo config).
+pub fn target_dir() -> Result<PathBuf> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    if let Some(d) = DIR.get() {
+        return Ok(d.clone());
+    }
+    let out = Command::new(cargo_bin())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(workspace_root())
+        .output()
+        .context("running `cargo metadata`")?;
+    if !out.status.success() {
+        bail!("`cargo metadata` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing `cargo metadata` output")?;
+    let dir = meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("`cargo metadata` has no `target_directory`")?;
+    Ok(DIR.get_or_init(|| dir).clone())
+}
+
+/// The workspace root (parent of the xtask crate).
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives inside the workspace")
+}
+
+/// `$CARGO` when run through cargo, else `cargo`.
+pub fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// `target/services`, created if needed.
+pub fn services_dir() -> Result<PathBuf> {
+    let dir = target_dir()?.join("services");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The combined env file that `cargo xtask test` exports and developers can `source`.
+pub fn env_file() -> Result<PathBuf> {
+    Ok(services_dir()?.join(ENV_FILE))
+}
+
+/// Directory of the default instance of `kind`.
+pub fn default_dir(kind: Kind) -> Result<PathBuf> {
+    Ok(services_dir()?.join(kind.dir_name()))
+}
+
+/// `services up`: install what is missing, then start (or reuse) each default instance, then
+/// rewrite the env file. Returns the kinds that this call started (not already running).
+pub fn up(kinds: &[Kind]) -> Result<Vec<Kind>> {
+    apt::ensure_installed(kinds)?;
+    let mut started = Vec::new();
+    for &kind in kinds {
+        let dir = default_dir(kind)?;
+        if let Some(inst) = running(kind, &dir)? {
+            eprintln!("{kind}: already running (pid {}), reusing it", inst.pid);
+            continue;
+        }
+        // Ports are picked just before the start; another process may grab one in between, so
+        // an early exit is retried with new ports a couple of times.
+        let mut attempt = 1;
+        loop {
+            match start_instance(kind, &dir, None, &Settings::new()) {
+                Ok(_) => break,
+                Err(e) if attempt < 3 && format!("{e:#}").contains("exited during start") => {
+                    eprintln!("{kind}: start attempt {attempt} failed, retrying: {e:#}");
+                    attempt += 1;
+                }
+                Err(e) => {
+                    write_env_file()?;
+                    return Err(e);
+                }
+            }
+        }
+        started.push(kind);
+    }
+    let path = write_env_file()?;
+    eprintln!("endpoints written to {}:", path.display());
+    eprint!("{}", fs::read_to_string(&path).unwrap_or_default());
+    Ok(started)
+}
+
+/// `services down`: stop each default instance that runs.
+pub fn down(kinds: &[Kind]) -> Result<()> {
+    let mut errors = Vec::new();
+    for &kind in kinds {
+        if let Err(e) = stop_instance(kind, &default_dir(kind)?) {
+            errors.push(format!("{kind}: {e:#}"));
+        }
+    }
+    write_env_file()?;
+    if !errors.is_empty() {
+        bail!("stopping services failed:\n  {}", errors.join("\n  "));
+    }
+    Ok(())
+}
+
+/// `services status`: one line per service; true when all run.
+pub fn status(kinds: &[Kind]) -> Result<bool> {
+    let mut all = true;
+    for &kind in kinds {
+        all &= print_instance_status(kind, &default_dir(kind)?)?;
+    }
+    Ok(all)
+}
+
+/// Prints one status line for the instance in `dir`; true when it runs.
+pub fn print_instance_status(kind: Kind, dir: &Path) -> Result<bool> {
+    match running(kind, dir)? {
+        Some(inst) => {
+            let endpoints: Vec<String> = inst.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!(
+                "{:<9} running  pid {:<7} {} ({})",
+                inst.kind,
+                inst.pid,
+                endpoints.join(" "),
+                inst.dir.display()
+            );
+            Ok(true)
+        }
+        None => {
+            println!("{kind:<9} stopped  ({})", dir.display());
+            Ok(false)
+        }
+    }
+}
+
+/// Starts a fresh instance of `kind` in `dir` (reusing it when it already runs) on `port`, or on a
+/// free port when `None`. Data from an earlier run in `dir` is wiped first; logs are kept beside.
+/// This is the entry point for test harnesses that need a private extra instance.
+pub fn start_instance(
+    kind: Kind,
+    dir: &Path,
+    port: Option<u16>,
+    settings: &Settings,
+) -> Result<Instance> {
+    apt::ensure_installed(&[kind])?;
+    let dir = prepare_dir(dir)?;
+    if let Some(inst) = running(kind, &dir)? {
+        return Ok(inst);
+    }
+    let t0 = std::time::Instant::now();
+    let inst = match kind {
+        Kind::Mariadb => start_mariadb(&dir, port, settings),
+        Kind::Zookeeper => start_zookeeper(&dir, port, settings),
+        Kind::Etcd => start_etcd(&dir, port, settings),
+    }
+    .with_context(|| format!("starting {kind} in {}", dir.display()))?;
+    let env: String = inst.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    fs::write(dir.join(ENV_FILE), env).context("writing the instance env file")?;
+    eprintln!(
+        "{kind}: started (pid {}) in {:.2} s: {}",
+        inst.pid,
+        t0.elapsed().as_secs_f64(),
+        inst.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    );
+    Ok(inst)
+}
+
+/// Stops the instance in `dir` if it runs: SIGTERM, wait, then SIGKILL.
+pub fn stop_instance(kind: Kind, dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        eprintln!("{kind}: not running (no {})", dir.display());
+        return Ok(());
+    }
+    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    let pid_file = dir.join(PID_FILE);
+    let Some(pid) = proc::read_pid(&pid_file)? else {
+        eprintln!("{kind}: not running");
+        return Ok(());
+    };
+    if !proc::is_ours(pid, &dir) {
+        eprintln!("{kind}: not running (stale pid file, pid {pid} is gone or not ours)");
+        let _ = fs::remove_file(&pid_file);
+        return Ok(());
+    }
+    let t0 = std::time::Instant::now();
+    proc::terminate(pid, &dir, kind.stop_timeout())
+        .with_context(|| format!("stopping {kind} (pid {pid})"))?;
+    let _ = fs::remove_file(&pid_file);
+    let _ = fs::remove_file(dir.join(ENV_FILE));
+    eprintln!("{kind}: stopped (pid {pid}) in {:.2} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The instance in `dir` if its server runs, with the endpoints from its env file.
+pub fn running(kind: Kind, dir: &Path) -> Result<Option<Instance>> {
+    let Ok(dir) = dir.canonicalize() else { return Ok(None) };
+    let Some(pid) = proc::read_pid(&dir.join(PID_FILE))? else { return Ok(None) };
+    if !proc::is_ours(pid, &dir) {
+        return Ok(None);
+    }
+    let env = read_env(&dir.join(ENV_FILE))?;
+    Ok(Some(Instance { kind, dir, pid, env }))
+}
+
+/// Rewrites `target/services/env` from the default instances that run now.
+fn write_env_file() -> Result<PathBuf> {
+    let mut out = String::new();
+    let mut any = false;
+    for kind in Kind::ALL {
+        if let Some(inst) = running(kind, &default_dir(kind)?)? {
+            any = true;
+            for (k, v) in inst.env {
+                out.push_str(&format!("{k}={v}\n"));
+            }
+        }
+    }
+    let dir = services_dir()?;
+    if any {
+        out.push_str(&format!("CANAL_TEST_SERVICES_DIR={}\n", dir.display()));
+    }
+    let path = dir.join(ENV_FILE);
+    fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Reads `KEY=VALUE` lines (blank lines and `#` comments are skipped).
+pub fn read_env(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect())
+}
+
+/// Creates `dir` (or checks that an existing non-empty one is ours) and returns its absolute path.
+fn prepare_dir(dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    let marker = dir.join(MARKER);
+    if !marker.exists() {
+        let empty = fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty {
+            bail!(
+                "{} is not empty and has no {MARKER} marker; refusing to use it for a test service",
+                dir.display()
+            );
+        }
+        fs::write(&marker, "made by `cargo xtask services`; data here is wiped on start\n")
+            .with_context(|| format!("writing {}", marker.display()))?;
+    }
+    Ok(dir)
+}
+
+/// Removes `dir/name` (a previous run's data) and creates it empty.
+fn fresh_subdir(dir: &Path, name: &str) -> Result<PathBuf> {
+    let sub = dir.join(name);
+    if sub.exists() {
+        fs::remove_dir_all(&sub).with_context(|| format!("removing old {}", sub.display()))?;
+    }
+    fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+    Ok(sub)
+}
+
+/// Runs until stdin reaches EOF, then stops `kinds` unless the parent wrote `disarm` first. This
+/// is how `cargo xtask test` stops its services even when it dies from Ctrl-C: the guard runs in
+/// its own session, so the terminal's SIGINT does not reach it, and the pipe closes when the
+/// parent dies, however it dies.
+pub fn guard_until_stdin_closes(kinds: &[Kind]) -> Result<()> {
+    let mut input = String::new();
+    let _ = std::io::stdin().read_to_string(&mut input);
+    if input.trim() == "disarm" {
+        return Ok(());
+    }
+    eprintln!("xtask: the test run ended abnormally; stopping the services it started");
+    down(kinds)
+}
+
+/// A free TCP port on 127.0.0.1 (bind port 0, read it, release it).
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding 127.0.0.1:0")?;
+    Ok(l.local_addr().context("reading a bound address")?.port())
+}
+
+/// Two distinct free ports (both held while picking, so they differ).
+fn free_port_pair() -> Result<(u16, u16)> {
+    let a = std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding 127.0.0.1:0")?;
+    let b = std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding 127.0.0.1:0")?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+}
+
+/// Fails when something already listens on `port` (a clash would otherwise show up only as a
+/// server that exits during start).
+fn check_port_free(port: u16) -> Result<()> {
+    std::net::TcpListener::bind(("127.0.0.1", port))
+        .map(drop)
+        .with_context(|| format!("port 127.0.0.1:{port} is already in use"))
+}
+
+/// Is this process running as root?
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Finds an executable in PATH, then in the sbin/bin directories that a non-root PATH may lack.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}

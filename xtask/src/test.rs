@@ -1,0 +1,167 @@
+//! `cargo xtask test`: services up, fmt, clippy, the workspace's tests against the real services,
+//! services down (also on failure, panic and Ctrl-C).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::services::{self, Kind};
+
+/// Runs the whole check. `args` before `--` go to `cargo test`, the rest to the test binaries.
+pub fn run(args: &[&str]) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let (cargo_args, bin_args) = match args.iter().position(|a| *a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[][..]),
+    };
+
+    // Stop afterwards only what this run starts: services a developer already had running stay.
+    let mut to_stop = Vec::new();
+    for kind in Kind::ALL {
+        if services::running(kind, &services::default_dir(kind)?)?.is_none() {
+            to_stop.push(kind);
+        }
+    }
+    let guard = ServicesGuard::arm(to_stop)?;
+
+    let mut results: Vec<(&str, bool)> = Vec::new();
+    let up = services::up(&Kind::ALL);
+    if let Err(e) = &up {
+        eprintln!("xtask: error: {e:#}");
+    }
+    results.push(("services up", up.is_ok()));
+
+    if up.is_ok() {
+        let mut env = services::read_env(&services::env_file()?)?;
+        env.push(("CANAL_REQUIRE_INTEGRATION".into(), "1".into()));
+        match protoc_bin_vendored::protoc_bin_path() {
+            Ok(p) => env.push(("PROTOC".into(), p.display().to_string())),
+            Err(e) => eprintln!("xtask: warning: no vendored protoc ({e}); using tools/protoc"),
+        }
+
+        results.push(("fmt", cargo(&env, &["fmt", "--all", "--", "--check"])));
+        results.push((
+            "clippy",
+            cargo(&env, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        ));
+        let mut test_args = vec!["test"];
+        if !cargo_args.iter().any(|a| *a == "-p" || a.starts_with("--package")) {
+            test_args.push("--workspace");
+        }
+        test_args.extend_from_slice(cargo_args);
+        if !bin_args.is_empty() {
+            test_args.push("--");
+            test_args.extend_from_slice(bin_args);
+        }
+        results.push(("tests", cargo(&env, &test_args)));
+    }
+
+    results.push(("services down", guard.finish()));
+
+    let ok = results.iter().all(|(_, ok)| *ok);
+    let summary: Vec<String> = results
+        .iter()
+        .map(|(step, ok)| format!("{step} {}", if *ok { "ok" } else { "FAILED" }))
+        .collect();
+    println!(
+        "xtask test: {} ({}) in {:.0} s",
+        if ok { "PASSED" } else { "FAILED" },
+        summary.join(", "),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Runs one cargo step in the workspace root with `env` added; true on success.
+fn cargo(env: &[(String, String)], args: &[&str]) -> bool {
+    eprintln!("\n==> cargo {}", args.join(" "));
+    let t0 = Instant::now();
+    let status = Command::new(services::cargo_bin())
+        .args(args)
+        .current_dir(services::workspace_root())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .status();
+    let ok = match status {
+        Ok(s) if s.success() => true,
+        Ok(s) => {
+            eprintln!("==> cargo {} failed ({s})", args.join(" "));
+            false
+        }
+        Err(e) => {
+            eprintln!("==> could not run cargo {}: {e}", args.join(" "));
+            false
+        }
+    };
+    eprintln!("==> {:.1} s", t0.elapsed().as_secs_f64());
+    ok
+}
+
+/// Stops the services a run started: explicitly through [`ServicesGuard::finish`], from `Drop`
+/// on an early return or panic, and through a watchdog process when this process dies (Ctrl-C).
+#[derive(Debug)]
+struct ServicesGuard {
+    kinds: Vec<Kind>,
+    watchdog: Option<(Child, ChildStdin)>,
+}
+
+impl ServicesGuard {
+    /// Starts the watchdog: this binary, in its own session (so the terminal's SIGINT skips it),
+    /// reading a pipe whose write end only this process holds.
+    fn arm(kinds: Vec<Kind>) -> Result<Self> {
+        if kinds.is_empty() {
+            return Ok(Self { kinds, watchdog: None });
+        }
+        let exe: PathBuf = std::env::current_exe().context("locating the xtask binary")?;
+        let mut child = Command::new("setsid")
+            .arg(exe)
+            .arg("services")
+            .arg(services::GUARD_CMD)
+            .args(kinds.iter().map(ToString::to_string))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("spawning the services watchdog")?;
+        let stdin = child.stdin.take().context("watchdog stdin")?;
+        Ok(Self { kinds, watchdog: Some((child, stdin)) })
+    }
+
+    /// Stops the services now and disarms the watchdog; true on success.
+    fn finish(mut self) -> bool {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> bool {
+        let kinds = std::mem::take(&mut self.kinds);
+        let ok = if kinds.is_empty() {
+            true
+        } else {
+            eprintln!("\n==> services down ({})", names(&kinds));
+            match services::down(&kinds) {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!("xtask: error: {e:#}");
+                    false
+                }
+            }
+        };
+        if let Some((mut child, mut stdin)) = self.watchdog.take() {
+            let _ = stdin.write_all(b"disarm\n");
+            drop(stdin);
+            let _ = child.wait();
+        }
+        ok
+    }
+}
+
+impl Drop for ServicesGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn names(kinds: &[Kind]) -> String {
+    kinds.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
