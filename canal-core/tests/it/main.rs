@@ -3,5 +3,7 @@
 #[path = "../../../tools/test-support.rs"]
 mod support;
 
+mod codec;
+mod interop;
 mod position;
 mod services;
