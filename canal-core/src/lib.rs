@@ -6,3 +6,4 @@ pub mod binlog;
 pub mod filter;
 pub mod position;
 pub mod protocol;
+pub mod store;
