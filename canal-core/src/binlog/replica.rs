@@ -1,1 +1,0 @@
-//! The replica connection: register as a replica and dump raw binlog events.
