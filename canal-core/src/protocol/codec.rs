@@ -462,6 +462,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn packet_reader_is_cancel_safe() {
+        use tokio::io::AsyncWriteExt;
+        let packet = crate::protocol::packets::ack_error(400, "cancel me");
+        let frame = frame_bytes(&packet).unwrap();
+        let (mut tx, rx) = tokio::io::duplex(1024);
+        let mut reader = PacketReader::new(rx);
+        tx.write_all(&frame[..7]).await.unwrap();
+        // Poll the read once (it consumes the 7 bytes, then waits), then drop it.
+        tokio::select! {
+            biased;
+            r = reader.read_packet() => panic!("frame is incomplete, got {r:?}"),
+            () = std::future::ready(()) => {}
+        }
+        assert_eq!(reader.buffer().len(), 7);
+        tx.write_all(&frame[7..]).await.unwrap();
+        assert_eq!(reader.read_packet().await.unwrap(), Some(packet));
+    }
+
+    #[tokio::test]
     async fn async_helpers_round_trip_and_report_truncation() {
         let packet = crate::protocol::packets::ack_error(402, "x");
         let mut wire = Vec::new();

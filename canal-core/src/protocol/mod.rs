@@ -32,3 +32,44 @@ pub use body::{Body, BodyError, ClientIdError, GetTimeout};
 pub use codec::{DEFAULT_MAX_FRAME_LEN, FrameDecoder, FrameError, PacketReader};
 pub use entry::Entry;
 pub use packet::{Compression, Packet, PacketType};
+
+#[cfg(test)]
+mod tests {
+    use super::entry::{self, EntryType, EventType, Type};
+    use prost::Message;
+
+    /// Absent fields read with Java's proto2 defaults, and a 0 on the wire (which a proto2 Java
+    /// client keeps as an unknown value) reads as the default too.
+    #[test]
+    fn entry_reads_with_proto2_defaults() {
+        let e = entry::Entry::default();
+        assert_eq!(e.entry_type(), EntryType::Rowdata);
+        let h = entry::Header::default();
+        assert_eq!(
+            (h.version(), h.source_type(), h.event_type()),
+            (1, Type::Mysql, EventType::Update)
+        );
+        let rc = entry::RowChange::default();
+        assert_eq!((rc.event_type(), rc.is_ddl()), (EventType::Update, false));
+        assert!(!entry::Column::default().is_null());
+
+        // Header.eventType = 0 on the wire.
+        let h = entry::Header::decode(&[0x58, 0x00][..]).unwrap();
+        assert_eq!(h.event_type, Some(0));
+        assert_eq!(h.event_type(), EventType::Update);
+    }
+
+    /// Set fields are written even when they equal the default (Java's "set → emitted"); unset
+    /// ones are not.
+    #[test]
+    fn entry_writes_what_is_set() {
+        let c = entry::Column {
+            is_null: Some(false),
+            updated: Some(false),
+            name: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(c.encode_to_vec(), [0x1a, 0x00, 0x28, 0x00, 0x30, 0x00]);
+        assert!(entry::Header::default().encode_to_vec().is_empty());
+    }
+}
