@@ -96,6 +96,8 @@ pub fn start_mariadb(dir: &Path, port: Option<u16>, settings: &Settings) -> Resu
     let data = fresh_subdir(dir, "data")?;
     fresh_subdir(dir, "tmp")?;
     let _ = fs::remove_file(dir.join("mysqld.sock"));
+    // A fresh error log per start, so that failure reports show only this start.
+    let _ = fs::remove_file(dir.join("mariadbd.err"));
     let cnf = dir.join("my.cnf");
     fs::write(&cnf, my_cnf(dir, port, settings))
         .with_context(|| format!("writing {}", cnf.display()))?;
@@ -116,10 +118,11 @@ pub fn start_mariadb(dir: &Path, port: Option<u16>, settings: &Settings) -> Resu
         .status()
         .with_context(|| format!("running {}", install_db.display()))?;
     if !status.success() {
+        let err_log = dir.join("mariadbd.err");
         bail!(
-            "mariadb-install-db failed ({status}); log {}:\n{}",
-            install_log.display(),
-            proc::log_tail(&install_log, 0)
+            "mariadb-install-db failed ({status}); server log {}:\n{}",
+            err_log.display(),
+            proc::log_tail(&err_log, 0)
         );
     }
 
@@ -128,17 +131,15 @@ pub fn start_mariadb(dir: &Path, port: Option<u16>, settings: &Settings) -> Resu
         program: mariadbd,
         args: vec![defaults.into()], // --defaults-file must be the first option
         dir: dir.to_owned(),
-        log: dir.join("mariadbd.out"),
+        // The same file as log-error: the server's stdout/stderr say little, its error log all.
+        log: dir.join("mariadbd.err"),
         env_remove: ENV_REMOVE.map(String::from).to_vec(),
         env_remove_prefixes: vec![],
         env_set: vec![],
     })?;
-    let err_log = dir.join("mariadbd.err");
-    let pid = spawned
-        .wait_ready("mariadbd", dir, || {
-            socket.exists() && run_sql(&client, &socket, "SELECT 1").is_ok()
-        })
-        .with_context(|| format!("(the server's own log is {})", err_log.display()))?;
+    let pid = spawned.wait_ready("mariadbd", dir, || {
+        socket.exists() && run_sql(&client, &socket, "SELECT 1").is_ok()
+    })?;
     if let Err(e) = run_sql(&client, &socket, ACCOUNTS_SQL) {
         let _ = proc::terminate(pid, dir, Kind::Mariadb.stop_timeout());
         return Err(e.context("creating the test accounts"));
