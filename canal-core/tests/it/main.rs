@@ -4,6 +4,7 @@
 mod support;
 
 mod codec;
+mod decode;
 mod interop;
 mod position;
 mod services;

@@ -1,1 +1,0 @@
-//! Pure binlog decoding: bytes in, values out, no I/O.
