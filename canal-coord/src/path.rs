@@ -1,0 +1,71 @@
+//! Canal's node layout under `/otter/canal`, byte for byte (spec §3).
+
+/// Root of everything Canal writes.
+pub const ROOT: &str = "/otter/canal";
+/// Parent of the server registration nodes.
+pub const CLUSTER: &str = "/otter/canal/cluster";
+/// Parent of the per-destination nodes.
+pub const DESTINATIONS: &str = "/otter/canal/destinations";
+
+/// `/otter/canal/cluster/{ip:port}`: a server's ephemeral registration.
+pub fn server_cluster_node(address: &str) -> String {
+    format!("{CLUSTER}/{address}")
+}
+
+/// `/otter/canal/destinations/{dest}`.
+pub fn destination(dest: &str) -> String {
+    format!("{DESTINATIONS}/{dest}")
+}
+
+/// `/otter/canal/destinations/{dest}/running`: the destination's active server.
+pub fn server_running(dest: &str) -> String {
+    format!("{DESTINATIONS}/{dest}/running")
+}
+
+/// `/otter/canal/destinations/{dest}/cluster`: parent of the destination's candidate servers.
+pub fn destination_cluster(dest: &str) -> String {
+    format!("{DESTINATIONS}/{dest}/cluster")
+}
+
+/// `/otter/canal/destinations/{dest}/cluster/{ip:port}`: a server's ephemeral candidacy.
+pub fn destination_cluster_node(dest: &str, address: &str) -> String {
+    format!("{DESTINATIONS}/{dest}/cluster/{address}")
+}
+
+/// `/otter/canal/destinations/{dest}/{clientId}`: a subscribed client (numeric id).
+pub fn client(dest: &str, client_id: u16) -> String {
+    format!("{DESTINATIONS}/{dest}/{client_id}")
+}
+
+/// `/otter/canal/destinations/{dest}/{clientId}/running`: the client's active consumer.
+pub fn client_running(dest: &str, client_id: u16) -> String {
+    format!("{DESTINATIONS}/{dest}/{client_id}/running")
+}
+
+/// `/otter/canal/destinations/{dest}/{clientId}/cursor`: the client's cursor (LogPosition JSON).
+pub fn client_cursor(dest: &str, client_id: u16) -> String {
+    format!("{DESTINATIONS}/{dest}/{client_id}/cursor")
+}
+
+/// `/otter/canal/destinations/{dest}/{clientId}/filter`: the subscription filter (raw UTF-8).
+pub fn client_filter(dest: &str, client_id: u16) -> String {
+    format!("{DESTINATIONS}/{dest}/{client_id}/filter")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_canals() {
+        assert_eq!(server_cluster_node("10.20.144.51:11111"), "/otter/canal/cluster/10.20.144.51:11111");
+        assert_eq!(server_running("example"), "/otter/canal/destinations/example/running");
+        assert_eq!(
+            destination_cluster_node("example", "10.20.144.51:11111"),
+            "/otter/canal/destinations/example/cluster/10.20.144.51:11111"
+        );
+        assert_eq!(client_running("example", 1001), "/otter/canal/destinations/example/1001/running");
+        assert_eq!(client_cursor("example", 1001), "/otter/canal/destinations/example/1001/cursor");
+        assert_eq!(client_filter("example", 1001), "/otter/canal/destinations/example/1001/filter");
+    }
+}

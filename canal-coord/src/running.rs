@@ -1,0 +1,536 @@
+//! The running-node policy (Canal's ServerRunningMonitor / ClientRunningMonitor), written once
+//! over [`Session`](crate::session::Session) and used by servers and clients alike.
+//!
+//! Rules (spec §4.1, §4.2), and where we are stricter than Java Canal:
+//! - Grab by creating the EPHEMERAL node with our data; at start a candidate tries at once.
+//! - When the node is deleted, the last owner that did not release re-grabs at once; everyone
+//!   else (and an owner that released) waits `delay` (5 s) first.
+//! - An operator's `active:false` with our address makes us release (delete) and wait `delay`.
+//! - An indeterminate create is settled by re-reading: a node with our address owned by our
+//!   session is ours (we never wait `delay` for it and never create a second owner); a leftover
+//!   with our address from an older session is deleted and re-grabbed at once.
+//! - Stricter: when the session disconnects or expires, or another owner's data appears, the
+//!   owner stops serving at once (`ActiveExit`) — Java keeps running and risks split brain — and
+//!   rejoins as a candidate, on a new session if the old one ended.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::coordinator::Coordinator;
+use crate::data::{ClientRunningData, RunningData, ServerRunningData};
+use crate::error::CoordError;
+use crate::path;
+use crate::session::{Fence, Node, Session, SessionState, WatchEvent, session_lost};
+
+/// Canal's takeover delay for standbys (`delayTime = 5` seconds).
+pub const DEFAULT_DELAY: Duration = Duration::from_secs(5);
+
+/// Pause after a transient failure before trying again.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// Whether this monitor currently owns the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunningStatus {
+    /// Not the owner (competing or waiting).
+    Standby,
+    /// The owner: serve, and fence writes with this.
+    Active(Fence),
+    /// The monitor stopped.
+    Stopped,
+}
+
+/// Transitions reported to the code that runs the destination (or consumes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunningEvent {
+    /// We own the node: start serving.
+    ActiveEnter {
+        /// Proof of ownership for fenced writes.
+        fence: Fence,
+    },
+    /// Stop serving now.
+    ActiveExit {
+        /// Why.
+        reason: ExitReason,
+    },
+}
+
+/// Why an owner stopped serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExitReason {
+    /// [`RunningMonitor::release`] was called.
+    Released,
+    /// An operator wrote `active:false` into our node.
+    Deactivated,
+    /// The session disconnected or ended.
+    SessionLost,
+    /// The node vanished or another owner's data appeared.
+    Deposed,
+    /// [`RunningMonitor::stop`] was called.
+    Stopped,
+}
+
+#[derive(Debug)]
+enum Command {
+    Release(oneshot::Sender<()>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// One running node's monitor: competes for it, and reports when this process must serve.
+#[derive(Debug)]
+pub struct RunningMonitor {
+    path: String,
+    cmds: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<RunningStatus>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningMonitor {
+    /// Starts competing for `path` with `me` as the node's data. Events arrive on the returned
+    /// receiver; [`RunningMonitor::status`] gives the current state.
+    pub fn start<D: RunningData>(
+        coord: Arc<Coordinator>,
+        path: String,
+        me: D,
+        delay: Duration,
+    ) -> (Self, mpsc::UnboundedReceiver<RunningEvent>) {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (st_tx, st_rx) = watch::channel(RunningStatus::Standby);
+        let runner = Runner {
+            coord,
+            path: path.clone(),
+            me_bytes: me.to_bytes(),
+            me,
+            delay,
+            status: st_tx,
+            events: ev_tx,
+            cmds: cmd_rx,
+            session: None,
+            active: None,
+            last_owner_me: false,
+            released: false,
+            fresh: true,
+            retry_grab: false,
+            grab_at: None,
+        };
+        let span = tracing::info_span!("running", path = %path);
+        let task = tokio::spawn(tracing::Instrument::instrument(runner.run(), span));
+        (RunningMonitor { path, cmds: cmd_tx, status: st_rx, task: Some(task) }, ev_rx)
+    }
+
+    /// A server's monitor of `/otter/canal/destinations/{dest}/running`.
+    pub fn server(
+        coord: Arc<Coordinator>,
+        dest: &str,
+        me: ServerRunningData,
+        delay: Duration,
+    ) -> (Self, mpsc::UnboundedReceiver<RunningEvent>) {
+        Self::start(coord, path::server_running(dest), me, delay)
+    }
+
+    /// A client's monitor of `/otter/canal/destinations/{dest}/{clientId}/running`.
+    pub fn client(
+        coord: Arc<Coordinator>,
+        dest: &str,
+        client_id: u16,
+        me: ClientRunningData,
+        delay: Duration,
+    ) -> (Self, mpsc::UnboundedReceiver<RunningEvent>) {
+        Self::start(coord, path::client_running(dest, client_id), me, delay)
+    }
+
+    /// The node this monitor competes for.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// A receiver of the current status.
+    pub fn status(&self) -> watch::Receiver<RunningStatus> {
+        self.status.clone()
+    }
+
+    /// The fence while active.
+    pub fn fence(&self) -> Option<Fence> {
+        match &*self.status.borrow() {
+            RunningStatus::Active(f) => Some(f.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether this monitor owns the node now.
+    pub fn is_active(&self) -> bool {
+        matches!(*self.status.borrow(), RunningStatus::Active(_))
+    }
+
+    /// Gives the node up (SIGTERM, admin "release"): stops serving (`ActiveExit`), deletes the
+    /// node so a standby takes over, and waits `delay` before competing again.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the release still happens.
+    pub async fn release(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Command::Release(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops the monitor: an owner stops serving and deletes the node.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the stop still happens.
+    pub async fn stop(mut self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Command::Stop(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for RunningMonitor {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+struct Runner<D> {
+    coord: Arc<Coordinator>,
+    path: String,
+    me: D,
+    me_bytes: Vec<u8>,
+    delay: Duration,
+    status: watch::Sender<RunningStatus>,
+    events: mpsc::UnboundedSender<RunningEvent>,
+    cmds: mpsc::UnboundedReceiver<Command>,
+    session: Option<Arc<dyn Session>>,
+    active: Option<Fence>,
+    /// The last owner we saw (or were) was us.
+    last_owner_me: bool,
+    /// We gave the node up (release or `active:false`) and have not owned it since.
+    released: bool,
+    /// Nothing read yet: a missing node is grabbed at once.
+    fresh: bool,
+    /// Our own grab attempt failed without an answer: a missing node is grabbed at once.
+    retry_grab: bool,
+    /// When to try creating the node.
+    grab_at: Option<Instant>,
+}
+
+enum Next {
+    Wait,
+    Again,
+}
+
+/// Runs `fut` unless the session leaves `Connected` first (then `None`).
+async fn guard<T>(session: &Arc<dyn Session>, fut: impl Future<Output = T>) -> Option<T> {
+    let lost = session_lost(session.state_watcher());
+    tokio::select! {
+        biased;
+        _ = lost => None,
+        r = fut => Some(r),
+    }
+}
+
+impl<D: RunningData> Runner<D> {
+    async fn run(mut self) {
+        loop {
+            let Some(session) = self.ensure_session().await else { return };
+            if session.state() != SessionState::Connected {
+                self.exit(ExitReason::SessionLost);
+                if !self.wait_connected(&session).await {
+                    return;
+                }
+                continue;
+            }
+
+            if self.active.is_none() && self.grab_at.is_some_and(|t| t <= Instant::now()) {
+                self.grab_at = None;
+                match guard(&session, session.create_ephemeral(&self.path, &self.me_bytes)).await {
+                    None => continue,
+                    Some(Ok(v)) => self.enter(Fence { path: self.path.clone(), version: v }),
+                    Some(Err(CoordError::NodeExists { .. })) => {}
+                    Some(Err(e)) if e.is_indeterminate() => {
+                        tracing::warn!(error = %e, "create of the running node is indeterminate; re-reading");
+                        self.retry_grab = true;
+                    }
+                    Some(Err(e)) if e.is_session_lost() => continue,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "create of the running node failed");
+                        self.grab_at = Some(Instant::now() + RETRY);
+                    }
+                }
+            }
+
+            let (node, watch) = match guard(&session, session.get_and_watch(&self.path)).await {
+                None => continue,
+                Some(Ok(x)) => x,
+                Some(Err(e)) => {
+                    // Without a watch we would not see a takeover: stop serving (fencing).
+                    self.exit(ExitReason::SessionLost);
+                    if !e.is_session_lost() {
+                        tracing::warn!(error = %e, "reading the running node failed");
+                        if !self.pause(RETRY).await {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            };
+            match self.reconcile(&session, node).await {
+                Next::Again => continue,
+                Next::Wait => {}
+            }
+
+            let lost = session_lost(session.state_watcher());
+            let grab_at = self.grab_at.filter(|_| self.active.is_none());
+            tokio::select! {
+                biased;
+                _ = lost => self.exit(ExitReason::SessionLost),
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Command::Release(tx)) => {
+                        self.release(&session).await;
+                        let _ = tx.send(());
+                    }
+                    Some(Command::Stop(tx)) => {
+                        self.shutdown(&session).await;
+                        let _ = tx.send(());
+                        return;
+                    }
+                    None => {
+                        self.shutdown(&session).await;
+                        return;
+                    }
+                },
+                ev = watch.changed() => {
+                    tracing::debug!(event = ?ev, "running node watch fired");
+                    if ev == WatchEvent::Deleted && self.active.is_some() {
+                        // Stop serving before anything else: a standby may take over after
+                        // `delay`, and the re-read below could be slow.
+                        tracing::warn!("our running node was deleted");
+                        self.exit(ExitReason::Deposed);
+                    }
+                }
+                _ = async { tokio::time::sleep_until(grab_at.unwrap_or_else(Instant::now)).await }, if grab_at.is_some() => {}
+            }
+        }
+    }
+
+    /// The live session, or a new one; `None` when stopped while waiting.
+    async fn ensure_session(&mut self) -> Option<Arc<dyn Session>> {
+        loop {
+            if let Some(s) = &self.session {
+                if !s.state().is_terminal() {
+                    return Some(s.clone());
+                }
+                self.exit(ExitReason::SessionLost);
+                self.session = None;
+            }
+            match self.coord.session().await {
+                Ok(s) => {
+                    if !self.fresh {
+                        tracing::info!(session = s.id(), "rejoining as a candidate on a new session");
+                    }
+                    self.session = Some(s.clone());
+                    return Some(s);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no coordination session; retrying");
+                    if !self.pause(Duration::from_millis(500)).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits until the session is connected again or ended; false when stopped meanwhile.
+    async fn wait_connected(&mut self, session: &Arc<dyn Session>) -> bool {
+        let mut st = session.state_watcher();
+        loop {
+            let s = *st.borrow_and_update();
+            if s == SessionState::Connected || s.is_terminal() {
+                return true;
+            }
+            tokio::select! {
+                r = st.changed() => if r.is_err() { return true },
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Command::Release(tx)) => {
+                        self.released = true;
+                        let _ = tx.send(());
+                    }
+                    Some(Command::Stop(tx)) => {
+                        self.set_stopped();
+                        let _ = tx.send(());
+                        return false;
+                    }
+                    None => {
+                        self.set_stopped();
+                        return false;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Sleeps, serving commands; false when stopped meanwhile.
+    async fn pause(&mut self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return true,
+                cmd = self.cmds.recv() => match cmd {
+                    Some(Command::Release(tx)) => {
+                        self.released = true;
+                        let _ = tx.send(());
+                    }
+                    Some(Command::Stop(tx)) => {
+                        self.set_stopped();
+                        let _ = tx.send(());
+                        return false;
+                    }
+                    None => {
+                        self.set_stopped();
+                        return false;
+                    }
+                },
+            }
+        }
+    }
+
+    async fn reconcile(&mut self, session: &Arc<dyn Session>, node: Option<Node>) -> Next {
+        let now = Instant::now();
+        let Some(n) = node else {
+            if self.active.is_some() {
+                tracing::warn!("our running node vanished");
+                self.exit(ExitReason::Deposed);
+            }
+            if self.grab_at.is_none() {
+                let at_once =
+                    self.fresh || self.retry_grab || (self.last_owner_me && !self.released);
+                self.grab_at = Some(if at_once {
+                    now
+                } else if self.released {
+                    // A release hands over: the releasing owner waits `delay` like everyone,
+                    // plus a fifth, so that a standby (which tries at `delay`) wins the race.
+                    now + self.delay + self.delay / 5
+                } else {
+                    now + self.delay
+                });
+            }
+            self.fresh = false;
+            self.retry_grab = false;
+            return if self.grab_at.is_some_and(|t| t <= now) { Next::Again } else { Next::Wait };
+        };
+        self.fresh = false;
+        self.retry_grab = false;
+        self.grab_at = None;
+        let parsed = D::from_bytes(&n.data);
+        if let Err(e) = &parsed {
+            tracing::warn!(error = %e, "running node holds unreadable data; treating it as another owner's");
+        }
+        let addr_me = parsed.as_ref().is_ok_and(|d| d.address() == self.me.address());
+        if !addr_me {
+            if self.active.is_some() {
+                tracing::warn!("another owner holds the running node; stopping");
+                self.exit(ExitReason::Deposed);
+            }
+            self.last_owner_me = false;
+            return Next::Wait;
+        }
+        let deactivated = parsed.as_ref().is_ok_and(|d| !d.active());
+        let owned = n.ephemeral_owner.is_none_or(|o| o == session.id());
+        if owned && !deactivated && !self.released {
+            match &self.active {
+                Some(f) if f.version == n.version => {}
+                Some(_) => {
+                    // Rewritten with our address and active: still ours, at a new version.
+                    let fence = Fence { path: self.path.clone(), version: n.version };
+                    self.active = Some(fence.clone());
+                    self.status.send_replace(RunningStatus::Active(fence));
+                }
+                None => {
+                    tracing::info!("the running node holds our address: it is ours");
+                    self.enter(Fence { path: self.path.clone(), version: n.version });
+                }
+            }
+            return Next::Wait;
+        }
+        // Our address, but not to keep: deactivated by an operator, released by us (and the
+        // delete was lost), or a leftover of an older session of ours.
+        if deactivated {
+            tracing::info!("operator set active:false on our running node; releasing");
+            self.exit(ExitReason::Deactivated);
+            self.released = true;
+        } else if self.released {
+            self.exit(ExitReason::Released);
+        } else {
+            self.exit(ExitReason::Deposed);
+            self.retry_grab = true;
+        }
+        self.last_owner_me = true;
+        match guard(session, session.delete(&self.path, Some(n.version))).await {
+            None => Next::Again,
+            Some(Ok(())) | Some(Err(CoordError::NoNode { .. })) | Some(Err(CoordError::BadVersion { .. })) => {
+                Next::Again
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "deleting our running node failed");
+                if self.pause(RETRY).await { Next::Again } else { Next::Wait }
+            }
+        }
+    }
+
+    async fn release(&mut self, session: &Arc<dyn Session>) {
+        self.released = true;
+        if let Some(f) = self.active.clone() {
+            self.exit(ExitReason::Released);
+            // A lost delete is retried by `reconcile` (our address + released).
+            if let Some(Err(e)) = guard(session, session.delete(&f.path, Some(f.version))).await {
+                tracing::warn!(error = %e, "deleting the running node on release failed");
+            }
+        }
+    }
+
+    async fn shutdown(&mut self, session: &Arc<dyn Session>) {
+        if let Some(f) = self.active.clone() {
+            self.exit(ExitReason::Stopped);
+            let _ = guard(session, session.delete(&f.path, Some(f.version))).await;
+        }
+        self.set_stopped();
+    }
+
+    fn set_stopped(&mut self) {
+        self.exit(ExitReason::Stopped);
+        self.status.send_replace(RunningStatus::Stopped);
+    }
+
+    fn enter(&mut self, fence: Fence) {
+        tracing::info!(version = fence.version.0, "active: serving");
+        self.active = Some(fence.clone());
+        self.last_owner_me = true;
+        self.released = false;
+        self.grab_at = None;
+        self.status.send_replace(RunningStatus::Active(fence.clone()));
+        let _ = self.events.send(RunningEvent::ActiveEnter { fence });
+    }
+
+    fn exit(&mut self, reason: ExitReason) {
+        if self.active.take().is_some() {
+            tracing::info!(?reason, "no longer active: stop serving");
+            self.status.send_replace(RunningStatus::Standby);
+            let _ = self.events.send(RunningEvent::ActiveExit { reason });
+        }
+    }
+}
