@@ -4,6 +4,9 @@
 #[cfg(feature = "mysql")]
 pub mod binlog;
 pub mod filter;
+pub mod flat;
 pub mod position;
 pub mod protocol;
+#[cfg(feature = "mysql")]
+pub mod schema;
 pub mod store;
