@@ -1,0 +1,762 @@
+//! `SchemaHistory`: every table definition the source had, versioned by binlog position, so that a
+//! row event is decoded with the schema in force where it was written — also when the pipeline
+//! resumes from a position older than later ALTERs (Canal's TSDB, canal-compat §9.3).
+//!
+//! # Model
+//! The history is an ordered list of *records*, each at a [`SchemaPosition`] (the start offset of
+//! the QUERY event, or the position a snapshot was taken at) plus an insertion sequence number that
+//! orders records at the same position. A record is either a DDL (its SQL text and default
+//! database) or a snapshot (table definitions fetched from the source with `SHOW CREATE TABLE`).
+//! Each record stores the states it produced for the tables it touched; the per-table versions
+//! derive from them. [`SchemaHistory::table_at`] returns the latest version at or before a
+//! position.
+//!
+//! * **Replays are idempotent**: applying the same SQL again at a position that already has it is a
+//!   no-op, so rewinding to an older position and reading forward again loses nothing.
+//! * **Out-of-order records** (a DDL or snapshot at a position before later records, e.g. a refresh
+//!   after a rewind) are inserted in place and the later DDL records are re-applied on top. A
+//!   different SQL at a position that already has a DDL means the source diverged: the old record
+//!   is replaced.
+//! * **Before the first record** of a table: if that record is a snapshot, its definition is
+//!   returned (the best knowledge there is — the same table Canal would fetch live); if it is a
+//!   DDL (the table was created inside the history), the table did not exist.
+//!
+//! # Persistence
+//! With [`SchemaHistory::open`], records are appended as JSON lines to `schema-history.jsonl` in the
+//! data directory (one record per line, `fsync`ed by default; DDL is rare). The file is
+//! self-contained — every record carries the resulting table definitions, not only SQL — so a
+//! standby server can load it without re-parsing, and an upgraded parser cannot change history. On
+//! open the file is replayed; a torn last line (crash during append) is cut off with a warning; a
+//! bad line followed by good ones is [`HistoryError::Corrupt`]. Out-of-order inserts and
+//! compaction rewrite the file atomically (temp file + rename). One process writes a directory at a
+//! time.
+//!
+//! # Bounded memory
+//! [`SchemaHistory::compact`] folds every record before a position into one snapshot record of the
+//! tables that exist there (dropped tables disappear) and rewrites the file. Call it with the oldest
+//! position a client may still rewind to (the minimum acked cursor); older positions then get the
+//! compacted definitions. [`HistoryOptions::retain_records`] does the same automatically, keeping
+//! the newest N records.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::apply::{self, ApplyError, CatalogView, Ctx};
+use super::model::{SchemaPosition, TableDef, TableName, TableState};
+use super::parser::{self, ParseError};
+use super::query::{ParsedQuery, classify, classify_lenient};
+
+/// File name of the history log inside the data directory.
+pub const HISTORY_FILE: &str = "schema-history.jsonl";
+
+/// Version of the JSON-lines record format.
+const FORMAT_VERSION: u32 = 1;
+
+/// Errors of the schema history (persistence only: SQL problems are reported in outcomes).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum HistoryError {
+    /// Reading or writing the history file failed.
+    #[error("schema history i/o on `{path}`")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A record in the middle of the history file is unreadable; the file needs an operator.
+    #[error("schema history `{path}` is corrupt at line {line}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// How a history behaves.
+#[derive(Clone, Debug)]
+pub struct HistoryOptions {
+    /// The source runs with `lower_case_table_names` ≠ 0: schema and table names are folded to
+    /// lower case on input and lookup. Column names are always case-insensitive.
+    pub lower_case_table_names: bool,
+    /// Keep at most this many records; older ones are compacted into a snapshot automatically.
+    /// `None` keeps everything until [`SchemaHistory::compact`] is called.
+    pub retain_records: Option<usize>,
+    /// `fsync` the file after every append (default true).
+    pub sync: bool,
+}
+
+impl Default for HistoryOptions {
+    fn default() -> Self {
+        Self { lower_case_table_names: false, retain_records: None, sync: true }
+    }
+}
+
+/// One table of a snapshot: the database and its `SHOW CREATE TABLE` text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotTable {
+    /// Database of the table (SHOW CREATE TABLE prints unqualified names).
+    pub schema: String,
+    /// The CREATE TABLE text; absent for definitions recorded directly or by compaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ddl: Option<String>,
+}
+
+/// What a record is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RecordBody {
+    /// A QUERY event's text.
+    Ddl {
+        /// The event's current database.
+        default_db: String,
+        /// The statement text.
+        sql: String,
+    },
+    /// Definitions fetched from the source.
+    Snapshot {
+        /// The tables and their DDL text.
+        tables: Vec<SnapshotTable>,
+    },
+}
+
+/// The new state of one table after a record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableChange {
+    /// Database.
+    pub schema: String,
+    /// Table.
+    pub table: String,
+    /// New state.
+    #[serde(flatten)]
+    pub state: TableState,
+}
+
+/// One line of the history log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    /// Record format version (1).
+    pub v: u32,
+    /// Insertion sequence number (orders records at the same position).
+    pub seq: u64,
+    /// Binlog file of the position.
+    pub journal: String,
+    /// Offset of the position.
+    pub offset: u64,
+    /// DDL or snapshot.
+    #[serde(flatten)]
+    pub body: RecordBody,
+    /// Resulting table states.
+    pub changes: Vec<TableChange>,
+}
+
+impl HistoryRecord {
+    /// The record's position.
+    pub fn position(&self) -> SchemaPosition {
+        SchemaPosition::new(self.journal.clone(), self.offset)
+    }
+
+    fn key(&self) -> (SchemaPosition, u64) {
+        (self.position(), self.seq)
+    }
+}
+
+/// What [`SchemaHistory::apply_ddl`] did.
+#[derive(Clone, Debug)]
+pub struct DdlOutcome {
+    /// Canal's classification of the statement (header type, schema, table, isDdl). When the text
+    /// could not be fully parsed this comes from its head (see [`classify_lenient`]).
+    pub query: ParsedQuery,
+    /// Tables whose state changed.
+    pub changed: Vec<TableName>,
+    /// Tables now [`TableState::Unknown`]: fetch `SHOW CREATE TABLE` and call
+    /// [`SchemaHistory::record_snapshot`] at the same position.
+    pub refresh: Vec<TableName>,
+    /// Why tables became unknown (parse errors, unknown tables or columns).
+    pub problems: Vec<ApplyError>,
+    /// The same SQL was already recorded at this position (a replay after a rewind): nothing
+    /// changed.
+    pub replayed: bool,
+}
+
+/// What [`SchemaHistory::lookup`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The definition in force.
+    Known(Arc<TableDef>),
+    /// The table does not exist there (dropped, renamed away, or created later).
+    Absent,
+    /// The table exists but its shape is unknown: refresh it from the source.
+    Unknown,
+    /// The history has never heard of the table: fetch it from the source.
+    NotTracked,
+}
+
+#[derive(Clone, Debug)]
+struct Version {
+    key: (SchemaPosition, u64),
+    state: TableState,
+    from_snapshot: bool,
+}
+
+/// A versioned store of table definitions keyed by binlog position. See the module docs.
+#[derive(Debug)]
+pub struct SchemaHistory {
+    options: HistoryOptions,
+    /// Sorted by `(position, seq)`.
+    records: Vec<HistoryRecord>,
+    /// Per table, sorted by key.
+    versions: BTreeMap<TableName, Vec<Version>>,
+    next_seq: u64,
+    file: Option<PathBuf>,
+}
+
+struct ViewAt<'h> {
+    history: &'h SchemaHistory,
+    key: (SchemaPosition, u64),
+}
+
+impl CatalogView for ViewAt<'_> {
+    fn state(&self, name: &TableName) -> Option<TableState> {
+        self.history.state_at_key(name, &self.key)
+    }
+
+    fn tables_in(&self, schema: &str) -> Vec<TableName> {
+        let start = TableName::new(schema, "");
+        self.history
+            .versions
+            .range(start..)
+            .take_while(|(k, _)| k.schema == schema)
+            .filter(|(k, _)| {
+                matches!(
+                    self.history.state_at_key(k, &self.key),
+                    Some(TableState::Known { .. } | TableState::Unknown)
+                )
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HistoryError + '_ {
+    move |source| HistoryError::Io { path: path.to_owned(), source }
+}
+
+impl SchemaHistory {
+    /// An empty in-memory history (nothing is persisted).
+    pub fn new(options: HistoryOptions) -> Self {
+        Self { options, records: Vec::new(), versions: BTreeMap::new(), next_seq: 1, file: None }
+    }
+
+    /// Opens (creating it if needed) the history persisted in `dir` and replays it.
+    ///
+    /// # Errors
+    /// [`HistoryError::Io`] when the directory or file cannot be read or created,
+    /// [`HistoryError::Corrupt`] when a record other than the last one is unreadable. A torn last
+    /// line is truncated away with a warning.
+    pub fn open(dir: impl AsRef<Path>, options: HistoryOptions) -> Result<Self, HistoryError> {
+        let dir = dir.as_ref();
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(HISTORY_FILE);
+        let mut history = Self::new(options);
+        let text = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let mut records = Vec::new();
+        let mut valid_len = 0usize;
+        let mut bad: Option<(usize, String)> = None;
+        let mut missing_newline = false;
+        let mut pos = 0usize;
+        let mut line_no = 0usize;
+        while pos < text.len() {
+            line_no += 1;
+            let end = text[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i);
+            let line = &text[pos..end.unwrap_or(text.len())];
+            let next = end.map_or(text.len(), |e| e + 1);
+            pos = next;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                if bad.is_none() {
+                    valid_len = next;
+                }
+                continue;
+            }
+            match serde_json::from_slice::<HistoryRecord>(line) {
+                Ok(r) if r.v == FORMAT_VERSION => {
+                    if let Some((line, reason)) = bad {
+                        return Err(HistoryError::Corrupt { path, line, reason });
+                    }
+                    records.push(r);
+                    valid_len = next;
+                    // A complete last record whose newline did not make it to disk is kept; the
+                    // newline is added before the next append.
+                    missing_newline = end.is_none();
+                }
+                Ok(r) => {
+                    return Err(HistoryError::Corrupt {
+                        path,
+                        line: line_no,
+                        reason: format!("unsupported record version {}", r.v),
+                    });
+                }
+                Err(e) => bad = bad.or(Some((line_no, e.to_string()))),
+            }
+        }
+        if let Some((line, reason)) = bad {
+            tracing::warn!(
+                path = %path.display(),
+                line,
+                %reason,
+                "schema history ends with a torn record; dropping it"
+            );
+            let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+            f.set_len(valid_len as u64).map_err(io_err(&path))?;
+            f.sync_all().map_err(io_err(&path))?;
+        }
+        if missing_newline {
+            let mut f = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
+            f.write_all(b"\n").map_err(io_err(&path))?;
+            f.sync_data().map_err(io_err(&path))?;
+        }
+        records.sort_by(|a, b| a.key().cmp(&b.key()));
+        history.next_seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(1);
+        history.records = records;
+        history.rebuild_versions();
+        history.file = Some(path);
+        Ok(history)
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &HistoryOptions {
+        &self.options
+    }
+
+    /// All records, ordered by position.
+    pub fn records(&self) -> &[HistoryRecord] {
+        &self.records
+    }
+
+    /// Position of the oldest record, if any.
+    pub fn first_position(&self) -> Option<SchemaPosition> {
+        self.records.first().map(HistoryRecord::position)
+    }
+
+    /// Position of the newest record, if any.
+    pub fn last_position(&self) -> Option<SchemaPosition> {
+        self.records.last().map(HistoryRecord::position)
+    }
+
+    fn fold(&self, s: &str) -> String {
+        if self.options.lower_case_table_names { s.to_lowercase() } else { s.to_owned() }
+    }
+
+    fn state_at_key(&self, name: &TableName, key: &(SchemaPosition, u64)) -> Option<TableState> {
+        let versions = self.versions.get(name)?;
+        let n = versions.partition_point(|v| v.key <= *key);
+        match n {
+            0 => versions.first().filter(|v| v.from_snapshot).map(|v| v.state.clone()),
+            n => Some(versions[n - 1].state.clone()),
+        }
+    }
+
+    /// What the history knows about `schema.table` for an event at `pos` (records at `pos` itself
+    /// included; a row event never shares a position with a QUERY event).
+    pub fn lookup(&self, schema: &str, table: &str, pos: &SchemaPosition) -> Lookup {
+        let name = TableName::new(self.fold(schema), self.fold(table));
+        match self.state_at_key(&name, &(pos.clone(), u64::MAX)) {
+            Some(TableState::Known { def }) => Lookup::Known(def),
+            Some(TableState::Dropped) => Lookup::Absent,
+            Some(TableState::Unknown) => Lookup::Unknown,
+            None if self.versions.contains_key(&name) => Lookup::Absent,
+            None => Lookup::NotTracked,
+        }
+    }
+
+    /// The definition of `schema.table` in force at `pos`, if known.
+    pub fn table_at(
+        &self,
+        schema: &str,
+        table: &str,
+        pos: &SchemaPosition,
+    ) -> Option<Arc<TableDef>> {
+        match self.lookup(schema, table, pos) {
+            Lookup::Known(def) => Some(def),
+            _ => None,
+        }
+    }
+
+    /// The newest known definition of `schema.table`.
+    pub fn latest(&self, schema: &str, table: &str) -> Option<Arc<TableDef>> {
+        let name = TableName::new(self.fold(schema), self.fold(table));
+        match self.versions.get(&name)?.last()?.state.clone() {
+            TableState::Known { def } => Some(def),
+            _ => None,
+        }
+    }
+
+    /// Every table known at `pos`, ordered by name.
+    pub fn tables_at(&self, pos: &SchemaPosition) -> Vec<Arc<TableDef>> {
+        let key = (pos.clone(), u64::MAX);
+        self.versions
+            .keys()
+            .filter_map(|k| match self.state_at_key(k, &key) {
+                Some(TableState::Known { def }) => Some(def),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Applies the QUERY event `sql` found at `pos` with current database `default_db`, recording
+    /// it if it changes any table. Statements that change nothing (DML, GRANT, index changes) are
+    /// classified but not recorded.
+    ///
+    /// # Errors
+    /// Only persistence errors; SQL that cannot be parsed or applied is reported in the outcome
+    /// (`problems`, `refresh`) and leaves the tables involved unknown.
+    pub fn apply_ddl(
+        &mut self,
+        pos: &SchemaPosition,
+        default_db: &str,
+        sql: &str,
+    ) -> Result<DdlOutcome, HistoryError> {
+        // Replay of a DDL recorded before (rewind): nothing to do.
+        if let Some(existing) = self.records.iter().find(|r| {
+            r.position() == *pos
+                && matches!(&r.body, RecordBody::Ddl { sql: s, default_db: d } if s == sql && d == default_db)
+        }) {
+            return Ok(DdlOutcome {
+                query: classify_lenient(sql, default_db),
+                changed: existing.changes.iter().map(|c| TableName::new(c.schema.clone(), c.table.clone())).collect(),
+                refresh: Vec::new(),
+                problems: Vec::new(),
+                replayed: true,
+            });
+        }
+        // A different DDL at a position that already has one: the source diverged. Forget the old
+        // one before computing the new one's effect.
+        let is_old =
+            |r: &HistoryRecord| r.position() == *pos && matches!(r.body, RecordBody::Ddl { .. });
+        let diverged = self.records.iter().any(is_old);
+        if diverged {
+            tracing::warn!(position = %pos, "schema history: a different DDL at a recorded position; replacing it");
+            self.records.retain(|r| !is_old(r));
+            self.rebuild_versions();
+        }
+        let seq = self.next_seq;
+        let key = (pos.clone(), seq);
+        let (query, applied) = self.compute(&key, default_db, sql);
+        let refresh = applied
+            .changes
+            .iter()
+            .filter(|(_, s)| matches!(s, TableState::Unknown))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let changed: Vec<TableName> = applied.changes.keys().cloned().collect();
+        let outcome =
+            DdlOutcome { query, changed, refresh, problems: applied.problems, replayed: false };
+        if !diverged && applied.changes.is_empty() {
+            return Ok(outcome);
+        }
+        let record = HistoryRecord {
+            v: FORMAT_VERSION,
+            seq,
+            journal: pos.journal.clone(),
+            offset: pos.offset,
+            body: RecordBody::Ddl { default_db: default_db.to_owned(), sql: sql.to_owned() },
+            changes: to_changes(applied.changes),
+        };
+        self.insert(record, diverged)?;
+        Ok(outcome)
+    }
+
+    /// Records definitions fetched from the source at `pos` (the initial dump, or a refresh after
+    /// an outcome asked for one): each `SHOW CREATE TABLE` text replaces what the history had for
+    /// that table from `pos` on. Returns, per table that could not be parsed, its name and the
+    /// error; those tables are recorded as unknown.
+    ///
+    /// # Errors
+    /// Only persistence errors.
+    pub fn record_snapshot(
+        &mut self,
+        pos: &SchemaPosition,
+        tables: &[SnapshotTable],
+    ) -> Result<Vec<(TableName, ParseError)>, HistoryError> {
+        let lower = self.options.lower_case_table_names;
+        let mut changes = BTreeMap::new();
+        let mut failed = Vec::new();
+        for t in tables {
+            let Some(ddl) = &t.ddl else { continue };
+            match parser::parse_create_table(ddl) {
+                Ok(st) => {
+                    if let Some(def) = apply::table_from_create(&st, &t.schema, lower) {
+                        changes.insert(def.table_name(), TableState::Known { def: Arc::new(def) });
+                    } else {
+                        // CREATE TABLE ... SELECT / LIKE cannot be SHOW CREATE TABLE output.
+                        let name = classify(std::slice::from_ref(&st), &t.schema);
+                        let name = TableName::new(self.fold(&name.schema), self.fold(&name.table));
+                        failed.push((
+                            name.clone(),
+                            ParseError::Unsupported {
+                                what: "snapshot DDL without a column list".to_owned(),
+                                offset: 0,
+                            },
+                        ));
+                        changes.insert(name, TableState::Unknown);
+                    }
+                }
+                Err(e) => {
+                    let q = classify_lenient(ddl, &t.schema);
+                    if !q.table.is_empty() {
+                        let name = TableName::new(self.fold(&q.schema), self.fold(&q.table));
+                        changes.insert(name.clone(), TableState::Unknown);
+                        failed.push((name, e));
+                    } else {
+                        failed.push((TableName::new(self.fold(&t.schema), String::new()), e));
+                    }
+                }
+            }
+        }
+        self.insert_snapshot(pos, tables.to_vec(), changes)?;
+        Ok(failed)
+    }
+
+    /// Records a definition obtained elsewhere (binlog metadata, `information_schema`) at `pos`.
+    ///
+    /// # Errors
+    /// Only persistence errors.
+    pub fn record_table(
+        &mut self,
+        pos: &SchemaPosition,
+        def: TableDef,
+    ) -> Result<(), HistoryError> {
+        let mut def = def;
+        def.schema = self.fold(&def.schema);
+        def.name = self.fold(&def.name);
+        def.sync_primary_key();
+        let schema = def.schema.clone();
+        let changes =
+            BTreeMap::from([(def.table_name(), TableState::Known { def: Arc::new(def) })]);
+        self.insert_snapshot(pos, vec![SnapshotTable { schema, ddl: None }], changes)
+    }
+
+    fn insert_snapshot(
+        &mut self,
+        pos: &SchemaPosition,
+        tables: Vec<SnapshotTable>,
+        changes: BTreeMap<TableName, TableState>,
+    ) -> Result<(), HistoryError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let record = HistoryRecord {
+            v: FORMAT_VERSION,
+            seq: self.next_seq,
+            journal: pos.journal.clone(),
+            offset: pos.offset,
+            body: RecordBody::Snapshot { tables },
+            changes: to_changes(changes),
+        };
+        self.insert(record, false)
+    }
+
+    /// Parses and applies `sql` against the state in force just before `key`.
+    fn compute(
+        &self,
+        key: &(SchemaPosition, u64),
+        default_db: &str,
+        sql: &str,
+    ) -> (ParsedQuery, apply::Applied) {
+        let ctx = Ctx { default_db, lower: self.options.lower_case_table_names };
+        let view = ViewAt { history: self, key: key.clone() };
+        match parser::parse_with_head(sql) {
+            Ok(statements) => {
+                (classify(&statements, default_db), apply::apply(&statements, &ctx, &view))
+            }
+            Err((e, head)) => {
+                let query = classify(head.as_slice(), default_db);
+                let mut applied = apply::Applied::default();
+                // Every table the statement names is now of unknown shape, except where it says
+                // the table goes away.
+                for t in &query.targets {
+                    if t.table.is_empty() || !query.is_ddl {
+                        continue;
+                    }
+                    let name = TableName::new(ctx.fold(&t.schema), ctx.fold(&t.table));
+                    applied.changes.insert(name, TableState::Unknown);
+                }
+                if query.targets.iter().all(|t| t.table.is_empty()) {
+                    tracing::warn!(error = %e, "schema history: cannot parse DDL and cannot tell its table");
+                }
+                applied.problems.push(ApplyError::Parse(e));
+                (query, applied)
+            }
+        }
+    }
+
+    /// Inserts a record in position order, re-applies later DDL when it is not the newest, and
+    /// persists it.
+    fn insert(&mut self, record: HistoryRecord, force_rewrite: bool) -> Result<(), HistoryError> {
+        self.next_seq = self.next_seq.max(record.seq + 1);
+        let key = record.key();
+        let idx = self.records.partition_point(|r| r.key() <= key);
+        let at_end = idx == self.records.len();
+        self.records.insert(idx, record);
+        if at_end && !force_rewrite {
+            self.push_versions(idx);
+            self.append(idx)?;
+        } else {
+            self.replay_from(idx);
+            self.rewrite()?;
+        }
+        if let Some(keep) = self.options.retain_records {
+            if self.records.len() > keep.max(1) {
+                let from = self.records[self.records.len() - keep.max(1)].position();
+                self.compact(&from)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn push_versions(&mut self, idx: usize) {
+        let r = &self.records[idx];
+        let from_snapshot = matches!(r.body, RecordBody::Snapshot { .. });
+        for c in &r.changes {
+            self.versions
+                .entry(TableName::new(c.schema.clone(), c.table.clone()))
+                .or_default()
+                .push(Version { key: r.key(), state: c.state.clone(), from_snapshot });
+        }
+    }
+
+    fn rebuild_versions(&mut self) {
+        self.versions.clear();
+        for i in 0..self.records.len() {
+            self.push_versions(i);
+        }
+    }
+
+    /// Drops versions from record `idx` on and rebuilds them, re-applying DDL records' SQL so they
+    /// see the records inserted before them.
+    fn replay_from(&mut self, idx: usize) {
+        let key = self.records[idx].key();
+        for versions in self.versions.values_mut() {
+            versions.retain(|v| v.key < key);
+        }
+        self.versions.retain(|_, v| !v.is_empty());
+        for i in idx..self.records.len() {
+            if let RecordBody::Ddl { default_db, sql } = &self.records[i].body {
+                let (_, applied) = self.compute(&self.records[i].key(), default_db, sql);
+                self.records[i].changes = to_changes(applied.changes);
+            }
+            self.push_versions(i);
+        }
+    }
+
+    /// Forgets every record after `pos` (the operator moved the source, or the binlog after `pos`
+    /// was rewritten by a failover). Records at `pos` are kept.
+    ///
+    /// # Errors
+    /// Persistence errors.
+    pub fn truncate_after(&mut self, pos: &SchemaPosition) -> Result<(), HistoryError> {
+        let n = self.records.partition_point(|r| r.position() <= *pos);
+        if n == self.records.len() {
+            return Ok(());
+        }
+        self.records.truncate(n);
+        self.rebuild_versions();
+        self.rewrite()
+    }
+
+    /// Folds all records before `keep_from` into one snapshot record holding the tables that exist
+    /// at the last of them, then rewrites the file. Lookups before `keep_from` afterwards return
+    /// those definitions.
+    ///
+    /// # Errors
+    /// Persistence errors.
+    pub fn compact(&mut self, keep_from: &SchemaPosition) -> Result<(), HistoryError> {
+        let n = self.records.partition_point(|r| r.position() < *keep_from);
+        if n == 0 || (n == 1 && matches!(self.records[0].body, RecordBody::Snapshot { .. })) {
+            return Ok(());
+        }
+        let last = self.records[n - 1].clone();
+        // The folded snapshot takes the key of the last folded record, so it still sorts before
+        // every kept record.
+        let key = last.key();
+        let mut changes = Vec::new();
+        for name in self.versions.keys() {
+            if let Some(state @ (TableState::Known { .. } | TableState::Unknown)) =
+                self.state_at_key(name, &key)
+            {
+                changes.push(TableChange {
+                    schema: name.schema.clone(),
+                    table: name.table.clone(),
+                    state,
+                });
+            }
+        }
+        let snapshot = HistoryRecord {
+            v: FORMAT_VERSION,
+            seq: last.seq,
+            journal: last.journal,
+            offset: last.offset,
+            body: RecordBody::Snapshot { tables: Vec::new() },
+            changes,
+        };
+        self.records.splice(0..n, [snapshot]);
+        self.rebuild_versions();
+        self.rewrite()
+    }
+
+    fn append(&self, idx: usize) -> Result<(), HistoryError> {
+        let Some(path) = &self.file else { return Ok(()) };
+        let mut line = serde_json::to_vec(&self.records[idx]).expect("history records serialize");
+        line.push(b'\n');
+        let mut f =
+            OpenOptions::new().create(true).append(true).open(path).map_err(io_err(path))?;
+        f.write_all(&line).map_err(io_err(path))?;
+        if self.options.sync {
+            f.sync_data().map_err(io_err(path))?;
+        }
+        Ok(())
+    }
+
+    fn rewrite(&self) -> Result<(), HistoryError> {
+        let Some(path) = &self.file else { return Ok(()) };
+        let tmp = path.with_extension("jsonl.tmp");
+        let mut buf = Vec::new();
+        for r in &self.records {
+            serde_json::to_writer(&mut buf, r).expect("history records serialize");
+            buf.push(b'\n');
+        }
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&buf).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(io_err(path))?;
+        if let Some(dir) = path.parent() {
+            // Make the rename durable; not every platform can open a directory, so ignore failures.
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn to_changes(changes: BTreeMap<TableName, TableState>) -> Vec<TableChange> {
+    changes
+        .into_iter()
+        .map(|(k, state)| TableChange { schema: k.schema, table: k.table, state })
+        .collect()
+}
