@@ -7,4 +7,5 @@ mod codec;
 mod decode;
 mod interop;
 mod position;
+mod replica;
 mod services;
