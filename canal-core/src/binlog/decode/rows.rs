@@ -233,7 +233,9 @@ impl TablePlan {
 }
 
 /// Decoder kind, non-NULL sqlType and NULL sqlType for a column (RowsLogBuffer `fetchValue` /
-/// `mysqlToJavaType` followed by LogEventConvert's BINARY/BLOB remapping).
+/// `mysqlToJavaType` followed by LogEventConvert's BINARY/BLOB remapping). The NULL type equals the
+/// value type except for SET (BINARY, remapped to BLOB) and JSON/VECTOR (OTHER: `mysqlToJavaType`
+/// does not list them).
 fn plan_kind(
     real: u8,
     binlog_type: u8,
@@ -244,41 +246,41 @@ fn plan_kind(
 ) -> (Kind, i32, i32) {
     let blobish = if text { st::CLOB } else { st::BLOB };
     match real {
-        ty::TINY => (Kind::Tiny, st::TINYINT, st::OTHER),
-        ty::SHORT => (Kind::Short, st::SMALLINT, st::OTHER),
-        ty::INT24 => (Kind::Int24, st::INTEGER, st::OTHER),
-        ty::LONG => (Kind::Long, st::INTEGER, st::OTHER),
-        ty::LONGLONG => (Kind::LongLong, st::BIGINT, st::OTHER),
-        ty::FLOAT => (Kind::Float, st::REAL, st::OTHER),
-        ty::DOUBLE => (Kind::Double, st::DOUBLE, st::OTHER),
+        ty::TINY => (Kind::Tiny, st::TINYINT, st::TINYINT),
+        ty::SHORT => (Kind::Short, st::SMALLINT, st::SMALLINT),
+        ty::INT24 => (Kind::Int24, st::INTEGER, st::INTEGER),
+        ty::LONG => (Kind::Long, st::INTEGER, st::INTEGER),
+        ty::LONGLONG => (Kind::LongLong, st::BIGINT, st::BIGINT),
+        ty::FLOAT => (Kind::Float, st::REAL, st::REAL),
+        ty::DOUBLE => (Kind::Double, st::DOUBLE, st::DOUBLE),
         ty::NEWDECIMAL => {
             let (precision, scale) = ((meta >> 8) as u8, (meta & 0xff) as u8);
             if value::decimal_bin_size(precision, scale).is_none() {
                 return (Kind::Unsupported, st::OTHER, st::OTHER);
             }
-            (Kind::Decimal { precision, scale }, st::DECIMAL, st::OTHER)
+            (Kind::Decimal { precision, scale }, st::DECIMAL, st::DECIMAL)
         }
         ty::BIT => {
             let nbits = (meta >> 8) * 8 + (meta & 0xff);
             if nbits == 0 || nbits > 64 {
                 return (Kind::Unsupported, st::OTHER, st::OTHER);
             }
-            (Kind::Bit { nbits }, st::BIT, st::OTHER)
+            (Kind::Bit { nbits }, st::BIT, st::BIT)
         }
-        ty::TIMESTAMP => (Kind::Timestamp, st::TIMESTAMP, st::OTHER),
-        ty::TIMESTAMP2 => (Kind::Timestamp2 { fsp: fsp(meta) }, st::TIMESTAMP, st::OTHER),
-        ty::DATETIME => (Kind::Datetime, st::TIMESTAMP, st::OTHER),
-        ty::DATETIME2 => (Kind::Datetime2 { fsp: fsp(meta) }, st::TIMESTAMP, st::OTHER),
-        ty::TIME => (Kind::Time, st::TIME, st::OTHER),
-        ty::TIME2 => (Kind::Time2 { fsp: fsp(meta) }, st::TIME, st::OTHER),
-        ty::DATE | ty::NEWDATE => (Kind::Date, st::DATE, st::OTHER),
-        ty::YEAR => (Kind::Year, st::VARCHAR, st::OTHER),
+        ty::TIMESTAMP => (Kind::Timestamp, st::TIMESTAMP, st::TIMESTAMP),
+        ty::TIMESTAMP2 => (Kind::Timestamp2 { fsp: fsp(meta) }, st::TIMESTAMP, st::TIMESTAMP),
+        ty::DATETIME => (Kind::Datetime, st::TIMESTAMP, st::TIMESTAMP),
+        ty::DATETIME2 => (Kind::Datetime2 { fsp: fsp(meta) }, st::TIMESTAMP, st::TIMESTAMP),
+        ty::TIME => (Kind::Time, st::TIME, st::TIME),
+        ty::TIME2 => (Kind::Time2 { fsp: fsp(meta) }, st::TIME, st::TIME),
+        ty::DATE | ty::NEWDATE => (Kind::Date, st::DATE, st::DATE),
+        ty::YEAR => (Kind::Year, st::VARCHAR, st::VARCHAR),
         ty::ENUM => {
             let len = (meta & 0xff) as u8;
             if !(1..=2).contains(&len) {
                 return (Kind::Unsupported, st::OTHER, st::OTHER);
             }
-            (Kind::Enum { len }, st::INTEGER, st::OTHER)
+            (Kind::Enum { len }, st::INTEGER, st::INTEGER)
         }
         ty::SET => {
             let len = (meta & 0xff) as u8;
