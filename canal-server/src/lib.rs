@@ -1,0 +1,4 @@
+//! canal-server as a library: destinations as clients see them, the Canal TCP protocol sessions,
+//! configuration, and the process that runs instances under HA.
+
+pub mod destination;
