@@ -184,12 +184,10 @@ async fn dump_from_file_pos_receives_row_events() {
             }
         }
         let ty = ev.header.event_type;
-        if (event_type::WRITE_ROWS_V1..=event_type::DELETE_ROWS_V1).contains(&ty)
-            || (event_type::WRITE_ROWS_V2..=event_type::DELETE_ROWS_V2).contains(&ty)
-        {
-            if ours.is_some() && table_id(ev) == ours {
-                kinds.push(ty);
-            }
+        let rows = (event_type::WRITE_ROWS_V1..=event_type::DELETE_ROWS_V1).contains(&ty)
+            || (event_type::WRITE_ROWS_V2..=event_type::DELETE_ROWS_V2).contains(&ty);
+        if rows && ours.is_some() && table_id(ev) == ours {
+            kinds.push(ty);
         }
         kinds.len() == 3
     })

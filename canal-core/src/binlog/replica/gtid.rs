@@ -328,7 +328,7 @@ mod tests {
         for bad in [
             "x",
             "3e11fa47:1",
-            &format!("{U1}"),
+            U1,
             &format!("{U1}:0"),
             &format!("{U1}:5-3"),
             &format!("{U1}:1-x"),

@@ -462,7 +462,8 @@ mod tests {
     fn text_row_and_switch() {
         let row = parse_text_row(&[3, b'a', b'b', b'c', 0xFB, 0], 3).unwrap();
         assert_eq!(row, vec![Some(b"abc".to_vec()), None, Some(Vec::new())]);
-        let sw = parse_auth_switch(b"\xfecaching_sha2_password\0123456789012345678901\0").unwrap();
+        let sw =
+            parse_auth_switch(b"\xfecaching_sha2_password\x00123456789012345678901\x00").unwrap();
         assert_eq!(sw.plugin, "caching_sha2_password");
         assert_eq!(sw.data.len(), 21);
     }
