@@ -196,3 +196,24 @@ impl EnvsRemoved for Command {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_replace_defaults_with_dash_and_underscore_alike() {
+        let mut s = Settings::new();
+        s.insert("max-binlog-size".into(), "4096".into());
+        s.insert("binlog_row_metadata".into(), "NO_LOG".into());
+        s.insert("gtid_strict_mode".into(), "1".into());
+        let cnf = my_cnf(Path::new("/x/db"), 3307, &s);
+        assert!(cnf.contains("\nmax_binlog_size=4096\n"), "{cnf}");
+        assert!(!cnf.contains("16M"), "{cnf}");
+        assert!(cnf.contains("\nbinlog_row_metadata=NO_LOG\n"), "{cnf}");
+        assert!(cnf.ends_with("gtid_strict_mode=1\n"), "{cnf}");
+        assert!(cnf.contains("\nport=3307\n") && cnf.contains("\nbind-address=127.0.0.1\n"));
+        assert!(cnf.contains("\nlog-bin=/x/db/data/binlog\n"), "{cnf}");
+        assert_eq!(cnf.contains("\nuser=root\n"), is_root());
+    }
+}

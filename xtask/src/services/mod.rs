@@ -426,3 +426,42 @@ fn find_program(name: &str) -> Option<PathBuf> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_parse_by_their_short_and_long_names() {
+        assert_eq!("mysql".parse::<Kind>().unwrap(), Kind::Mariadb);
+        assert_eq!("zk".parse::<Kind>().unwrap(), Kind::Zookeeper);
+        assert_eq!("etcd".parse::<Kind>().unwrap(), Kind::Etcd);
+        for k in Kind::ALL {
+            assert_eq!(k.to_string().parse::<Kind>().unwrap(), k, "Display round-trips");
+        }
+        assert!("redis".parse::<Kind>().is_err());
+    }
+
+    #[test]
+    fn env_files_are_key_value_lines() {
+        let dir = std::env::temp_dir().join(format!("xtask-env-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("env");
+        assert!(read_env(&f).unwrap().is_empty(), "a missing file is empty");
+        fs::write(&f, "# c\nA=1\n\nB=x=y\n").unwrap();
+        assert_eq!(
+            read_env(&f).unwrap(),
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn free_ports_are_free_and_distinct() {
+        let (a, b) = free_port_pair().unwrap();
+        assert_ne!(a, b);
+        check_port_free(a).unwrap();
+        let held = std::net::TcpListener::bind(("127.0.0.1", free_port().unwrap())).unwrap();
+        assert!(check_port_free(held.local_addr().unwrap().port()).is_err());
+    }
+}

@@ -204,3 +204,30 @@ pub fn terminate(pid: u32, dir: &Path, timeout: Duration) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_ours_only_when_its_cmdline_names_the_dir() {
+        let me = std::process::id();
+        let argv0 = std::env::args().next().unwrap();
+        assert!(is_ours(me, Path::new(&argv0)));
+        assert!(!is_ours(me, Path::new("/no/such/canal/dir")));
+        assert!(!alive(u32::MAX), "no such pid");
+    }
+
+    #[test]
+    fn read_pid_handles_missing_and_garbage() {
+        let dir = std::env::temp_dir().join(format!("xtask-pid-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("server.pid");
+        assert_eq!(read_pid(&f).unwrap(), None);
+        fs::write(&f, "123\n").unwrap();
+        assert_eq!(read_pid(&f).unwrap(), Some(123));
+        fs::write(&f, "garbage").unwrap();
+        assert_eq!(read_pid(&f).unwrap(), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

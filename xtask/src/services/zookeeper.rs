@@ -130,3 +130,19 @@ fn four_letter(port: u16, word: &str) -> Result<String> {
     s.read_to_string(&mut reply)?;
     Ok(reply)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_replace_defaults() {
+        let mut s = Settings::new();
+        s.insert("tickTime".into(), "100".into());
+        let cfg = zoo_cfg(Path::new("/x/zk"), 2182, &s);
+        assert!(cfg.contains("\ntickTime=100\n") && !cfg.contains("tickTime=200"), "{cfg}");
+        assert!(cfg.contains("\nclientPortAddress=127.0.0.1\n"), "{cfg}");
+        assert!(cfg.contains("\nadmin.enableServer=false\n"), "{cfg}");
+        assert!(cfg.contains("\ndataDir=/x/zk/data\n"), "{cfg}");
+    }
+}
