@@ -101,7 +101,7 @@ impl TableFilter {
                 .map_err(|source| FilterError::Pattern { pattern: p.clone(), source })?;
         }
         // Longest first, as Canal does, so that alternation order never hides a longer pattern.
-        patterns.sort_by(|a, b| b.len().cmp(&a.len()));
+        patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
         let regex = if patterns.is_empty() {
             None
         } else {

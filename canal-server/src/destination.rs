@@ -106,6 +106,7 @@ pub struct Destination {
     get_lock: tokio::sync::Mutex<()>,
     cursors: Arc<dyn CursorSink>,
     filter: Arc<dyn FilterSink>,
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Destination {
@@ -125,6 +126,7 @@ impl Destination {
             get_lock: tokio::sync::Mutex::new(()),
             cursors,
             filter,
+            closed: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -284,9 +286,26 @@ impl Destination {
         RequestError::NotSubscribed { destination: self.name.clone(), client_id }
     }
 
-    /// Stops handing out data: pending GETs fail, the store is emptied.
+    /// Stops handing out data: pending GETs fail, the store is emptied, and sessions waiting in
+    /// [`Destination::wait_closed`] wake up (they close their connections).
     pub fn close(&self) {
         self.store.close();
+        self.closed.send_replace(true);
+    }
+
+    /// Whether [`Destination::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Resolves once the destination is closed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_closed(&self) {
+        let mut rx = self.closed.subscribe();
+        // The sender lives in `self`, so `wait_for` can only end by seeing `true`.
+        let _ = rx.wait_for(|closed| *closed).await;
     }
 }
 

@@ -2,3 +2,4 @@
 //! configuration, and the process that runs instances under HA.
 
 pub mod destination;
+pub mod session;

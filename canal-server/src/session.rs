@@ -1,0 +1,464 @@
+//! One client connection speaking Canal's TCP protocol (spec §1.4–§1.6, Appendix B).
+//!
+//! HANDSHAKE with an 8-byte seed on accept; the next frames are taken as ClientAuth whatever their
+//! type until one authenticates (a failure is answered with `ACK{400}` and the socket stays open);
+//! then SUBSCRIPTION / UNSUBSCRIPTION (answered), GET (MESSAGES or an error ACK), CLIENTACK /
+//! CLIENTROLLBACK (answered only on error), anything else `ACK{400, "packet type: X is NOT
+//! supported!"}`. Malformed frames close the connection; nothing a client sends can panic the
+//! server or stall another session.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use canal_core::protocol::auth::{AuthConfig, random_seed};
+use canal_core::protocol::body::parse_client_id;
+use canal_core::protocol::codec::{
+    FrameDecoder, PacketReader, encode_frame, encode_raw_messages_frame,
+};
+use canal_core::protocol::packet::{ClientAuth, Packet};
+use canal_core::protocol::packets::{
+    self, ERROR_ACK_BATCH_ZERO, ERROR_GENERIC, ERROR_MISSING_IDENTITY,
+};
+use canal_core::protocol::{Body, GetTimeout};
+use canal_core::store::GetWait;
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::destination::{Destination, RequestError};
+
+/// What the registry knows about a destination.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Running on this server.
+    Running(Arc<Destination>),
+    /// Configured here but not running (standby, lazy, stopping).
+    NotRunning,
+    /// Not configured on this server.
+    Unknown,
+}
+
+/// The server's destinations, as sessions need them.
+pub trait Registry: Send + Sync + std::fmt::Debug + 'static {
+    /// The destination's state now.
+    fn lookup(&self, name: &str) -> Lookup;
+    /// Asks for the destination to start here (a lazy start or an HA candidacy); returns at once.
+    fn request_start(&self, name: &str);
+}
+
+/// Per-session settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// `canal.user` / `canal.passwd`.
+    pub auth: AuthConfig,
+    /// Largest frame accepted from a client.
+    pub max_frame_len: usize,
+    /// How long a client may take to authenticate (Java has no bound; we close idle
+    /// unauthenticated sockets so they cannot pile up).
+    pub auth_timeout: Duration,
+    /// Idle timeout when the client's ClientAuth names none (Java: 1 h).
+    pub default_idle: Duration,
+    /// How long a started destination may take to become active after a SUBSCRIPTION asked for it.
+    pub start_wait: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            auth: AuthConfig::open(),
+            max_frame_len: 16 * 1024 * 1024,
+            auth_timeout: Duration::from_secs(60),
+            default_idle: Duration::from_secs(3600),
+            start_wait: Duration::from_millis(0),
+        }
+    }
+}
+
+/// Why a session ended (logged; never an error for the server).
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    Idle,
+    Protocol(String),
+    Io(std::io::Error),
+    DestinationStopped(String),
+}
+
+type Incoming = Result<Packet, String>;
+
+/// Serves one connection until the client leaves, misbehaves, idles out, or a destination it uses
+/// stops.
+pub async fn serve<S>(stream: S, peer: String, registry: Arc<dyn Registry>, config: SessionConfig)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel::<Incoming>(4);
+    let decoder = FrameDecoder::with_max_frame_len(config.max_frame_len);
+    let reader = tokio::spawn(read_loop(PacketReader::with_decoder(read_half, decoder), tx));
+    let mut session = Session {
+        out: write_half,
+        buf: BytesMut::with_capacity(4096),
+        rx,
+        stash: None,
+        registry,
+        config,
+        subscribed: HashMap::new(),
+    };
+    let end = session.run().await;
+    reader.abort();
+    let _ = session.out.shutdown().await;
+    match end {
+        End::ClientClosed => debug!(%peer, "client closed the connection"),
+        End::Idle => info!(%peer, "closing idle connection"),
+        End::Protocol(why) => warn!(%peer, "closing connection: {why}"),
+        End::Io(e) => debug!(%peer, "connection error: {e}"),
+        End::DestinationStopped(d) => {
+            info!(%peer, destination = %d, "destination stopped here; closing its client")
+        }
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(mut reader: PacketReader<R>, tx: mpsc::Sender<Incoming>) {
+    loop {
+        let item = match reader.read_packet().await {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => return,
+            Err(e) => Err(e.to_string()),
+        };
+        let stop = item.is_err();
+        if tx.send(item).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+struct Session<W> {
+    out: W,
+    buf: BytesMut,
+    rx: mpsc::Receiver<Incoming>,
+    /// A request that arrived while a GET was waiting.
+    stash: Option<Packet>,
+    registry: Arc<dyn Registry>,
+    config: SessionConfig,
+    /// Destinations this session subscribed to, so it can close when one stops.
+    subscribed: HashMap<String, Arc<Destination>>,
+}
+
+impl<W: AsyncWrite + Unpin> Session<W> {
+    async fn run(&mut self) -> End {
+        let seed = random_seed();
+        if let Err(e) = self.send(&packets::handshake(&seed)).await {
+            return e;
+        }
+        let idle =
+            match tokio::time::timeout(self.config.auth_timeout, self.authenticate(&seed)).await {
+                Ok(Ok(idle)) => idle,
+                Ok(Err(end)) => return end,
+                Err(_) => return End::Idle,
+            };
+        loop {
+            let packet = match self.next_packet(idle).await {
+                Ok(p) => p,
+                Err(end) => return end,
+            };
+            if let Err(end) = self.dispatch(packet).await {
+                return end;
+            }
+        }
+    }
+
+    /// Reads the next request, closing on idle timeout or when a subscribed destination stops.
+    async fn next_packet(&mut self, idle: Duration) -> Result<Packet, End> {
+        if let Some(p) = self.stash.take() {
+            return Ok(p);
+        }
+        let stopped = first_closed(&self.subscribed);
+        tokio::select! {
+            r = tokio::time::timeout(idle, self.rx.recv()) => match r {
+                Err(_) => Err(End::Idle),
+                Ok(None) => Err(End::ClientClosed),
+                Ok(Some(Err(e))) => Err(End::Protocol(e)),
+                Ok(Some(Ok(p))) => Ok(p),
+            },
+            name = stopped => Err(End::DestinationStopped(name)),
+        }
+    }
+
+    async fn send(&mut self, packet: &Packet) -> Result<(), End> {
+        self.buf.clear();
+        encode_frame(packet, &mut self.buf).map_err(|e| End::Protocol(e.to_string()))?;
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        self.out.write_all(&self.buf).await.map_err(End::Io)?;
+        self.out.flush().await.map_err(End::Io)
+    }
+
+    async fn error(&mut self, code: i32, message: impl Into<String>) -> Result<(), End> {
+        self.send(&packets::ack_error(code, message)).await
+    }
+
+    /// Takes frames as ClientAuth until one passes; returns the idle timeout it asked for.
+    async fn authenticate(&mut self, seed: &[u8]) -> Result<Duration, End> {
+        loop {
+            let packet = match self.rx.recv().await {
+                None => return Err(End::ClientClosed),
+                Some(Err(e)) => return Err(End::Protocol(e)),
+                Some(Ok(p)) => p,
+            };
+            // Java does not check the type of this packet: whatever it is, its body is ClientAuth.
+            let auth = ClientAuth::decode(packet.body.clone())
+                .map_err(|e| End::Protocol(format!("undecodable ClientAuth: {e}")))?;
+            if let Err(e) = self.config.auth.authenticate(seed, &auth.username, &auth.password) {
+                debug!("authentication failed: {e}");
+                self.send(&packets::auth_failed(&auth.username)).await?;
+                continue;
+            }
+            if !auth.destination.is_empty() && !auth.client_id.is_empty() {
+                // Subscribe during auth; if that fails Java closes the connection without an ACK.
+                let client_id = parse_client_id(&auth.client_id)
+                    .map_err(|e| End::Protocol(format!("ClientAuth: {e}")))?;
+                let dest = match self.registry.lookup(&auth.destination) {
+                    Lookup::Running(d) => d,
+                    _ => {
+                        self.registry.request_start(&auth.destination);
+                        return Err(End::Protocol(format!(
+                            "ClientAuth subscribes to destination:{} which is not running here",
+                            auth.destination
+                        )));
+                    }
+                };
+                dest.subscribe(client_id, &auth.filter)
+                    .map_err(|e| End::Protocol(format!("ClientAuth subscribe: {e}")))?;
+                self.subscribed.insert(auth.destination.clone(), dest);
+            }
+            self.send(&packets::ack_ok()).await?;
+            let ms = |v: Option<i32>| v.filter(|v| *v > 0).map(|v| v as u64);
+            let idle = match (ms(auth.net_read_timeout), ms(auth.net_write_timeout)) {
+                (None, None) => self.config.default_idle,
+                (a, b) => Duration::from_millis(a.into_iter().chain(b).min().unwrap_or(0)),
+            };
+            return Ok(idle);
+        }
+    }
+
+    /// Resolves a request's destination; `Ok(None)` means an error ACK was already written.
+    async fn running(&mut self, name: &str) -> Result<Option<Arc<Destination>>, End> {
+        match self.registry.lookup(name) {
+            Lookup::Running(d) => Ok(Some(d)),
+            Lookup::NotRunning => {
+                self.error(ERROR_GENERIC, format!("destination:{name} should start first")).await?;
+                Ok(None)
+            }
+            Lookup::Unknown => {
+                self.error(ERROR_GENERIC, format!("destination:{name} is not configured")).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Parses the client id; `Ok(None)` means an error ACK was already written.
+    async fn client_id(&mut self, text: &str) -> Result<Option<i16>, End> {
+        match parse_client_id(text) {
+            Ok(id) => Ok(Some(id)),
+            Err(e) => {
+                self.error(ERROR_GENERIC, e.to_string()).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn request_error(&mut self, e: RequestError) -> Result<(), End> {
+        if let RequestError::Store(_) = e {
+            // The destination stopped under us: the client should fail over.
+            self.error(ERROR_GENERIC, e.to_string()).await?;
+            return Err(End::DestinationStopped(String::new()));
+        }
+        self.error(ERROR_GENERIC, e.to_string()).await
+    }
+
+    async fn dispatch(&mut self, packet: Packet) -> Result<(), End> {
+        let body = match Body::decode(&packet) {
+            Ok(b) => b,
+            Err(canal_core::protocol::BodyError::UnknownType(t)) => {
+                return self.send(&packets::unsupported_type(t)).await;
+            }
+            Err(e) => {
+                return self.error(ERROR_GENERIC, format!("malformed request: {e}")).await;
+            }
+        };
+        match body {
+            Body::Sub(sub) => {
+                if sub.destination.is_empty() || sub.client_id.is_empty() {
+                    let msg = format!(
+                        "destination or clientId is null. Sub: destination={:?} clientId={:?}",
+                        sub.destination, sub.client_id
+                    );
+                    return self.error(ERROR_MISSING_IDENTITY, msg).await;
+                }
+                let Some(client_id) = self.client_id(&sub.client_id).await? else { return Ok(()) };
+                if matches!(self.registry.lookup(&sub.destination), Lookup::NotRunning) {
+                    self.registry.request_start(&sub.destination);
+                    if !self.config.start_wait.is_zero() {
+                        self.wait_started(&sub.destination).await;
+                    }
+                }
+                let Some(dest) = self.running(&sub.destination).await? else { return Ok(()) };
+                match dest.subscribe(client_id, &sub.filter) {
+                    Ok(()) => {
+                        self.subscribed.insert(sub.destination.clone(), dest);
+                        self.send(&packets::ack_ok()).await
+                    }
+                    Err(e) => self.request_error(e).await,
+                }
+            }
+            Body::Unsub(unsub) => {
+                if unsub.destination.is_empty() || unsub.client_id.is_empty() {
+                    return self
+                        .error(ERROR_MISSING_IDENTITY, "destination or clientId is null")
+                        .await;
+                }
+                let Some(client_id) = self.client_id(&unsub.client_id).await? else {
+                    return Ok(());
+                };
+                if let Lookup::Running(d) = self.registry.lookup(&unsub.destination) {
+                    d.unsubscribe(client_id);
+                }
+                self.subscribed.remove(&unsub.destination);
+                self.send(&packets::ack_ok()).await
+            }
+            Body::Get(get) => {
+                if get.destination.is_empty() || get.client_id.is_empty() {
+                    return self
+                        .error(ERROR_MISSING_IDENTITY, "destination or clientId is null")
+                        .await;
+                }
+                let Some(client_id) = self.client_id(&get.client_id).await? else {
+                    return Ok(());
+                };
+                let Some(dest) = self.running(&get.destination).await? else { return Ok(()) };
+                let wait = match GetTimeout::from_get(&get) {
+                    GetTimeout::NonBlocking => GetWait::NonBlocking,
+                    GetTimeout::Blocking => GetWait::Forever,
+                    GetTimeout::Wait(d) => GetWait::Timeout(d),
+                };
+                let fetch = usize::try_from(get.fetch_size).unwrap_or(0).max(1);
+                let result = {
+                    let get_fut = dest.get(client_id, fetch, wait);
+                    tokio::pin!(get_fut);
+                    // Watch the socket while waiting so a vanished client releases the
+                    // destination's GET lock at once.
+                    loop {
+                        tokio::select! {
+                            r = &mut get_fut => break r,
+                            incoming = self.rx.recv(), if self.stash.is_none() => match incoming {
+                                None => return Err(End::ClientClosed),
+                                Some(Err(e)) => return Err(End::Protocol(e)),
+                                Some(Ok(p)) => self.stash = Some(p),
+                            },
+                        }
+                    }
+                };
+                match result {
+                    Ok(None) => self.send(&packets::empty_messages()).await,
+                    Ok(Some(batch)) => {
+                        self.buf.clear();
+                        encode_raw_messages_frame(batch.id, &batch.batch.entries, &mut self.buf)
+                            .map_err(|e| End::Protocol(e.to_string()))?;
+                        self.flush().await
+                    }
+                    Err(e) => self.request_error(e).await,
+                }
+            }
+            Body::ClientAck(ack) => {
+                if ack.destination.is_empty() || ack.client_id.is_empty() {
+                    return self
+                        .error(ERROR_MISSING_IDENTITY, "destination or clientId is null")
+                        .await;
+                }
+                match ack.batch_id {
+                    0 => {
+                        return self
+                            .error(ERROR_ACK_BATCH_ZERO, "batchId should assign value")
+                            .await;
+                    }
+                    -1 => return Ok(()),
+                    _ => {}
+                }
+                let Some(client_id) = self.client_id(&ack.client_id).await? else {
+                    return Ok(());
+                };
+                let Some(dest) = self.running(&ack.destination).await? else { return Ok(()) };
+                match dest.ack(client_id, ack.batch_id) {
+                    Ok(()) => Ok(()),
+                    Err(e) => self.request_error(e).await,
+                }
+            }
+            Body::ClientRollback(rb) => {
+                if rb.destination.is_empty() || rb.client_id.is_empty() {
+                    return self
+                        .error(ERROR_MISSING_IDENTITY, "destination or clientId is null")
+                        .await;
+                }
+                let Some(client_id) = self.client_id(&rb.client_id).await? else {
+                    return Ok(());
+                };
+                let Some(dest) = self.running(&rb.destination).await? else { return Ok(()) };
+                match dest.rollback(client_id, rb.batch_id).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => self.request_error(e).await,
+                }
+            }
+            other => self.send(&packets::unsupported_type(other.packet_type() as i32)).await,
+        }
+    }
+
+    /// Waits (bounded) for a destination that was asked to start to become active here.
+    async fn wait_started(&self, name: &str) {
+        let deadline = tokio::time::Instant::now() + self.config.start_wait;
+        while tokio::time::Instant::now() < deadline {
+            if matches!(self.registry.lookup(name), Lookup::Running(_)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Resolves with the name of the first subscribed destination that closes; never if none.
+async fn first_closed(subscribed: &HashMap<String, Arc<Destination>>) -> String {
+    if subscribed.is_empty() {
+        return std::future::pending().await;
+    }
+    let waits = subscribed.iter().map(|(name, d)| {
+        let d = d.clone();
+        let name = name.clone();
+        Box::pin(async move {
+            d.wait_closed().await;
+            name
+        })
+    });
+    futures_select_all(waits).await
+}
+
+/// Minimal `select_all` over boxed futures without pulling in the `futures` crate.
+async fn futures_select_all<F>(futs: impl Iterator<Item = std::pin::Pin<Box<F>>>) -> String
+where
+    F: std::future::Future<Output = String> + ?Sized,
+{
+    let mut futs: Vec<_> = futs.collect();
+    std::future::poll_fn(move |cx| {
+        for f in futs.iter_mut() {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,6 @@
+//! canal-server integration tests (one binary, modules per area).
+
+#[path = "../../../tools/test-support.rs"]
+mod support;
+
+mod session;
