@@ -155,7 +155,11 @@ impl CoordConfig {
             BackendKind::Zookeeper => {
                 let s = self.zookeeper.servers.trim();
                 if s.is_empty() {
-                    return err("zookeeper.servers", s.to_owned(), "required when backend = \"zookeeper\"");
+                    return err(
+                        "zookeeper.servers",
+                        s.to_owned(),
+                        "required when backend = \"zookeeper\"",
+                    );
                 }
                 let hosts = s.split('/').next().unwrap_or("");
                 for h in hosts.split(',') {
@@ -163,7 +167,11 @@ impl CoordConfig {
                         !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
                     });
                     if !ok {
-                        return err("zookeeper.servers", s.to_owned(), "each server must be host:port");
+                        return err(
+                            "zookeeper.servers",
+                            s.to_owned(),
+                            "each server must be host:port",
+                        );
                     }
                 }
                 if self.zookeeper.session_timeout_ms < 100 {
@@ -176,19 +184,35 @@ impl CoordConfig {
             }
             BackendKind::Etcd => {
                 if self.etcd.endpoints.is_empty() {
-                    return err("etcd.endpoints", String::new(), "required when backend = \"etcd\"");
+                    return err(
+                        "etcd.endpoints",
+                        String::new(),
+                        "required when backend = \"etcd\"",
+                    );
                 }
                 for e in &self.etcd.endpoints {
                     if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 9 {
-                        return err("etcd.endpoints", e.clone(), "must be http://host:port or https://host:port");
+                        return err(
+                            "etcd.endpoints",
+                            e.clone(),
+                            "must be http://host:port or https://host:port",
+                        );
                     }
                 }
                 if self.etcd.lease_ttl_secs < 1 {
-                    return err("etcd.lease_ttl_secs", self.etcd.lease_ttl_secs.to_string(), "must be at least 1");
+                    return err(
+                        "etcd.lease_ttl_secs",
+                        self.etcd.lease_ttl_secs.to_string(),
+                        "must be at least 1",
+                    );
                 }
                 let p = &self.etcd.prefix;
                 if !p.is_empty() && (!p.starts_with('/') || p.ends_with('/')) {
-                    return err("etcd.prefix", p.clone(), "must be empty or start with '/' and not end with '/'");
+                    return err(
+                        "etcd.prefix",
+                        p.clone(),
+                        "must be empty or start with '/' and not end with '/'",
+                    );
                 }
             }
             BackendKind::Local => {
@@ -198,7 +222,11 @@ impl CoordConfig {
             }
         }
         if self.takeover_delay_ms > 3_600_000 {
-            return err("takeover_delay_ms", self.takeover_delay_ms.to_string(), "must be at most one hour");
+            return err(
+                "takeover_delay_ms",
+                self.takeover_delay_ms.to_string(),
+                "must be at most one hour",
+            );
         }
         Ok(())
     }
@@ -258,8 +286,10 @@ mod tests {
 
     #[test]
     fn infers_zookeeper_and_names_bad_keys() {
-        let c: CoordConfig =
-            serde_json::from_str(r#"{"zookeeper":{"servers":"127.0.0.1:2181,10.0.0.2:2181/canal"}}"#).unwrap();
+        let c: CoordConfig = serde_json::from_str(
+            r#"{"zookeeper":{"servers":"127.0.0.1:2181,10.0.0.2:2181/canal"}}"#,
+        )
+        .unwrap();
         assert_eq!(c.backend_kind(), BackendKind::Zookeeper);
         c.validate().unwrap();
         let c: CoordConfig = serde_json::from_str(r#"{"zookeeper":{"servers":"nohost"}}"#).unwrap();
@@ -268,7 +298,8 @@ mod tests {
         assert_eq!(e.value, "nohost");
         assert!(e.to_string().contains("'zookeeper.servers' = 'nohost'"), "{e}");
         let c: CoordConfig =
-            serde_json::from_str(r#"{"backend":"etcd","etcd":{"endpoints":["127.0.0.1:2379"]}}"#).unwrap();
+            serde_json::from_str(r#"{"backend":"etcd","etcd":{"endpoints":["127.0.0.1:2379"]}}"#)
+                .unwrap();
         assert_eq!(c.validate().unwrap_err().key, "etcd.endpoints");
         let c: CoordConfig = serde_json::from_str(r#"{"backend":"etcd"}"#).unwrap();
         assert_eq!(c.validate().unwrap_err().key, "etcd.endpoints");

@@ -47,7 +47,11 @@ impl Coordinator {
             }
         }
         let s = self.backend.open_session().await?;
-        tracing::info!(backend = self.backend.name(), session = s.id(), "coordination session opened");
+        tracing::info!(
+            backend = self.backend.name(),
+            session = s.id(),
+            "coordination session opened"
+        );
         *cur = Some(s.clone());
         Ok(s)
     }
@@ -102,7 +106,11 @@ impl ClusterRegistration {
                 }
                 let mut state = session.state_watcher();
                 // After a failure, retry soon; otherwise only a new session needs re-registration.
-                let wait = if all_ok { Duration::from_secs(365 * 86400) } else { Duration::from_millis(500) };
+                let wait = if all_ok {
+                    Duration::from_secs(365 * 86400)
+                } else {
+                    Duration::from_millis(500)
+                };
                 let retry = tokio::time::sleep(wait);
                 tokio::pin!(retry);
                 loop {

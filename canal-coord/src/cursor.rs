@@ -90,8 +90,17 @@ impl std::fmt::Debug for CursorStore {
 
 impl CursorStore {
     /// A store over `coord`, ordering cursors with `order`.
-    pub fn new(coord: Arc<Coordinator>, policy: FlushPolicy, order: impl CursorOrder + 'static) -> Arc<Self> {
-        Arc::new(CursorStore { coord, order: Box::new(order), policy, slots: Mutex::new(BTreeMap::new()) })
+    pub fn new(
+        coord: Arc<Coordinator>,
+        policy: FlushPolicy,
+        order: impl CursorOrder + 'static,
+    ) -> Arc<Self> {
+        Arc::new(CursorStore {
+            coord,
+            order: Box::new(order),
+            policy,
+            slots: Mutex::new(BTreeMap::new()),
+        })
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Slot>> {
@@ -130,7 +139,13 @@ impl CursorStore {
     /// # Cancel safety
     /// Cancel safe: the update is recorded before any await; a cancelled write is retried by the
     /// next flush.
-    pub async fn update(&self, dest: &str, client_id: u16, cursor: Vec<u8>, fence: &Fence) -> Result<(), CursorError> {
+    pub async fn update(
+        &self,
+        dest: &str,
+        client_id: u16,
+        cursor: Vec<u8>,
+        fence: &Fence,
+    ) -> Result<(), CursorError> {
         // Load the stored cursor first so that the first update is checked too.
         self.get(dest, client_id).await?;
         {
@@ -158,7 +173,12 @@ impl CursorStore {
     /// # Cancel safety
     /// Cancel safe: unwritten cursors stay pending.
     pub async fn flush(&self) -> Result<(), CursorError> {
-        let keys: Vec<Key> = self.slots().iter().filter(|(_, s)| s.pending.is_some()).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Key> = self
+            .slots()
+            .iter()
+            .filter(|(_, s)| s.pending.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
         let mut first = None;
         for (dest, client) in keys {
             if let Err(e) = self.flush_one(&dest, client).await {
@@ -187,7 +207,11 @@ impl CursorStore {
             }
             Err(e @ CoordError::Fenced { .. }) => {
                 // Not ours any more: forget it so that the new owner's cursor is re-read.
-                tracing::warn!(destination = dest, client_id, "cursor write fenced out: no longer the owner");
+                tracing::warn!(
+                    destination = dest,
+                    client_id,
+                    "cursor write fenced out: no longer the owner"
+                );
                 if still_same {
                     slot.pending = None;
                     slot.latest = None;

@@ -119,7 +119,8 @@ mod tests {
 
     #[test]
     fn readers_ignore_order_and_unknown_fields() {
-        let d = ServerRunningData::from_bytes(br#"{"address":"a:1","extra":3,"active":true}"#).unwrap();
+        let d =
+            ServerRunningData::from_bytes(br#"{"address":"a:1","extra":3,"active":true}"#).unwrap();
         assert_eq!(d.to_bytes(), br#"{"active":true,"address":"a:1"}"#);
     }
 }

@@ -58,13 +58,19 @@ mod tests {
 
     #[test]
     fn layout_is_canals() {
-        assert_eq!(server_cluster_node("10.20.144.51:11111"), "/otter/canal/cluster/10.20.144.51:11111");
+        assert_eq!(
+            server_cluster_node("10.20.144.51:11111"),
+            "/otter/canal/cluster/10.20.144.51:11111"
+        );
         assert_eq!(server_running("example"), "/otter/canal/destinations/example/running");
         assert_eq!(
             destination_cluster_node("example", "10.20.144.51:11111"),
             "/otter/canal/destinations/example/cluster/10.20.144.51:11111"
         );
-        assert_eq!(client_running("example", 1001), "/otter/canal/destinations/example/1001/running");
+        assert_eq!(
+            client_running("example", 1001),
+            "/otter/canal/destinations/example/1001/running"
+        );
         assert_eq!(client_cursor("example", 1001), "/otter/canal/destinations/example/1001/cursor");
         assert_eq!(client_filter("example", 1001), "/otter/canal/destinations/example/1001/filter");
     }

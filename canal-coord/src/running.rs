@@ -340,7 +340,10 @@ impl<D: RunningData> Runner<D> {
             match self.coord.session().await {
                 Ok(s) => {
                     if !self.fresh {
-                        tracing::info!(session = s.id(), "rejoining as a candidate on a new session");
+                        tracing::info!(
+                            session = s.id(),
+                            "rejoining as a candidate on a new session"
+                        );
                     }
                     self.session = Some(s.clone());
                     return Some(s);
@@ -482,9 +485,9 @@ impl<D: RunningData> Runner<D> {
         self.last_owner_me = true;
         match guard(session, session.delete(&self.path, Some(n.version))).await {
             None => Next::Again,
-            Some(Ok(())) | Some(Err(CoordError::NoNode { .. })) | Some(Err(CoordError::BadVersion { .. })) => {
-                Next::Again
-            }
+            Some(Ok(()))
+            | Some(Err(CoordError::NoNode { .. }))
+            | Some(Err(CoordError::BadVersion { .. })) => Next::Again,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "deleting our running node failed");
                 if self.pause(RETRY).await { Next::Again } else { Next::Wait }

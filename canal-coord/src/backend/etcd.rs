@@ -13,12 +13,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client as etcd;
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::{CoordError, Result};
-use crate::session::{Backend, Fence, Node, Session, SessionId, SessionState, Version, Watch, WatchEvent, session_lost, validate_path};
+use crate::session::{
+    Backend, Fence, Node, Session, SessionId, SessionState, Version, Watch, WatchEvent,
+    session_lost, validate_path,
+};
 
 /// Opens etcd sessions (one lease each) on one cluster.
 #[derive(Clone, Debug)]
@@ -36,12 +41,15 @@ impl EtcdBackend {
     }
 
     async fn connect(&self) -> Result<Arc<EtcdSession>> {
-        let unavailable = |e: etcd::Error| CoordError::Unavailable { reason: format!("etcd {:?}: {e}", self.endpoints) };
+        let unavailable = |e: etcd::Error| CoordError::Unavailable {
+            reason: format!("etcd {:?}: {e}", self.endpoints),
+        };
         let opts = etcd::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-        let mut client = etcd::Client::connect(&self.endpoints, Some(opts)).await.map_err(unavailable)?;
+        let mut client =
+            etcd::Client::connect(&self.endpoints, Some(opts)).await.map_err(unavailable)?;
         let lease = client.lease_grant(self.ttl, None).await.map_err(unavailable)?.id();
         let (keeper, stream) = client.lease_keep_alive(lease).await.map_err(unavailable)?;
         let (tx, _) = watch::channel(SessionState::Connected);
@@ -105,7 +113,9 @@ async fn keep_alive(
                 }
                 tracing::warn!(lease, result = ?other.map(|r| r.map(|_| ())), "etcd lease renewal failed");
                 state.send_replace(SessionState::Disconnected);
-                if let Ok(Ok((k, s))) = tokio::time::timeout(step, client.lease_keep_alive(lease)).await {
+                if let Ok(Ok((k, s))) =
+                    tokio::time::timeout(step, client.lease_keep_alive(lease)).await
+                {
                     keeper = k;
                     stream = s;
                 }
@@ -154,7 +164,9 @@ fn map_err(e: etcd::Error, op: &'static str, path: &str, write: bool) -> CoordEr
         etcd::Error::TransportError(_) | etcd::Error::IoError(_) if write => {
             CoordError::Indeterminate { op, path: path.to_owned(), reason: e.to_string() }
         }
-        etcd::Error::TransportError(_) | etcd::Error::IoError(_) => CoordError::Unavailable { reason: e.to_string() },
+        etcd::Error::TransportError(_) | etcd::Error::IoError(_) => {
+            CoordError::Unavailable { reason: e.to_string() }
+        }
         other => CoordError::Backend { reason: format!("{op} '{path}': {other}") },
     }
 }
@@ -321,13 +333,19 @@ impl Session for EtcdSession {
 
     async fn get(&self, path: &str) -> Result<Option<Node>> {
         let key = self.key(path)?;
-        let r = self.client.clone().get(key, None).await.map_err(|e| map_err(e, "get", path, false))?;
+        let r =
+            self.client.clone().get(key, None).await.map_err(|e| map_err(e, "get", path, false))?;
         Ok(r.kvs().first().map(Self::node))
     }
 
     async fn get_and_watch(&self, path: &str) -> Result<(Option<Node>, Watch)> {
         let key = self.key(path)?;
-        let r = self.client.clone().get(key.clone(), None).await.map_err(|e| map_err(e, "get", path, false))?;
+        let r = self
+            .client
+            .clone()
+            .get(key.clone(), None)
+            .await
+            .map_err(|e| map_err(e, "get", path, false))?;
         let rev = r.header().map_or(0, |h| h.revision());
         let node = r.kvs().first().map(Self::node);
         Ok((node, self.watch_from(key, rev, false)))
@@ -369,8 +387,10 @@ impl Session for EtcdSession {
             Some(v) => Compare::mod_revision(key.clone(), CompareOp::Equal, v.0),
             None => Compare::create_revision(key.clone(), CompareOp::Greater, 0),
         };
-        let txn =
-            Txn::new().when([cmp]).and_then([TxnOp::delete(key.clone(), None)]).or_else([TxnOp::get(key, None)]);
+        let txn = Txn::new()
+            .when([cmp])
+            .and_then([TxnOp::delete(key.clone(), None)])
+            .or_else([TxnOp::get(key, None)]);
         let r = self.client.clone().txn(txn).await.map_err(|e| map_err(e, "delete", path, true))?;
         if r.succeeded() {
             return Ok(());
@@ -409,10 +429,11 @@ impl Session for EtcdSession {
         if !self.state.borrow().is_terminal() {
             let revoke = self.client.clone();
             let mut revoke = revoke;
-            if let Err(e) = tokio::time::timeout(Duration::from_secs(2), revoke.lease_revoke(self.lease))
-                .await
-                .map_err(|_| "timed out".to_owned())
-                .and_then(|r| r.map_err(|e| e.to_string()))
+            if let Err(e) =
+                tokio::time::timeout(Duration::from_secs(2), revoke.lease_revoke(self.lease))
+                    .await
+                    .map_err(|_| "timed out".to_owned())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
             {
                 tracing::warn!(lease = self.lease, error = %e, "etcd lease revoke failed; keys stay until the ttl runs out");
             }
@@ -434,6 +455,13 @@ impl Drop for EtcdSession {
 }
 
 fn missing_or_moved(r: &etcd::TxnResponse, path: &str) -> CoordError {
-    let present = r.op_responses().iter().any(|op| matches!(op, TxnOpResponse::Get(g) if !g.kvs().is_empty()));
-    if present { CoordError::BadVersion { path: path.to_owned() } } else { CoordError::NoNode { path: path.to_owned() } }
+    let present = r
+        .op_responses()
+        .iter()
+        .any(|op| matches!(op, TxnOpResponse::Get(g) if !g.kvs().is_empty()));
+    if present {
+        CoordError::BadVersion { path: path.to_owned() }
+    } else {
+        CoordError::NoNode { path: path.to_owned() }
+    }
 }

@@ -478,7 +478,11 @@ impl Session for LocalSession {
         if !holds {
             return Err(CoordError::Fenced { path: path.to_owned(), fence: fence.path.clone() });
         }
-        let v = if t.nodes.contains_key(path) { t.set(path, data).0 } else { t.create(path, data, None)?.0 };
+        let v = if t.nodes.contains_key(path) {
+            t.set(path, data).0
+        } else {
+            t.create(path, data, None)?.0
+        };
         self.store.persist(&t)?;
         Ok(Version(v))
     }

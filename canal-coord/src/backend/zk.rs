@@ -51,9 +51,15 @@ impl ZkBackend {
         let limit = self.session_timeout.max(Duration::from_secs(2)) * 2;
         let client = match tokio::time::timeout(limit, connector.connect(&self.servers)).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(CoordError::Unavailable { reason: format!("zookeeper {}: {e}", self.servers) }),
+            Ok(Err(e)) => {
+                return Err(CoordError::Unavailable {
+                    reason: format!("zookeeper {}: {e}", self.servers),
+                });
+            }
             Err(_) => {
-                return Err(CoordError::Unavailable { reason: format!("zookeeper {}: connect timed out", self.servers) });
+                return Err(CoordError::Unavailable {
+                    reason: format!("zookeeper {}: connect timed out", self.servers),
+                });
             }
         };
         let (tx, _) = watch::channel(SessionState::Connected);
@@ -93,7 +99,9 @@ impl Backend for ZkBackend {
 
 fn map_state(s: zk::SessionState) -> SessionState {
     match s {
-        zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => SessionState::Connected,
+        zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+            SessionState::Connected
+        }
         zk::SessionState::Disconnected => SessionState::Disconnected,
         zk::SessionState::Expired => SessionState::Expired,
         _ => SessionState::Closed,
@@ -123,9 +131,10 @@ fn map_err(e: zk::Error, op: &'static str, path: &str, write: bool) -> CoordErro
         zk::Error::ConnectionLoss | zk::Error::Timeout if write => {
             CoordError::Indeterminate { op, path, reason: e.to_string() }
         }
-        zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::NoHosts | zk::Error::Throttled => {
-            CoordError::Unavailable { reason: e.to_string() }
-        }
+        zk::Error::ConnectionLoss
+        | zk::Error::Timeout
+        | zk::Error::NoHosts
+        | zk::Error::Throttled => CoordError::Unavailable { reason: e.to_string() },
         other => CoordError::Backend { reason: format!("{op} '{path}': {other}") },
     }
 }
@@ -165,17 +174,22 @@ impl ZkSession {
     /// # Errors
     /// [`CoordError::Unavailable`] when the second client cannot attach.
     pub async fn expire(&self) -> Result<()> {
-        let c = self.client.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or(CoordError::SessionClosed)?;
+        let c = self
+            .client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(CoordError::SessionClosed)?;
         let info = c.session().clone();
         drop(c);
-        let thief = zk::Client::connector()
-            .with_session(info)
-            .connect(&self.servers)
-            .await
-            .map_err(|e| CoordError::Unavailable { reason: format!("attach to session: {e}") })?;
+        let thief =
+            zk::Client::connector().with_session(info).connect(&self.servers).await.map_err(
+                |e| CoordError::Unavailable { reason: format!("attach to session: {e}") },
+            )?;
         drop(thief);
         let mut st = self.state.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(10), st.wait_for(|s| s.is_terminal())).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), st.wait_for(|s| s.is_terminal())).await;
         Ok(())
     }
 
@@ -186,7 +200,11 @@ impl ZkSession {
             SessionState::Closed => return Err(CoordError::SessionClosed),
             _ => {}
         }
-        self.client.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or(CoordError::SessionClosed)
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(CoordError::SessionClosed)
     }
 
     fn watch(&self, w: zk::OneshotWatcher) -> Watch {
@@ -206,7 +224,12 @@ impl ZkSession {
         }
     }
 
-    async fn create(&self, path: &str, data: &[u8], opts: &zk::CreateOptions<'_>) -> Result<Version> {
+    async fn create(
+        &self,
+        path: &str,
+        data: &[u8],
+        opts: &zk::CreateOptions<'_>,
+    ) -> Result<Version> {
         let c = self.client(path)?;
         for _ in 0..3 {
             match c.create(path, data, opts).await {
@@ -306,7 +329,9 @@ impl Session for ZkSession {
                 }
                 Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => return Err(fenced()),
                 Err(zk::MultiWriteError::OperationFailed { source: zk::Error::NoNode, .. }) => {}
-                Err(zk::MultiWriteError::OperationFailed { source, .. }) => return Err(arg(source)),
+                Err(zk::MultiWriteError::OperationFailed { source, .. }) => {
+                    return Err(arg(source));
+                }
                 Err(zk::MultiWriteError::RequestFailed { source }) => return Err(arg(source)),
             }
             // The node is missing: create it (parents first, outside the multi: harmless).
@@ -319,17 +344,25 @@ impl Session for ZkSession {
                 // is at version 0.
                 Ok(_) => return Ok(Version(0)),
                 Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => return Err(fenced()),
-                Err(zk::MultiWriteError::OperationFailed { source: zk::Error::NodeExists, .. }) => {}
-                Err(zk::MultiWriteError::OperationFailed { source, .. }) => return Err(arg(source)),
+                Err(zk::MultiWriteError::OperationFailed {
+                    source: zk::Error::NodeExists, ..
+                }) => {}
+                Err(zk::MultiWriteError::OperationFailed { source, .. }) => {
+                    return Err(arg(source));
+                }
                 Err(zk::MultiWriteError::RequestFailed { source }) => return Err(arg(source)),
             }
         }
-        Err(CoordError::Backend { reason: format!("put '{path}': node kept appearing and vanishing") })
+        Err(CoordError::Backend {
+            reason: format!("put '{path}': node kept appearing and vanishing"),
+        })
     }
 
     async fn delete(&self, path: &str, expected: Option<Version>) -> Result<()> {
         let c = self.client(path)?;
-        c.delete(path, expected.map(|v| v.0 as i32)).await.map_err(|e| map_err(e, "delete", path, true))
+        c.delete(path, expected.map(|v| v.0 as i32))
+            .await
+            .map_err(|e| map_err(e, "delete", path, true))
     }
 
     async fn children(&self, path: &str) -> Result<Vec<String>> {

@@ -3,4 +3,8 @@
 #[path = "../../../tools/test-support.rs"]
 mod support;
 
+mod conformance;
+mod fault;
+mod layout;
+mod local_store;
 mod services;

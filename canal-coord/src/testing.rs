@@ -1,0 +1,866 @@
+//! Test support (feature `testing`): the conformance suite every backend must pass, written once
+//! as generic async fns over a [`Harness`] (Materialize's `consensus_impl_test` style), the
+//! harnesses of the three backends, and a fault-injecting backend wrapper.
+//!
+//! Local runs under paused tokio time with the real 5 s delay and exact assertions; ZooKeeper and
+//! etcd run in real time with a shorter delay and windows ([`Harness::slack`]).
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::backend::etcd::{EtcdBackend, EtcdSession};
+use crate::backend::local::{LocalBackend, LocalSession};
+use crate::backend::zk::{ZkBackend, ZkSession};
+use crate::coordinator::Coordinator;
+use crate::cursor::{CursorError, CursorStore, FlushPolicy};
+use crate::data::{RunningData, ServerRunningData};
+use crate::error::{CoordError, Result};
+use crate::running::{ExitReason, RunningEvent, RunningMonitor};
+use crate::session::{
+    Backend, Fence, Node, Session, SessionId, SessionState, Version, Watch, WatchEvent,
+};
+
+/// What the conformance suite needs from a backend under test.
+#[async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// The backend's name.
+    fn name(&self) -> &'static str;
+    /// The backend (shared by all sessions of a case).
+    fn backend(&self) -> Arc<dyn Backend>;
+    /// A path unique to this run and case, under which the case writes.
+    fn root(&self, case: &str) -> String;
+    /// The takeover delay the monitors use.
+    fn delay(&self) -> Duration;
+    /// Allowed lateness of timed events (zero under paused time).
+    fn slack(&self) -> Duration;
+    /// After a crash, the ephemeral must stay at least `.0` and be gone by `.1`.
+    fn expiry_bounds(&self) -> (Duration, Duration);
+    /// Whether a fence refuses writes after its node was deleted and re-created by another
+    /// session (store-wide revisions: local, etcd; not ZooKeeper's per-node versions).
+    fn fence_survives_recreate(&self) -> bool;
+    /// A session that [`Harness::crash`] can kill without closing.
+    async fn open_crashable(&self) -> Arc<dyn Session>;
+    /// Kills the session's owner without closing it (heartbeats stop).
+    fn crash(&self, s: &Arc<dyn Session>);
+    /// Makes the service expire the session now; returns when the session sees it.
+    async fn expire(&self, s: &Arc<dyn Session>);
+}
+
+static RUN: AtomicU64 = AtomicU64::new(0);
+
+fn unique_root(case: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "/canal-coord-test/{}-{}-{}/{case}",
+        std::process::id(),
+        nanos,
+        RUN.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The local backend in memory, for paused-time runs with the real 5 s delay.
+#[derive(Debug)]
+pub struct LocalHarness {
+    backend: LocalBackend,
+}
+
+impl LocalHarness {
+    /// Session timeout used by crash simulation.
+    pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A fresh in-memory store.
+    pub fn new() -> Self {
+        LocalHarness { backend: LocalBackend::in_memory(Self::SESSION_TIMEOUT) }
+    }
+}
+
+impl Default for LocalHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Harness for LocalHarness {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::new(self.backend.clone())
+    }
+    fn root(&self, case: &str) -> String {
+        unique_root(case)
+    }
+    fn delay(&self) -> Duration {
+        crate::running::DEFAULT_DELAY
+    }
+    fn slack(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn expiry_bounds(&self) -> (Duration, Duration) {
+        (Self::SESSION_TIMEOUT, Self::SESSION_TIMEOUT)
+    }
+    fn fence_survives_recreate(&self) -> bool {
+        true
+    }
+    async fn open_crashable(&self) -> Arc<dyn Session> {
+        self.backend.session()
+    }
+    fn crash(&self, s: &Arc<dyn Session>) {
+        downcast::<LocalSession>(s).crash();
+    }
+    async fn expire(&self, s: &Arc<dyn Session>) {
+        downcast::<LocalSession>(s).expire();
+    }
+}
+
+/// A real ZooKeeper server (real time, shorter delay).
+#[derive(Debug)]
+pub struct ZkHarness {
+    backend: ZkBackend,
+    timeout: Duration,
+}
+
+impl ZkHarness {
+    /// Sessions of `session_timeout` on `servers` (`127.0.0.1:PORT`).
+    pub fn new(servers: &str, session_timeout: Duration) -> Self {
+        ZkHarness { backend: ZkBackend::new(servers, session_timeout), timeout: session_timeout }
+    }
+}
+
+#[async_trait]
+impl Harness for ZkHarness {
+    fn name(&self) -> &'static str {
+        "zookeeper"
+    }
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::new(self.backend.clone())
+    }
+    fn root(&self, case: &str) -> String {
+        unique_root(case)
+    }
+    fn delay(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+    fn slack(&self) -> Duration {
+        Duration::from_millis(400)
+    }
+    fn expiry_bounds(&self) -> (Duration, Duration) {
+        // The last ping may have been sent up to a third of the timeout before the crash; the
+        // server rounds expiry up to its tick.
+        (self.timeout / 2, self.timeout + Duration::from_millis(1500))
+    }
+    fn fence_survives_recreate(&self) -> bool {
+        false
+    }
+    async fn open_crashable(&self) -> Arc<dyn Session> {
+        self.backend.open_detached_session().await.expect("zookeeper session")
+    }
+    fn crash(&self, s: &Arc<dyn Session>) {
+        downcast::<ZkSession>(s).crash();
+    }
+    async fn expire(&self, s: &Arc<dyn Session>) {
+        downcast::<ZkSession>(s).expire().await.expect("expire zookeeper session");
+    }
+}
+
+/// A real etcd server (real time, shorter delay).
+#[derive(Debug)]
+pub struct EtcdHarness {
+    backend: EtcdBackend,
+    ttl: Duration,
+}
+
+impl EtcdHarness {
+    /// Leases of `ttl_secs` on `endpoint` (`http://127.0.0.1:PORT`).
+    pub fn new(endpoint: &str, ttl_secs: i64) -> Self {
+        EtcdHarness {
+            backend: EtcdBackend::new(vec![endpoint.to_owned()], ttl_secs, ""),
+            ttl: Duration::from_secs(ttl_secs as u64),
+        }
+    }
+}
+
+#[async_trait]
+impl Harness for EtcdHarness {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::new(self.backend.clone())
+    }
+    fn root(&self, case: &str) -> String {
+        unique_root(case)
+    }
+    fn delay(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+    fn slack(&self) -> Duration {
+        Duration::from_millis(400)
+    }
+    fn expiry_bounds(&self) -> (Duration, Duration) {
+        // Renewals happen every ttl/3; etcd checks lease expiry every 500 ms.
+        (self.ttl / 2, self.ttl + Duration::from_millis(1500))
+    }
+    fn fence_survives_recreate(&self) -> bool {
+        true
+    }
+    async fn open_crashable(&self) -> Arc<dyn Session> {
+        self.backend.open_session().await.expect("etcd session")
+    }
+    fn crash(&self, s: &Arc<dyn Session>) {
+        downcast::<EtcdSession>(s).crash();
+    }
+    async fn expire(&self, s: &Arc<dyn Session>) {
+        downcast::<EtcdSession>(s).expire().await.expect("expire etcd session");
+    }
+}
+
+fn downcast<T: 'static>(s: &Arc<dyn Session>) -> &T {
+    let any: &dyn Any = s.as_any();
+    any.downcast_ref::<T>()
+        .or_else(|| {
+            any.downcast_ref::<FaultSession>().and_then(|f| f.inner.as_any().downcast_ref::<T>())
+        })
+        .expect("session of the harness's backend")
+}
+
+async fn open(h: &impl Harness) -> Arc<dyn Session> {
+    h.backend().open_session().await.expect("open session")
+}
+
+async fn within<T>(limit: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// Waits for the next event of a monitor (bounded by 60 s of tokio time).
+pub async fn next_event(rx: &mut mpsc::UnboundedReceiver<RunningEvent>) -> RunningEvent {
+    within(Duration::from_secs(60), "a running event", rx.recv()).await.expect("monitor alive")
+}
+
+async fn expect_enter(rx: &mut mpsc::UnboundedReceiver<RunningEvent>) -> Fence {
+    match next_event(rx).await {
+        RunningEvent::ActiveEnter { fence } => fence,
+        other => panic!("expected ActiveEnter, got {other:?}"),
+    }
+}
+
+async fn expect_exit(rx: &mut mpsc::UnboundedReceiver<RunningEvent>) -> ExitReason {
+    match next_event(rx).await {
+        RunningEvent::ActiveExit { reason } => reason,
+        other => panic!("expected ActiveExit, got {other:?}"),
+    }
+}
+
+/// Asserts `elapsed` is within `[lo, lo + slack]` (exact under paused time).
+fn assert_at(h: &impl Harness, what: &str, elapsed: Duration, lo: Duration) {
+    assert!(
+        elapsed >= lo && elapsed <= lo + h.slack(),
+        "{} {what}: took {elapsed:?}, expected {lo:?} (+{:?})",
+        h.name(),
+        h.slack()
+    );
+}
+
+/// No event for `d` (a standby stays standby).
+async fn quiet(rx: &mut mpsc::UnboundedReceiver<RunningEvent>, d: Duration) {
+    if let Ok(Some(ev)) = tokio::time::timeout(d, rx.recv()).await {
+        panic!("unexpected event {ev:?}");
+    }
+}
+
+const SERVER_A: &[u8] = br#"{"active":true,"address":"10.20.144.51:11111","cid":1}"#;
+
+fn monitor(
+    h: &impl Harness,
+    path: &str,
+    addr: &str,
+) -> (Arc<Coordinator>, RunningMonitor, mpsc::UnboundedReceiver<RunningEvent>) {
+    let coord = Coordinator::new(h.backend());
+    let (m, rx) = RunningMonitor::start(
+        coord.clone(),
+        path.to_owned(),
+        ServerRunningData::new(addr),
+        h.delay(),
+    );
+    (coord, m, rx)
+}
+
+/// An ephemeral node belongs to one session; its bytes come back exactly.
+pub async fn ephemeral_exclusive(h: &impl Harness) {
+    let p = format!("{}/running", h.root("ephemeral_exclusive"));
+    let (a, b) = (open(h).await, open(h).await);
+    let v = a.create_ephemeral(&p, SERVER_A).await.unwrap();
+    assert!(matches!(b.create_ephemeral(&p, b"x").await, Err(CoordError::NodeExists { .. })));
+    assert!(matches!(a.create_ephemeral(&p, b"x").await, Err(CoordError::NodeExists { .. })));
+    let n = b.get(&p).await.unwrap().expect("node");
+    assert_eq!(n.data, SERVER_A);
+    assert_eq!(n.version, v);
+    assert_eq!(n.ephemeral_owner, Some(a.id()));
+    a.close().await;
+    b.close().await;
+}
+
+/// Closing a session removes its ephemerals at once and fires watches.
+pub async fn close_removes_promptly(h: &impl Harness) {
+    let p = format!("{}/running", h.root("close_removes_promptly"));
+    let (a, b) = (open(h).await, open(h).await);
+    a.create_ephemeral(&p, SERVER_A).await.unwrap();
+    let (n, w) = b.get_and_watch(&p).await.unwrap();
+    assert!(n.is_some());
+    let t0 = Instant::now();
+    a.close().await;
+    assert_eq!(
+        within(Duration::from_secs(5), "delete watch", w.changed()).await,
+        WatchEvent::Deleted
+    );
+    assert_at(h, "close → delete", t0.elapsed(), Duration::ZERO);
+    assert_eq!(b.get(&p).await.unwrap(), None);
+    assert!(a.get(&p).await.is_err(), "a closed session must refuse operations");
+    b.close().await;
+}
+
+/// A crash without close removes the ephemeral within the expiry bound, and not before.
+pub async fn crash_expires_within_bound(h: &impl Harness) {
+    let p = format!("{}/running", h.root("crash_expires"));
+    let a = h.open_crashable().await;
+    let b = open(h).await;
+    a.create_ephemeral(&p, SERVER_A).await.unwrap();
+    let (_, w) = b.get_and_watch(&p).await.unwrap();
+    let (lo, hi) = h.expiry_bounds();
+    let t0 = Instant::now();
+    h.crash(&a);
+    drop(a);
+    let early = lo.saturating_sub(Duration::from_millis(1));
+    tokio::time::sleep(early).await;
+    assert!(b.get(&p).await.unwrap().is_some(), "{}: ephemeral gone before {lo:?}", h.name());
+    let ev = within(hi, "expiry", w.changed()).await;
+    let took = t0.elapsed();
+    assert_eq!(ev, WatchEvent::Deleted);
+    assert!(took >= lo && took <= hi, "{}: expiry after {took:?}, bounds {lo:?}..{hi:?}", h.name());
+    b.close().await;
+}
+
+/// Persistent nodes outlive their creator's session.
+pub async fn durable_nodes_survive(h: &impl Harness) {
+    let p = format!("{}/example/1001/cursor", h.root("durable"));
+    let a = open(h).await;
+    a.create_persistent(&p, b"{\"cursor\":1}").await.unwrap();
+    a.close().await;
+    let b = open(h).await;
+    let n = b.get(&p).await.unwrap().expect("durable node");
+    assert_eq!(n.data, b"{\"cursor\":1}");
+    assert_eq!(n.ephemeral_owner, None);
+    assert!(matches!(b.create_persistent(&p, b"").await, Err(CoordError::NodeExists { .. })));
+    b.close().await;
+}
+
+/// Compare-and-set and versioned delete.
+pub async fn compare_and_set(h: &impl Harness) {
+    let p = format!("{}/node", h.root("cas"));
+    let s = open(h).await;
+    assert!(matches!(s.put(&p, b"x", None).await, Err(CoordError::NoNode { .. })));
+    let v0 = s.create_persistent(&p, b"0").await.unwrap();
+    let v1 = s.put(&p, b"1", Some(v0)).await.unwrap();
+    assert_ne!(v0, v1);
+    assert!(matches!(s.put(&p, b"2", Some(v0)).await, Err(CoordError::BadVersion { .. })));
+    assert_eq!(s.get(&p).await.unwrap().unwrap().data, b"1");
+    let v2 = s.put(&p, b"2", None).await.unwrap();
+    assert!(matches!(s.delete(&p, Some(v1)).await, Err(CoordError::BadVersion { .. })));
+    s.delete(&p, Some(v2)).await.unwrap();
+    assert!(matches!(s.delete(&p, None).await, Err(CoordError::NoNode { .. })));
+    s.close().await;
+}
+
+/// Children lists never show ephemerals of expired sessions.
+pub async fn children_exclude_expired(h: &impl Harness) {
+    let root = h.root("children");
+    let (a, b) = (open(h).await, open(h).await);
+    a.create_ephemeral(&format!("{root}/10.0.0.1:11111"), b"").await.unwrap();
+    b.create_ephemeral(&format!("{root}/10.0.0.2:11111"), b"").await.unwrap();
+    b.create_persistent(&format!("{root}/1001"), b"").await.unwrap();
+    assert_eq!(b.children(&root).await.unwrap(), ["10.0.0.1:11111", "10.0.0.2:11111", "1001"]);
+    h.expire(&a).await;
+    assert!(a.state().is_terminal());
+    assert_eq!(b.children(&root).await.unwrap(), ["10.0.0.2:11111", "1001"]);
+    assert!(b.children(&format!("{root}/absent")).await.unwrap().is_empty());
+    b.close().await;
+}
+
+/// One-shot watches report create, change and delete in order, and children changes.
+pub async fn watch_event_order(h: &impl Harness) {
+    let root = h.root("watch_order");
+    let p = format!("{root}/running");
+    let (w_s, m) = (open(h).await, open(h).await);
+    let (n, w) = w_s.get_and_watch(&p).await.unwrap();
+    assert_eq!(n, None);
+    m.create_persistent(&p, b"1").await.unwrap();
+    assert_eq!(within(Duration::from_secs(5), "created", w.changed()).await, WatchEvent::Created);
+    let (n, w) = w_s.get_and_watch(&p).await.unwrap();
+    assert_eq!(n.unwrap().data, b"1");
+    m.put(&p, b"2", None).await.unwrap();
+    assert_eq!(
+        within(Duration::from_secs(5), "changed", w.changed()).await,
+        WatchEvent::DataChanged
+    );
+    let (n, w) = w_s.get_and_watch(&p).await.unwrap();
+    assert_eq!(n.unwrap().data, b"2", "a read after the event sees the change");
+    m.delete(&p, None).await.unwrap();
+    assert_eq!(within(Duration::from_secs(5), "deleted", w.changed()).await, WatchEvent::Deleted);
+
+    let (c, w) = w_s.children_and_watch(&root).await.unwrap();
+    assert!(c.is_empty(), "{c:?}");
+    m.create_ephemeral(&format!("{root}/child"), b"").await.unwrap();
+    let ev = within(Duration::from_secs(5), "children", w.changed()).await;
+    assert!(matches!(ev, WatchEvent::ChildrenChanged | WatchEvent::Created), "{ev:?}");
+    assert_eq!(w_s.children(&root).await.unwrap(), ["child"]);
+    let (_, w) = w_s.children_and_watch(&root).await.unwrap();
+    m.close().await;
+    assert_eq!(
+        within(Duration::from_secs(5), "child gone", w.changed()).await,
+        WatchEvent::ChildrenChanged
+    );
+    let (_, w) = w_s.get_and_watch(&p).await.unwrap();
+    w_s.close().await;
+    assert!(matches!(
+        within(Duration::from_secs(5), "session lost", w.changed()).await,
+        WatchEvent::SessionLost(_)
+    ));
+}
+
+/// A standby takes over no earlier than `delay` after the owner's node is deleted.
+pub async fn standby_takes_over_after_delay(h: &impl Harness) {
+    let p = format!("{}/running", h.root("takeover"));
+    let (_ca, ma, mut ra) = monitor(h, &p, "10.0.0.1:11111");
+    expect_enter(&mut ra).await;
+    let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
+    quiet(&mut rb, h.delay() * 2).await;
+    let t0 = Instant::now();
+    ma.stop().await;
+    assert_eq!(expect_exit(&mut ra).await, ExitReason::Stopped);
+    let fence = expect_enter(&mut rb).await;
+    assert_at(h, "standby takeover", t0.elapsed(), h.delay());
+    assert_eq!(mb.fence(), Some(fence));
+    mb.stop().await;
+}
+
+/// The last owner re-grabs at once when its node is deleted under it.
+pub async fn last_owner_regrabs_at_once(h: &impl Harness) {
+    let p = format!("{}/running", h.root("regrab"));
+    let (_ca, ma, mut ra) = monitor(h, &p, "10.0.0.1:11111");
+    expect_enter(&mut ra).await;
+    let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
+    tokio::time::sleep(h.delay() / 5).await;
+    let op = open(h).await;
+    let t0 = Instant::now();
+    op.delete(&p, None).await.unwrap();
+    assert_eq!(expect_exit(&mut ra).await, ExitReason::Deposed);
+    expect_enter(&mut ra).await;
+    assert_at(h, "last owner re-grab", t0.elapsed(), Duration::ZERO);
+    quiet(&mut rb, h.delay() * 2).await;
+    let n = op.get(&p).await.unwrap().unwrap();
+    assert_eq!(ServerRunningData::from_bytes(&n.data).unwrap().address, "10.0.0.1:11111");
+    ma.stop().await;
+    mb.stop().await;
+    op.close().await;
+}
+
+/// An operator's `active:false` makes the owner release; a standby takes over after `delay`.
+pub async fn active_false_hands_over(h: &impl Harness) {
+    let p = format!("{}/running", h.root("active_false"));
+    let (_ca, ma, mut ra) = monitor(h, &p, "10.0.0.1:11111");
+    expect_enter(&mut ra).await;
+    let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
+    tokio::time::sleep(h.delay() / 5).await;
+    let op = open(h).await;
+    let t0 = Instant::now();
+    op.put(&p, br#"{"active":false,"address":"10.0.0.1:11111"}"#, None).await.unwrap();
+    assert_eq!(expect_exit(&mut ra).await, ExitReason::Deactivated);
+    assert_at(h, "release on active:false", t0.elapsed(), Duration::ZERO);
+    expect_enter(&mut rb).await;
+    assert_at(h, "handover after active:false", t0.elapsed(), h.delay());
+    quiet(&mut ra, h.delay() * 2).await;
+    assert!(!ma.is_active());
+    ma.stop().await;
+    mb.stop().await;
+    op.close().await;
+}
+
+/// `release()` hands over too, and the releasing server does not compete before `delay`.
+pub async fn release_hands_over(h: &impl Harness) {
+    let p = format!("{}/running", h.root("release"));
+    let (_ca, ma, mut ra) = monitor(h, &p, "10.0.0.1:11111");
+    expect_enter(&mut ra).await;
+    let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
+    tokio::time::sleep(h.delay() / 5).await;
+    let t0 = Instant::now();
+    ma.release().await;
+    assert_eq!(expect_exit(&mut ra).await, ExitReason::Released);
+    expect_enter(&mut rb).await;
+    assert_at(h, "handover after release", t0.elapsed(), h.delay());
+    ma.stop().await;
+    mb.stop().await;
+}
+
+/// An indeterminate create (applied or not) never waits `delay` for our own node and never
+/// yields two owners.
+pub async fn indeterminate_create(h: &impl Harness) {
+    for fault in [Fault::AppliedButTimeout, Fault::TimeoutNotApplied] {
+        let p = format!("{}/running", h.root("indeterminate"));
+        let faulty = FaultBackend::scripted(h.backend(), [(Op::CreateEphemeral, fault)]);
+        let coord = Coordinator::new(Arc::new(faulty));
+        let t0 = Instant::now();
+        let (ma, mut ra) = RunningMonitor::start(
+            coord,
+            p.clone(),
+            ServerRunningData::new("10.0.0.1:11111"),
+            h.delay(),
+        );
+        let fence = expect_enter(&mut ra).await;
+        assert_at(h, "settling an indeterminate create", t0.elapsed(), Duration::ZERO);
+        let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
+        quiet(&mut rb, h.delay() * 2).await;
+        assert_eq!(ma.fence(), Some(fence.clone()));
+        let n = open(h).await;
+        let node = n.get(&p).await.unwrap().unwrap();
+        assert_eq!(node.version, fence.version);
+        assert_eq!(node.data, ServerRunningData::new("10.0.0.1:11111").to_bytes());
+        ma.stop().await;
+        expect_enter(&mut rb).await;
+        mb.stop().await;
+        n.close().await;
+    }
+}
+
+/// Cursor writes by a server that lost the running node are refused, not applied; cursors
+/// never move backwards.
+pub async fn fenced_cursor_writes(h: &impl Harness) {
+    let root = h.root("fenced");
+    let running = format!("{root}/running");
+    let cursor = format!("{root}/1001/cursor");
+    let a = open(h).await;
+    let op = open(h).await;
+    let va = a.create_ephemeral(&running, SERVER_A).await.unwrap();
+    let fa = Fence { path: running.clone(), version: va };
+    a.put_fenced(&cursor, b"1", &fa).await.unwrap();
+    a.put_fenced(&cursor, b"2", &fa).await.unwrap();
+    assert_eq!(op.get(&cursor).await.unwrap().unwrap().data, b"2");
+    // An operator rewrites the running node: the old fence no longer holds.
+    op.put(&running, br#"{"active":false,"address":"10.20.144.51:11111"}"#, None).await.unwrap();
+    assert!(matches!(a.put_fenced(&cursor, b"3", &fa).await, Err(CoordError::Fenced { .. })));
+    assert_eq!(op.get(&cursor).await.unwrap().unwrap().data, b"2");
+    // The owner's session expires and another server takes over.
+    h.expire(&a).await;
+    let b = open(h).await;
+    let vb = b.create_ephemeral(&running, b"{\"active\":true,\"address\":\"b:1\"}").await.unwrap();
+    let r = a.put_fenced(&cursor, b"4", &fa).await;
+    assert!(matches!(r, Err(CoordError::Fenced { .. } | CoordError::SessionExpired)), "{r:?}");
+    assert_eq!(op.get(&cursor).await.unwrap().unwrap().data, b"2");
+    b.put_fenced(&cursor, b"5", &Fence { path: running.clone(), version: vb }).await.unwrap();
+    if h.fence_survives_recreate() {
+        // Deleted and re-created by someone else while the old owner's session is alive.
+        b.delete(&running, None).await.unwrap();
+        let c = open(h).await;
+        c.create_ephemeral(&running, b"{\"active\":true,\"address\":\"c:1\"}").await.unwrap();
+        let r = b.put_fenced(&cursor, b"6", &Fence { path: running.clone(), version: vb }).await;
+        assert!(matches!(r, Err(CoordError::Fenced { .. })), "{r:?}");
+        c.close().await;
+    }
+    assert_eq!(op.get(&cursor).await.unwrap().unwrap().data, b"5");
+    b.close().await;
+
+    // Through the cursor store: ordering by the caller's comparison, fencing by the monitor.
+    let dest_root = h.root("fenced_store");
+    let _ = dest_root;
+    let coord = Coordinator::new(h.backend());
+    let dest = format!("fenced-{}", RUN.fetch_add(1, Ordering::Relaxed));
+    let running = crate::path::server_running(&dest);
+    let (m, mut rx) = RunningMonitor::start(
+        coord.clone(),
+        running.clone(),
+        ServerRunningData::new("10.0.0.9:11111"),
+        h.delay(),
+    );
+    let fence = expect_enter(&mut rx).await;
+    let store = CursorStore::new(coord.clone(), FlushPolicy::EveryAck, |cur: &[u8], new: &[u8]| {
+        let n = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
+        Some(n(cur)?.cmp(&n(new)?))
+    });
+    store.update(&dest, 1001, b"10".to_vec(), &fence).await.unwrap();
+    assert!(matches!(
+        store.update(&dest, 1001, b"9".to_vec(), &fence).await,
+        Err(CursorError::Backwards { .. })
+    ));
+    store.update(&dest, 1001, b"11".to_vec(), &fence).await.unwrap();
+    m.stop().await;
+    let r = store.update(&dest, 1001, b"12".to_vec(), &fence).await;
+    assert!(matches!(r, Err(CursorError::Coord(CoordError::Fenced { .. }))), "{r:?}");
+    let s = open(h).await;
+    assert_eq!(s.get(&crate::path::client_cursor(&dest, 1001)).await.unwrap().unwrap().data, b"11");
+    s.close().await;
+    coord.close().await;
+    op.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection
+
+/// Which operation a scripted fault applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `create_ephemeral`.
+    CreateEphemeral,
+    /// `delete`.
+    Delete,
+    /// `get_and_watch`.
+    GetAndWatch,
+    /// Any operation.
+    Any,
+}
+
+/// A fault injected into one operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The operation is delayed by this much before it reaches the service.
+    Delay(Duration),
+    /// Fails without reaching the service.
+    Unavailable,
+    /// Applied, but the answer is lost (timeout after send).
+    AppliedButTimeout,
+    /// Not applied, and the answer is a timeout.
+    TimeoutNotApplied,
+    /// The session expires instead.
+    Expire,
+}
+
+/// Probabilities (per operation) of the random faults, and the bound of injected delays.
+#[derive(Clone, Copy, Debug)]
+pub struct FaultRates {
+    /// Delay before the operation.
+    pub delay: f64,
+    /// Longest injected delay.
+    pub max_delay: Duration,
+    /// Fail without applying.
+    pub unavailable: f64,
+    /// Apply, then report a timeout.
+    pub applied_but_timeout: f64,
+    /// Do not apply, report a timeout.
+    pub timeout_not_applied: f64,
+    /// Expire the session.
+    pub expire: f64,
+}
+
+#[derive(Debug)]
+struct Plan {
+    rng: Option<Mutex<StdRng>>,
+    rates: Option<FaultRates>,
+    script: Mutex<VecDeque<(Op, Fault)>>,
+}
+
+impl Plan {
+    fn next(&self, op: Op, write: bool) -> Option<Fault> {
+        {
+            let mut s = self.script.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = s.iter().position(|(o, _)| *o == op || *o == Op::Any) {
+                return s.remove(i).map(|(_, f)| f);
+            }
+        }
+        let (rng, r) = (self.rng.as_ref()?, self.rates?);
+        let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+        let x: f64 = rng.random();
+        let mut acc = r.expire;
+        if x < acc {
+            return Some(Fault::Expire);
+        }
+        acc += r.unavailable;
+        if x < acc {
+            return Some(Fault::Unavailable);
+        }
+        if write {
+            acc += r.applied_but_timeout;
+            if x < acc {
+                return Some(Fault::AppliedButTimeout);
+            }
+            acc += r.timeout_not_applied;
+            if x < acc {
+                return Some(Fault::TimeoutNotApplied);
+            }
+        }
+        acc += r.delay;
+        if x < acc {
+            let ms = rng.random_range(0..=r.max_delay.as_millis() as u64);
+            return Some(Fault::Delay(Duration::from_millis(ms)));
+        }
+        None
+    }
+}
+
+/// A backend whose sessions inject faults: scripted ones first, then seeded random ones.
+/// Expiry faults need the local backend (they expire the wrapped [`LocalSession`]).
+#[derive(Debug)]
+pub struct FaultBackend {
+    inner: Arc<dyn Backend>,
+    plan: Arc<Plan>,
+}
+
+impl FaultBackend {
+    /// Injects exactly these faults, each into the next matching operation.
+    pub fn scripted(
+        inner: Arc<dyn Backend>,
+        script: impl IntoIterator<Item = (Op, Fault)>,
+    ) -> Self {
+        FaultBackend {
+            inner,
+            plan: Arc::new(Plan {
+                rng: None,
+                rates: None,
+                script: Mutex::new(script.into_iter().collect()),
+            }),
+        }
+    }
+
+    /// Injects random faults at `rates`, reproducibly from `seed`.
+    pub fn random(inner: Arc<dyn Backend>, seed: u64, rates: FaultRates) -> Self {
+        FaultBackend {
+            inner,
+            plan: Arc::new(Plan {
+                rng: Some(Mutex::new(StdRng::seed_from_u64(seed))),
+                rates: Some(rates),
+                script: Mutex::new(VecDeque::new()),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for FaultBackend {
+    fn name(&self) -> &'static str {
+        "fault"
+    }
+
+    async fn open_session(&self) -> Result<Arc<dyn Session>> {
+        let inner = self.inner.open_session().await?;
+        Ok(Arc::new(FaultSession { inner, plan: self.plan.clone() }))
+    }
+}
+
+/// A session of [`FaultBackend`].
+#[derive(Debug)]
+pub struct FaultSession {
+    inner: Arc<dyn Session>,
+    plan: Arc<Plan>,
+}
+
+impl FaultSession {
+    /// The wrapped session.
+    pub fn inner(&self) -> &Arc<dyn Session> {
+        &self.inner
+    }
+
+    /// Runs `op` under the next fault.
+    async fn run<T>(
+        &self,
+        op: Op,
+        path: &str,
+        write: bool,
+        f: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let name = match op {
+            Op::CreateEphemeral => "create",
+            Op::Delete => "delete",
+            _ => "op",
+        };
+        let timeout = || CoordError::Indeterminate {
+            op: name,
+            path: path.to_owned(),
+            reason: "injected timeout".into(),
+        };
+        match self.plan.next(op, write) {
+            None => f.await,
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                f.await
+            }
+            Some(Fault::Unavailable) => Err(CoordError::Unavailable { reason: "injected".into() }),
+            Some(Fault::AppliedButTimeout) => {
+                let _ = f.await;
+                Err(timeout())
+            }
+            Some(Fault::TimeoutNotApplied) => Err(timeout()),
+            Some(Fault::Expire) => {
+                if let Some(l) = self.inner.as_any().downcast_ref::<LocalSession>() {
+                    l.expire();
+                    Err(CoordError::SessionExpired)
+                } else {
+                    f.await
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Session for FaultSession {
+    fn id(&self) -> SessionId {
+        self.inner.id()
+    }
+    fn state(&self) -> SessionState {
+        self.inner.state()
+    }
+    fn state_watcher(&self) -> watch::Receiver<SessionState> {
+        self.inner.state_watcher()
+    }
+    fn timeout(&self) -> Duration {
+        self.inner.timeout()
+    }
+    async fn create_ephemeral(&self, path: &str, data: &[u8]) -> Result<Version> {
+        self.run(Op::CreateEphemeral, path, true, self.inner.create_ephemeral(path, data)).await
+    }
+    async fn create_persistent(&self, path: &str, data: &[u8]) -> Result<Version> {
+        self.run(Op::Any, path, true, self.inner.create_persistent(path, data)).await
+    }
+    async fn ensure_persistent(&self, path: &str) -> Result<()> {
+        self.run(Op::Any, path, true, self.inner.ensure_persistent(path)).await
+    }
+    async fn get(&self, path: &str) -> Result<Option<Node>> {
+        self.run(Op::Any, path, false, self.inner.get(path)).await
+    }
+    async fn get_and_watch(&self, path: &str) -> Result<(Option<Node>, Watch)> {
+        self.run(Op::GetAndWatch, path, false, self.inner.get_and_watch(path)).await
+    }
+    async fn put(&self, path: &str, data: &[u8], expected: Option<Version>) -> Result<Version> {
+        self.run(Op::Any, path, true, self.inner.put(path, data, expected)).await
+    }
+    async fn put_fenced(&self, path: &str, data: &[u8], fence: &Fence) -> Result<Version> {
+        self.run(Op::Any, path, true, self.inner.put_fenced(path, data, fence)).await
+    }
+    async fn delete(&self, path: &str, expected: Option<Version>) -> Result<()> {
+        self.run(Op::Delete, path, true, self.inner.delete(path, expected)).await
+    }
+    async fn children(&self, path: &str) -> Result<Vec<String>> {
+        self.run(Op::Any, path, false, self.inner.children(path)).await
+    }
+    async fn children_and_watch(&self, path: &str) -> Result<(Vec<String>, Watch)> {
+        self.run(Op::Any, path, false, self.inner.children_and_watch(path)).await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,66 @@
+//! The conformance suite (`canal_coord::testing`) run against every backend: local under paused
+//! time with the real 5 s delay, ZooKeeper and etcd as real servers in real time.
+
+use std::time::Duration;
+
+use canal_coord::testing::{EtcdHarness, ZkHarness};
+
+/// ZooKeeper session timeout for the suite (the test server allows ~1 s sessions).
+pub const ZK_SESSION: Duration = Duration::from_millis(1500);
+/// etcd lease TTL for the suite.
+pub const ETCD_TTL_SECS: i64 = 2;
+
+pub fn zk() -> Option<ZkHarness> {
+    crate::support::service("CANAL_TEST_ZK").map(|s| ZkHarness::new(&s, ZK_SESSION))
+}
+
+pub fn etcd() -> Option<EtcdHarness> {
+    crate::support::service("CANAL_TEST_ETCD").map(|e| EtcdHarness::new(&e, ETCD_TTL_SECS))
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $case() {
+                    canal_coord::testing::$case(&canal_coord::testing::LocalHarness::new()).await;
+                }
+            )*
+        }
+        mod zookeeper {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(h) = super::zk() else { return };
+                    canal_coord::testing::$case(&h).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(h) = super::etcd() else { return };
+                    canal_coord::testing::$case(&h).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    ephemeral_exclusive,
+    close_removes_promptly,
+    crash_expires_within_bound,
+    durable_nodes_survive,
+    compare_and_set,
+    children_exclude_expired,
+    watch_event_order,
+    standby_takes_over_after_delay,
+    last_owner_regrabs_at_once,
+    active_false_hands_over,
+    release_hands_over,
+    indeterminate_create,
+    fenced_cursor_writes,
+);
