@@ -382,7 +382,12 @@ pub fn guard_until_stdin_closes(kinds: &[Kind]) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: the test run ended abnormally; stopping the services it started");
-    down(kinds)
+    let result = down(kinds);
+    eprintln!(
+        "xtask test: INTERRUPTED (the run died before finishing); services down {}",
+        if result.is_ok() { "ok" } else { "FAILED" }
+    );
+    result
 }
 
 /// A free TCP port on 127.0.0.1 (bind port 0, read it, release it).
