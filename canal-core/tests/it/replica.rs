@@ -564,6 +564,16 @@ ZcuSk4EYSsAcrzNYcwIDAQAB
     /// the checksum select, which gets a one-row result set `CRC32`. Returns what the client
     /// sent during authentication.
     pub async fn serve(listener: TcpListener, full: bool) -> Vec<Vec<u8>> {
+        serve_then(listener, full, None).await
+    }
+
+    /// Like [`serve`]; then, with `stream = Some(raw)`, accepts COM_REGISTER_SLAVE and
+    /// COM_BINLOG_DUMP, writes `raw` (already framed) and keeps the socket open for 5 s.
+    pub async fn serve_then(
+        listener: TcpListener,
+        full: bool,
+        stream: Option<Vec<u8>>,
+    ) -> Vec<Vec<u8>> {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut got = Vec::new();
         write(&mut s, 0, &handshake()).await;
@@ -604,6 +614,15 @@ ZcuSk4EYSsAcrzNYcwIDAQAB
                 write(&mut s, 3, &[0xFE, 0, 0, 2, 0]).await;
                 write(&mut s, 4, b"\x05CRC32").await;
                 write(&mut s, 5, &[0xFE, 0, 0, 2, 0]).await;
+                let Some(raw) = stream else { return got };
+                let (_, register) = read(&mut s).await;
+                assert_eq!(register[0], 0x15, "COM_REGISTER_SLAVE");
+                write(&mut s, 1, OK).await;
+                let (_, dump) = read(&mut s).await;
+                assert_eq!(dump[0], 0x12, "COM_BINLOG_DUMP");
+                got.push(dump);
+                s.write_all(&raw).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
                 return got;
             }
             write(&mut s, 1, OK).await;
@@ -641,4 +660,71 @@ async fn caching_sha2_full_path_requests_the_key_and_sends_rsa() {
     conn.expect("full auth login");
     assert_eq!(got[1], vec![0x02], "public key request");
     assert_eq!(got[2].len(), 128, "RSA-1024 ciphertext");
+}
+
+/// Opens a dump against the fake server that then sends `raw`, and returns the first
+/// `next_event` result.
+async fn fake_dump(raw: Vec<u8>, max_packet: usize) -> Result<Option<RawEvent>, ReplicaError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(fake::serve_then(listener, false, Some(raw)));
+    let mut cfg = ReplicaConfig::new("127.0.0.1", port, "u", "secret")
+        .with_heartbeat_period(Duration::from_millis(200));
+    cfg.read_timeout_margin = Duration::from_millis(100);
+    cfg.max_packet_size = max_packet;
+    let mut stream = ReplicaConnection::connect(&cfg)
+        .await
+        .expect("fake login")
+        .dump(DumpStart::FilePos { file: "b.000001".into(), position: 4 }, DumpOptions::default())
+        .await
+        .expect("dump command");
+    let r = stream.next_event().await;
+    server.abort();
+    r
+}
+
+fn framed(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+    v.push(seq);
+    v.extend_from_slice(payload);
+    v
+}
+
+#[tokio::test]
+async fn silent_binlog_socket_times_out_transiently() {
+    let started = Instant::now();
+    let err = fake_dump(Vec::new(), 1 << 20).await.expect_err("no heartbeat arrives");
+    assert!(matches!(err, ReplicaError::Timeout { .. }), "{err:?}");
+    assert!(err.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn malformed_stream_packets_are_typed_errors() {
+    // A packet that is neither event, EOF nor ERR.
+    let err = fake_dump(framed(1, &[0x07, 1, 2, 3]), 1 << 20).await.unwrap_err();
+    assert!(matches!(err, ReplicaError::Protocol { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    // An event whose header size disagrees with the packet.
+    let mut ev = vec![0u8; 1 + 19 + 8];
+    ev[1 + 4] = event_type::XID;
+    ev[1 + 9..1 + 13].copy_from_slice(&999u32.to_le_bytes());
+    let err = fake_dump(framed(1, &ev), 1 << 20).await.unwrap_err();
+    assert!(matches!(err, ReplicaError::Protocol { .. }), "{err:?}");
+    // A wrong sequence id.
+    let err = fake_dump(framed(9, &[0xFE, 0, 0, 2, 0]), 1 << 20).await.unwrap_err();
+    assert!(matches!(err, ReplicaError::Protocol { .. }), "{err:?}");
+    // A length above the limit fails on the header alone, without waiting for the body.
+    let err = fake_dump(vec![0xFF, 0xFF, 0xFF, 1], 1 << 20).await.unwrap_err();
+    assert!(matches!(err, ReplicaError::PacketTooLarge { .. }), "{err:?}");
+    assert!(!err.is_transient());
+    // An ERR packet mid-stream keeps its code; 1236 becomes Purged naming the start.
+    let err =
+        fake_dump(framed(1, b"\xff\xd4\x04#HY000binlog truncated"), 1 << 20).await.unwrap_err();
+    assert!(
+        matches!(&err, ReplicaError::Purged { requested, .. } if requested == "b.000001:4"),
+        "{err:?}"
+    );
+    // EOF ends the stream cleanly.
+    assert!(fake_dump(framed(1, &[0xFE, 0, 0, 2, 0]), 1 << 20).await.unwrap().is_none());
 }
