@@ -329,7 +329,7 @@ impl SchemaHistory {
             f.write_all(b"\n").map_err(io_err(&path))?;
             f.sync_data().map_err(io_err(&path))?;
         }
-        records.sort_by(|a, b| a.key().cmp(&b.key()));
+        records.sort_by_key(HistoryRecord::key);
         history.next_seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(1);
         history.records = records;
         history.rebuild_versions();
@@ -583,7 +583,8 @@ impl SchemaHistory {
             Ok(statements) => {
                 (classify(&statements, default_db), apply::apply(&statements, &ctx, &view))
             }
-            Err((e, head)) => {
+            Err(failed) => {
+                let (e, head) = *failed;
                 let query = classify(head.as_slice(), default_db);
                 let mut applied = apply::Applied::default();
                 // Every table the statement names is now of unknown shape, except where it says

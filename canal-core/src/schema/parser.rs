@@ -229,7 +229,7 @@ pub enum Statement {
 /// become [`Statement::Other`] and swallow the rest of the text, because their bodies (triggers,
 /// procedures) may contain `;` themselves.
 pub fn parse_statements(sql: &str) -> Result<Vec<Statement>, ParseError> {
-    parse_with_head(sql).map_err(|(e, _)| e)
+    parse_with_head(sql).map_err(|failed| failed.0)
 }
 
 /// Like [`parse_statements`], but on failure also returns what the first statement's head said
@@ -237,7 +237,7 @@ pub fn parse_statements(sql: &str) -> Result<Vec<Statement>, ParseError> {
 /// table to refresh. Text that cannot be tokenized is retried on the prefix before the error.
 pub(crate) fn parse_with_head(
     sql: &str,
-) -> Result<Vec<Statement>, (ParseError, Option<Statement>)> {
+) -> Result<Vec<Statement>, Box<(ParseError, Option<Statement>)>> {
     let toks = match tokenize(sql) {
         Ok(t) => t,
         Err(e) => {
@@ -248,13 +248,13 @@ pub(crate) fn parse_with_head(
                 let _ = p.statement();
                 p.partial
             });
-            return Err((e.into(), head));
+            return Err(Box::new((e.into(), head)));
         }
     };
     let mut p = Parser { toks: &toks, pos: 0, partial: None };
     match p.statements() {
         Ok(v) => Ok(v),
-        Err(e) => Err((e, p.partial)),
+        Err(e) => Err(Box::new((e, p.partial))),
     }
 }
 
@@ -742,8 +742,7 @@ impl<'t> Parser<'t> {
         if raw.serial {
             nullable = false;
         }
-        loop {
-            let Some(t) = self.peek() else { break };
+        while let Some(t) = self.peek() {
             if t.is_punct(',') || t.is_punct(')') || t.is_punct(';') {
                 break;
             }

@@ -137,7 +137,7 @@ pub fn parse_query(sql: &str, default_db: &str) -> Result<ParsedQuery, ParseErro
 pub fn classify_lenient(sql: &str, default_db: &str) -> ParsedQuery {
     match parse_with_head(sql) {
         Ok(st) => classify(&st, default_db),
-        Err((_, head)) => classify(head.as_slice(), default_db),
+        Err(failed) => classify(failed.1.as_slice(), default_db),
     }
 }
 

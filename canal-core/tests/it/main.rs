@@ -8,4 +8,5 @@ mod decode;
 mod interop;
 mod position;
 mod replica;
+mod schema;
 mod services;
