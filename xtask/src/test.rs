@@ -47,7 +47,8 @@ pub fn run(args: &[&str]) -> Result<ExitCode> {
             "clippy",
             cargo(&env, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
         ));
-        let mut test_args = vec!["test"];
+        // Report every failing test binary, not just the first.
+        let mut test_args = vec!["test", "--no-fail-fast"];
         if !cargo_args.iter().any(|a| *a == "-p" || a.starts_with("--package")) {
             test_args.push("--workspace");
         }
