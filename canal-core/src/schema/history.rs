@@ -378,8 +378,13 @@ impl SchemaHistory {
             Some(TableState::Known { def }) => Lookup::Known(def),
             Some(TableState::Dropped) => Lookup::Absent,
             Some(TableState::Unknown) => Lookup::Unknown,
-            None if self.versions.contains_key(&name) => Lookup::Absent,
-            None => Lookup::NotTracked,
+            None => match self.versions.get(&name).and_then(|v| v.first()) {
+                // Before a DDL that produced a definition (CREATE, RENAME ... TO it) the table did
+                // not exist. Before a DROP or an ALTER of a table the history never had, it did
+                // exist, with a shape nobody recorded.
+                Some(Version { state: TableState::Known { .. }, .. }) => Lookup::Absent,
+                _ => Lookup::NotTracked,
+            },
         }
     }
 

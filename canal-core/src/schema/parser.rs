@@ -226,8 +226,8 @@ pub enum Statement {
 }
 
 /// Parses every statement of `sql` (separated by `;`). Statements this parser does not model
-/// become [`Statement::Other`] and swallow the rest of the text, because their bodies (triggers,
-/// procedures) may contain `;` themselves.
+/// become [`Statement::Other`]; CREATE/ALTER of routines, triggers and events and compound
+/// statements swallow the rest of the text, because their bodies may contain `;` themselves.
 pub fn parse_statements(sql: &str) -> Result<Vec<Statement>, ParseError> {
     parse_with_head(sql).map_err(|failed| failed.0)
 }
@@ -268,11 +268,7 @@ impl Parser<'_> {
                 break;
             }
             let st = p.statement()?;
-            let other = matches!(st, Statement::Other(_));
             out.push(st);
-            if other {
-                break;
-            }
             if !p.at_end() && !p.eat_punct(';') {
                 return Err(p.unexpected("`;` or the end of the statement"));
             }
@@ -513,7 +509,15 @@ impl<'t> Parser<'t> {
     }
 
     fn other(&mut self, kw: String) -> Statement {
-        self.pos = self.toks.len();
+        // Only routines, triggers, events and compound statements have bodies that contain `;`;
+        // anything else (SET, GRANT, FLUSH, ...) ends at the next `;` like any statement.
+        const BODIES: &[&str] =
+            &["", "CREATE", "ALTER", "BEGIN", "DECLARE", "IF", "WHILE", "REPEAT", "LOOP", "CASE"];
+        if BODIES.contains(&kw.as_str()) {
+            self.pos = self.toks.len();
+        } else {
+            self.skip_statement();
+        }
         Statement::Other(kw)
     }
 
@@ -1235,7 +1239,8 @@ impl<'t> Parser<'t> {
             self.skip_item()?;
             return Ok(AlterSpec::AddIndex);
         }
-        if ["FOREIGN", "CHECK", "PARTITION", "PERIOD", "SYSTEM"].iter().any(|k| self.peek_kw(k))
+        if ["FOREIGN", "CHECK", "PARTITION"].iter().any(|k| self.peek_kw(k))
+            || self.at_versioning()
             || constraint
         {
             self.skip_item()?;
@@ -1243,6 +1248,13 @@ impl<'t> Parser<'t> {
         }
         let col = self.column_spec(true)?;
         Ok(AlterSpec::AddColumns { columns: vec![col], if_not_exists: false })
+    }
+
+    /// MariaDB `PERIOD FOR ...` / `SYSTEM VERSIONING`. Both words are unreserved, so `ADD system
+    /// INT` still adds a column.
+    fn at_versioning(&self) -> bool {
+        (self.peek_kw("PERIOD") && self.peek_kw_n(1, "FOR"))
+            || (self.peek_kw("SYSTEM") && self.peek_kw_n(1, "VERSIONING"))
     }
 
     fn alter_drop(&mut self) -> Result<AlterSpec, ParseError> {
@@ -1267,11 +1279,7 @@ impl<'t> Parser<'t> {
                 AlterSpec::DropIndex
             });
         }
-        if self.peek_kw("FOREIGN")
-            || self.peek_kw("CHECK")
-            || self.peek_kw("PERIOD")
-            || self.peek_kw("SYSTEM")
-        {
+        if self.peek_kw("FOREIGN") || self.peek_kw("CHECK") || self.at_versioning() {
             self.skip_item()?;
             return Ok(AlterSpec::NoShapeChange);
         }

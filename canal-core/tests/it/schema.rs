@@ -813,3 +813,192 @@ proptest! {
         let _ = h.apply_ddl(&pos("bin.000001", 2), "d", &sql);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// hand-written corpus: SHOW CREATE TABLE / mysqldump shapes of MySQL 5.7, 8.x and MariaDB
+
+/// (DDL, expected `(column, mysql_type)` list, expected primary key).
+type Case = (&'static str, &'static [(&'static str, &'static str)], &'static [&'static str]);
+
+const CREATE_CORPUS: &[Case] = &[
+    (
+        "CREATE TABLE `users` (\n  `id` bigint unsigned NOT NULL AUTO_INCREMENT,\n  `uuid` char(36) COLLATE utf8mb4_0900_ai_ci NOT NULL DEFAULT (uuid()),\n  `email` varchar(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_0900_ai_ci NOT NULL,\n  `meta` json DEFAULT NULL,\n  `secret` varchar(64) /*!80023 INVISIBLE */,\n  `created_at` timestamp NULL DEFAULT CURRENT_TIMESTAMP,\n  `updated_at` datetime(6) DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),\n  `score` double(8,2) unsigned zerofill DEFAULT '0000.00',\n  `geo` point NOT NULL /*!80003 SRID 4326 */,\n  PRIMARY KEY (`id`),\n  UNIQUE KEY `uk_email` (`email`),\n  KEY `idx_fn` ((lower(`email`))),\n  SPATIAL KEY `sp` (`geo`),\n  FULLTEXT KEY `ft` (`email`) /*!50100 WITH PARSER `ngram` */ ,\n  CONSTRAINT `chk` CHECK ((`id` > 0))\n) ENGINE=InnoDB AUTO_INCREMENT=7 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_0900_ai_ci\n/*!50100 PARTITION BY HASH (`id`)\nPARTITIONS 4 */",
+        &[
+            ("id", "bigint unsigned"),
+            ("uuid", "char(36)"),
+            ("email", "varchar(255)"),
+            ("meta", "json"),
+            ("secret", "varchar(64)"),
+            ("created_at", "timestamp"),
+            ("updated_at", "datetime(6)"),
+            ("score", "double(8,2) unsigned zerofill"),
+            ("geo", "point"),
+        ],
+        &["id"],
+    ),
+    (
+        "CREATE TABLE `t1` (\n  `a` int(11) NOT NULL DEFAULT '0' COMMENT 'it''s \"a\"; really',\n  `b` varchar(10) CHARACTER SET latin1 DEFAULT 'x,y)',\n  `c` tinyint(1) NOT NULL DEFAULT b'0',\n  `d` decimal(10,0) DEFAULT -1,\n  `e` set('x','y') NOT NULL DEFAULT '',\n  `f` text,\n  `g` int(11) GENERATED ALWAYS AS ((`a` + 1)) VIRTUAL,\n  `h` mediumblob,\n  `date` date DEFAULT NULL,\n  `type` year(4) DEFAULT NULL,\n  `status` enum('on','off') DEFAULT 'on',\n  PRIMARY KEY (`a`,`date`) USING BTREE,\n  KEY `k` (`b`(5)) COMMENT 'k',\n  CONSTRAINT `fk` FOREIGN KEY (`a`) REFERENCES `t0` (`id`) ON DELETE SET NULL ON UPDATE NO ACTION\n) ENGINE=InnoDB DEFAULT CHARSET=utf8 ROW_FORMAT=DYNAMIC COMMENT='table; comment'",
+        &[
+            ("a", "int(11)"),
+            ("b", "varchar(10)"),
+            ("c", "tinyint(1)"),
+            ("d", "decimal(10,0)"),
+            ("e", "set('x','y')"),
+            ("f", "text"),
+            ("g", "int(11)"),
+            ("h", "mediumblob"),
+            ("date", "date"),
+            ("type", "year(4)"),
+            ("status", "enum('on','off')"),
+        ],
+        &["a", "date"],
+    ),
+    (
+        // MariaDB SHOW CREATE TABLE: lower-case function defaults, JSON check, PERSISTENT,
+        // system versioning columns, COMPRESSED, INET6/UUID.
+        "CREATE TABLE `m` (\n  `id` int(11) NOT NULL,\n  `ts` timestamp NOT NULL DEFAULT current_timestamp() ON UPDATE current_timestamp(),\n  `j` longtext CHARACTER SET utf8mb4 COLLATE utf8mb4_bin DEFAULT NULL CHECK (json_valid(`j`)),\n  `p` varchar(20) GENERATED ALWAYS AS (concat(`id`,'!')) STORED,\n  `z` blob /*M!100301 COMPRESSED*/ DEFAULT NULL,\n  `ip` inet6 DEFAULT NULL,\n  `u` uuid DEFAULT NULL,\n  `system` int DEFAULT NULL,\n  PRIMARY KEY (`id`)\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci WITH SYSTEM VERSIONING",
+        &[
+            ("id", "int(11)"),
+            ("ts", "timestamp"),
+            ("j", "longtext"),
+            ("p", "varchar(20)"),
+            ("z", "blob"),
+            ("ip", "inet6"),
+            ("u", "uuid"),
+            ("system", "int"),
+        ],
+        &["id"],
+    ),
+    (
+        "create table if not exists db1.`weird``name` (`col ``x`` y` integer unsigned primary key, `2nd` national varchar(5), n numeric(5), f float(30), f2 float(7,3), r real, b bit, bb binary, vb varbinary(3) not null, tb tinyblob, lt long varchar, dt datetime(0), t time(6))",
+        &[
+            ("col `x` y", "int unsigned"),
+            ("2nd", "varchar(5)"),
+            ("n", "decimal(5,0)"),
+            ("f", "double"),
+            ("f2", "float(7,3)"),
+            ("r", "double"),
+            ("b", "bit(1)"),
+            ("bb", "binary(1)"),
+            ("vb", "varbinary(3)"),
+            ("tb", "tinyblob"),
+            ("lt", "mediumtext"),
+            ("dt", "datetime"),
+            ("t", "time(6)"),
+        ],
+        &["col `x` y"],
+    ),
+    (
+        "/*!40101 SET character_set_client = utf8 */; CREATE TABLE `x` (`a` INT, CONSTRAINT PRIMARY KEY (`a`)) /*!50100 TABLESPACE ts1 */",
+        &[("a", "int")],
+        &["a"],
+    ),
+];
+
+#[test]
+fn create_table_corpus_shapes() {
+    for (sql, want, pk) in CREATE_CORPUS {
+        // The corpus is also valid as a snapshot (SHOW CREATE TABLE output), except for the
+        // leading SET of the mysqldump-shaped case.
+        let mut h = mem();
+        let out = h.apply_ddl(&pos("b.000001", 10), "db1", sql).unwrap();
+        assert!(out.problems.is_empty(), "{sql}: {:?}", out.problems);
+        let name = out.changed.first().unwrap_or_else(|| panic!("{sql}: nothing changed"));
+        let def = h.table_at(&name.schema, &name.table, &pos("b.000001", 11)).unwrap();
+        let got: Vec<(&str, &str)> =
+            def.columns.iter().map(|c| (c.name.as_str(), c.mysql_type.as_str())).collect();
+        assert_eq!(got, *want, "{sql}");
+        assert_eq!(def.primary_key, *pk, "{sql}");
+    }
+}
+
+#[test]
+fn alter_corpus_shapes() {
+    let mut h = mem();
+    let base = "CREATE TABLE t (id INT NOT NULL, a INT, b VARCHAR(5), PRIMARY KEY (id))";
+    h.apply_ddl(&pos("b.000001", 1), "d", base).unwrap();
+    let cases: &[(&str, QueryEventType, &[&str])] = &[
+        ("ALTER TABLE t ADD COLUMN IF NOT EXISTS a INT", QueryEventType::Alter, &["id", "a", "b"]),
+        (
+            "ALTER TABLE t DROP COLUMN IF EXISTS nope, ALGORITHM=INSTANT",
+            QueryEventType::Alter,
+            &["id", "a", "b"],
+        ),
+        (
+            "ALTER TABLE t ADD system INT, ADD period INT AFTER id",
+            QueryEventType::Alter,
+            &["id", "period", "a", "b", "system"],
+        ),
+        (
+            "ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES o (id) ON DELETE CASCADE",
+            QueryEventType::Alter,
+            &["id", "period", "a", "b", "system"],
+        ),
+        (
+            "ALTER TABLE t ADD UNIQUE INDEX u (b), ADD FULLTEXT (b)",
+            QueryEventType::CIndex,
+            &["id", "period", "a", "b", "system"],
+        ),
+        (
+            "ALTER TABLE `t` DROP FOREIGN KEY `fk`, DROP INDEX u",
+            QueryEventType::Alter,
+            &["id", "period", "a", "b", "system"],
+        ),
+        (
+            "ALTER TABLE t ENGINE=InnoDB ROW_FORMAT=COMPRESSED KEY_BLOCK_SIZE=8 COMMENT 'x'",
+            QueryEventType::Alter,
+            &["id", "period", "a", "b", "system"],
+        ),
+        (
+            "ALTER TABLE t CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+            QueryEventType::Alter,
+            &["id", "period", "a", "b", "system"],
+        ),
+        (
+            "ALTER ONLINE IGNORE TABLE t DROP period, DROP COLUMN system, LOCK = NONE",
+            QueryEventType::Alter,
+            &["id", "a", "b"],
+        ),
+        (
+            "ALTER TABLE t CHANGE a a2 BIGINT FIRST, MODIFY COLUMN b VARCHAR(9) AFTER a2",
+            QueryEventType::Alter,
+            &["a2", "b", "id"],
+        ),
+        (
+            "ALTER TABLE t ALTER COLUMN b SET DEFAULT 'x,y', ALTER b DROP DEFAULT, RENAME INDEX i1 TO i2",
+            QueryEventType::Alter,
+            &["a2", "b", "id"],
+        ),
+        (
+            "ALTER TABLE t ADD COLUMN c INT, PARTITION BY KEY(id) PARTITIONS 2",
+            QueryEventType::Alter,
+            &["a2", "b", "id", "c"],
+        ),
+        ("ALTER TABLE t TRUNCATE PARTITION p0, p1", QueryEventType::Alter, &["a2", "b", "id", "c"]),
+        (
+            "/*!40000 ALTER TABLE `t` DISABLE KEYS */",
+            QueryEventType::Alter,
+            &["a2", "b", "id", "c"],
+        ),
+        ("CREATE INDEX i3 ON t (c)", QueryEventType::CIndex, &["a2", "b", "id", "c"]),
+        ("DROP INDEX `PRIMARY` ON t", QueryEventType::DIndex, &["a2", "b", "id", "c"]),
+    ];
+    for (i, (sql, ty, cols)) in cases.iter().enumerate() {
+        let at = pos("b.000001", 10 + i as u64);
+        let out = h.apply_ddl(&at, "d", sql).unwrap();
+        assert!(out.problems.is_empty(), "{sql}: {:?}", out.problems);
+        assert_eq!(out.query.event_type, *ty, "{sql}");
+        assert_eq!(names(&h.table_at("d", "t", &at).unwrap()), *cols, "{sql}");
+    }
+    let def = h.latest("d", "t").unwrap();
+    assert!(def.primary_key.is_empty(), "DROP INDEX `PRIMARY` drops the primary key");
+    assert_eq!(def.charset.as_deref(), Some("utf8mb4"));
+    // MODIFY without a charset gives the column the table default again.
+    assert_eq!(def.column("b").unwrap().effective_charset(&def), Some("utf8mb4"));
+    let converted = h.table_at("d", "t", &pos("b.000001", 17)).unwrap();
+    assert_eq!(converted.column("b").unwrap().charset.as_deref(), Some("utf8mb4"));
+    assert_eq!(converted.column("b").unwrap().collation.as_deref(), Some("utf8mb4_bin"));
+    // Versions before the CONVERT keep the old charset.
+    let before = h.table_at("d", "t", &pos("b.000001", 16)).unwrap();
+    assert_eq!(before.column("b").unwrap().charset, None);
+}
