@@ -584,10 +584,9 @@ pub async fn fenced_cursor_writes(h: &impl Harness) {
     b.close().await;
 
     // Through the cursor store: ordering by the caller's comparison, fencing by the monitor.
-    let dest_root = h.root("fenced_store");
-    let _ = dest_root;
     let coord = Coordinator::new(h.backend());
-    let dest = format!("fenced-{}", RUN.fetch_add(1, Ordering::Relaxed));
+    // A destination name unique to this run (its nodes live in Canal's real layout).
+    let dest = h.root("fenced_store").trim_start_matches("/canal-coord-test/").replace('/', "-");
     let running = crate::path::server_running(&dest);
     let (m, mut rx) = RunningMonitor::start(
         coord.clone(),

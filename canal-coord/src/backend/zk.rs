@@ -182,15 +182,32 @@ impl ZkSession {
             .ok_or(CoordError::SessionClosed)?;
         let info = c.session().clone();
         drop(c);
-        let thief =
-            zk::Client::connector().with_session(info).connect(&self.servers).await.map_err(
-                |e| CoordError::Unavailable { reason: format!("attach to session: {e}") },
-            )?;
-        drop(thief);
         let mut st = self.state.subscribe();
-        let _ =
-            tokio::time::timeout(Duration::from_secs(10), st.wait_for(|s| s.is_terminal())).await;
-        Ok(())
+        let mut last = String::new();
+        // Our own client reconnects as soon as the server hands its connection to the thief,
+        // and may win the session back; retry until the close gets through.
+        for _ in 0..5 {
+            if st.borrow().is_terminal() {
+                return Ok(());
+            }
+            match zk::Client::connector()
+                .with_session(info.clone())
+                .with_session_timeout(self.timeout)
+                .with_connection_timeout(Duration::from_secs(2))
+                .connect(&self.servers)
+                .await
+            {
+                Ok(thief) => drop(thief),
+                Err(e) => last = e.to_string(),
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), st.wait_for(|s| s.is_terminal()))
+                .await;
+        }
+        if st.borrow().is_terminal() {
+            Ok(())
+        } else {
+            Err(CoordError::Unavailable { reason: format!("attach to session: {last}") })
+        }
     }
 
     fn client(&self, path: &str) -> Result<zk::Client> {
