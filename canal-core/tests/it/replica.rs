@@ -328,6 +328,24 @@ async fn missing_position_is_a_definite_error_naming_it() {
     assert!(!err.is_transient());
     assert!(err.to_string().contains(requested));
 
+    // A MariaDB GTID the server never wrote: 1236 as well, naming the GTID.
+    let ghost: MariadbGtidList = "0-1-4000000000".parse().unwrap();
+    let mut stream = cx.dump(DumpStart::MariadbGtid(ghost)).await;
+    // The server may send the fake ROTATE/FORMAT_DESCRIPTION first.
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next_event()).await {
+            Ok(Err(e)) => break e,
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("a blocking dump does not end by itself"),
+            Err(_) => panic!("no error for a GTID the server never wrote"),
+        }
+    };
+    eprintln!("ghost GTID: {err}");
+    assert!(
+        matches!(&err, ReplicaError::Purged { requested, .. } if requested.contains("0-1-4000000000")),
+        "{err:?}"
+    );
+
     // The meta check, before dumping.
     let mut meta = cx.meta().await;
     let logs = meta.binary_logs().await.expect("binary logs");
@@ -718,13 +736,26 @@ async fn malformed_stream_packets_are_typed_errors() {
     let err = fake_dump(vec![0xFF, 0xFF, 0xFF, 1], 1 << 20).await.unwrap_err();
     assert!(matches!(err, ReplicaError::PacketTooLarge { .. }), "{err:?}");
     assert!(!err.is_transient());
-    // An ERR packet mid-stream keeps its code; 1236 becomes Purged naming the start.
-    let err =
-        fake_dump(framed(1, b"\xff\xd4\x04#HY000binlog truncated"), 1 << 20).await.unwrap_err();
+    // 1236 about a missing start becomes Purged naming the start; other 1236 DumpRejected.
+    let err = fake_dump(
+        framed(1, b"\xff\xd4\x04#HY000Could not find first log file name in binary log index file"),
+        1 << 20,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&err, ReplicaError::Purged { requested, .. } if requested == "b.000001:4"),
         "{err:?}"
     );
+    let err =
+        fake_dump(framed(1, b"\xff\xd4\x04#HY000binlog truncated in the middle of event"), 1 << 20)
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(&err, ReplicaError::DumpRejected { requested, code: 1236, .. } if requested == "b.000001:4"),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
     // EOF ends the stream cleanly.
     assert!(fake_dump(framed(1, &[0xFE, 0, 0, 2, 0]), 1 << 20).await.unwrap().is_none());
 }

@@ -23,8 +23,10 @@ use super::packet::{self, PacketCodec, TextRow, caps};
 /// `BINLOG_THROUGH_POSITION`, which MySQL ignores on COM_BINLOG_DUMP).
 pub const BINLOG_SEND_ANNOTATE_ROWS_EVENT: u16 = 0x02;
 
-/// How to reach the server and present ourselves as a replica.
+/// How to reach the server and present ourselves as a replica. Build with
+/// [`ReplicaConfig::new`] or [`ReplicaConfig::from_url`], then adjust fields.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ReplicaConfig {
     /// Host name or IP.
     pub host: String,
@@ -168,8 +170,9 @@ impl fmt::Display for DumpStart {
     }
 }
 
-/// Dump options beyond the start position.
+/// Dump options beyond the start position (default: blocking, registered).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DumpOptions {
     /// `BINLOG_DUMP_NON_BLOCK`: the server ends the stream (EOF) at the end of the last binlog
     /// instead of waiting for new events.
@@ -180,6 +183,7 @@ pub struct DumpOptions {
 
 /// What the handshake and session setup learnt about the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerInfo {
     /// The version string from the handshake (MariaDB's starts with `5.5.5-`).
     pub server_version: String,
@@ -191,6 +195,20 @@ pub struct ServerInfo {
     pub connection_id: u32,
     /// `@@global.binlog_checksum` at connect time, also sent as `@master_binlog_checksum`.
     pub checksum: ChecksumAlg,
+}
+
+impl DumpOptions {
+    /// Sets `BINLOG_DUMP_NON_BLOCK` (end the stream at the end of the last binlog).
+    pub fn with_non_blocking(mut self, yes: bool) -> Self {
+        self.non_blocking = yes;
+        self
+    }
+
+    /// Skips COM_REGISTER_SLAVE.
+    pub fn with_skip_register(mut self, yes: bool) -> Self {
+        self.skip_register = yes;
+        self
+    }
 }
 
 /// Parses `"5.5.5-10.11.19-MariaDB-..."` / `"8.4.0"` into numbers.
@@ -457,7 +475,8 @@ impl ReplicaConnection {
     ///   `@slave_gtid_ignore_duplicates=0`, registration, COM_BINLOG_DUMP with an empty file.
     ///
     /// A start the server does not have (error 1236) is reported by the first
-    /// [`BinlogStream::next_event`] call as [`ReplicaError::Purged`].
+    /// [`BinlogStream::next_event`] call as [`ReplicaError::Purged`] (other 1236 errors, e.g. a
+    /// corrupt binlog, as [`ReplicaError::DumpRejected`]).
     ///
     /// # Errors
     /// `UnsupportedServer` for a GTID flavour the server does not have; `InvalidInput` for a
@@ -573,7 +592,8 @@ impl BinlogStream {
     ///   period plus margin;
     /// * `Io` (transient) when the connection dropped (e.g. the dump thread was killed);
     /// * `Server` for an error packet, transient for shutdown/kill codes;
-    /// * `Purged` (definite) for error 1236, naming the start that was asked for;
+    /// * `Purged` (definite) for error 1236 saying the start is missing or purged, naming the
+    ///   start that was asked for; `DumpRejected` (definite) for other 1236 errors;
     /// * `Protocol`/`PacketTooLarge` (definite) for malformed packets.
     ///
     /// # Cancel safety
@@ -606,11 +626,16 @@ impl BinlogStream {
                 Ok(None)
             }
             StreamPacket::Err(e) if e.code == ER_MASTER_FATAL_ERROR_READING_BINLOG => {
-                Err(ReplicaError::Purged {
-                    requested: self.start.to_string(),
-                    oldest_available: None,
-                    detail: format!("server error 1236: {}", e.message),
-                })
+                let requested = self.start.to_string();
+                if is_missing_position_message(&e.message) {
+                    Err(ReplicaError::Purged {
+                        requested,
+                        oldest_available: None,
+                        detail: format!("server error 1236: {}", e.message),
+                    })
+                } else {
+                    Err(ReplicaError::DumpRejected { requested, code: e.code, message: e.message })
+                }
             }
             StreamPacket::Err(e) => Err(e.into_error("read binlog event")),
         }
@@ -648,6 +673,21 @@ impl BinlogStream {
     pub async fn close(mut self) {
         let _ = self.io.stream.shutdown().await;
     }
+}
+
+/// Whether a 1236 message says the start is not (or no longer) in the binlogs, as opposed to
+/// e.g. a corrupt or truncated binlog at that place.
+fn is_missing_position_message(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "could not find",             // first log file / next log / GTID state
+        "purged",                     // MySQL: master purged required binary logs
+        "not in the master's binlog", // MariaDB GTID
+        "position > file size",       // start past the end of the file
+        "does not exist",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
 }
 
 async fn authenticate(

@@ -102,6 +102,17 @@ pub enum ReplicaError {
         /// The server's message or our explanation.
         detail: String,
     },
+    /// The server refused to continue the dump for another reason than a missing start (error
+    /// 1236 about e.g. a corrupt or truncated binlog, or an oversized event) (definite).
+    #[error("binlog dump from {requested} rejected by the server (error {code}): {message}")]
+    DumpRejected {
+        /// The start that was asked for.
+        requested: String,
+        /// Server error code (1236).
+        code: u16,
+        /// The server's message.
+        message: String,
+    },
     /// A server setting makes row-based CDC impossible, e.g. `binlog_format=STATEMENT` or
     /// `binlog_row_image=MINIMAL` (definite).
     #[error("server variable '{variable}' is '{value}', expected one of {allowed:?}")]
@@ -185,6 +196,7 @@ impl ReplicaError {
             },
             ReplicaError::AuthUnsupported { .. }
             | ReplicaError::Purged { .. }
+            | ReplicaError::DumpRejected { .. }
             | ReplicaError::BinlogSettings { .. }
             | ReplicaError::UnsupportedServer { .. }
             | ReplicaError::Protocol { .. }
@@ -197,7 +209,9 @@ impl ReplicaError {
     /// The MySQL error number when the server reported one.
     pub fn server_code(&self) -> Option<u16> {
         match self {
-            ReplicaError::Server { code, .. } => Some(*code),
+            ReplicaError::Server { code, .. } | ReplicaError::DumpRejected { code, .. } => {
+                Some(*code)
+            }
             ReplicaError::Auth { code, .. } if *code != 0 => Some(*code),
             ReplicaError::Meta { source: mysql_async::Error::Server(e), .. } => Some(e.code),
             _ => None,

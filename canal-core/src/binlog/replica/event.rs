@@ -137,10 +137,17 @@ impl EventHeader {
 /// One binlog event exactly as in the binlog: 19-byte header, body, and — when `checksum` is
 /// [`ChecksumAlg::Crc32`] — the 4-byte CRC32 trailer.
 ///
-/// The first (fake) ROTATE of a dump is passed through unchanged: when the connection's
-/// checksum is CRC32 the server appends a CRC to it like to every other event, so `checksum`
-/// tells the decoder to drop the last 4 bytes before reading the file name. (mysql_async gets
-/// this wrong because it has not seen a FORMAT_DESCRIPTION yet; see [`RawEvent::rotate`].)
+/// Fake ROTATE events are passed through unchanged, *not* stripped. When they carry a trailer it
+/// is a valid CRC32 of the event (verified against MariaDB 10.11), and `checksum` says so:
+/// * the first fake ROTATE of a dump uses the connection's algorithm (`@master_binlog_checksum`,
+///   which we set to `@@global.binlog_checksum`), even when the requested file was written with
+///   another one;
+/// * later fake ROTATEs (after a real ROTATE) use the algorithm of the file just finished;
+/// * a FORMAT_DESCRIPTION declares its file's algorithm, which applies to it and the events
+///   after it.
+///
+/// So a decoder that drops `checksum.trailer_len()` bytes reads clean file names, where
+/// mysql_async — which has seen no FORMAT_DESCRIPTION yet — leaves 4 bytes of CRC in the name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawEvent {
     /// The parsed common header.

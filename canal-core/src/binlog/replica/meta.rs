@@ -18,6 +18,7 @@ pub const DEFAULT_ALLOWED_IMAGES: &[&str] = &["FULL"];
 
 /// The server's current binlog end (`SHOW MASTER STATUS`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MasterStatus {
     /// Current binlog file.
     pub file: String,
@@ -29,6 +30,7 @@ pub struct MasterStatus {
 
 /// One row of `SHOW BINARY LOGS`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BinlogFile {
     /// File name.
     pub name: String,
@@ -49,6 +51,7 @@ pub enum BoundaryKind {
 
 /// Result of [`MetaConnection::find_position_by_timestamp`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TimestampPosition {
     /// Binlog file.
     pub file: String,
@@ -382,8 +385,9 @@ async fn scan_file_for_timestamp(
 ) -> Result<Option<TimestampPosition>, ReplicaError> {
     let conn = ReplicaConnection::connect(cfg).await?;
     let start = DumpStart::FilePos { file: file.to_string(), position: 4 };
-    let mut stream =
-        conn.dump(start, DumpOptions { non_blocking: true, skip_register: true }).await?;
+    let mut stream = conn
+        .dump(start, DumpOptions::default().with_non_blocking(true).with_skip_register(true))
+        .await?;
     let mut best: Option<TimestampPosition> = None;
     let mut in_txn = false;
     let mut standalone = false;
