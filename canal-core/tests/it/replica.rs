@@ -586,7 +586,8 @@ ZcuSk4EYSsAcrzNYcwIDAQAB
     }
 
     /// Like [`serve`]; then, with `stream = Some(raw)`, accepts COM_REGISTER_SLAVE and
-    /// COM_BINLOG_DUMP, writes `raw` (already framed) and keeps the socket open for 5 s.
+    /// COM_BINLOG_DUMP, writes `raw` (already framed) and keeps the socket open until the
+    /// client closes it (at most 5 s).
     pub async fn serve_then(
         listener: TcpListener,
         full: bool,
@@ -633,14 +634,21 @@ ZcuSk4EYSsAcrzNYcwIDAQAB
                 write(&mut s, 4, b"\x05CRC32").await;
                 write(&mut s, 5, &[0xFE, 0, 0, 2, 0]).await;
                 let Some(raw) = stream else { return got };
-                let (_, register) = read(&mut s).await;
-                assert_eq!(register[0], 0x15, "COM_REGISTER_SLAVE");
-                write(&mut s, 1, OK).await;
-                let (_, dump) = read(&mut s).await;
-                assert_eq!(dump[0], 0x12, "COM_BINLOG_DUMP");
-                got.push(dump);
+                // Optional COM_REGISTER_SLAVE, then the dump command; both are recorded.
+                let dump = loop {
+                    let (_, cmd) = read(&mut s).await;
+                    got.push(cmd.clone());
+                    if cmd[0] != 0x15 {
+                        break cmd;
+                    }
+                    write(&mut s, 1, OK).await;
+                };
+                assert!(matches!(dump[0], 0x12 | 0x1e), "a dump command");
                 s.write_all(&raw).await.unwrap();
-                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                // Hold the socket until the client hangs up (at most 5 s).
+                let mut sink = [0u8; 64];
+                let hold = std::time::Duration::from_secs(5);
+                let _ = tokio::time::timeout(hold, s.read(&mut sink)).await;
                 return got;
             }
             write(&mut s, 1, OK).await;
@@ -683,6 +691,17 @@ async fn caching_sha2_full_path_requests_the_key_and_sends_rsa() {
 /// Opens a dump against the fake server that then sends `raw`, and returns the first
 /// `next_event` result.
 async fn fake_dump(raw: Vec<u8>, max_packet: usize) -> Result<Option<RawEvent>, ReplicaError> {
+    let start = DumpStart::FilePos { file: "b.000001".into(), position: 4 };
+    fake_dump_from(start, raw, max_packet).await.0
+}
+
+/// Like [`fake_dump`] from `start`; also returns the packets the client sent after the session
+/// setup (register, dump).
+async fn fake_dump_from(
+    start: DumpStart,
+    raw: Vec<u8>,
+    max_packet: usize,
+) -> (Result<Option<RawEvent>, ReplicaError>, Vec<Vec<u8>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(fake::serve_then(listener, false, Some(raw)));
@@ -693,12 +712,13 @@ async fn fake_dump(raw: Vec<u8>, max_packet: usize) -> Result<Option<RawEvent>, 
     let mut stream = ReplicaConnection::connect(&cfg)
         .await
         .expect("fake login")
-        .dump(DumpStart::FilePos { file: "b.000001".into(), position: 4 }, DumpOptions::default())
+        .dump(start, DumpOptions::default())
         .await
         .expect("dump command");
     let r = stream.next_event().await;
-    server.abort();
-    r
+    drop(stream);
+    let got = server.await.unwrap();
+    (r, got[1..].to_vec())
 }
 
 fn framed(seq: u8, payload: &[u8]) -> Vec<u8> {
@@ -797,4 +817,38 @@ async fn events_over_16_mib_span_several_packets() {
     stream.close().await;
     let _ = big.disconnect().await;
     cx.drop_db().await;
+}
+
+#[tokio::test]
+async fn mysql_gtid_dump_sends_the_encoded_set_without_registering() {
+    let set: canal_core::binlog::replica::GtidSet =
+        "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7".parse().unwrap();
+    let (r, sent) =
+        fake_dump_from(DumpStart::MysqlGtid(set), framed(1, &[0xFE, 0, 0, 2, 0]), 1 << 20).await;
+    assert!(r.unwrap().is_none());
+    assert_eq!(sent.len(), 1, "COM_BINLOG_DUMP_GTID only, no COM_REGISTER_SLAVE");
+    let cmd = &sent[0];
+    assert_eq!(cmd[0], 0x1e);
+    assert_eq!(u16::from_le_bytes([cmd[1], cmd[2]]), 0x04, "BINLOG_THROUGH_GTID");
+    // name length 0, position 4, then the SID block: 1 SID, its UUID, 2 intervals [1,6) [7,8).
+    assert_eq!(&cmd[7..11], &0u32.to_le_bytes());
+    assert_eq!(&cmd[11..19], &4u64.to_le_bytes());
+    let block = &cmd[23..];
+    assert_eq!(&block[..8], &1u64.to_le_bytes());
+    assert_eq!(&block[8..12], &[0x3e, 0x11, 0xfa, 0x47]);
+    let ivals: Vec<u64> =
+        block[32..].chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(ivals, vec![1, 6, 7, 8]);
+}
+
+#[tokio::test]
+async fn file_pos_dump_registers_then_sends_flag_2() {
+    let start = DumpStart::FilePos { file: "b.000001".into(), position: 4 };
+    let (r, sent) = fake_dump_from(start, framed(1, &[0xFE, 0, 0, 2, 0]), 1 << 20).await;
+    assert!(r.unwrap().is_none());
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0][0], 0x15, "COM_REGISTER_SLAVE first");
+    assert_eq!(&sent[0][1..5], &1234u32.to_le_bytes(), "default slave id");
+    assert_eq!(sent[1][0], 0x12);
+    assert_eq!(u16::from_le_bytes([sent[1][5], sent[1][6]]), 2, "BINLOG_SEND_ANNOTATE_ROWS_EVENT");
 }
