@@ -1,5 +1,6 @@
 //! canal-server as a library: destinations as clients see them, the Canal TCP protocol sessions,
 //! configuration, and the process that runs instances under HA.
 
+pub mod cli;
 pub mod destination;
 pub mod session;

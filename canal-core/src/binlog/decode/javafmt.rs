@@ -35,10 +35,19 @@ pub fn push_double(out: &mut String, v: f64) {
         return;
     }
     let mut sb = StackBuf { buf: [0; 40], len: 0 };
-    // Rust's `{:e}` prints the shortest digits that round-trip, in the form `-d.ddde-n`.
+    // Rust's `{:e}` prints the shortest digits that round-trip, in the form `-d.ddde-n`. When that
+    // is a single digit, Java (JDK 19+ spec) picks the 2-digit decimal closest to the exact value
+    // instead (`4.9E-324`, not `5.0E-324`): `{:.1e}` rounds the exact value to 2 digits.
     if write!(sb, "{v:e}").is_err() {
         let _ = write!(out, "{v}");
         return;
+    }
+    if !sb.buf[..sb.len].contains(&b'.') {
+        sb.len = 0;
+        if write!(sb, "{v:.1e}").is_err() {
+            let _ = write!(out, "{v}");
+            return;
+        }
     }
     push_java(out, &sb.buf[..sb.len], v.abs() >= 1e-3 && v.abs() < 1e7 || v == 0.0);
 }
@@ -57,6 +66,13 @@ pub fn push_float(out: &mut String, v: f32) {
     if write!(sb, "{v:e}").is_err() {
         let _ = write!(out, "{v}");
         return;
+    }
+    if !sb.buf[..sb.len].contains(&b'.') {
+        sb.len = 0;
+        if write!(sb, "{v:.1e}").is_err() {
+            let _ = write!(out, "{v}");
+            return;
+        }
     }
     push_java(out, &sb.buf[..sb.len], v.abs() >= 1e-3 && v.abs() < 1e7 || v == 0.0);
 }
@@ -95,6 +111,10 @@ fn push_java(out: &mut String, sci: &[u8], plain: bool) {
             digits[n] = c;
             n += 1;
         }
+    }
+    // Trailing zeros carry nothing (`1.0e2` from the 2-digit path is the digit 1).
+    while n > 1 && digits[n - 1] == b'0' {
+        n -= 1;
     }
     let digits = &digits[..n.max(1)];
     if neg {
@@ -165,6 +185,8 @@ mod tests {
             (f64::INFINITY, "Infinity"),
             (f64::NEG_INFINITY, "-Infinity"),
             (123.456, "123.456"),
+            (1.0e23, "1.0E23"),
+            (2.0e-3, "0.002"),
             (-1.7976931348623157e308, "-1.7976931348623157E308"),
         ];
         for (v, want) in cases {

@@ -12,6 +12,8 @@
 //!   is what Canal gets from its table-meta cache; with neither, TEXT columns are BLOB like in Canal.
 //! * Old TIME with exactly 100 hours prints `100:..` (Canal's `d > 100` check prints `00`).
 //! * VECTOR (MySQL 9) is rendered as ISO-8859-1 bytes with sqlType BLOB; Canal does not know the type.
+//! * MariaDB INET6/UUID/INET4 (fixed BINARY in the binlog) are binary when the schema's type text
+//!   names them: ISO-8859-1 bytes, sqlType BLOB, re-padded.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -194,10 +196,14 @@ impl TablePlan {
                     None => mc.is_pk.unwrap_or(false),
                 };
                 // Binary strings: Canal looks for "binary" in the type text; without a schema the
-                // binary collation (63) from FULL metadata says the same.
+                // binary collation (63) from FULL metadata says the same. MariaDB's INET6/UUID/INET4
+                // are fixed BINARY in the binlog: treated as binary too (Canal would decode their
+                // bytes as text and mangle them).
                 let binary = match (&lower_type, sc) {
                     (Some(t), Some(c)) => {
-                        t.contains("binary") || c.charset.as_deref() == Some("binary")
+                        t.contains("binary")
+                            || ["inet6", "inet4", "uuid"].iter().any(|p| t.starts_with(p))
+                            || c.charset.as_deref() == Some("binary")
                     }
                     _ => mc.charset == Some(63),
                 };
@@ -815,4 +821,235 @@ impl<'e> RowsReader<'e> {
 
 fn bit(bits: &[u8], i: usize) -> bool {
     bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binlog::decode::table_map::{ColumnMeta, MapColumn};
+    use std::borrow::Cow;
+
+    fn col(t: u8, meta: u16, unsigned: Option<bool>) -> MapColumn {
+        MapColumn {
+            binlog_type: t,
+            real_type: super::super::table_map::real_type(t, meta),
+            meta,
+            nullable: true,
+            unsigned,
+            charset: None,
+            name: None,
+            values: None,
+            geometry_type: None,
+            is_pk: None,
+            visible: None,
+            vector_dimension: None,
+        }
+    }
+
+    /// Decodes one WRITE row of `columns` from `row` (null bitmap included) and returns
+    /// `(sqlType, value)` per column.
+    fn decode_row(
+        columns: Vec<MapColumn>,
+        schema: Option<TableSchema>,
+        row: &[u8],
+    ) -> Vec<(i32, Option<String>)> {
+        let n = columns.len();
+        let map = Arc::new(TableMap {
+            table_id: 1,
+            flags: 0,
+            schema: Arc::from("db"),
+            table: Arc::from("t"),
+            columns,
+            has_optional_metadata: false,
+            has_column_names: false,
+        });
+        let opts = DecodeOptions::default();
+        let plan = Arc::new(TablePlan::build(map, schema.as_ref(), &opts));
+        let ev = RowsEvent {
+            kind: RowsKind::Write,
+            table_id: 1,
+            flags: 1,
+            extra: vec![],
+            column_count: n,
+            present_before: vec![0xff; n.div_ceil(8)],
+            present_after: None,
+            rows: Cow::Borrowed(row),
+            rows_offset: 0,
+        };
+        let mut rd = RowsReader::new(plan, &ev, &opts).unwrap();
+        let (mut b, mut a) = (RowImage::new(), RowImage::new());
+        assert!(rd.next_row(&mut b, &mut a).unwrap());
+        let out = a.iter().map(|(c, v)| (c.sql_type, v.map(str::to_owned))).collect();
+        assert!(!rd.next_row(&mut b, &mut a).unwrap());
+        out
+    }
+
+    fn v(s: &str) -> Option<String> {
+        Some(s.to_owned())
+    }
+
+    #[test]
+    fn mediumint_is_sign_extended() {
+        // mysql_common's eat_i24_le decodes -1 as 16777215 and -8388608 as 8388608.
+        let cols = vec![
+            col(ty::INT24, 0, Some(false)),
+            col(ty::INT24, 0, Some(false)),
+            col(ty::INT24, 0, Some(true)),
+        ];
+        let row = [0x00, 0xff, 0xff, 0xff, 0x00, 0x00, 0x80, 0xff, 0xff, 0xff];
+        assert_eq!(
+            decode_row(cols, None, &row),
+            [(4, v("-1")), (4, v("-8388608")), (4, v("16777215"))]
+        );
+    }
+
+    #[test]
+    fn year_zero_is_0000() {
+        // mysql_common renders YEAR 0 as 1900.
+        let row = [0x00, 0, 124, 255];
+        assert_eq!(
+            decode_row(vec![col(ty::YEAR, 0, None); 3], None, &row),
+            [(12, v("0000")), (12, v("2024")), (12, v("2155"))]
+        );
+    }
+
+    #[test]
+    fn binary_keeps_trailing_zero_bytes() {
+        // BINARY(8) 'ab\0\0\0\0\0\0' arrives as 2 bytes (the server strips the 0x00 padding;
+        // mysql_common passes that on). With the schema saying binary(8) it is re-padded.
+        let meta = (u16::from(ty::STRING) << 8) | 8;
+        let schema = TableSchema {
+            schema: "db".into(),
+            table: "t".into(),
+            columns: vec![ColumnMeta {
+                name: "b".into(),
+                mysql_type: "binary(8)".into(),
+                ..Default::default()
+            }],
+        };
+        let row = [0x00, 2, b'a', 0xff];
+        assert_eq!(
+            decode_row(vec![col(ty::STRING, meta, None)], Some(schema), &row),
+            [(2004, v("a\u{ff}\0\0\0\0\0\0"))]
+        );
+        // Without a schema (or binary charset metadata) it is a CHAR, decoded as UTF-8 (lossy).
+        assert_eq!(
+            decode_row(vec![col(ty::STRING, meta, None)], None, &row),
+            [(1, v("a\u{fffd}"))]
+        );
+    }
+
+    #[test]
+    fn unsigned_promotion_is_per_value() {
+        let cols = vec![
+            col(ty::TINY, 0, Some(true)),
+            col(ty::TINY, 0, Some(true)),
+            col(ty::SHORT, 0, Some(true)),
+            col(ty::LONG, 0, Some(true)),
+            col(ty::LONGLONG, 0, Some(true)),
+            col(ty::LONGLONG, 0, Some(false)),
+        ];
+        let mut row = vec![0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        row.extend_from_slice(&[0xff; 8]);
+        row.extend_from_slice(&[0xff; 8]);
+        assert_eq!(
+            decode_row(cols, None, &row),
+            [
+                (-6, v("127")),
+                (5, v("255")),
+                (4, v("65535")),
+                (-5, v("4294967295")),
+                (3, v("18446744073709551615")),
+                (-5, v("-1")),
+            ]
+        );
+    }
+
+    #[test]
+    fn temporal_values() {
+        let cols = vec![
+            col(ty::TIME2, 6, None),
+            col(ty::TIME2, 2, None),
+            col(ty::DATETIME2, 3, None),
+            col(ty::DATETIME2, 0, None),
+            col(ty::TIMESTAMP2, 6, None),
+            col(ty::TIMESTAMP2, 0, None),
+            col(ty::DATE, 0, None),
+            col(ty::TIME, 0, None),
+        ];
+        let mut row = vec![0x00];
+        // TIME(6) -00:00:00.500000: packed -500000 + 0x800000000000, big-endian 6 bytes.
+        row.extend_from_slice(&(0x8000_0000_0000i64 - 500_000).to_be_bytes()[2..]);
+        // TIME(2) -00:00:01.10: intpart -2 (0x7ffffe), frac 246.
+        row.extend_from_slice(&[0x7f, 0xff, 0xfe, 246]);
+        // DATETIME(3) 2024-02-29 23:59:59.123.
+        let ym = 2024u64 * 13 + 2;
+        let int = ((ym << 5 | 29) << 17) | (23 << 12 | 59 << 6 | 59);
+        row.extend_from_slice(&(int + 0x80_0000_0000).to_be_bytes()[3..]);
+        row.extend_from_slice(&1230u16.to_be_bytes());
+        // DATETIME zero.
+        row.extend_from_slice(&0x80_0000_0000u64.to_be_bytes()[3..]);
+        // TIMESTAMP(6) 1.000001 and TIMESTAMP 0.
+        row.extend_from_slice(&[0, 0, 0, 1, 0, 0, 1]);
+        row.extend_from_slice(&[0, 0, 0, 0]);
+        // DATE 2000-00-00 (zero parts kept): 2000*512.
+        row.extend_from_slice(&(2000u32 * 512).to_le_bytes()[..3]);
+        // TIME (old) -838:59:59 = -8385959.
+        row.extend_from_slice(&(-8_385_959i32).to_le_bytes()[..3]);
+        assert_eq!(
+            decode_row(cols, None, &row),
+            [
+                (92, v("-00:00:00.500000")),
+                (92, v("-00:00:01.10")),
+                (93, v("2024-02-29 23:59:59.123")),
+                (93, v("0000-00-00 00:00:00")),
+                (93, v("1970-01-01 00:00:01.000001")),
+                (93, v("0000-00-00 00:00:00")),
+                (91, v("2000-00-00")),
+                (92, v("-838:59:59")),
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_rows_are_errors_not_panics() {
+        let cols =
+            vec![col(ty::LONGLONG, 0, None), col(ty::VARCHAR, 300, None), col(ty::BLOB, 4, None)];
+        let mut full = vec![0x00];
+        full.extend_from_slice(&7i64.to_le_bytes());
+        full.extend_from_slice(&[3, 0, b'a', b'b', b'c']);
+        full.extend_from_slice(&[2, 0, 0, 0, b'x', b'y']);
+        for cut in 0..full.len() {
+            let map = Arc::new(TableMap {
+                table_id: 1,
+                flags: 0,
+                schema: Arc::from("db"),
+                table: Arc::from("t"),
+                columns: cols.clone(),
+                has_optional_metadata: false,
+                has_column_names: false,
+            });
+            let opts = DecodeOptions::default();
+            let plan = Arc::new(TablePlan::build(map, None, &opts));
+            let ev = RowsEvent {
+                kind: RowsKind::Write,
+                table_id: 1,
+                flags: 1,
+                extra: vec![],
+                column_count: 3,
+                present_before: vec![0x07],
+                present_after: None,
+                rows: Cow::Borrowed(&full[..cut]),
+                rows_offset: 0,
+            };
+            let mut rd = RowsReader::new(plan, &ev, &opts).unwrap();
+            let (mut b, mut a) = (RowImage::new(), RowImage::new());
+            let r = rd.next_row(&mut b, &mut a);
+            if cut == 0 {
+                assert!(!r.unwrap());
+            } else {
+                assert!(matches!(r, Err(DecodeError::Truncated { .. })), "cut {cut}: {r:?}");
+            }
+        }
+    }
 }

@@ -336,4 +336,37 @@ pub(crate) mod tests {
             Ok(StreamPacket::Err(e)) if e.code == 1236
         ));
     }
+
+    proptest::proptest! {
+        /// Whatever the network sends, the pure parsers return values or errors, never panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            crc in proptest::prelude::any::<bool>(),
+        ) {
+            let _ = packet::parse_handshake(&data);
+            let _ = packet::parse_err(&data);
+            let _ = packet::parse_auth_switch(&data);
+            let _ = packet::parse_text_row(&data, 3);
+            let _ = packet::parse_column_count(&data);
+            let mut codec = packet::PacketCodec::new(300);
+            let mut buf = bytes::BytesMut::from(&data[..]);
+            while let Ok(Some(_)) = codec.decode(&mut buf) {}
+            let _ = classify(Bytes::from(data.clone()));
+            let alg = if crc { ChecksumAlg::Crc32 } else { ChecksumAlg::Off };
+            // Make the size field agree often enough to reach the body accessors.
+            let mut ev = data;
+            if ev.len() >= EVENT_HEADER_LEN {
+                let n = ev.len() as u32;
+                ev[9..13].copy_from_slice(&n.to_le_bytes());
+            }
+            if let Ok(e) = RawEvent::new(Bytes::from(ev), alg) {
+                let _ = e.body();
+                let _ = e.rotate();
+                let _ = e.query_text();
+                let _ = e.mariadb_gtid_flags();
+                let _ = e.header.start_pos();
+            }
+        }
+    }
 }

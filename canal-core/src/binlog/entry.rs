@@ -1,0 +1,807 @@
+//! Binlog events → Canal entries (spec §2.3): transaction boundaries, row changes with Canal's
+//! column semantics, DDL and queries, with filters applied and the schema in force at each event's
+//! position.
+//!
+//! [`Converter`] is pure and synchronous: raw event bytes in, encoded entries out. It owns the
+//! [`Decoder`] (table maps, FORMAT_DESCRIPTION) and, when given one, the [`SchemaHistory`]. When the
+//! history does not know a table a rows event needs, `convert` returns
+//! [`ConvertError::NeedTable`] *before* changing any state; the live pipeline then fetches
+//! `SHOW CREATE TABLE`, records it and calls `convert` again with the same event.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::decode::{ColumnMeta, TablePlan};
+use super::decode::{
+    DecodeError, DecodeOptions, Decoder, Event, EventData, EventHeader, Gtid, MariaGtid, Query,
+    RowImage, RowsKind, TableSchema, event_type,
+};
+use super::pbwrite::{self, column as col};
+use crate::filter::{FieldFilter, NameFilter};
+use crate::position::EntryPosition;
+use crate::protocol::entry::{
+    EntryType, EventType, Header, Pair, RowChange, TransactionBegin, TransactionEnd, Type,
+};
+use crate::schema::{HistoryError, Lookup, SchemaHistory, SchemaPosition, TableDef, TableName};
+use crate::store::EntryKind;
+
+/// What to emit and what to drop (`canal.instance.filter.*`).
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// Table white/black lists.
+    pub filter: NameFilter,
+    /// Per-table column lists.
+    pub field_filter: FieldFilter,
+    /// Drop statement DML and rows-query/annotate text (`filter.query.dml`).
+    pub filter_query_dml: bool,
+    /// Drop QUERY-type statements such as GRANT (`filter.query.dcl`).
+    pub filter_query_dcl: bool,
+    /// Drop DDL entries (the schema history is still updated) (`filter.query.ddl`).
+    pub filter_query_ddl: bool,
+    /// Drop all rows events (`filter.rows`).
+    pub filter_rows: bool,
+    /// Skip rows events whose table cannot be decoded instead of failing (`filter.table.error`).
+    pub skip_table_errors: bool,
+    /// Fill `Header.gtid` and the `curtGtid*` props (GTID mode).
+    pub gtid_mode: bool,
+    /// Decoder options (charset, time zone, CRC checks).
+    pub decode: DecodeOptions,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        Self {
+            filter: NameFilter::accept_all(),
+            field_filter: FieldFilter::default(),
+            filter_query_dml: false,
+            filter_query_dcl: false,
+            filter_query_ddl: false,
+            filter_rows: false,
+            skip_table_errors: false,
+            gtid_mode: false,
+            decode: DecodeOptions::default(),
+        }
+    }
+}
+
+/// One entry ready for the store.
+#[derive(Clone, Debug)]
+pub struct BuiltEntry {
+    /// The encoded `Entry`.
+    pub bytes: Bytes,
+    /// Where its event starts (and the executed GTID set in GTID mode).
+    pub position: EntryPosition,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Rows it carries.
+    pub rows: usize,
+}
+
+/// Why an event could not be converted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConvertError {
+    /// The event is undecodable (corrupt binlog, or a table whose schema does not fit).
+    #[error("cannot decode event at {journal}:{offset}: {source}")]
+    Decode {
+        /// File of the event.
+        journal: String,
+        /// Start offset of the event.
+        offset: u64,
+        /// What the decoder said.
+        #[source]
+        source: DecodeError,
+    },
+    /// The schema history does not know a table the next rows need: fetch its definition,
+    /// record it at `position`, and convert the same event again.
+    #[error("schema of `{}`.`{}` is needed at {position:?}", table.schema, table.table)]
+    NeedTable {
+        /// The table.
+        table: TableName,
+        /// Where to record it.
+        position: SchemaPosition,
+    },
+    /// Persisting the schema history failed.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+/// Counters of what was seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConvertStats {
+    /// Events converted.
+    pub events: u64,
+    /// Row images emitted.
+    pub rows: u64,
+    /// Events of a type the decoder does not know (skipped).
+    pub unknown_events: u64,
+    /// Rows events skipped by filters.
+    pub filtered_events: u64,
+    /// Rows events skipped because their table could not be decoded (`skip_table_errors`).
+    pub skipped_table_errors: u64,
+}
+
+/// The converter of one binlog stream.
+#[derive(Debug)]
+pub struct Converter {
+    decoder: Decoder,
+    opts: ConvertOptions,
+    history: Option<SchemaHistory>,
+    /// Schemas handed to the decoder, so a TABLE_MAP repeated per transaction rebuilds nothing.
+    supplied: HashMap<(Arc<str>, Arc<str>), Arc<TableDef>>,
+    /// Tables the source could not describe: never asked for again (binlog metadata is used).
+    unavailable: HashSet<TableName>,
+    journal: Arc<str>,
+    /// Executed GTID set string (GTID mode), as Canal's `Header.gtid`.
+    gtid_set: String,
+    /// The current transaction's GTID, logical clock values (GTID mode props).
+    current_gtid: Option<(String, u64, u64)>,
+    stats: ConvertStats,
+    before: RowImage,
+    after: RowImage,
+    scratch_col: Vec<u8>,
+    scratch_row: Vec<u8>,
+}
+
+impl Converter {
+    /// A converter for a stream that starts in file `journal`.
+    pub fn new(opts: ConvertOptions, history: Option<SchemaHistory>, journal: &str) -> Self {
+        Self {
+            decoder: Decoder::new(opts.decode.clone()),
+            opts,
+            history,
+            supplied: HashMap::new(),
+            unavailable: HashSet::new(),
+            journal: Arc::from(journal),
+            gtid_set: String::new(),
+            current_gtid: None,
+            stats: ConvertStats::default(),
+            before: RowImage::new(),
+            after: RowImage::new(),
+            scratch_col: Vec::with_capacity(256),
+            scratch_row: Vec::with_capacity(4096),
+        }
+    }
+
+    /// The binlog file of the next event.
+    pub fn journal(&self) -> &str {
+        &self.journal
+    }
+
+    /// Sets the binlog file of the next event (a reader opening the next file).
+    pub fn set_journal(&mut self, journal: &str) {
+        self.journal = Arc::from(journal);
+    }
+
+    /// Records that the source cannot describe `table` (dropped since, no privilege): its rows are
+    /// decoded with the binlog's own metadata and it is not asked for again.
+    pub fn table_unavailable(&mut self, table: TableName) {
+        self.unavailable.insert(table);
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ConvertStats {
+        self.stats
+    }
+
+    /// The schema history, to record tables fetched after [`ConvertError::NeedTable`].
+    pub fn history_mut(&mut self) -> Option<&mut SchemaHistory> {
+        self.history.as_mut()
+    }
+
+    /// The decoder (checksum algorithm of a live stream, table plans).
+    pub fn decoder_mut(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    /// Replaces the table white list (a client's subscription filter).
+    pub fn set_filter(&mut self, filter: NameFilter) {
+        self.opts.filter = filter;
+    }
+
+    /// Sets the executed GTID set the stream starts from (GTID mode).
+    pub fn set_gtid_set(&mut self, set: impl Into<String>) {
+        self.gtid_set = set.into();
+    }
+
+    fn decode_error(&self, header: Option<&EventHeader>, source: DecodeError) -> ConvertError {
+        let offset = header.map_or(0, |h| start_offset(h));
+        ConvertError::Decode { journal: self.journal.to_string(), offset, source }
+    }
+
+    /// Converts one raw event (header + body + CRC) and appends its entries to `out`.
+    ///
+    /// # Errors
+    /// [`ConvertError::Decode`] for an undecodable event (unless `skip_table_errors` covers it),
+    /// [`ConvertError::NeedTable`] when the history must learn a table first (nothing changed; call
+    /// again), [`ConvertError::History`] when persisting a DDL fails.
+    pub fn convert(&mut self, raw: &[u8], out: &mut Vec<BuiltEntry>) -> Result<(), ConvertError> {
+        // A TABLE_MAP whose table the history does not know: ask for it before touching state.
+        if self.history.is_some()
+            && raw.len() > 4
+            && raw[4] == event_type::TABLE_MAP
+            && let Some(need) = self.table_needed(raw)
+        {
+            return Err(need);
+        }
+        let header = EventHeader::parse(raw).map_err(|e| self.decode_error(None, e))?;
+        let event = match self.decoder.decode(raw) {
+            Ok(ev) => ev,
+            Err(e) => return Err(self.decode_error(Some(&header), e)),
+        };
+        self.stats.events += 1;
+        self.on_event(event, out, None)
+    }
+
+    /// Peeks a TABLE_MAP's names (with a throw-away decode of the event body) and checks the
+    /// history. `None` when the table is known, filtered out, or cannot be fetched anyway.
+    fn table_needed(&self, raw: &[u8]) -> Option<ConvertError> {
+        let history = self.history.as_ref()?;
+        let mut probe = Decoder::new(self.opts.decode.clone());
+        if let Some(alg) = self.decoder.checksum() {
+            probe.set_checksum(alg);
+        }
+        let ev = probe.decode(raw).ok()?;
+        let EventData::TableMap(map) = ev.data else { return None };
+        if !self.opts.filter.accepts(&map.schema, &map.table) {
+            return None;
+        }
+        let name = TableName::new(map.schema.to_string(), map.table.to_string());
+        if self.unavailable.contains(&name) {
+            return None;
+        }
+        let pos = SchemaPosition::new(self.journal.to_string(), start_offset(&ev.header));
+        match history.lookup(&map.schema, &map.table, &pos) {
+            Lookup::Known(_) | Lookup::Absent => None,
+            Lookup::Unknown | Lookup::NotTracked => {
+                Some(ConvertError::NeedTable { table: name, position: pos })
+            }
+        }
+    }
+
+    fn position(&self, h: &EventHeader) -> EntryPosition {
+        EntryPosition {
+            gtid: self.opts.gtid_mode.then(|| self.gtid_set.clone()),
+            included: false,
+            journal_name: Some(self.journal.to_string()),
+            position: Some(start_offset(h) as i64),
+            server_id: Some(i64::from(h.server_id)),
+            timestamp: Some(i64::from(h.timestamp) * 1000),
+        }
+    }
+
+    fn header(
+        &self,
+        h: &EventHeader,
+        schema: &str,
+        table: &str,
+        event_type: Option<EventType>,
+        rows: Option<usize>,
+    ) -> Header {
+        let mut props = Vec::new();
+        if self.opts.gtid_mode
+            && let Some((gtid, sn, lct)) = &self.current_gtid
+        {
+            props.push(pair("curtGtid", gtid));
+            props.push(pair("curtGtidSn", &sn.to_string()));
+            props.push(pair("curtGtidLct", &lct.to_string()));
+        }
+        if let Some(n) = rows.filter(|n| *n > 0) {
+            props.push(pair("rowsCount", &n.to_string()));
+        }
+        Header {
+            version: Some(1),
+            logfile_name: Some(self.journal.to_string()),
+            logfile_offset: Some(start_offset(h) as i64),
+            server_id: Some(i64::from(h.server_id)),
+            serveren_code: Some("UTF-8".into()),
+            execute_time: Some(i64::from(h.timestamp) * 1000),
+            source_type: Some(Type::Mysql as i32),
+            schema_name: Some(schema.to_owned()),
+            table_name: Some(table.to_owned()),
+            event_length: Some(i64::from(h.event_size)),
+            event_type: event_type.map(|t| t as i32),
+            props,
+            gtid: (self.opts.gtid_mode && !self.gtid_set.is_empty()).then(|| self.gtid_set.clone()),
+        }
+    }
+
+    fn push(
+        &self,
+        out: &mut Vec<BuiltEntry>,
+        h: &EventHeader,
+        header: Header,
+        entry_type: EntryType,
+        store_value: &[u8],
+        kind: EntryKind,
+        rows: usize,
+    ) {
+        let header_bytes = header.encode_to_vec();
+        let mut buf = Vec::with_capacity(header_bytes.len() + store_value.len() + 16);
+        pbwrite::bytes(&mut buf, 1, &header_bytes);
+        pbwrite::int(&mut buf, 2, entry_type as i64);
+        pbwrite::bytes(&mut buf, 3, store_value);
+        out.push(BuiltEntry { bytes: Bytes::from(buf), position: self.position(h), kind, rows });
+    }
+
+    fn on_event(
+        &mut self,
+        event: Event<'_>,
+        out: &mut Vec<BuiltEntry>,
+        outer: Option<&EventHeader>,
+    ) -> Result<(), ConvertError> {
+        // Events inside a TRANSACTION_PAYLOAD have no position of their own: use the payload's.
+        let h = match outer {
+            Some(o) => EventHeader { event_type: event.header.event_type, ..o.clone() },
+            None => event.header.clone(),
+        };
+        match event.data {
+            EventData::Rotate(r) => {
+                if !r.next_file.is_empty() {
+                    self.journal = Arc::from(r.next_file.as_str());
+                }
+            }
+            EventData::Query(q) => self.on_query(&h, &q, out)?,
+            EventData::Xid(xid) => {
+                let end =
+                    TransactionEnd { transaction_id: Some(xid.to_string()), ..Default::default() };
+                let header = self.header(&h, "", "", None, None);
+                self.push(
+                    out,
+                    &h,
+                    header,
+                    EntryType::Transactionend,
+                    &end.encode_to_vec(),
+                    EntryKind::End,
+                    0,
+                );
+                self.current_gtid = None;
+            }
+            EventData::TableMap(map) => {
+                if let Some(history) = &self.history {
+                    let pos = SchemaPosition::new(self.journal.to_string(), start_offset(&h));
+                    if let Lookup::Known(def) = history.lookup(&map.schema, &map.table, &pos) {
+                        let key = (Arc::clone(&map.schema), Arc::clone(&map.table));
+                        let fresh = self.supplied.get(&key).is_none_or(|d| !Arc::ptr_eq(d, &def));
+                        if fresh {
+                            self.decoder.put_schema(table_schema(&def));
+                            self.supplied.insert(key, def);
+                        }
+                    }
+                }
+            }
+            EventData::Rows(rows) => self.on_rows(&h, &rows, out)?,
+            EventData::TransactionPayload(p) => {
+                for inner in p.events() {
+                    let inner = inner.map_err(|e| self.decode_error(Some(&h), e))?;
+                    let ev = match self.decoder.decode_payload_event(inner) {
+                        Ok(ev) => ev,
+                        Err(e) => return Err(self.decode_error(Some(&h), e)),
+                    };
+                    self.on_event(ev, out, Some(&h))?;
+                }
+            }
+            EventData::Gtid(g) => self.on_mysql_gtid(&g),
+            EventData::MariaGtid(g) => self.on_maria_gtid(&h, &g, out),
+            EventData::RowsQuery(sql) | EventData::AnnotateRows(sql) => {
+                if !self.opts.filter_query_dml {
+                    let rc = RowChange {
+                        event_type: Some(EventType::Query as i32),
+                        sql: Some(sql),
+                        ..Default::default()
+                    };
+                    let header = self.header(&h, "", "", Some(EventType::Query), None);
+                    self.push(
+                        out,
+                        &h,
+                        header,
+                        EntryType::Rowdata,
+                        &rc.encode_to_vec(),
+                        EntryKind::Query,
+                        0,
+                    );
+                }
+            }
+            EventData::Unknown { .. } => self.stats.unknown_events += 1,
+            // No entry: FORMAT_DESCRIPTION, PREVIOUS_GTIDS, GTID lists, checkpoints, heartbeats,
+            // INTVAR/RAND/USER_VAR (statement-format context), XA_PREPARE (its XA END already
+            // closed the transaction), STOP, INCIDENT.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_mysql_gtid(&mut self, g: &Gtid) {
+        if g.anonymous {
+            self.current_gtid = None;
+            return;
+        }
+        let gtid = g.to_gtid_string();
+        if self.opts.gtid_mode {
+            self.gtid_set = add_gtid(&self.gtid_set, &gtid);
+        }
+        self.current_gtid = Some((gtid, g.sequence_number, g.last_committed));
+    }
+
+    fn on_maria_gtid(&mut self, h: &EventHeader, g: &MariaGtid, out: &mut Vec<BuiltEntry>) {
+        let gtid = g.to_string();
+        if self.opts.gtid_mode {
+            self.gtid_set = add_maria_gtid(&self.gtid_set, g);
+        }
+        self.current_gtid = Some((gtid, g.seq_no, g.commit_id.unwrap_or(0)));
+        // MariaDB replaces the BEGIN query by its GTID event (capability 4); a standalone GTID
+        // (DDL) opens no transaction.
+        const FL_STANDALONE: u8 = 1;
+        if g.flags & FL_STANDALONE == 0 {
+            let begin = TransactionBegin { thread_id: Some(0), ..Default::default() };
+            let header = self.header(h, "", "", None, None);
+            let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
+            self.push(out, h, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
+        }
+    }
+
+    fn on_query(
+        &mut self,
+        h: &EventHeader,
+        q: &Query,
+        out: &mut Vec<BuiltEntry>,
+    ) -> Result<(), ConvertError> {
+        let sql = q.sql.trim();
+        let upper_head: String = sql.chars().take(16).collect::<String>().to_ascii_uppercase();
+        let ends_with = |word: &str| {
+            sql.len() >= word.len()
+                && sql.is_char_boundary(sql.len() - word.len())
+                && sql[sql.len() - word.len()..].eq_ignore_ascii_case(word)
+        };
+        if upper_head.starts_with("XA START") || upper_head.starts_with("XA BEGIN") {
+            let xid = sql[8..].trim().to_owned();
+            let begin = TransactionBegin {
+                thread_id: Some(i64::from(q.thread_id)),
+                props: vec![pair("XA_TYPE", "XA START"), pair("XA_XID", &xid)],
+                ..Default::default()
+            };
+            let header = self.header(h, "", "", None, None);
+            let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
+            self.push(out, h, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
+            return Ok(());
+        }
+        if upper_head.starts_with("XA END") {
+            let xid = sql[6..].trim().to_owned();
+            let end = TransactionEnd {
+                transaction_id: Some("0".into()),
+                props: vec![pair("XA_TYPE", "XA END"), pair("XA_XID", &xid)],
+                ..Default::default()
+            };
+            let header = self.header(h, "", "", None, None);
+            self.push(
+                out,
+                h,
+                header,
+                EntryType::Transactionend,
+                &end.encode_to_vec(),
+                EntryKind::End,
+                0,
+            );
+            return Ok(());
+        }
+        for (prefix, et) in
+            [("XA COMMIT", EventType::Xacommit), ("XA ROLLBACK", EventType::Xarollback)]
+        {
+            if upper_head.starts_with(prefix) {
+                let xid = sql[prefix.len()..].trim().to_owned();
+                let rc = RowChange {
+                    event_type: Some(et as i32),
+                    sql: Some(sql.to_owned()),
+                    props: vec![pair("XA_TYPE", prefix), pair("XA_XID", &xid)],
+                    ..Default::default()
+                };
+                let header = self.header(h, "", "", Some(et), None);
+                self.push(
+                    out,
+                    h,
+                    header,
+                    EntryType::Rowdata,
+                    &rc.encode_to_vec(),
+                    EntryKind::End,
+                    0,
+                );
+                return Ok(());
+            }
+        }
+        if ends_with("BEGIN") {
+            let begin =
+                TransactionBegin { thread_id: Some(i64::from(q.thread_id)), ..Default::default() };
+            let header = self.header(h, "", "", None, None);
+            let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
+            self.push(out, h, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
+            return Ok(());
+        }
+        if ends_with("COMMIT") {
+            let end = TransactionEnd { transaction_id: Some("0".into()), ..Default::default() };
+            let header = self.header(h, "", "", None, None);
+            self.push(
+                out,
+                h,
+                header,
+                EntryType::Transactionend,
+                &end.encode_to_vec(),
+                EntryKind::End,
+                0,
+            );
+            self.current_gtid = None;
+            return Ok(());
+        }
+        // DDL, DCL or statement DML: classify (and apply to the history when there is one).
+        let pos = SchemaPosition::new(self.journal.to_string(), start_offset(h));
+        let parsed = match self.history.as_mut() {
+            Some(history) => {
+                let outcome = history.apply_ddl(&pos, &q.schema, sql)?;
+                for name in outcome.changed.iter().chain(outcome.refresh.iter()) {
+                    self.decoder.remove_schema(&name.schema, &name.table);
+                    self.supplied.retain(|(s, t), _| !(**s == *name.schema && **t == *name.table));
+                }
+                outcome.query
+            }
+            None => crate::schema::classify_lenient(sql, &q.schema),
+        };
+        let et = EventType::try_from(parsed.event_type.code()).unwrap_or(EventType::Query);
+        let dml = matches!(et, EventType::Insert | EventType::Update | EventType::Delete);
+        let drop = (dml && self.opts.filter_query_dml)
+            || (et == EventType::Query && self.opts.filter_query_dcl)
+            || (parsed.is_ddl && et != EventType::Query && self.opts.filter_query_ddl)
+            || !parsed.passes(|t| self.opts.filter.accepts(&t.schema, &t.table));
+        if drop {
+            return Ok(());
+        }
+        let rc = RowChange {
+            event_type: Some(et as i32),
+            is_ddl: Some(parsed.is_ddl),
+            sql: Some(sql.to_owned()),
+            ddl_schema_name: (!q.schema.is_empty()).then(|| q.schema.clone()),
+            ..Default::default()
+        };
+        let header = self.header(h, &parsed.schema, &parsed.table, Some(et), None);
+        let kind =
+            if parsed.is_ddl && et != EventType::Query { EntryKind::Ddl } else { EntryKind::Query };
+        self.push(out, h, header, EntryType::Rowdata, &rc.encode_to_vec(), kind, 0);
+        Ok(())
+    }
+
+    fn on_rows(
+        &mut self,
+        h: &EventHeader,
+        ev: &super::decode::RowsEvent<'_>,
+        out: &mut Vec<BuiltEntry>,
+    ) -> Result<(), ConvertError> {
+        if self.opts.filter_rows {
+            self.stats.filtered_events += 1;
+            return Ok(());
+        }
+        let plan: Arc<TablePlan> = match self.decoder.table(ev.table_id) {
+            Some(p) => Arc::clone(p),
+            None => {
+                let e = DecodeError::UnknownTable { table_id: ev.table_id };
+                if self.opts.skip_table_errors {
+                    self.stats.skipped_table_errors += 1;
+                    return Ok(());
+                }
+                return Err(self.decode_error(Some(h), e));
+            }
+        };
+        if !self.opts.filter.accepts(plan.schema(), plan.table()) {
+            self.stats.filtered_events += 1;
+            return Ok(());
+        }
+        let et = match ev.kind {
+            RowsKind::Write => EventType::Insert,
+            RowsKind::Update | RowsKind::PartialUpdate => EventType::Update,
+            RowsKind::Delete => EventType::Delete,
+        };
+        let mut rc = Vec::with_capacity(ev.rows.len() * 2 + 32);
+        pbwrite::int(&mut rc, 1, ev.table_id as i64);
+        pbwrite::int(&mut rc, 2, et as i64);
+        pbwrite::boolean(&mut rc, 10, false);
+        let mut reader = match self.decoder.rows(ev) {
+            Ok(r) => r,
+            Err(e) => return self.table_error(h, e),
+        };
+        let mut before = std::mem::take(&mut self.before);
+        let mut after = std::mem::take(&mut self.after);
+        let mut row_buf = std::mem::take(&mut self.scratch_row);
+        let mut col_buf = std::mem::take(&mut self.scratch_col);
+        let mut rows = 0usize;
+        let result = loop {
+            match reader.next_row(&mut before, &mut after) {
+                Ok(false) => break Ok(()),
+                Ok(true) => {}
+                Err(e) => break Err(e),
+            }
+            rows += 1;
+            row_buf.clear();
+            if !before.is_empty() {
+                self.write_image(&plan, &before, None, 1, &mut row_buf, &mut col_buf);
+            }
+            if !after.is_empty() {
+                let cmp = (et == EventType::Update).then_some(&before);
+                self.write_image(
+                    &plan,
+                    &after,
+                    cmp.or(Some(&RowImage::new())),
+                    2,
+                    &mut row_buf,
+                    &mut col_buf,
+                );
+            }
+            pbwrite::bytes(&mut rc, 12, &row_buf);
+        };
+        self.before = before;
+        self.after = after;
+        self.scratch_row = row_buf;
+        self.scratch_col = col_buf;
+        if let Err(e) = result {
+            return self.table_error(h, e);
+        }
+        self.stats.rows += rows as u64;
+        let header = self.header(h, plan.schema(), plan.table(), Some(et), Some(rows));
+        self.push(out, h, header, EntryType::Rowdata, &rc, EntryKind::Rows, rows);
+        Ok(())
+    }
+
+    fn table_error(&mut self, h: &EventHeader, e: DecodeError) -> Result<(), ConvertError> {
+        if self.opts.skip_table_errors {
+            self.stats.skipped_table_errors += 1;
+            return Ok(());
+        }
+        Err(self.decode_error(Some(h), e))
+    }
+
+    /// Writes one image as repeated Column (`field` 1 = before, 2 = after). `compare` is the
+    /// before image for Canal's `updated` flag of after columns (`None` for before columns:
+    /// never updated; an empty image for inserts: always updated).
+    fn write_image(
+        &self,
+        plan: &TablePlan,
+        image: &RowImage,
+        compare: Option<&RowImage>,
+        field: u32,
+        row_buf: &mut Vec<u8>,
+        col_buf: &mut Vec<u8>,
+    ) {
+        let field_filter = !self.opts.field_filter.is_empty();
+        for (cell, value) in image.iter() {
+            let idx = cell.index as usize;
+            let Some(cp) = plan.columns.get(idx) else { continue };
+            if field_filter && !self.opts.field_filter.keeps(plan.schema(), plan.table(), &cp.name)
+            {
+                continue;
+            }
+            let updated = match compare {
+                None => false,
+                Some(before) => match before.get(idx) {
+                    Some((_, old)) => old != value,
+                    None => true,
+                },
+            };
+            col_buf.clear();
+            pbwrite::int(col_buf, col::INDEX, idx as i64);
+            pbwrite::int(col_buf, col::SQL_TYPE, i64::from(cell.sql_type));
+            pbwrite::bytes(col_buf, col::NAME, cp.name.as_bytes());
+            pbwrite::boolean(col_buf, col::IS_KEY, cp.is_key);
+            pbwrite::boolean(col_buf, col::UPDATED, updated);
+            pbwrite::boolean(col_buf, col::IS_NULL, value.is_none());
+            if let Some(v) = value {
+                pbwrite::bytes(col_buf, col::VALUE, v.as_bytes());
+            }
+            if let Some(t) = &cp.mysql_type {
+                pbwrite::bytes(col_buf, col::MYSQL_TYPE, t.as_bytes());
+            }
+            pbwrite::bytes(row_buf, field, col_buf);
+        }
+    }
+}
+
+/// Start offset of an event: `log_pos − event_size` (0 for artificial events and payload members).
+pub fn start_offset(h: &EventHeader) -> u64 {
+    u64::from(h.log_pos).saturating_sub(u64::from(h.event_size))
+}
+
+fn pair(key: &str, value: &str) -> Pair {
+    Pair { key: Some(key.to_owned()), value: Some(value.to_owned()) }
+}
+
+/// The decoder's input shape for a table definition of the history.
+pub fn table_schema(def: &TableDef) -> TableSchema {
+    TableSchema {
+        schema: def.schema.clone(),
+        table: def.name.clone(),
+        columns: def
+            .columns
+            .iter()
+            .map(|c| ColumnMeta {
+                name: c.name.clone(),
+                mysql_type: c.mysql_type.clone(),
+                unsigned: c.unsigned,
+                is_pk: c.is_pk,
+                charset: c.effective_charset(def).map(str::to_owned),
+            })
+            .collect(),
+    }
+}
+
+/// Adds a MySQL `uuid:gno` to an executed set string `uuid:1-5,uuid2:1-3` (extending the interval
+/// that ends just before `gno`, else adding one).
+fn add_gtid(set: &str, gtid: &str) -> String {
+    let Some((sid, gno)) = gtid.rsplit_once(':') else { return set.to_owned() };
+    let Ok(gno) = gno.parse::<u64>() else { return set.to_owned() };
+    let mut parts: Vec<String> =
+        set.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    for part in parts.iter_mut() {
+        let Some((psid, ranges)) = part.split_once(':') else { continue };
+        if !psid.eq_ignore_ascii_case(sid) || psid.contains(':') && !sid.contains(':') {
+            continue;
+        }
+        let mut ivs: Vec<(u64, u64)> = ranges
+            .split(':')
+            .filter_map(|r| match r.split_once('-') {
+                Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                None => r.parse().ok().map(|v| (v, v)),
+            })
+            .collect();
+        ivs.push((gno, gno));
+        ivs.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (a, b) in ivs {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        let text: Vec<String> = merged
+            .iter()
+            .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+            .collect();
+        *part = format!("{psid}:{}", text.join(":"));
+        return parts.join(",");
+    }
+    parts.push(format!("{sid}:{gno}"));
+    parts.join(",")
+}
+
+/// Replaces the domain's GTID in a MariaDB GTID position string `d-s-n,d2-s2-n2`.
+fn add_maria_gtid(set: &str, g: &MariaGtid) -> String {
+    let mut parts: Vec<String> = set
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .filter(|s| s.split('-').next().and_then(|d| d.parse::<u32>().ok()) != Some(g.domain_id))
+        .map(str::to_owned)
+        .collect();
+    parts.push(g.to_string());
+    parts.sort_by_key(|s| s.split('-').next().and_then(|d| d.parse::<u32>().ok()).unwrap_or(0));
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gtid_sets_extend_intervals() {
+        let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        assert_eq!(add_gtid("", &format!("{u}:1")), format!("{u}:1"));
+        assert_eq!(add_gtid(&format!("{u}:1-4"), &format!("{u}:5")), format!("{u}:1-5"));
+        assert_eq!(add_gtid(&format!("{u}:1-4"), &format!("{u}:7")), format!("{u}:1-4:7"));
+        let other = "aaaaaaaa-71ca-11e1-9e33-c80aa9429562";
+        assert_eq!(add_gtid(&format!("{u}:1"), &format!("{other}:3")), format!("{u}:1,{other}:3"));
+    }
+
+    #[test]
+    fn maria_gtid_position_replaces_the_domain() {
+        let g = MariaGtid { domain_id: 0, server_id: 1, seq_no: 9, flags: 0, commit_id: None };
+        assert_eq!(add_maria_gtid("0-1-8,1-2-3", &g), "0-1-9,1-2-3");
+        assert_eq!(add_maria_gtid("", &g), "0-1-9");
+    }
+}

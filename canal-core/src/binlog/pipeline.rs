@@ -1,0 +1,300 @@
+//! The stages around the [`Converter`]: fetching table definitions the history lacks, grouping
+//! entries into store flushes like Canal's `EventTransactionBuffer` (with its empty-transaction
+//! throttle), and reading binlog files from a directory (Canal's local-binlog mode).
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+
+use super::decode::{BinlogReader, DecodeError};
+use super::entry::{BuiltEntry, ConvertError, Converter};
+use crate::position::compare_journal;
+use crate::schema::{SnapshotTable, TableName};
+use crate::store::EntryKind;
+
+/// `SHOW CREATE TABLE` of one table; `Ok(None)` when the table does not exist (any more).
+///
+/// # Errors
+/// Other server errors (connection lost, no privilege).
+///
+/// # Cancel safety
+/// Not cancel safe: mysql_async may leave the connection in the middle of a result.
+pub async fn show_create_table(
+    conn: &mut Conn,
+    table: &TableName,
+) -> Result<Option<String>, mysql_async::Error> {
+    let sql = format!(
+        "SHOW CREATE TABLE `{}`.`{}`",
+        table.schema.replace('`', "``"),
+        table.table.replace('`', "``")
+    );
+    match conn.query_first::<(String, String), _>(sql).await {
+        Ok(row) => Ok(row.map(|(_, ddl)| ddl)),
+        // ER_NO_SUCH_TABLE, ER_BAD_DB_ERROR: the table is gone.
+        Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Converts one event, answering [`ConvertError::NeedTable`] from the source over `conn`.
+///
+/// # Errors
+/// Conversion errors other than `NeedTable`; a failing `SHOW CREATE TABLE` marks the table
+/// unavailable (its binlog metadata is used) instead of failing.
+pub async fn convert_with_source(
+    converter: &mut Converter,
+    conn: Option<&mut Conn>,
+    raw: &[u8],
+    out: &mut Vec<BuiltEntry>,
+) -> Result<(), ConvertError> {
+    let mut conn = conn;
+    loop {
+        match converter.convert(raw, out) {
+            Err(ConvertError::NeedTable { table, position }) => {
+                let ddl = match conn.as_deref_mut() {
+                    Some(c) => match show_create_table(c, &table).await {
+                        Ok(d) => d,
+                        Err(e) => {
+                            tracing::warn!(
+                                "cannot read the definition of `{}`.`{}`: {e}",
+                                table.schema,
+                                table.table
+                            );
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                match (ddl, converter.history_mut()) {
+                    (Some(ddl), Some(history)) => {
+                        let snap = SnapshotTable { schema: table.schema.clone(), ddl: Some(ddl) };
+                        let failed = history.record_snapshot(&position, &[snap])?;
+                        if !failed.is_empty() {
+                            converter.table_unavailable(table);
+                        }
+                    }
+                    _ => converter.table_unavailable(table),
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Groups entries into the units the store receives, as Canal's transaction buffer does: a
+/// transaction is flushed at its END (or in pieces of `max_entries`), DDL and queries alone.
+/// Empty transactions (BEGIN + END, all rows filtered) are dropped except one every
+/// `empty_interval` or every `empty_threshold`, so cursors keep moving on a filtered stream.
+#[derive(Debug)]
+pub struct TransactionBuffer {
+    buf: Vec<BuiltEntry>,
+    max_entries: usize,
+    empty_interval: Duration,
+    empty_threshold: u64,
+    empty_seen: u64,
+    last_empty_flush: Instant,
+}
+
+impl TransactionBuffer {
+    /// Canal's defaults: 1024 entries, one empty transaction per 5 s or per 8192.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            max_entries: max_entries.max(2),
+            empty_interval: Duration::from_secs(5),
+            empty_threshold: 8192,
+            empty_seen: 0,
+            last_empty_flush: Instant::now(),
+        }
+    }
+
+    /// Adds one entry; returns what is ready to be stored (possibly nothing).
+    pub fn push(&mut self, e: BuiltEntry) -> Vec<BuiltEntry> {
+        let mut ready = Vec::new();
+        match e.kind {
+            EntryKind::Begin { .. } => {
+                ready = self.take();
+                self.buf.push(e);
+            }
+            EntryKind::Rows => {
+                self.buf.push(e);
+                if self.buf.len() >= self.max_entries {
+                    ready = self.take();
+                }
+            }
+            EntryKind::End => {
+                self.buf.push(e);
+                ready = self.flush_transaction();
+            }
+            EntryKind::Ddl | EntryKind::Query => {
+                self.buf.push(e);
+                ready = self.take();
+            }
+        }
+        ready
+    }
+
+    fn take(&mut self) -> Vec<BuiltEntry> {
+        std::mem::take(&mut self.buf)
+    }
+
+    fn flush_transaction(&mut self) -> Vec<BuiltEntry> {
+        let empty = self.buf.len() == 2 && matches!(self.buf[0].kind, EntryKind::Begin { .. });
+        if !empty {
+            return self.take();
+        }
+        self.empty_seen += 1;
+        let now = Instant::now();
+        if self.empty_seen >= self.empty_threshold
+            || now.duration_since(self.last_empty_flush) >= self.empty_interval
+        {
+            self.empty_seen = 0;
+            self.last_empty_flush = now;
+            self.take()
+        } else {
+            self.buf.clear();
+            Vec::new()
+        }
+    }
+
+    /// Whatever is buffered (end of input).
+    pub fn drain(&mut self) -> Vec<BuiltEntry> {
+        self.take()
+    }
+}
+
+/// Binlog files of a directory in binlog order (`*.index` and sidecars skipped: only files that
+/// start with the binlog magic count).
+///
+/// # Errors
+/// The directory cannot be read.
+pub fn binlog_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && has_magic(p))
+        .collect();
+    files.sort_by(|a, b| {
+        compare_journal(
+            a.file_name().and_then(|n| n.to_str()),
+            b.file_name().and_then(|n| n.to_str()),
+        )
+    });
+    Ok(files)
+}
+
+fn has_magic(p: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    File::open(p).and_then(|mut f| f.read_exact(&mut magic)).is_ok()
+        && magic == super::decode::BINLOG_MAGIC
+}
+
+/// Reads binlog files one after the other from a start file and offset: Canal's local-binlog
+/// source. Each event comes with its file name; a truncated last event is a typed error.
+#[derive(Debug)]
+pub struct LocalBinlogSource {
+    files: Vec<PathBuf>,
+    next_file: usize,
+    start_offset: u64,
+    skip_to: u64,
+    current: Option<(String, BinlogReader<BufReader<File>>)>,
+    event: Vec<u8>,
+}
+
+/// Reading local binlog files failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalSourceError {
+    /// A file could not be opened.
+    #[error("cannot open binlog file {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not a binlog, or is corrupt or truncated.
+    #[error("binlog file {file}: {source}")]
+    Decode {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        #[source]
+        source: DecodeError,
+    },
+    /// The start file is not among the files.
+    #[error("start file {0} is not in the binlog directory")]
+    NoStartFile(String),
+}
+
+impl LocalBinlogSource {
+    /// Reads `files` in order, starting at `start_file` (its name, or the first file when `None`)
+    /// and `start_offset` in it (4 or 0 = from the beginning).
+    ///
+    /// # Errors
+    /// [`LocalSourceError::NoStartFile`] when `start_file` is not among `files`.
+    pub fn new(
+        files: Vec<PathBuf>,
+        start_file: Option<&str>,
+        start_offset: u64,
+    ) -> Result<Self, LocalSourceError> {
+        let next_file = match start_file {
+            None => 0,
+            Some(name) => files
+                .iter()
+                .position(|p| p.file_name().and_then(|n| n.to_str()) == Some(name))
+                .ok_or_else(|| LocalSourceError::NoStartFile(name.to_owned()))?,
+        };
+        Ok(Self { files, next_file, start_offset, skip_to: 0, current: None, event: Vec::new() })
+    }
+
+    /// The next event as `(file name, event bytes)`, `Ok(None)` after the last file.
+    ///
+    /// # Errors
+    /// [`LocalSourceError`] for unreadable, foreign or corrupt files.
+    pub fn next_event(&mut self) -> Result<Option<(&str, &[u8])>, LocalSourceError> {
+        loop {
+            if self.current.is_none() {
+                let Some(path) = self.files.get(self.next_file).cloned() else {
+                    return Ok(None);
+                };
+                self.skip_to = std::mem::take(&mut self.start_offset);
+                self.next_file += 1;
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                let file = File::open(&path)
+                    .map_err(|source| LocalSourceError::Open { path: path.clone(), source })?;
+                let reader = BinlogReader::new(BufReader::with_capacity(1 << 16, file))
+                    .map_err(|source| LocalSourceError::Decode { file: name.clone(), source })?;
+                self.current = Some((name, reader));
+            }
+            let Some((name, reader)) = self.current.as_mut() else { continue };
+            match reader.next_event() {
+                Ok(Some((offset, bytes))) => {
+                    // The FORMAT_DESCRIPTION always passes (it describes the file); other events
+                    // before the start offset are skipped.
+                    let is_fde =
+                        bytes.get(4) == Some(&super::decode::event_type::FORMAT_DESCRIPTION);
+                    if offset < self.skip_to && !is_fde {
+                        continue;
+                    }
+                    self.event.clear();
+                    self.event.extend_from_slice(bytes);
+                }
+                Ok(None) => {
+                    self.current = None;
+                    continue;
+                }
+                Err(source) => {
+                    return Err(LocalSourceError::Decode { file: name.clone(), source });
+                }
+            }
+            let name = self.current.as_ref().map_or("", |(n, _)| n.as_str());
+            return Ok(Some((name, &self.event)));
+        }
+    }
+}

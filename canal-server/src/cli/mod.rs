@@ -1,0 +1,3 @@
+//! Command-line entry points of the canal-server binary.
+
+pub mod decode;
