@@ -38,6 +38,7 @@
 //! compacted definitions. [`HistoryOptions::retain_records`] does the same automatically, keeping
 //! the newest N records.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -89,7 +90,8 @@ pub struct HistoryOptions {
     /// The source runs with `lower_case_table_names` ≠ 0: schema and table names are folded to
     /// lower case on input and lookup. Column names are always case-insensitive.
     pub lower_case_table_names: bool,
-    /// Keep at most this many records; older ones are compacted into a snapshot automatically.
+    /// Keep about this many records: when the log holds twice as many, all but the newest `n` are
+    /// compacted into one snapshot record automatically.
     /// `None` keeps everything until [`SchemaHistory::compact`] is called.
     pub retain_records: Option<usize>,
     /// `fsync` the file after every append (default true).
@@ -215,8 +217,9 @@ pub struct SchemaHistory {
     options: HistoryOptions,
     /// Sorted by `(position, seq)`.
     records: Vec<HistoryRecord>,
-    /// Per table, sorted by key.
-    versions: BTreeMap<TableName, Vec<Version>>,
+    /// Per schema, per table, sorted by key. Nested so that lookups borrow `&str` and allocate
+    /// nothing on the rows-event path.
+    versions: BTreeMap<String, BTreeMap<String, Vec<Version>>>,
     next_seq: u64,
     file: Option<PathBuf>,
 }
@@ -228,22 +231,20 @@ struct ViewAt<'h> {
 
 impl CatalogView for ViewAt<'_> {
     fn state(&self, name: &TableName) -> Option<TableState> {
-        self.history.state_at_key(name, &self.key)
+        self.history.state_at_key(&name.schema, &name.table, &self.key)
     }
 
     fn tables_in(&self, schema: &str) -> Vec<TableName> {
-        let start = TableName::new(schema, "");
-        self.history
-            .versions
-            .range(start..)
-            .take_while(|(k, _)| k.schema == schema)
-            .filter(|(k, _)| {
+        let Some(tables) = self.history.versions.get(schema) else { return Vec::new() };
+        tables
+            .keys()
+            .filter(|t| {
                 matches!(
-                    self.history.state_at_key(k, &self.key),
+                    self.history.state_at_key(schema, t, &self.key),
                     Some(TableState::Known { .. } | TableState::Unknown)
                 )
             })
-            .map(|(k, _)| k.clone())
+            .map(|t| TableName::new(schema, t.clone()))
             .collect()
     }
 }
@@ -357,13 +358,31 @@ impl SchemaHistory {
         self.records.last().map(HistoryRecord::position)
     }
 
-    fn fold(&self, s: &str) -> String {
-        if self.options.lower_case_table_names { s.to_lowercase() } else { s.to_owned() }
+    fn fold<'a>(&self, s: &'a str) -> Cow<'a, str> {
+        if self.options.lower_case_table_names && s.chars().any(char::is_uppercase) {
+            Cow::Owned(s.to_lowercase())
+        } else {
+            Cow::Borrowed(s)
+        }
     }
 
-    fn state_at_key(&self, name: &TableName, key: &(SchemaPosition, u64)) -> Option<TableState> {
-        let versions = self.versions.get(name)?;
-        let n = versions.partition_point(|v| v.key <= *key);
+    fn versions_of(&self, schema: &str, table: &str) -> Option<&[Version]> {
+        self.versions.get(schema)?.get(table).map(Vec::as_slice)
+    }
+
+    /// The state after the last version with `key` ≤ `key`; before the first version, a
+    /// snapshot's state (the best knowledge there is) or `None`.
+    fn state_at_key(
+        &self,
+        schema: &str,
+        table: &str,
+        key: &(SchemaPosition, u64),
+    ) -> Option<TableState> {
+        let versions = self.versions_of(schema, table)?;
+        Self::pick(versions, versions.partition_point(|v| v.key <= *key))
+    }
+
+    fn pick(versions: &[Version], n: usize) -> Option<TableState> {
         match n {
             0 => versions.first().filter(|v| v.from_snapshot).map(|v| v.state.clone()),
             n => Some(versions[n - 1].state.clone()),
@@ -373,12 +392,14 @@ impl SchemaHistory {
     /// What the history knows about `schema.table` for an event at `pos` (records at `pos` itself
     /// included; a row event never shares a position with a QUERY event).
     pub fn lookup(&self, schema: &str, table: &str, pos: &SchemaPosition) -> Lookup {
-        let name = TableName::new(self.fold(schema), self.fold(table));
-        match self.state_at_key(&name, &(pos.clone(), u64::MAX)) {
+        let (schema, table) = (self.fold(schema), self.fold(table));
+        let Some(versions) = self.versions_of(&schema, &table) else { return Lookup::NotTracked };
+        // Every record at `pos` counts, whatever its sequence number.
+        match Self::pick(versions, versions.partition_point(|v| v.key.0 <= *pos)) {
             Some(TableState::Known { def }) => Lookup::Known(def),
             Some(TableState::Dropped) => Lookup::Absent,
             Some(TableState::Unknown) => Lookup::Unknown,
-            None => match self.versions.get(&name).and_then(|v| v.first()) {
+            None => match versions.first() {
                 // Before a DDL that produced a definition (CREATE, RENAME ... TO it) the table did
                 // not exist. Before a DROP or an ALTER of a table the history never had, it did
                 // exist, with a shape nobody recorded.
@@ -403,8 +424,7 @@ impl SchemaHistory {
 
     /// The newest known definition of `schema.table`.
     pub fn latest(&self, schema: &str, table: &str) -> Option<Arc<TableDef>> {
-        let name = TableName::new(self.fold(schema), self.fold(table));
-        match self.versions.get(&name)?.last()?.state.clone() {
+        match self.versions_of(&self.fold(schema), &self.fold(table))?.last()?.state.clone() {
             TableState::Known { def } => Some(def),
             _ => None,
         }
@@ -412,10 +432,10 @@ impl SchemaHistory {
 
     /// Every table known at `pos`, ordered by name.
     pub fn tables_at(&self, pos: &SchemaPosition) -> Vec<Arc<TableDef>> {
-        let key = (pos.clone(), u64::MAX);
         self.versions
-            .keys()
-            .filter_map(|k| match self.state_at_key(k, &key) {
+            .values()
+            .flat_map(BTreeMap::values)
+            .filter_map(|v| match Self::pick(v, v.partition_point(|v| v.key.0 <= *pos)) {
                 Some(TableState::Known { def }) => Some(def),
                 _ => None,
             })
@@ -509,7 +529,10 @@ impl SchemaHistory {
                     } else {
                         // CREATE TABLE ... SELECT / LIKE cannot be SHOW CREATE TABLE output.
                         let name = classify(std::slice::from_ref(&st), &t.schema);
-                        let name = TableName::new(self.fold(&name.schema), self.fold(&name.table));
+                        let name = TableName::new(
+                            self.fold(&name.schema).into_owned(),
+                            self.fold(&name.table).into_owned(),
+                        );
                         failed.push((
                             name.clone(),
                             ParseError::Unsupported {
@@ -523,11 +546,17 @@ impl SchemaHistory {
                 Err(e) => {
                     let q = classify_lenient(ddl, &t.schema);
                     if !q.table.is_empty() {
-                        let name = TableName::new(self.fold(&q.schema), self.fold(&q.table));
+                        let name = TableName::new(
+                            self.fold(&q.schema).into_owned(),
+                            self.fold(&q.table).into_owned(),
+                        );
                         changes.insert(name.clone(), TableState::Unknown);
                         failed.push((name, e));
                     } else {
-                        failed.push((TableName::new(self.fold(&t.schema), String::new()), e));
+                        failed.push((
+                            TableName::new(self.fold(&t.schema).into_owned(), String::new()),
+                            e,
+                        ));
                     }
                 }
             }
@@ -546,8 +575,8 @@ impl SchemaHistory {
         def: TableDef,
     ) -> Result<(), HistoryError> {
         let mut def = def;
-        def.schema = self.fold(&def.schema);
-        def.name = self.fold(&def.name);
+        def.schema = self.fold(&def.schema).into_owned();
+        def.name = self.fold(&def.name).into_owned();
         def.sync_primary_key();
         let schema = def.schema.clone();
         let changes =
@@ -626,8 +655,11 @@ impl SchemaHistory {
             self.rewrite()?;
         }
         if let Some(keep) = self.options.retain_records {
-            if self.records.len() > keep.max(1) {
-                let from = self.records[self.records.len() - keep.max(1)].position();
+            // Compact only once the log has doubled, so a burst of DDL rewrites the file once per
+            // `keep` records rather than on every record.
+            let keep = keep.max(1);
+            if self.records.len() > 2 * keep {
+                let from = self.records[self.records.len() - keep].position();
                 self.compact(&from)?;
             }
         }
@@ -639,7 +671,9 @@ impl SchemaHistory {
         let from_snapshot = matches!(r.body, RecordBody::Snapshot { .. });
         for c in &r.changes {
             self.versions
-                .entry(TableName::new(c.schema.clone(), c.table.clone()))
+                .entry(c.schema.clone())
+                .or_default()
+                .entry(c.table.clone())
                 .or_default()
                 .push(Version { key: r.key(), state: c.state.clone(), from_snapshot });
         }
@@ -656,10 +690,13 @@ impl SchemaHistory {
     /// see the records inserted before them.
     fn replay_from(&mut self, idx: usize) {
         let key = self.records[idx].key();
-        for versions in self.versions.values_mut() {
-            versions.retain(|v| v.key < key);
+        for tables in self.versions.values_mut() {
+            for versions in tables.values_mut() {
+                versions.retain(|v| v.key < key);
+            }
+            tables.retain(|_, v| !v.is_empty());
         }
-        self.versions.retain(|_, v| !v.is_empty());
+        self.versions.retain(|_, t| !t.is_empty());
         for i in idx..self.records.len() {
             if let RecordBody::Ddl { default_db, sql } = &self.records[i].body {
                 let (_, applied) = self.compute(&self.records[i].key(), default_db, sql);
@@ -700,15 +737,18 @@ impl SchemaHistory {
         // every kept record.
         let key = last.key();
         let mut changes = Vec::new();
-        for name in self.versions.keys() {
-            if let Some(state @ (TableState::Known { .. } | TableState::Unknown)) =
-                self.state_at_key(name, &key)
-            {
-                changes.push(TableChange {
-                    schema: name.schema.clone(),
-                    table: name.table.clone(),
-                    state,
-                });
+        for (schema, tables) in &self.versions {
+            for (table, versions) in tables {
+                let n = versions.partition_point(|v| v.key <= key);
+                if let Some(state @ (TableState::Known { .. } | TableState::Unknown)) =
+                    Self::pick(versions, n)
+                {
+                    changes.push(TableChange {
+                        schema: schema.clone(),
+                        table: table.clone(),
+                        state,
+                    });
+                }
             }
         }
         let snapshot = HistoryRecord {
