@@ -363,4 +363,30 @@ mod tests {
         assert!("0-1".parse::<MariadbGtidList>().is_err());
         assert!("".parse::<MariadbGtidList>().unwrap().is_empty());
     }
+
+    proptest::proptest! {
+        /// Display is canonical: parsing it gives the same set, and membership is preserved.
+        #[test]
+        fn display_parse_roundtrip(
+            entries in proptest::collection::vec(
+                (0u8..3, proptest::option::of("[a-z_][a-z0-9_]{0,8}"), 1u64..1000, 0u64..50),
+                0..12,
+            ),
+            junk in ".{0,40}",
+        ) {
+            let mut set = GtidSet::new();
+            for (u, tag, start, len) in &entries {
+                let uuid = ServerUuid([*u; 16]);
+                set.add_range(uuid, tag.as_deref().unwrap_or(""), *start, start + len).unwrap();
+            }
+            let text = set.to_string();
+            let back: GtidSet = text.parse().unwrap();
+            proptest::prop_assert_eq!(&back, &set);
+            for (u, tag, start, len) in &entries {
+                proptest::prop_assert!(back.contains(ServerUuid([*u; 16]), tag.as_deref().unwrap_or(""), start + len / 2));
+            }
+            let _ = junk.parse::<GtidSet>();
+            let _ = junk.parse::<MariadbGtidList>();
+        }
+    }
 }
