@@ -16,6 +16,46 @@
 //!
 //! Pure protocol logic (framing, packet parsing, auth, GTID sets, event headers) lives in
 //! submodules without I/O and is unit-tested on bytes; `client` and `meta` do the I/O.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use canal_core::binlog::replica::*;
+//!
+//! # async fn run() -> Result<(), ReplicaError> {
+//! let cfg = ReplicaConfig::from_url("mysql://canal:canal@127.0.0.1:3306")?.with_slave_id(1234);
+//! let mut meta = MetaConnection::open(&cfg).await?;
+//! meta.check_binlog_settings(DEFAULT_ALLOWED_FORMATS, DEFAULT_ALLOWED_IMAGES).await?;
+//! let end = meta.master_status().await?.expect("binary logging is on");
+//! // The caller owns the resume position: the last transaction boundary it persisted.
+//! let mut resume = DumpStart::FilePos { file: end.file, position: end.position };
+//! let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+//! loop {
+//!     let start = resume.clone();
+//!     let mut stream = retry_transient(&mut backoff, 10, || {
+//!         let (cfg, start) = (cfg.clone(), start.clone());
+//!         async move { ReplicaConnection::connect(&cfg).await?.dump(start, DumpOptions::default()).await }
+//!     })
+//!     .await?;
+//!     let err = loop {
+//!         match stream.next_event().await {
+//!             Ok(Some(ev)) => {
+//!                 // hand `ev.bytes` (and `ev.checksum`) to the decoder; after a commit, record
+//!                 // `stream.current_file()` + `ev.header.log_pos` as the new `resume`.
+//!                 if ev.header.event_type == event_type::XID {
+//!                     let file = stream.current_file().unwrap_or_default().to_string();
+//!                     resume = DumpStart::FilePos { file, position: ev.header.log_pos.into() };
+//!                 }
+//!             }
+//!             Ok(None) => unreachable!("blocking dumps do not end"),
+//!             Err(e) => break e,
+//!         }
+//!     };
+//!     if !err.is_transient() {
+//!         return Err(err); // purged binlog, bad settings...: tell the operator
+//!     }
+//! }
+//! # }
+//! ```
 
 mod auth;
 mod backoff;
