@@ -79,8 +79,8 @@ fn run() -> Result<ExitCode> {
             }
         }
         // Internal: the Ctrl-C guard of `cargo xtask test` (see test.rs).
-        ["services", services::GUARD_CMD, rest @ ..] => {
-            services::guard_until_stdin_closes(&parse_kinds(rest)?)?;
+        ["services", services::GUARD_CMD, pid] => {
+            services::guard_until_stdin_closes(pid.parse().context("bad pid")?)?;
             Ok(ExitCode::SUCCESS)
         }
         ["services", "apt-install-locked", pkgs @ ..] => {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::services::{self, Kind};
+use crate::services;
 
 /// Runs the whole check. `args` before `--` go to `cargo test`, the rest to the test binaries.
 pub fn run(args: &[&str]) -> Result<ExitCode> {
@@ -18,17 +18,12 @@ pub fn run(args: &[&str]) -> Result<ExitCode> {
         None => (args, &[][..]),
     };
 
-    // Stop afterwards only what this run starts: services a developer already had running stay.
-    let mut to_stop = Vec::new();
-    for kind in Kind::ALL {
-        if services::running(kind, &services::default_dir(kind)?)?.is_none() {
-            to_stop.push(kind);
-        }
-    }
-    let guard = ServicesGuard::arm(to_stop)?;
+    // Services this run starts are stopped at its end (by the last of several concurrent runs);
+    // services a developer started by hand stay up.
+    let guard = ServicesGuard::arm()?;
 
     let mut results: Vec<(&str, bool)> = Vec::new();
-    let up = services::up(&Kind::ALL);
+    let up = services::begin_test_run(std::process::id());
     if let Err(e) = &up {
         eprintln!("xtask: error: {e:#}");
     }
@@ -100,53 +95,50 @@ fn cargo(env: &[(String, String)], args: &[&str]) -> bool {
     ok
 }
 
-/// Stops the services a run started: explicitly through [`ServicesGuard::finish`], from `Drop`
-/// on an early return or panic, and through a watchdog process when this process dies (Ctrl-C).
+/// Ends the test run ([`services::end_test_run`]): explicitly through [`ServicesGuard::finish`],
+/// from `Drop` on an early return or panic, and through a watchdog process when this process dies
+/// (Ctrl-C).
 #[derive(Debug)]
 struct ServicesGuard {
-    kinds: Vec<Kind>,
+    armed: bool,
     watchdog: Option<(Child, ChildStdin)>,
 }
 
 impl ServicesGuard {
     /// Starts the watchdog: this binary, in its own session (so the terminal's SIGINT skips it),
     /// reading a pipe whose write end only this process holds.
-    fn arm(kinds: Vec<Kind>) -> Result<Self> {
-        if kinds.is_empty() {
-            return Ok(Self { kinds, watchdog: None });
-        }
+    fn arm() -> Result<Self> {
         let exe: PathBuf = std::env::current_exe().context("locating the xtask binary")?;
         let mut child = Command::new("setsid")
             .arg(exe)
             .arg("services")
             .arg(services::GUARD_CMD)
-            .args(kinds.iter().map(ToString::to_string))
+            .arg(std::process::id().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .context("spawning the services watchdog")?;
         let stdin = child.stdin.take().context("watchdog stdin")?;
-        Ok(Self { kinds, watchdog: Some((child, stdin)) })
+        Ok(Self { armed: true, watchdog: Some((child, stdin)) })
     }
 
-    /// Stops the services now and disarms the watchdog; true on success.
+    /// Ends the run now and disarms the watchdog; true on success.
     fn finish(mut self) -> bool {
         self.stop()
     }
 
     fn stop(&mut self) -> bool {
-        let kinds = std::mem::take(&mut self.kinds);
-        let ok = if kinds.is_empty() {
-            true
-        } else {
-            eprintln!("\n==> services down ({})", names(&kinds));
-            match services::down(&kinds) {
+        let ok = if std::mem::take(&mut self.armed) {
+            eprintln!("\n==> services down");
+            match services::end_test_run(std::process::id()) {
                 Ok(()) => true,
                 Err(e) => {
                     eprintln!("xtask: error: {e:#}");
                     false
                 }
             }
+        } else {
+            true
         };
         if let Some((mut child, mut stdin)) = self.watchdog.take() {
             let _ = stdin.write_all(b"disarm\n");
@@ -161,8 +153,4 @@ impl Drop for ServicesGuard {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn names(kinds: &[Kind]) -> String {
-    kinds.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }

@@ -9,6 +9,7 @@
 
 pub mod apt;
 mod etcd;
+mod lock;
 mod mariadb;
 mod proc;
 mod zookeeper;
@@ -156,6 +157,14 @@ pub fn default_dir(kind: Kind) -> Result<PathBuf> {
 /// `services up`: install what is missing, then start (or reuse) each default instance, then
 /// rewrite the env file. Returns the kinds that this call started (not already running).
 pub fn up(kinds: &[Kind]) -> Result<Vec<Kind>> {
+    let _lock = lock_services()?;
+    let started = up_locked(kinds)?;
+    // Started by hand: no test run owns these, so none will stop them.
+    update_test_owned(|owned| owned.retain(|k| !started.contains(k)))?;
+    Ok(started)
+}
+
+fn up_locked(kinds: &[Kind]) -> Result<Vec<Kind>> {
     apt::ensure_installed(kinds)?;
     let mut started = Vec::new();
     for &kind in kinds {
@@ -190,6 +199,12 @@ pub fn up(kinds: &[Kind]) -> Result<Vec<Kind>> {
 
 /// `services down`: stop each default instance that runs.
 pub fn down(kinds: &[Kind]) -> Result<()> {
+    let _lock = lock_services()?;
+    down_locked(kinds)?;
+    update_test_owned(|owned| owned.retain(|k| !kinds.contains(k)))
+}
+
+fn down_locked(kinds: &[Kind]) -> Result<()> {
     let mut errors = Vec::new();
     for &kind in kinds {
         if let Err(e) = stop_instance(kind, &default_dir(kind)?) {
@@ -371,18 +386,106 @@ fn fresh_subdir(dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(sub)
 }
 
-/// Runs until stdin reaches EOF, then stops `kinds` unless the parent wrote `disarm` first. This
-/// is how `cargo xtask test` stops its services even when it dies from Ctrl-C: the guard runs in
-/// its own session, so the terminal's SIGINT does not reach it, and the pipe closes when the
-/// parent dies, however it dies.
-pub fn guard_until_stdin_closes(kinds: &[Kind]) -> Result<()> {
+/// Holds the lock that serialises `up`, `down` and the test-run bookkeeping in one checkout.
+fn lock_services() -> Result<lock::FileLock> {
+    lock::FileLock::acquire(&services_dir()?.join(".lock"))
+}
+
+/// Directory of the live `cargo xtask test` runs (one file per run, named by its pid).
+fn test_runs_dir() -> Result<PathBuf> {
+    let dir = services_dir()?.join("test-runs");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The services that test runs started and the last run to finish stops.
+fn update_test_owned(f: impl FnOnce(&mut Vec<Kind>)) -> Result<()> {
+    let path = services_dir()?.join("test-owned");
+    let mut owned: Vec<Kind> = fs::read_to_string(&path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|k| k.parse().ok())
+        .collect();
+    f(&mut owned);
+    if owned.is_empty() {
+        let _ = fs::remove_file(&path);
+        return Ok(());
+    }
+    let text: Vec<String> = owned.iter().map(ToString::to_string).collect();
+    fs::write(&path, text.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// Registers test run `pid` and brings all services up. Services this starts are test-owned:
+/// the last test run to finish stops them. Services someone started by hand are only reused.
+/// Several test runs in one checkout thus share one set of services.
+pub fn begin_test_run(pid: u32) -> Result<()> {
+    let _lock = lock_services()?;
+    let run = test_runs_dir()?.join(pid.to_string());
+    fs::write(&run, "").with_context(|| format!("writing {}", run.display()))?;
+    let mut starting = Vec::new();
+    for kind in Kind::ALL {
+        if running(kind, &default_dir(kind)?)?.is_none() {
+            starting.push(kind);
+        }
+    }
+    // Recorded before starting, so that a failed start is still cleaned up at the end.
+    update_test_owned(|owned| {
+        for k in starting {
+            if !owned.contains(&k) {
+                owned.push(k);
+            }
+        }
+    })?;
+    up_locked(&Kind::ALL).map(drop)
+}
+
+/// Unregisters test run `pid`; when no other test run is alive, stops the test-owned services.
+pub fn end_test_run(pid: u32) -> Result<()> {
+    let _lock = lock_services()?;
+    let dir = test_runs_dir()?;
+    let _ = fs::remove_file(dir.join(pid.to_string()));
+    let mut others = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let other = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u32>().ok());
+        match other {
+            Some(p) if proc::is_ours(p, Path::new("xtask")) => others.push(p),
+            _ => {
+                let _ = fs::remove_file(&path); // a run that died without its watchdog
+            }
+        }
+    }
+    let path = services_dir()?.join("test-owned");
+    let owned: Vec<Kind> = fs::read_to_string(&path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|k| k.parse().ok())
+        .collect();
+    if owned.is_empty() {
+        eprintln!("no services to stop (none was started by a test run)");
+        return Ok(());
+    }
+    if !others.is_empty() {
+        eprintln!("leaving the services running for the other test run(s): pid {others:?}");
+        return Ok(());
+    }
+    let result = down_locked(&owned);
+    update_test_owned(|o| o.clear())?;
+    result
+}
+
+/// Runs until stdin reaches EOF, then ends test run `pid` ([`end_test_run`]) unless the parent
+/// wrote `disarm` first. This is how `cargo xtask test` stops its services even when it dies
+/// from Ctrl-C: the watchdog runs in its own session, so the terminal's SIGINT does not reach it,
+/// and the pipe closes when the parent dies, however it dies.
+pub fn guard_until_stdin_closes(pid: u32) -> Result<()> {
     let mut input = String::new();
     let _ = std::io::stdin().read_to_string(&mut input);
     if input.trim() == "disarm" {
         return Ok(());
     }
     eprintln!("xtask: the test run ended abnormally; stopping the services it started");
-    let result = down(kinds);
+    let result = end_test_run(pid);
     eprintln!(
         "xtask test: INTERRUPTED (the run died before finishing); services down {}",
         if result.is_ok() { "ok" } else { "FAILED" }
