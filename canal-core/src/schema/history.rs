@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::apply::{self, ApplyError, CatalogView, Ctx};
-use super::model::{SchemaPosition, TableDef, TableName, TableState};
+use super::model::{SchemaPosition, TableDef, TableName, TableState, cmp_position};
 use super::parser::{self, ParseError};
 use super::query::{ParsedQuery, classify, classify_lenient};
 
@@ -171,6 +171,15 @@ impl HistoryRecord {
     fn key(&self) -> (SchemaPosition, u64) {
         (self.position(), self.seq)
     }
+
+    /// Compares the record's position with `pos` without allocating.
+    fn cmp_pos(&self, pos: &SchemaPosition) -> std::cmp::Ordering {
+        cmp_position(&self.journal, self.offset, &pos.journal, pos.offset)
+    }
+
+    fn is_at(&self, pos: &SchemaPosition) -> bool {
+        self.cmp_pos(pos).is_eq()
+    }
 }
 
 /// What [`SchemaHistory::apply_ddl`] did.
@@ -257,6 +266,18 @@ impl SchemaHistory {
     /// An empty in-memory history (nothing is persisted).
     pub fn new(options: HistoryOptions) -> Self {
         Self { options, records: Vec::new(), versions: BTreeMap::new(), next_seq: 1, file: None }
+    }
+
+    /// An in-memory history from records obtained elsewhere (another server's log shipped through
+    /// the coordinator, a backup). Records are ordered by position; their stored table states are
+    /// trusted, not re-derived.
+    pub fn from_records(options: HistoryOptions, mut records: Vec<HistoryRecord>) -> Self {
+        records.sort_by_key(HistoryRecord::key);
+        let mut history = Self::new(options);
+        history.next_seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(1);
+        history.records = records;
+        history.rebuild_versions();
+        history
     }
 
     /// Opens (creating it if needed) the history persisted in `dir` and replays it.
@@ -456,9 +477,10 @@ impl SchemaHistory {
         sql: &str,
     ) -> Result<DdlOutcome, HistoryError> {
         // Replay of a DDL recorded before (rewind): nothing to do.
-        if let Some(existing) = self.records.iter().find(|r| {
-            r.position() == *pos
-                && matches!(&r.body, RecordBody::Ddl { sql: s, default_db: d } if s == sql && d == default_db)
+        let lo = self.records.partition_point(|r| r.cmp_pos(pos).is_lt());
+        let at_pos = || self.records[lo..].iter().take_while(|r| r.is_at(pos));
+        if let Some(existing) = at_pos().find(|r| {
+            matches!(&r.body, RecordBody::Ddl { sql: s, default_db: d } if s == sql && d == default_db)
         }) {
             return Ok(DdlOutcome {
                 query: classify_lenient(sql, default_db),
@@ -470,9 +492,8 @@ impl SchemaHistory {
         }
         // A different DDL at a position that already has one: the source diverged. Forget the old
         // one before computing the new one's effect.
-        let is_old =
-            |r: &HistoryRecord| r.position() == *pos && matches!(r.body, RecordBody::Ddl { .. });
-        let diverged = self.records.iter().any(is_old);
+        let is_old = |r: &HistoryRecord| r.is_at(pos) && matches!(r.body, RecordBody::Ddl { .. });
+        let diverged = at_pos().any(is_old);
         if diverged {
             tracing::warn!(position = %pos, "schema history: a different DDL at a recorded position; replacing it");
             self.records.retain(|r| !is_old(r));
@@ -712,7 +733,7 @@ impl SchemaHistory {
     /// # Errors
     /// Persistence errors.
     pub fn truncate_after(&mut self, pos: &SchemaPosition) -> Result<(), HistoryError> {
-        let n = self.records.partition_point(|r| r.position() <= *pos);
+        let n = self.records.partition_point(|r| r.cmp_pos(pos).is_le());
         if n == self.records.len() {
             return Ok(());
         }
@@ -728,7 +749,7 @@ impl SchemaHistory {
     /// # Errors
     /// Persistence errors.
     pub fn compact(&mut self, keep_from: &SchemaPosition) -> Result<(), HistoryError> {
-        let n = self.records.partition_point(|r| r.position() < *keep_from);
+        let n = self.records.partition_point(|r| r.cmp_pos(keep_from).is_lt());
         if n == 0 || (n == 1 && matches!(self.records[0].body, RecordBody::Snapshot { .. })) {
             return Ok(());
         }

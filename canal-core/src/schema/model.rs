@@ -201,11 +201,16 @@ impl SchemaPosition {
 
 impl Ord for SchemaPosition {
     fn cmp(&self, other: &Self) -> Ordering {
-        compare_journal(Some(&self.journal), Some(&other.journal))
-            .then(self.offset.cmp(&other.offset))
-            // Tie-break so Ord agrees with Eq for names compare_journal considers equal.
-            .then_with(|| self.journal.cmp(&other.journal))
+        cmp_position(&self.journal, self.offset, &other.journal, other.offset)
     }
+}
+
+/// The order of [`SchemaPosition`] on borrowed parts.
+pub(crate) fn cmp_position(aj: &str, ao: u64, bj: &str, bo: u64) -> Ordering {
+    compare_journal(Some(aj), Some(bj))
+        .then(ao.cmp(&bo))
+        // Tie-break so Ord agrees with Eq for names compare_journal considers equal.
+        .then_with(|| aj.cmp(bj))
 }
 
 impl PartialOrd for SchemaPosition {

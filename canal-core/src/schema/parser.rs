@@ -1190,7 +1190,8 @@ impl<'t> Parser<'t> {
                 Ok(AlterSpec::NoShapeChange)
             }
             "COALESCE" | "REORGANIZE" | "EXCHANGE" | "ANALYZE" | "CHECK" | "OPTIMIZE"
-            | "REBUILD" | "REPAIR" | "TRUNCATE" | "UPGRADE" => {
+            | "REBUILD" | "REPAIR" | "TRUNCATE" | "UPGRADE" | "SECONDARY_LOAD"
+            | "SECONDARY_UNLOAD" => {
                 // Partition maintenance: comma lists of partition names run to the end.
                 self.skip_statement();
                 Ok(AlterSpec::NoShapeChange)

@@ -1002,3 +1002,34 @@ fn alter_corpus_shapes() {
     let before = h.table_at("d", "t", &pos("b.000001", 16)).unwrap();
     assert_eq!(before.column("b").unwrap().charset, None);
 }
+
+#[test]
+fn record_format_is_stable_and_shippable() {
+    let mut h = mem();
+    sample(&mut h);
+    let line = serde_json::to_value(&h.records()[1]).unwrap();
+    assert_eq!(line["v"], 1);
+    assert_eq!(line["kind"], "ddl");
+    assert_eq!(line["journal"], "bin.000001");
+    assert_eq!(line["offset"], 100);
+    assert_eq!(line["default_db"], "d");
+    assert_eq!(line["sql"], "ALTER TABLE t ADD b VARCHAR(5)");
+    let change = &line["changes"][0];
+    assert_eq!(
+        (&change["schema"], &change["table"], &change["state"]),
+        (&"d".into(), &"t".into(), &"known".into())
+    );
+    assert_eq!(change["def"]["columns"][1]["mysql_type"], "varchar(5)");
+    assert_eq!(change["def"]["primary_key"][0], "a");
+    let snap = serde_json::to_value(&h.records()[0]).unwrap();
+    assert_eq!(snap["kind"], "snapshot");
+    assert!(snap["tables"][0]["ddl"].as_str().unwrap().starts_with("CREATE TABLE"));
+
+    // Another server rebuilds the same history from the shipped records.
+    let copy = SchemaHistory::from_records(HistoryOptions::default(), h.records().to_vec());
+    for o in [5, 150] {
+        let p = pos("bin.000001", o);
+        assert_eq!(copy.table_at("d", "t", &p), h.table_at("d", "t", &p));
+    }
+    assert_eq!(copy.latest("d", "t"), h.latest("d", "t"));
+}
