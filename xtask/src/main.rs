@@ -27,7 +27,9 @@ usage:
                                                   services up, fmt --check, clippy -D warnings,
                                                   cargo test --workspace with the services' env and
                                                   CANAL_REQUIRE_INTEGRATION=1, then stop the services
-                                                  this run started (also on failure and Ctrl-C)";
+                                                  this run started (also on failure and Ctrl-C; the
+                                                  last of concurrent runs stops them; services
+                                                  started by hand stay up)";
 
 fn main() -> ExitCode {
     match run() {
