@@ -273,10 +273,29 @@ impl<D: RunningData> Runner<D> {
                 }
             }
 
-            let (node, watch) = match guard(&session, session.get_and_watch(&self.path)).await {
-                None => continue,
-                Some(Ok(x)) => x,
-                Some(Err(e)) => {
+            // An owner that cannot confirm its ownership within half the takeover delay stops
+            // serving: a standby may take over `delay` after a delete it has not seen yet.
+            let limit = self.active.as_ref().map(|_| self.delay / 2);
+            let read = guard(&session, async {
+                match limit {
+                    Some(l) => {
+                        tokio::time::timeout(l, session.get_and_watch(&self.path)).await.ok()
+                    }
+                    None => Some(session.get_and_watch(&self.path).await),
+                }
+            });
+            let (node, watch) = match read.await {
+                None => {
+                    self.exit(ExitReason::SessionLost);
+                    continue;
+                }
+                Some(None) => {
+                    tracing::warn!("re-reading the running node timed out; stopping (fencing)");
+                    self.exit(ExitReason::SessionLost);
+                    continue;
+                }
+                Some(Some(Ok(x))) => x,
+                Some(Some(Err(e))) => {
                     // Without a watch we would not see a takeover: stop serving (fencing).
                     self.exit(ExitReason::SessionLost);
                     if !e.is_session_lost() {

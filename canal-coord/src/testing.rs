@@ -653,6 +653,10 @@ pub struct FaultRates {
     pub delay: f64,
     /// Longest injected delay.
     pub max_delay: Duration,
+    /// Long delay (a process pause or a stalled connection), up to `max_long_delay`.
+    pub long_delay: f64,
+    /// Longest long delay (may exceed the takeover delay).
+    pub max_long_delay: Duration,
     /// Fail without applying.
     pub unavailable: f64,
     /// Apply, then report a timeout.
@@ -698,6 +702,11 @@ impl Plan {
             if x < acc {
                 return Some(Fault::TimeoutNotApplied);
             }
+        }
+        acc += r.long_delay;
+        if x < acc {
+            let ms = rng.random_range(0..=r.max_long_delay.as_millis() as u64);
+            return Some(Fault::Delay(Duration::from_millis(ms)));
         }
         acc += r.delay;
         if x < acc {

@@ -1,5 +1,6 @@
 //! Randomized fault test: several monitors over a seeded fault-injecting backend (delays,
-//! timeouts that did or did not apply, unavailability, session expiry) plus operator actions,
+//! pauses longer than the takeover delay, timeouts that did or did not apply, unavailability,
+//! session expiry) plus operator actions (release, `active:false`, delete, expire),
 //! for thousands of steps under paused time, checking that there are never two active owners.
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ async fn run(seed: u64) -> (usize, usize) {
     let rates = FaultRates {
         delay: 0.2,
         max_delay: Duration::from_millis(300),
+        long_delay: 0.06,
+        max_long_delay: Duration::from_secs(12),
         unavailable: 0.03,
         applied_but_timeout: 0.04,
         timeout_not_applied: 0.03,
@@ -71,7 +74,7 @@ async fn run(seed: u64) -> (usize, usize) {
     let mut owned_steps = 0;
     let mut enters = 0;
     for step in 0..STEPS {
-        match rng.random_range(0..200) {
+        match rng.random_range(0..100) {
             0..=2 => monitors[rng.random_range(0..MONITORS)].release().await,
             3..=4 => {
                 if let Ok(Some(n)) = op.get(&path).await {
