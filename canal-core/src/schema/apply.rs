@@ -252,7 +252,8 @@ fn alter(
                 !matches!(
                     s,
                     AlterSpec::AddIndex
-                        | AlterSpec::DropIndex
+                        | AlterSpec::DropIndex { primary: false }
+                        | AlterSpec::AddConstraint
                         | AlterSpec::NoShapeChange
                         | AlterSpec::TableOptions { .. }
                 )
@@ -381,7 +382,9 @@ fn alter_def(def: &mut TableDef, table: &TableName, specs: &[AlterSpec]) -> Resu
                 }
                 def.primary_key.clone_from(cols);
             }
-            AlterSpec::DropPrimaryKey => def.primary_key.clear(),
+            AlterSpec::DropPrimaryKey | AlterSpec::DropIndex { primary: true } => {
+                def.primary_key.clear()
+            }
             AlterSpec::ConvertCharset { charset, collation } => {
                 // Character columns take the new charset. MySQL may also widen TEXT types to keep
                 // their capacity in characters; that is not modelled (mysql_type keeps the old name).
@@ -408,7 +411,8 @@ fn alter_def(def: &mut TableDef, table: &TableName, specs: &[AlterSpec]) -> Resu
             }
             AlterSpec::RenameTable(_)
             | AlterSpec::AddIndex
-            | AlterSpec::DropIndex
+            | AlterSpec::DropIndex { primary: false }
+            | AlterSpec::AddConstraint
             | AlterSpec::NoShapeChange => {}
         }
         def.sync_primary_key();

@@ -140,12 +140,19 @@ pub enum AlterSpec {
     RenameTable(ObjectName),
     /// `ADD [CONSTRAINT [x]] PRIMARY KEY (cols)`.
     AddPrimaryKey(Vec<String>),
-    /// `DROP PRIMARY KEY` or `DROP INDEX `PRIMARY``.
+    /// `DROP PRIMARY KEY`.
     DropPrimaryKey,
     /// `ADD INDEX/KEY/FULLTEXT/SPATIAL`, `ADD [CONSTRAINT] UNIQUE`: no shape change (CINDEX).
     AddIndex,
-    /// `DROP INDEX/KEY`, `DROP CONSTRAINT`: no shape change (DINDEX).
-    DropIndex,
+    /// `DROP INDEX/KEY x`, `DROP CONSTRAINT x` (DINDEX); `primary` when `x` is `PRIMARY`, which
+    /// drops the primary key.
+    DropIndex {
+        /// The dropped index is the primary key.
+        primary: bool,
+    },
+    /// `ADD [CONSTRAINT [x]] FOREIGN KEY ...` / `CHECK (...)`: no shape change, and Canal reports
+    /// no item for it.
+    AddConstraint,
     /// `CONVERT TO CHARACTER SET x [COLLATE y]`.
     ConvertCharset {
         /// New charset.
@@ -1240,10 +1247,11 @@ impl<'t> Parser<'t> {
             self.skip_item()?;
             return Ok(AlterSpec::AddIndex);
         }
-        if ["FOREIGN", "CHECK", "PARTITION"].iter().any(|k| self.peek_kw(k))
-            || self.at_versioning()
-            || constraint
-        {
+        if ["FOREIGN", "CHECK"].iter().any(|k| self.peek_kw(k)) || constraint {
+            self.skip_item()?;
+            return Ok(AlterSpec::AddConstraint);
+        }
+        if self.peek_kw("PARTITION") || self.at_versioning() {
             self.skip_item()?;
             return Ok(AlterSpec::NoShapeChange);
         }
@@ -1265,20 +1273,12 @@ impl<'t> Parser<'t> {
         if self.eat_kw("INDEX") || self.eat_kw("KEY") {
             self.if_exists();
             let name = self.ident()?;
-            return Ok(if name.eq_ignore_ascii_case("PRIMARY") {
-                AlterSpec::DropPrimaryKey
-            } else {
-                AlterSpec::DropIndex
-            });
+            return Ok(AlterSpec::DropIndex { primary: name.eq_ignore_ascii_case("PRIMARY") });
         }
         if self.eat_kw("CONSTRAINT") {
             self.if_exists();
             let name = self.ident()?;
-            return Ok(if name.eq_ignore_ascii_case("PRIMARY") {
-                AlterSpec::DropPrimaryKey
-            } else {
-                AlterSpec::DropIndex
-            });
+            return Ok(AlterSpec::DropIndex { primary: name.eq_ignore_ascii_case("PRIMARY") });
         }
         if self.peek_kw("FOREIGN") || self.peek_kw("CHECK") || self.at_versioning() {
             self.skip_item()?;

@@ -111,10 +111,10 @@ impl ParsedQuery {
         })
     }
 
-    fn from_targets(targets: Vec<QueryTarget>, default_db: &str) -> Self {
+    fn from_targets(targets: Vec<QueryTarget>) -> Self {
         let (event_type, schema, table) = match targets.first() {
             Some(t) => (t.event_type, t.schema.clone(), t.table.clone()),
-            None => (QueryEventType::Query, default_db.to_owned(), String::new()),
+            None => (QueryEventType::Query, String::new(), String::new()),
         };
         let is_ddl = !matches!(
             event_type,
@@ -141,70 +141,66 @@ pub fn classify_lenient(sql: &str, default_db: &str) -> ParsedQuery {
     }
 }
 
-/// Classifies parsed statements; the header comes from the first one.
+/// Classifies parsed statements. Like Canal's `DruidDdlParser`, every statement contributes its
+/// items (one per table, per RENAME pair, per ALTER TABLE clause; none for statements it does not
+/// model such as GRANT, SET or REPLACE, and none for ADD FOREIGN KEY / CHECK clauses) and the header
+/// comes from the first item. Without any item the header is `QUERY` with empty schema and table.
 pub fn classify(statements: &[Statement], default_db: &str) -> ParsedQuery {
-    let Some(first) = statements.first() else {
-        return ParsedQuery::from_targets(Vec::new(), default_db);
+    let mut targets = Vec::new();
+    for st in statements {
+        statement_targets(st, default_db, &mut targets);
+    }
+    ParsedQuery::from_targets(targets)
+}
+
+fn statement_targets(st: &Statement, default_db: &str, out: &mut Vec<QueryTarget>) {
+    let qualify = |name: &ObjectName| {
+        TableName::new(
+            name.schema.clone().unwrap_or_else(|| default_db.to_owned()),
+            name.name.clone(),
+        )
     };
-    let target = |event_type, name: &ObjectName| QueryTarget {
-        event_type,
-        schema: name.schema.clone().unwrap_or_else(|| default_db.to_owned()),
-        table: name.name.clone(),
-        old: None,
+    let target = |event_type, name: &ObjectName| {
+        let n = qualify(name);
+        QueryTarget { event_type, schema: n.schema, table: n.table, old: None }
     };
-    let db_level = |db: &str| QueryTarget {
-        event_type: QueryEventType::Query,
-        schema: db.to_owned(),
-        table: String::new(),
-        old: None,
+    let rename = |from: &ObjectName, to: &ObjectName| QueryTarget {
+        old: Some(qualify(from)),
+        ..target(QueryEventType::Rename, to)
     };
-    let targets = match first {
-        Statement::CreateTable { name, .. } => vec![target(QueryEventType::Create, name)],
+    match st {
+        Statement::CreateTable { name, .. } => out.push(target(QueryEventType::Create, name)),
         Statement::AlterTable { name, specs } if specs.is_empty() => {
-            vec![target(QueryEventType::Alter, name)]
+            out.push(target(QueryEventType::Alter, name))
         }
-        Statement::AlterTable { name, specs } => specs
-            .iter()
-            .map(|s| match s {
-                AlterSpec::RenameTable(to) => QueryTarget {
-                    old: Some(TableName::new(
-                        name.schema.clone().unwrap_or_else(|| default_db.to_owned()),
-                        name.name.clone(),
-                    )),
-                    ..target(QueryEventType::Rename, to)
-                },
-                AlterSpec::AddIndex | AlterSpec::AddPrimaryKey(_) => {
-                    target(QueryEventType::CIndex, name)
-                }
-                AlterSpec::DropIndex => target(QueryEventType::DIndex, name),
-                _ => target(QueryEventType::Alter, name),
-            })
-            .collect(),
+        Statement::AlterTable { name, specs } => out.extend(specs.iter().filter_map(|s| match s {
+            AlterSpec::RenameTable(to) => Some(rename(name, to)),
+            AlterSpec::AddIndex | AlterSpec::AddPrimaryKey(_) => {
+                Some(target(QueryEventType::CIndex, name))
+            }
+            AlterSpec::DropIndex { .. } => Some(target(QueryEventType::DIndex, name)),
+            AlterSpec::AddConstraint => None,
+            _ => Some(target(QueryEventType::Alter, name)),
+        })),
         Statement::DropTable { names, .. } => {
-            names.iter().map(|n| target(QueryEventType::Erase, n)).collect()
+            out.extend(names.iter().map(|n| target(QueryEventType::Erase, n)))
         }
-        Statement::RenameTable(pairs) => pairs
-            .iter()
-            .map(|(from, to)| QueryTarget {
-                old: Some(TableName::new(
-                    from.schema.clone().unwrap_or_else(|| default_db.to_owned()),
-                    from.name.clone(),
-                )),
-                ..target(QueryEventType::Rename, to)
-            })
-            .collect(),
-        Statement::Truncate(n) => vec![target(QueryEventType::Truncate, n)],
-        Statement::CreateIndex(n) => vec![target(QueryEventType::CIndex, n)],
-        Statement::DropIndex { table, .. } => vec![target(QueryEventType::DIndex, table)],
-        Statement::CreateDatabase(db) | Statement::DropDatabase(db) => vec![db_level(db)],
-        Statement::Insert(n) => vec![target(QueryEventType::Insert, n)],
-        Statement::Update(n) => vec![target(QueryEventType::Update, n)],
-        Statement::Delete(n) => vec![target(QueryEventType::Delete, n)],
-        // Druid has no REPLACE branch in Canal's DDL parser: it is a QUERY on the default database
-        // with no table, and isDdl=true.
-        Statement::Replace(_) | Statement::Other(_) => Vec::new(),
-    };
-    ParsedQuery::from_targets(targets, default_db)
+        Statement::RenameTable(pairs) => out.extend(pairs.iter().map(|(f, t)| rename(f, t))),
+        Statement::Truncate(n) => out.push(target(QueryEventType::Truncate, n)),
+        Statement::CreateIndex(n) => out.push(target(QueryEventType::CIndex, n)),
+        Statement::DropIndex { table, .. } => out.push(target(QueryEventType::DIndex, table)),
+        Statement::CreateDatabase(db) | Statement::DropDatabase(db) => out.push(QueryTarget {
+            event_type: QueryEventType::Query,
+            schema: db.clone(),
+            table: String::new(),
+            old: None,
+        }),
+        Statement::Insert(n) => out.push(target(QueryEventType::Insert, n)),
+        Statement::Update(n) => out.push(target(QueryEventType::Update, n)),
+        Statement::Delete(n) => out.push(target(QueryEventType::Delete, n)),
+        // Canal's Druid parser has no branch for REPLACE (a separate statement class in Druid).
+        Statement::Replace(_) | Statement::Other(_) => {}
+    }
 }
 
 #[cfg(test)]
@@ -240,8 +236,19 @@ mod tests {
             ("INSERT INTO t VALUES (1)", QueryEventType::Insert, "d", "t"),
             ("update x.t set a=1", QueryEventType::Update, "x", "t"),
             ("DELETE FROM t WHERE a=1", QueryEventType::Delete, "d", "t"),
-            ("REPLACE INTO t VALUES (1)", QueryEventType::Query, "d", ""),
-            ("GRANT ALL ON *.* TO 'a'@'%'", QueryEventType::Query, "d", ""),
+            ("REPLACE INTO t VALUES (1)", QueryEventType::Query, "", ""),
+            ("GRANT ALL ON *.* TO 'a'@'%'", QueryEventType::Query, "", ""),
+            (
+                "ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES u (b)",
+                QueryEventType::Query,
+                "",
+                "",
+            ),
+            ("ALTER TABLE t ADD CHECK (a > 0), ADD c INT", QueryEventType::Alter, "d", "t"),
+            ("ALTER TABLE t DROP INDEX `PRIMARY`", QueryEventType::DIndex, "d", "t"),
+            ("ALTER TABLE t DROP PRIMARY KEY", QueryEventType::Alter, "d", "t"),
+            ("ALTER TABLE t ADD PRIMARY KEY (a)", QueryEventType::CIndex, "d", "t"),
+            ("SET NAMES utf8; DROP TABLE x", QueryEventType::Erase, "d", "x"),
             ("/*!40000 ALTER TABLE `t` DISABLE KEYS */", QueryEventType::Alter, "d", "t"),
         ];
         for (sql, ty, schema, table) in cases {
