@@ -5,6 +5,8 @@
 pub mod binlog;
 pub mod filter;
 pub mod flat;
+#[cfg(feature = "mysql")]
+pub mod instance;
 pub mod position;
 pub mod protocol;
 #[cfg(feature = "mysql")]

@@ -47,6 +47,10 @@ pub struct ConvertOptions {
     pub skip_table_errors: bool,
     /// Fill `Header.gtid` and the `curtGtid*` props (GTID mode).
     pub gtid_mode: bool,
+    /// Render integer types with the display width the source prints (`int(11)`), as MariaDB and
+    /// MySQL before 8.0.19 do in `SHOW CREATE TABLE` and `information_schema`, also when the DDL
+    /// the history learnt from wrote plain `INT`. Off for MySQL ≥ 8.0.19, which prints `int`.
+    pub implicit_display_width: bool,
     /// Decoder options (charset, time zone, CRC checks).
     pub decode: DecodeOptions,
 }
@@ -62,6 +66,7 @@ impl Default for ConvertOptions {
             filter_rows: false,
             skip_table_errors: false,
             gtid_mode: false,
+            implicit_display_width: true,
             decode: DecodeOptions::default(),
         }
     }
@@ -78,6 +83,9 @@ pub struct BuiltEntry {
     pub kind: EntryKind,
     /// Rows it carries.
     pub rows: usize,
+    /// A dump may resume right after this entry's event without splitting a transaction (END,
+    /// or a DDL/query outside any transaction).
+    pub closes: bool,
 }
 
 /// Why an event could not be converted.
@@ -134,6 +142,11 @@ pub struct Converter {
     supplied: HashMap<(Arc<str>, Arc<str>), Arc<TableDef>>,
     /// Tables the source could not describe: never asked for again (binlog metadata is used).
     unavailable: HashSet<TableName>,
+    /// The statement text (ROWS_QUERY / ANNOTATE_ROWS) of the next rows events: emitted before
+    /// the first of them that passes the filters, so filtered tables leak no SQL text.
+    pending_query: Option<(EventHeader, String)>,
+    /// Between a BEGIN and its END.
+    in_txn: bool,
     journal: Arc<str>,
     /// Executed GTID set string (GTID mode), as Canal's `Header.gtid`.
     gtid_set: String,
@@ -155,6 +168,8 @@ impl Converter {
             history,
             supplied: HashMap::new(),
             unavailable: HashSet::new(),
+            pending_query: None,
+            in_txn: false,
             journal: Arc::from(journal),
             gtid_set: String::new(),
             current_gtid: None,
@@ -202,13 +217,23 @@ impl Converter {
         self.opts.filter = filter;
     }
 
+    /// The executed GTID set after the last event (GTID mode).
+    pub fn gtid_set(&self) -> &str {
+        &self.gtid_set
+    }
+
+    /// Gives the schema history back (to keep it across reconnects).
+    pub fn into_history(self) -> Option<SchemaHistory> {
+        self.history
+    }
+
     /// Sets the executed GTID set the stream starts from (GTID mode).
     pub fn set_gtid_set(&mut self, set: impl Into<String>) {
         self.gtid_set = set.into();
     }
 
     fn decode_error(&self, header: Option<&EventHeader>, source: DecodeError) -> ConvertError {
-        let offset = header.map_or(0, |h| start_offset(h));
+        let offset = header.map_or(0, start_offset);
         ConvertError::Decode { journal: self.journal.to_string(), offset, source }
     }
 
@@ -262,17 +287,6 @@ impl Converter {
         }
     }
 
-    fn position(&self, h: &EventHeader) -> EntryPosition {
-        EntryPosition {
-            gtid: self.opts.gtid_mode.then(|| self.gtid_set.clone()),
-            included: false,
-            journal_name: Some(self.journal.to_string()),
-            position: Some(start_offset(h) as i64),
-            server_id: Some(i64::from(h.server_id)),
-            timestamp: Some(i64::from(h.timestamp) * 1000),
-        }
-    }
-
     fn header(
         &self,
         h: &EventHeader,
@@ -310,21 +324,38 @@ impl Converter {
     }
 
     fn push(
-        &self,
+        &mut self,
         out: &mut Vec<BuiltEntry>,
-        h: &EventHeader,
         header: Header,
         entry_type: EntryType,
         store_value: &[u8],
         kind: EntryKind,
         rows: usize,
     ) {
+        let position = EntryPosition {
+            gtid: self.opts.gtid_mode.then(|| self.gtid_set.clone()),
+            included: false,
+            journal_name: header.logfile_name.clone(),
+            position: header.logfile_offset,
+            server_id: header.server_id,
+            timestamp: header.execute_time,
+        };
         let header_bytes = header.encode_to_vec();
         let mut buf = Vec::with_capacity(header_bytes.len() + store_value.len() + 16);
         pbwrite::bytes(&mut buf, 1, &header_bytes);
         pbwrite::int(&mut buf, 2, entry_type as i64);
         pbwrite::bytes(&mut buf, 3, store_value);
-        out.push(BuiltEntry { bytes: Bytes::from(buf), position: self.position(h), kind, rows });
+        let closes = match kind {
+            EntryKind::End => true,
+            EntryKind::Ddl | EntryKind::Query => !self.in_txn,
+            EntryKind::Begin { .. } | EntryKind::Rows => false,
+        };
+        match kind {
+            EntryKind::Begin { .. } => self.in_txn = true,
+            EntryKind::End => self.in_txn = false,
+            _ => {}
+        }
+        out.push(BuiltEntry { bytes: Bytes::from(buf), position, kind, rows, closes });
     }
 
     fn on_event(
@@ -335,23 +366,24 @@ impl Converter {
     ) -> Result<(), ConvertError> {
         // Events inside a TRANSACTION_PAYLOAD have no position of their own: use the payload's.
         let h = match outer {
-            Some(o) => EventHeader { event_type: event.header.event_type, ..o.clone() },
-            None => event.header.clone(),
+            Some(o) => EventHeader { event_type: event.header.event_type, ..*o },
+            None => event.header,
         };
         match event.data {
-            EventData::Rotate(r) => {
-                if !r.next_file.is_empty() {
-                    self.journal = Arc::from(r.next_file.as_str());
-                }
+            EventData::Rotate(r) if !r.next_file.is_empty() => {
+                self.journal = Arc::from(r.next_file.as_str());
             }
-            EventData::Query(q) => self.on_query(&h, &q, out)?,
+            EventData::Query(q) => {
+                self.pending_query = None;
+                self.on_query(&h, &q, out)?
+            }
             EventData::Xid(xid) => {
+                self.pending_query = None;
                 let end =
                     TransactionEnd { transaction_id: Some(xid.to_string()), ..Default::default() };
                 let header = self.header(&h, "", "", None, None);
                 self.push(
                     out,
-                    &h,
                     header,
                     EntryType::Transactionend,
                     &end.encode_to_vec(),
@@ -367,7 +399,8 @@ impl Converter {
                         let key = (Arc::clone(&map.schema), Arc::clone(&map.table));
                         let fresh = self.supplied.get(&key).is_none_or(|d| !Arc::ptr_eq(d, &def));
                         if fresh {
-                            self.decoder.put_schema(table_schema(&def));
+                            let width = self.opts.implicit_display_width;
+                            self.decoder.put_schema(table_schema(&def, width));
                             self.supplied.insert(key, def);
                         }
                     }
@@ -387,23 +420,7 @@ impl Converter {
             EventData::Gtid(g) => self.on_mysql_gtid(&g),
             EventData::MariaGtid(g) => self.on_maria_gtid(&h, &g, out),
             EventData::RowsQuery(sql) | EventData::AnnotateRows(sql) => {
-                if !self.opts.filter_query_dml {
-                    let rc = RowChange {
-                        event_type: Some(EventType::Query as i32),
-                        sql: Some(sql),
-                        ..Default::default()
-                    };
-                    let header = self.header(&h, "", "", Some(EventType::Query), None);
-                    self.push(
-                        out,
-                        &h,
-                        header,
-                        EntryType::Rowdata,
-                        &rc.encode_to_vec(),
-                        EntryKind::Query,
-                        0,
-                    );
-                }
+                self.pending_query = (!self.opts.filter_query_dml).then_some((h, sql));
             }
             EventData::Unknown { .. } => self.stats.unknown_events += 1,
             // No entry: FORMAT_DESCRIPTION, PREVIOUS_GTIDS, GTID lists, checkpoints, heartbeats,
@@ -439,7 +456,7 @@ impl Converter {
             let begin = TransactionBegin { thread_id: Some(0), ..Default::default() };
             let header = self.header(h, "", "", None, None);
             let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
-            self.push(out, h, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
+            self.push(out, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
         }
     }
 
@@ -465,7 +482,7 @@ impl Converter {
             };
             let header = self.header(h, "", "", None, None);
             let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
-            self.push(out, h, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
+            self.push(out, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
             return Ok(());
         }
         if upper_head.starts_with("XA END") {
@@ -478,7 +495,6 @@ impl Converter {
             let header = self.header(h, "", "", None, None);
             self.push(
                 out,
-                h,
                 header,
                 EntryType::Transactionend,
                 &end.encode_to_vec(),
@@ -499,15 +515,7 @@ impl Converter {
                     ..Default::default()
                 };
                 let header = self.header(h, "", "", Some(et), None);
-                self.push(
-                    out,
-                    h,
-                    header,
-                    EntryType::Rowdata,
-                    &rc.encode_to_vec(),
-                    EntryKind::End,
-                    0,
-                );
+                self.push(out, header, EntryType::Rowdata, &rc.encode_to_vec(), EntryKind::End, 0);
                 return Ok(());
             }
         }
@@ -516,7 +524,7 @@ impl Converter {
                 TransactionBegin { thread_id: Some(i64::from(q.thread_id)), ..Default::default() };
             let header = self.header(h, "", "", None, None);
             let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
-            self.push(out, h, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
+            self.push(out, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
             return Ok(());
         }
         if ends_with("COMMIT") {
@@ -524,7 +532,6 @@ impl Converter {
             let header = self.header(h, "", "", None, None);
             self.push(
                 out,
-                h,
                 header,
                 EntryType::Transactionend,
                 &end.encode_to_vec(),
@@ -566,7 +573,7 @@ impl Converter {
         let header = self.header(h, &parsed.schema, &parsed.table, Some(et), None);
         let kind =
             if parsed.is_ddl && et != EventType::Query { EntryKind::Ddl } else { EntryKind::Query };
-        self.push(out, h, header, EntryType::Rowdata, &rc.encode_to_vec(), kind, 0);
+        self.push(out, header, EntryType::Rowdata, &rc.encode_to_vec(), kind, 0);
         Ok(())
     }
 
@@ -594,6 +601,15 @@ impl Converter {
         if !self.opts.filter.accepts(plan.schema(), plan.table()) {
             self.stats.filtered_events += 1;
             return Ok(());
+        }
+        if let Some((qh, sql)) = self.pending_query.take() {
+            let rc = RowChange {
+                event_type: Some(EventType::Query as i32),
+                sql: Some(sql),
+                ..Default::default()
+            };
+            let header = self.header(&qh, "", "", Some(EventType::Query), None);
+            self.push(out, header, EntryType::Rowdata, &rc.encode_to_vec(), EntryKind::Query, 0);
         }
         let et = match ev.kind {
             RowsKind::Write => EventType::Insert,
@@ -646,7 +662,7 @@ impl Converter {
         }
         self.stats.rows += rows as u64;
         let header = self.header(h, plan.schema(), plan.table(), Some(et), Some(rows));
-        self.push(out, h, header, EntryType::Rowdata, &rc, EntryKind::Rows, rows);
+        self.push(out, header, EntryType::Rowdata, &rc, EntryKind::Rows, rows);
         Ok(())
     }
 
@@ -712,8 +728,9 @@ fn pair(key: &str, value: &str) -> Pair {
     Pair { key: Some(key.to_owned()), value: Some(value.to_owned()) }
 }
 
-/// The decoder's input shape for a table definition of the history.
-pub fn table_schema(def: &TableDef) -> TableSchema {
+/// The decoder's input shape for a table definition of the history; `display_width` adds the
+/// implicit display widths (see [`ConvertOptions::implicit_display_width`]).
+pub fn table_schema(def: &TableDef, display_width: bool) -> TableSchema {
     TableSchema {
         schema: def.schema.clone(),
         table: def.name.clone(),
@@ -722,13 +739,53 @@ pub fn table_schema(def: &TableDef) -> TableSchema {
             .iter()
             .map(|c| ColumnMeta {
                 name: c.name.clone(),
-                mysql_type: c.mysql_type.clone(),
+                mysql_type: if display_width {
+                    with_display_width(&c.mysql_type)
+                } else {
+                    c.mysql_type.clone()
+                },
                 unsigned: c.unsigned,
                 is_pk: c.is_pk,
                 charset: c.effective_charset(def).map(str::to_owned),
             })
             .collect(),
     }
+}
+
+/// `int` → `int(11)`, `int unsigned` → `int(10) unsigned`, `decimal` → `decimal(10,0)`,
+/// `decimal(5)` → `decimal(5,0)`, `bit` → `bit(1)`, `char` → `char(1)`, `year` → `year(4)`:
+/// the widths MariaDB and MySQL 5.x print for types declared without one.
+pub fn with_display_width(t: &str) -> String {
+    let (base, rest) = match t.find(['(', ' ']) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, ""),
+    };
+    let unsigned = rest.contains("unsigned");
+    let width = match (base, unsigned) {
+        ("tinyint", false) => "4",
+        ("tinyint", true) => "3",
+        ("smallint", false) => "6",
+        ("smallint", true) => "5",
+        ("mediumint", false) => "9",
+        ("mediumint", true) => "8",
+        ("int", false) => "11",
+        ("int", true) => "10",
+        ("bigint", _) => "20",
+        ("bit" | "char" | "binary", _) => "1",
+        ("year", _) => "4",
+        ("decimal", _) => {
+            return match rest.strip_prefix('(') {
+                None => format!("decimal(10,0){rest}"),
+                Some(r) if !r.split(')').next().unwrap_or_default().contains(',') => {
+                    let (p, after) = r.split_once(')').unwrap_or((r, ""));
+                    format!("decimal({p},0){after}")
+                }
+                Some(_) => t.to_owned(),
+            };
+        }
+        _ => return t.to_owned(),
+    };
+    if rest.starts_with('(') { t.to_owned() } else { format!("{base}({width}){rest}") }
 }
 
 /// Adds a MySQL `uuid:gno` to an executed set string `uuid:1-5,uuid2:1-3` (extending the interval
@@ -787,6 +844,26 @@ fn add_maria_gtid(set: &str, g: &MariaGtid) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_widths_like_show_create_table() {
+        for (from, to) in [
+            ("int", "int(11)"),
+            ("int unsigned", "int(10) unsigned"),
+            ("int(5) unsigned zerofill", "int(5) unsigned zerofill"),
+            ("bigint unsigned", "bigint(20) unsigned"),
+            ("tinyint", "tinyint(4)"),
+            ("decimal", "decimal(10,0)"),
+            ("decimal(5)", "decimal(5,0)"),
+            ("decimal(5,2) unsigned", "decimal(5,2) unsigned"),
+            ("char", "char(1)"),
+            ("varchar(20)", "varchar(20)"),
+            ("double", "double"),
+            ("enum('a','b')", "enum('a','b')"),
+        ] {
+            assert_eq!(with_display_width(from), to, "{from}");
+        }
+    }
 
     #[test]
     fn gtid_sets_extend_intervals() {

@@ -1,0 +1,576 @@
+//! One destination's pipeline (Canal's "instance"): resolve the start position, dump from the
+//! source, convert events to entries, group them by transaction and put them into the store —
+//! reconnecting with backoff on transient errors and resuming after the last transaction that
+//! reached the store, so a dropped connection leaves no gap and repeats nothing.
+//!
+//! Definite errors (purged binlog, bad credentials, non-ROW binlog, undecodable event) stop the
+//! instance with a message naming the cause; [`Instance::status`] shows it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, warn};
+
+use crate::binlog::entry::{BuiltEntry, ConvertError, ConvertOptions, Converter};
+use crate::binlog::pipeline::{TransactionBuffer, convert_with_source};
+use crate::binlog::replica::{
+    Backoff, DumpOptions, DumpStart, MariadbGtidList, MetaConnection, ReplicaConfig,
+    ReplicaConnection, ReplicaError, event_type,
+};
+use crate::filter::NameFilter;
+use crate::position::{EntryPosition, LogPosition, SourceAddress};
+use crate::schema::{HistoryError, HistoryOptions, SchemaHistory};
+use crate::store::{EventStore, StoreConfig, StoreError, StoredEntry};
+
+/// Where to start when no cursor exists (`canal.instance.master.*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StartConfig {
+    /// Binlog file (`master.journal.name`).
+    pub journal: Option<String>,
+    /// Offset in it (`master.position`).
+    pub position: Option<u64>,
+    /// Time in ms (`master.timestamp`): the last transaction boundary before it.
+    pub timestamp_ms: Option<i64>,
+    /// GTID set (`master.gtid`): MySQL `uuid:1-5` or MariaDB `d-s-n` (GTID mode).
+    pub gtid: Option<String>,
+}
+
+/// Everything an instance needs.
+#[derive(Clone, Debug)]
+pub struct InstanceConfig {
+    /// Destination name.
+    pub destination: String,
+    /// The source and the replication account.
+    pub source: ReplicaConfig,
+    /// Start position without a cursor.
+    pub start: StartConfig,
+    /// Dump by GTID and fill GTIDs into headers (`canal.instance.gtidon`).
+    pub gtid_mode: bool,
+    /// Filters and decoding options.
+    pub convert: ConvertOptions,
+    /// Store settings.
+    pub store: StoreConfig,
+    /// Transaction buffer size (`canal.instance.transaction.size`).
+    pub transaction_size: usize,
+    /// Where the schema history is kept (`None`: in memory only).
+    pub data_dir: Option<PathBuf>,
+    /// Reconnect backoff: first and largest delay.
+    pub backoff: (Duration, Duration),
+    /// Allowed `binlog_format` values.
+    pub allowed_formats: Vec<String>,
+    /// Allowed `binlog_row_image` values.
+    pub allowed_images: Vec<String>,
+}
+
+impl InstanceConfig {
+    /// Canal's defaults for `destination` reading `source`.
+    pub fn new(destination: impl Into<String>, source: ReplicaConfig) -> Self {
+        Self {
+            destination: destination.into(),
+            source,
+            start: StartConfig::default(),
+            gtid_mode: false,
+            convert: ConvertOptions::default(),
+            store: StoreConfig::default(),
+            transaction_size: 1024,
+            data_dir: None,
+            backoff: (Duration::from_secs(1), Duration::from_secs(20)),
+            allowed_formats: vec!["ROW".into()],
+            allowed_images: vec!["FULL".into(), "MINIMAL".into(), "NOBLOB".into()],
+        }
+    }
+}
+
+/// What the instance is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstanceState {
+    /// Connecting or resolving the start position.
+    Starting,
+    /// Dumping.
+    Running,
+    /// Waiting to reconnect after a transient error.
+    Reconnecting {
+        /// The error.
+        error: String,
+        /// Attempts so far.
+        attempt: u32,
+    },
+    /// Stopped by a definite error.
+    Failed {
+        /// The error.
+        error: String,
+    },
+    /// Stopped on request.
+    Stopped,
+}
+
+/// Observable progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceStatus {
+    /// State.
+    pub state: InstanceState,
+    /// Position after the last transaction put into the store (where a reconnect resumes).
+    pub resume: Option<EntryPosition>,
+    /// Time (ms) of the last event read.
+    pub last_event_ms: Option<i64>,
+    /// Rows put into the store.
+    pub rows: u64,
+    /// Entries put into the store.
+    pub entries: u64,
+    /// Connection id of the current dump (what `KILL` takes).
+    pub dump_connection_id: Option<u32>,
+}
+
+/// Why the instance stopped for good.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InstanceError {
+    /// The source failed (purged position, credentials, settings, network).
+    #[error(transparent)]
+    Source(#[from] ReplicaError),
+    /// An event could not be converted.
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    /// The schema history could not be read or written.
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    /// A configured start GTID is malformed.
+    #[error("invalid start GTID {0:?}")]
+    BadGtid(String),
+    /// The store was closed under the instance.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl InstanceError {
+    fn is_transient(&self) -> bool {
+        match self {
+            InstanceError::Source(e) => e.is_transient(),
+            InstanceError::Convert(ConvertError::History(_)) => false,
+            _ => false,
+        }
+    }
+}
+
+/// A running instance.
+#[derive(Debug)]
+pub struct Instance {
+    store: Arc<EventStore>,
+    status: watch::Receiver<InstanceStatus>,
+    stop: watch::Sender<bool>,
+    filter: Arc<Mutex<Option<NameFilter>>>,
+    task: Option<JoinHandle<()>>,
+    source: SourceAddress,
+}
+
+/// Where the next dump starts.
+#[derive(Clone, Debug)]
+enum Resume {
+    /// Dump from this file and offset.
+    FilePos(String, u64),
+    /// MariaDB GTID position (after these).
+    Maria(MariadbGtidList),
+    /// MySQL executed set.
+    Mysql(String),
+}
+
+impl Instance {
+    /// Starts the pipeline. `cursor` is the minimum client cursor, if any (§5.3): parsing resumes
+    /// at its event, so the client may see that boundary again (at-least-once).
+    pub fn start(config: InstanceConfig, cursor: Option<LogPosition>) -> Self {
+        let store = Arc::new(EventStore::new(config.store.clone()));
+        let initial = InstanceStatus {
+            state: InstanceState::Starting,
+            resume: None,
+            last_event_ms: None,
+            rows: 0,
+            entries: 0,
+            dump_connection_id: None,
+        };
+        let (status_tx, status) = watch::channel(initial);
+        let (stop, stop_rx) = watch::channel(false);
+        let filter = Arc::new(Mutex::new(None));
+        let source = SourceAddress::new(config.source.host.clone(), config.source.port);
+        let span = tracing::info_span!("instance", destination = %config.destination);
+        let runner = Runner {
+            cfg: config,
+            store: store.clone(),
+            status: status_tx,
+            stop: stop_rx,
+            filter: filter.clone(),
+            history: None,
+        };
+        let task = tokio::spawn(runner.run(cursor).instrument(span));
+        Self { store, status, stop, filter, task: Some(task), source }
+    }
+
+    /// The store entries go to.
+    pub fn store(&self) -> &Arc<EventStore> {
+        &self.store
+    }
+
+    /// The MySQL source (for cursor identities).
+    pub fn source(&self) -> &SourceAddress {
+        &self.source
+    }
+
+    /// Current status.
+    pub fn status(&self) -> InstanceStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver of status changes.
+    pub fn watch_status(&self) -> watch::Receiver<InstanceStatus> {
+        self.status.clone()
+    }
+
+    /// Replaces the table white list from the next event on (a client's subscription filter).
+    pub fn set_filter(&self, filter: NameFilter) {
+        *self.filter.lock().unwrap_or_else(|p| p.into_inner()) = Some(filter);
+    }
+
+    /// Stops the pipeline and closes the store (pending GETs fail; held entries are dropped: a
+    /// restart re-reads from the cursors).
+    pub async fn stop(mut self) {
+        self.stop.send_replace(true);
+        self.store.close();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+        self.store.close();
+    }
+}
+
+struct Runner {
+    cfg: InstanceConfig,
+    store: Arc<EventStore>,
+    status: watch::Sender<InstanceStatus>,
+    stop: watch::Receiver<bool>,
+    filter: Arc<Mutex<Option<NameFilter>>>,
+    history: Option<SchemaHistory>,
+}
+
+/// Why one dump session ended.
+enum SessionEnd {
+    Stopped,
+    Failed(InstanceError),
+}
+
+impl Runner {
+    async fn run(mut self, cursor: Option<LogPosition>) {
+        let mut resume: Option<Resume> = cursor.and_then(|c| resume_from_cursor(&c, &self.cfg));
+        let mut backoff = Backoff::new(self.cfg.backoff.0, self.cfg.backoff.1);
+        loop {
+            if *self.stop.borrow() {
+                break;
+            }
+            let before = self.status.borrow().resume.clone();
+            match self.session(&mut resume).await {
+                SessionEnd::Stopped => break,
+                SessionEnd::Failed(e) if e.is_transient() => {
+                    if self.status.borrow().resume != before {
+                        backoff.reset(); // progress was made: start the backoff over
+                    }
+                    let delay = backoff.next_delay();
+                    warn!(
+                        "source connection failed, reconnecting in {delay:?} from {}: {e}",
+                        describe(&resume)
+                    );
+                    self.status.send_modify(|s| {
+                        s.state = InstanceState::Reconnecting {
+                            error: e.to_string(),
+                            attempt: backoff.attempts(),
+                        };
+                        s.dump_connection_id = None;
+                    });
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                }
+                SessionEnd::Failed(e) => {
+                    tracing::error!("instance stopped: {e}");
+                    self.status.send_modify(|s| {
+                        s.state = InstanceState::Failed { error: e.to_string() };
+                        s.dump_connection_id = None;
+                    });
+                    return;
+                }
+            }
+        }
+        self.status.send_modify(|s| {
+            s.state = InstanceState::Stopped;
+            s.dump_connection_id = None;
+        });
+    }
+
+    fn open_history(&mut self) -> Result<SchemaHistory, HistoryError> {
+        if let Some(h) = self.history.take() {
+            return Ok(h);
+        }
+        match &self.cfg.data_dir {
+            Some(dir) => SchemaHistory::open(
+                dir.join(&self.cfg.destination).join("schema"),
+                HistoryOptions::default(),
+            ),
+            None => Ok(SchemaHistory::new(HistoryOptions::default())),
+        }
+    }
+
+    /// Resolves where to start when there is neither a cursor nor progress (§9.2).
+    async fn initial_resume(&self, meta: &mut MetaConnection) -> Result<Resume, InstanceError> {
+        let start = &self.cfg.start;
+        if self.cfg.gtid_mode
+            && let Some(g) = start.gtid.as_deref().filter(|g| !g.trim().is_empty())
+        {
+            return if meta.is_mariadb() {
+                g.parse::<MariadbGtidList>()
+                    .map(Resume::Maria)
+                    .map_err(|_| InstanceError::BadGtid(g.to_owned()))
+            } else {
+                Ok(Resume::Mysql(g.to_owned()))
+            };
+        }
+        if let Some(journal) = start.journal.as_deref().filter(|j| !j.is_empty()) {
+            let pos = start.position.filter(|p| *p >= 4).unwrap_or(4);
+            meta.check_position_available(journal, pos).await?;
+            return Ok(Resume::FilePos(journal.to_owned(), pos));
+        }
+        if let Some(ts) = start.timestamp_ms.filter(|t| *t > 0) {
+            let hit = meta.find_position_by_timestamp(ts).await?;
+            return Ok(Resume::FilePos(hit.file, hit.position));
+        }
+        let status =
+            meta.master_status().await?.ok_or_else(|| ReplicaError::UnsupportedServer {
+                reason: "SHOW MASTER STATUS returned nothing (binary logging off?)".into(),
+            })?;
+        Ok(Resume::FilePos(status.file, status.position))
+    }
+
+    async fn session(&mut self, resume: &mut Option<Resume>) -> SessionEnd {
+        match self.session_inner(resume).await {
+            Ok(()) => SessionEnd::Stopped,
+            Err(e) => SessionEnd::Failed(e),
+        }
+    }
+
+    async fn session_inner(&mut self, resume: &mut Option<Resume>) -> Result<(), InstanceError> {
+        self.status.send_modify(|s| s.state = InstanceState::Starting);
+        let mut meta = MetaConnection::open(&self.cfg.source).await?;
+        let formats: Vec<&str> = self.cfg.allowed_formats.iter().map(String::as_str).collect();
+        let images: Vec<&str> = self.cfg.allowed_images.iter().map(String::as_str).collect();
+        meta.check_binlog_settings(&formats, &images).await?;
+        let start = match resume.clone() {
+            Some(r) => r,
+            None => {
+                let r = self.initial_resume(&mut meta).await?;
+                *resume = Some(r.clone());
+                r
+            }
+        };
+        if let Resume::FilePos(file, pos) = &start {
+            meta.check_position_available(file, *pos).await?;
+        }
+        let dump_start = match &start {
+            Resume::FilePos(file, pos) => DumpStart::FilePos { file: file.clone(), position: *pos },
+            Resume::Maria(list) => DumpStart::MariadbGtid(list.clone()),
+            Resume::Mysql(set) => {
+                DumpStart::MysqlGtid(set.parse().map_err(|_| InstanceError::BadGtid(set.clone()))?)
+            }
+        };
+        let journal = match &start {
+            Resume::FilePos(file, _) => file.clone(),
+            _ => String::new(),
+        };
+        let history = self.open_history()?;
+        let mut opts = self.cfg.convert.clone();
+        opts.gtid_mode = self.cfg.gtid_mode;
+        // MySQL 8.0.19 stopped printing integer display widths; MariaDB never did.
+        opts.implicit_display_width = meta.is_mariadb() || meta.version() < (8, 0, 19);
+        if let Some(f) = self.filter.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.cfg.convert.filter = f.clone();
+            opts.filter = f;
+        }
+        let mut converter = Converter::new(opts, Some(history), &journal);
+        match &start {
+            Resume::Maria(list) => converter.set_gtid_set(list.to_string()),
+            Resume::Mysql(set) => converter.set_gtid_set(set.clone()),
+            Resume::FilePos(..) => {}
+        }
+        let conn = ReplicaConnection::connect(&self.cfg.source).await?;
+        let mut stream = conn.dump(dump_start, DumpOptions::default()).await?;
+        let conn_id = stream.info().connection_id;
+        info!("dumping from {} (connection {conn_id})", describe(resume));
+        self.status.send_modify(|s| {
+            s.state = InstanceState::Running;
+            s.dump_connection_id = Some(conn_id);
+        });
+        let mut tbuf = TransactionBuffer::new(self.cfg.transaction_size);
+        let mut entries: Vec<BuiltEntry> = Vec::new();
+        let mut stop = self.stop.clone();
+        let result = loop {
+            let next = tokio::select! {
+                ev = stream.next_event() => ev,
+                _ = stop.wait_for(|s| *s) => break Ok(()),
+            };
+            let raw = match next {
+                Ok(Some(raw)) => raw,
+                Ok(None) => {
+                    break Err(InstanceError::Source(ReplicaError::Io {
+                        op: "binlog dump",
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the server ended the dump",
+                        ),
+                    }));
+                }
+                Err(e) => break Err(e.into()),
+            };
+            if raw.header.event_type == event_type::HEARTBEAT
+                || raw.header.event_type == event_type::HEARTBEAT_V2
+            {
+                continue;
+            }
+            if let Some(f) = self.filter.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                self.cfg.convert.filter = f.clone();
+                converter.set_filter(f);
+            }
+            entries.clear();
+            if let Err(e) =
+                convert_with_source(&mut converter, Some(meta.conn()), &raw.bytes, &mut entries)
+                    .await
+            {
+                break Err(e.into());
+            }
+            let ts = i64::from(raw.header.timestamp) * 1000;
+            if ts > 0 {
+                self.status.send_modify(|s| s.last_event_ms = Some(ts));
+            }
+            let event_end = u64::from(raw.header.log_pos);
+            let mut stopped = false;
+            for e in entries.drain(..) {
+                let ready = tbuf.push(e);
+                if ready.is_empty() {
+                    continue;
+                }
+                match self.put(&ready, &mut stop).await {
+                    Ok(()) => {}
+                    Err(None) => {
+                        stopped = true;
+                        break;
+                    }
+                    Err(Some(e)) => return Err(e),
+                }
+                // After a flush that ends a transaction (or a DDL), a reconnect resumes right
+                // after this event.
+                let last = &ready[ready.len() - 1];
+                if last.closes {
+                    *resume = Some(next_resume(&converter, &start, last, event_end));
+                    let pos = resume_position(resume);
+                    self.status.send_modify(|s| s.resume = pos);
+                }
+            }
+            if stopped {
+                break Ok(());
+            }
+        };
+        self.history = converter.into_history();
+        stream.close().await;
+        let _ = meta.close().await;
+        result
+    }
+
+    /// Puts one flush into the store; `Err(None)` when stopped while waiting.
+    async fn put(
+        &self,
+        ready: &[BuiltEntry],
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), Option<InstanceError>> {
+        let rows: u64 = ready.iter().map(|e| e.rows as u64).sum();
+        let batch: Vec<StoredEntry> = ready
+            .iter()
+            .map(|e| StoredEntry {
+                bytes: e.bytes.clone(),
+                position: e.position.clone(),
+                kind: e.kind,
+            })
+            .collect();
+        let n = batch.len() as u64;
+        tokio::select! {
+            r = self.store.put(batch) => match r {
+                Ok(()) => {}
+                Err(StoreError::Closed) => return Err(None),
+                Err(e) => return Err(Some(e.into())),
+            },
+            _ = stop.wait_for(|s| *s) => return Err(None),
+        }
+        self.status.send_modify(|s| {
+            s.rows += rows;
+            s.entries += n;
+        });
+        Ok(())
+    }
+}
+
+/// The resume point after an entry that closed a transaction: the next event in the same file
+/// (file/pos mode), or the GTID position (GTID mode).
+fn next_resume(converter: &Converter, start: &Resume, last: &BuiltEntry, event_end: u64) -> Resume {
+    match start {
+        Resume::Maria(_) => match converter.gtid_set().parse::<MariadbGtidList>() {
+            Ok(list) => Resume::Maria(list),
+            Err(_) => Resume::FilePos(converter.journal().to_owned(), event_end),
+        },
+        Resume::Mysql(_) => Resume::Mysql(converter.gtid_set().to_owned()),
+        Resume::FilePos(..) => {
+            let file = last.position.journal_name.clone().unwrap_or_default();
+            Resume::FilePos(file, event_end)
+        }
+    }
+}
+
+fn resume_position(resume: &Option<Resume>) -> Option<EntryPosition> {
+    match resume {
+        Some(Resume::FilePos(f, p)) => Some(EntryPosition::at(f.clone(), *p as i64)),
+        Some(Resume::Maria(l)) => {
+            Some(EntryPosition { gtid: Some(l.to_string()), ..Default::default() })
+        }
+        Some(Resume::Mysql(s)) => {
+            Some(EntryPosition { gtid: Some(s.clone()), ..Default::default() })
+        }
+        None => None,
+    }
+}
+
+fn describe(resume: &Option<Resume>) -> String {
+    match resume {
+        Some(Resume::FilePos(f, p)) => format!("{f}:{p}"),
+        Some(Resume::Maria(l)) => format!("MariaDB GTID {l}"),
+        Some(Resume::Mysql(s)) => format!("GTID {s}"),
+        None => "the configured start".into(),
+    }
+}
+
+/// The dump start for a stored cursor: its GTID in GTID mode, else its file and offset.
+fn resume_from_cursor(c: &LogPosition, cfg: &InstanceConfig) -> Option<Resume> {
+    if cfg.gtid_mode
+        && let Some(g) = c.position.gtid.as_deref().filter(|g| !g.is_empty())
+    {
+        if let Ok(list) = g.parse::<MariadbGtidList>() {
+            return Some(Resume::Maria(list));
+        }
+        return Some(Resume::Mysql(g.to_owned()));
+    }
+    let file = c.position.journal_name.clone()?;
+    let pos = c.position.position.filter(|p| *p >= 4)? as u64;
+    Some(Resume::FilePos(file, pos))
+}
