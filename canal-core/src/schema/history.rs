@@ -782,6 +782,7 @@ impl SchemaHistory {
         };
         self.records.splice(0..n, [snapshot]);
         self.rebuild_versions();
+        tracing::info!(folded = n, kept = self.records.len() - 1, before = %keep_from, "schema history compacted");
         self.rewrite()
     }
 

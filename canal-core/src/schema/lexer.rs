@@ -65,7 +65,16 @@ pub enum LexError {
 /// executable comments (`/*!...*/`, `/*M!...*/`), because mysqldump and the server itself wrap real
 /// DDL in them.
 pub fn tokenize(sql: &str) -> Result<Vec<Token>, LexError> {
-    let mut lx = Lexer { src: sql, pos: 0, in_exec_comment: false, out: Vec::new() };
+    let mut lx = Lexer { src: sql, pos: 0, in_exec_comment: false, out: Vec::new(), limit: None };
+    lx.run()?;
+    Ok(lx.out)
+}
+
+/// The first `max` tokens of `sql` (fewer if it is shorter): enough to classify statement DML,
+/// whose text can be megabytes of VALUES, without tokenizing all of it.
+pub(crate) fn tokenize_prefix(sql: &str, max: usize) -> Result<Vec<Token>, LexError> {
+    let mut lx =
+        Lexer { src: sql, pos: 0, in_exec_comment: false, out: Vec::new(), limit: Some(max) };
     lx.run()?;
     Ok(lx.out)
 }
@@ -75,6 +84,7 @@ struct Lexer<'a> {
     pos: usize,
     in_exec_comment: bool,
     out: Vec<Token>,
+    limit: Option<usize>,
 }
 
 fn is_ident_char(c: char) -> bool {
@@ -107,6 +117,9 @@ impl Lexer<'_> {
 
     fn run(&mut self) -> Result<(), LexError> {
         while let Some(c) = self.peek() {
+            if self.limit.is_some_and(|l| self.out.len() >= l) {
+                break;
+            }
             let start = self.pos;
             match c {
                 c if c.is_whitespace() => {

@@ -8,7 +8,7 @@
 
 use thiserror::Error;
 
-use super::lexer::{LexError, Token, TokenKind, tokenize};
+use super::lexer::{LexError, Token, TokenKind, tokenize, tokenize_prefix};
 use super::model::{ColumnDef, Generated};
 use super::types::{RawType, canonical_type, is_textual, normalize};
 
@@ -245,6 +245,17 @@ pub fn parse_statements(sql: &str) -> Result<Vec<Statement>, ParseError> {
 pub(crate) fn parse_with_head(
     sql: &str,
 ) -> Result<Vec<Statement>, Box<(ParseError, Option<Statement>)>> {
+    // Statement DML (STATEMENT/MIXED binlogs) is frequent and can be huge; its head is all that
+    // matters, and a QUERY event holds a single statement.
+    if let Ok(head) = tokenize_prefix(sql, 16) {
+        let dml = ["INSERT", "REPLACE", "UPDATE", "DELETE"];
+        if let Some(kw) = head.first().filter(|t| dml.iter().any(|k| t.is_kw(k))) {
+            let mut p = Parser { toks: &head, pos: 0, partial: None };
+            if let Ok(st) = p.dml(&kw.text.to_ascii_uppercase()) {
+                return Ok(vec![st]);
+            }
+        }
+    }
     let toks = match tokenize(sql) {
         Ok(t) => t,
         Err(e) => {

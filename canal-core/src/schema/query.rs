@@ -269,6 +269,22 @@ mod tests {
     }
 
     #[test]
+    fn statement_dml_is_classified_from_its_head() {
+        let mut sql = String::from("INSERT IGNORE INTO `x`.`big` VALUES ");
+        for i in 0..10_000 {
+            sql.push_str(&format!("({i}, 'v;{i}'),"));
+        }
+        // Not even well-formed at the end: only the head is read.
+        sql.push_str("('unterminated");
+        let p = q(&sql);
+        assert_eq!(
+            (p.event_type, p.schema.as_str(), p.table.as_str()),
+            (QueryEventType::Insert, "x", "big")
+        );
+        assert!(!p.is_ddl);
+    }
+
+    #[test]
     fn rename_filter_accepts_either_name() {
         let p = q("RENAME TABLE secret.a TO open.b");
         assert!(p.passes(|n| n.schema == "open"));
