@@ -21,6 +21,25 @@
 //! 3. For each rows event: [`SchemaHistory::lookup`] at the event's position; on
 //!    [`Lookup::NotTracked`] or [`Lookup::Unknown`] fetch and record the table, then decode.
 
+//!
+//! # Where this differs from Java Canal, and what is not modelled
+//! * `mysql_type` is normalized the way the server prints `COLUMN_TYPE` (see [`ColumnDef`]);
+//!   Canal's DDL replay (Druid) keeps the DDL's spelling, so `DECIMAL` is `decimal` there and
+//!   `decimal(10,0)` here. Integer display widths are kept as written in both.
+//! * When a statement cannot be parsed, Canal reports `QUERY` with no schema; here the statement's
+//!   head still gives its type and table ([`classify_lenient`]) so the caller knows what to
+//!   refresh. Statements both parsers understand are classified alike, including Canal's quirks:
+//!   `REPLACE` is `QUERY`, `ALTER TABLE ... ADD FOREIGN KEY` alone is a bare `QUERY`,
+//!   `ADD PRIMARY KEY`/`ADD UNIQUE` are `CINDEX`.
+//! * `ALTER TABLE ... CONVERT TO CHARACTER SET` changes column charsets but not the TEXT → MEDIUMTEXT
+//!   widening MySQL may apply; temporary tables never enter the history (ROW format does not log
+//!   their rows); MariaDB system-versioning columns (`row_start`/`row_end`) and the implicit
+//!   `NOT NULL` of old-style TIMESTAMP columns (`explicit_defaults_for_timestamp=0`) are not
+//!   modelled. A refresh (`SHOW CREATE TABLE` + [`SchemaHistory::record_snapshot`]) corrects all
+//!   of them.
+//! * Positions of different sources do not compare: after a master switch without GTIDs, call
+//!   [`SchemaHistory::truncate_after`] or start a new history.
+
 mod apply;
 mod history;
 mod lexer;

@@ -176,7 +176,7 @@ pub enum AlterSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Statement {
-    /// CREATE [OR REPLACE] [TEMPORARY] TABLE.
+    /// `CREATE [OR REPLACE] [TEMPORARY] TABLE`.
     CreateTable {
         /// Table name.
         name: ObjectName,
@@ -205,7 +205,7 @@ pub enum Statement {
     },
     /// RENAME TABLE a TO b, c TO d.
     RenameTable(Vec<(ObjectName, ObjectName)>),
-    /// TRUNCATE [TABLE] t.
+    /// `TRUNCATE [TABLE] t`.
     Truncate(ObjectName),
     /// CREATE [UNIQUE|FULLTEXT|SPATIAL] INDEX ... ON t.
     CreateIndex(ObjectName),
@@ -220,13 +220,13 @@ pub enum Statement {
     CreateDatabase(String),
     /// DROP DATABASE / SCHEMA.
     DropDatabase(String),
-    /// INSERT [INTO] t.
+    /// `INSERT [INTO] t`.
     Insert(ObjectName),
-    /// REPLACE [INTO] t.
+    /// `REPLACE [INTO] t`.
     Replace(ObjectName),
     /// UPDATE t.
     Update(ObjectName),
-    /// DELETE [FROM] t.
+    /// `DELETE [FROM] t`.
     Delete(ObjectName),
     /// Anything else (GRANT, CREATE USER, SET, CREATE VIEW, ...), by leading keyword (upper case).
     Other(String),
@@ -1042,10 +1042,8 @@ impl<'t> Parser<'t> {
                 specs.push(AlterSpec::NoShapeChange);
                 break;
             }
-            let spec = self.alter_spec()?;
-            let runs_to_end = matches!(spec, AlterSpec::NoShapeChange) && self.at_stmt_end();
-            specs.push(spec);
-            if runs_to_end || self.at_stmt_end() {
+            specs.push(self.alter_spec()?);
+            if self.at_stmt_end() {
                 break;
             }
             if !self.eat_punct(',') {
