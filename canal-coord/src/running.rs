@@ -4,14 +4,17 @@
 //! Rules (spec §4.1, §4.2), and where we are stricter than Java Canal:
 //! - Grab by creating the EPHEMERAL node with our data; at start a candidate tries at once.
 //! - When the node is deleted, the last owner that did not release re-grabs at once; everyone
-//!   else (and an owner that released) waits `delay` (5 s) first.
+//!   else waits `delay` (5 s) first; an owner that released waits `delay` plus a fifth, so that
+//!   a release really hands over (Java lets the releasing server race the standbys at 5 s).
 //! - An operator's `active:false` with our address makes us release (delete) and wait `delay`.
 //! - An indeterminate create is settled by re-reading: a node with our address owned by our
 //!   session is ours (we never wait `delay` for it and never create a second owner); a leftover
 //!   with our address from an older session is deleted and re-grabbed at once.
 //! - Stricter: when the session disconnects or expires, or another owner's data appears, the
 //!   owner stops serving at once (`ActiveExit`) — Java keeps running and risks split brain — and
-//!   rejoins as a candidate, on a new session if the old one ended.
+//!   rejoins as a candidate, on a new session if the old one ended. An owner that cannot
+//!   re-confirm its node (re-read and re-arm the watch) within `delay / 2` also stops serving,
+//!   since a standby may take over `delay` after a delete the owner has not seen yet.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -80,6 +83,11 @@ pub enum ExitReason {
 #[derive(Debug)]
 enum Command {
     Release(oneshot::Sender<()>),
+    Rewrite {
+        data: Vec<u8>,
+        address: String,
+        reply: oneshot::Sender<Result<Option<Fence>, CoordError>>,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -108,7 +116,8 @@ impl RunningMonitor {
             coord,
             path: path.clone(),
             me_bytes: me.to_bytes(),
-            me,
+            me_address: me.address().to_owned(),
+            kind: std::marker::PhantomData::<fn() -> D>,
             delay,
             status: st_tx,
             events: ev_tx,
@@ -182,6 +191,27 @@ impl RunningMonitor {
         }
     }
 
+    /// Replaces our data (Canal's client rewrites its node with the `ip:port` of its connection
+    /// once connected). While active the node is rewritten at once, compare-and-set on our
+    /// version, and the new fence is returned (use it for later fenced writes); otherwise the new
+    /// data is used for the next grab.
+    ///
+    /// # Errors
+    /// [`CoordError::BadVersion`] / [`CoordError::NoNode`] when the node changed under us (we
+    /// are about to lose it), session and backend errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the rewrite still happens.
+    pub async fn rewrite<D: RunningData>(&self, data: D) -> Result<Option<Fence>, CoordError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd =
+            Command::Rewrite { data: data.to_bytes(), address: data.address().to_owned(), reply };
+        if self.cmds.send(cmd).is_err() {
+            return Err(CoordError::SessionClosed);
+        }
+        rx.await.unwrap_or(Err(CoordError::SessionClosed))
+    }
+
     /// Stops the monitor: an owner stops serving and deletes the node.
     ///
     /// # Cancel safety
@@ -208,8 +238,10 @@ impl Drop for RunningMonitor {
 struct Runner<D> {
     coord: Arc<Coordinator>,
     path: String,
-    me: D,
+    /// Our address: a node holding it is ours (Canal compares addresses).
+    me_address: String,
     me_bytes: Vec<u8>,
+    kind: std::marker::PhantomData<fn() -> D>,
     delay: Duration,
     status: watch::Sender<RunningStatus>,
     events: mpsc::UnboundedSender<RunningEvent>,
@@ -322,6 +354,10 @@ impl<D: RunningData> Runner<D> {
                         self.release(&session).await;
                         let _ = tx.send(());
                     }
+                    Some(Command::Rewrite { data, address, reply }) => {
+                        let r = self.rewrite(&session, data, address).await;
+                        let _ = reply.send(r);
+                    }
                     Some(Command::Stop(tx)) => {
                         self.shutdown(&session).await;
                         let _ = tx.send(());
@@ -392,6 +428,12 @@ impl<D: RunningData> Runner<D> {
                         self.released = true;
                         let _ = tx.send(());
                     }
+                    Some(Command::Rewrite { data, address, reply }) => {
+                        // Not active here: only the next grab uses it.
+                        self.me_bytes = data;
+                        self.me_address = address;
+                        let _ = reply.send(Ok(None));
+                    }
                     Some(Command::Stop(tx)) => {
                         self.set_stopped();
                         let _ = tx.send(());
@@ -416,6 +458,12 @@ impl<D: RunningData> Runner<D> {
                     Some(Command::Release(tx)) => {
                         self.released = true;
                         let _ = tx.send(());
+                    }
+                    Some(Command::Rewrite { data, address, reply }) => {
+                        // Not active here: only the next grab uses it.
+                        self.me_bytes = data;
+                        self.me_address = address;
+                        let _ = reply.send(Ok(None));
                     }
                     Some(Command::Stop(tx)) => {
                         self.set_stopped();
@@ -462,7 +510,7 @@ impl<D: RunningData> Runner<D> {
         if let Err(e) = &parsed {
             tracing::warn!(error = %e, "running node holds unreadable data; treating it as another owner's");
         }
-        let addr_me = parsed.as_ref().is_ok_and(|d| d.address() == self.me.address());
+        let addr_me = parsed.as_ref().is_ok_and(|d| d.address() == self.me_address);
         if !addr_me {
             if self.active.is_some() {
                 tracing::warn!("another owner holds the running node; stopping");
@@ -511,6 +559,31 @@ impl<D: RunningData> Runner<D> {
                 tracing::warn!(error = %e, "deleting our running node failed");
                 if self.pause(RETRY).await { Next::Again } else { Next::Wait }
             }
+        }
+    }
+
+    async fn rewrite(
+        &mut self,
+        session: &Arc<dyn Session>,
+        data: Vec<u8>,
+        address: String,
+    ) -> Result<Option<Fence>, CoordError> {
+        let Some(f) = self.active.clone() else {
+            self.me_bytes = data;
+            self.me_address = address;
+            return Ok(None);
+        };
+        match guard(session, session.put(&self.path, &data, Some(f.version))).await {
+            None => Err(CoordError::Unavailable { reason: "session lost during rewrite".into() }),
+            Some(Ok(v)) => {
+                self.me_bytes = data;
+                self.me_address = address;
+                let fence = Fence { path: self.path.clone(), version: v };
+                self.active = Some(fence.clone());
+                self.status.send_replace(RunningStatus::Active(fence.clone()));
+                Ok(Some(fence))
+            }
+            Some(Err(e)) => Err(e),
         }
     }
 

@@ -516,6 +516,55 @@ pub async fn release_hands_over(h: &impl Harness) {
     mb.stop().await;
 }
 
+/// When the owner's session expires it stops serving at once (fencing), and rejoins on a new
+/// session; as the last owner that did not release, it re-grabs at once.
+pub async fn owner_session_expiry_fences(h: &impl Harness) {
+    let p = format!("{}/running", h.root("expiry_fences"));
+    let (ca, ma, mut ra) = monitor(h, &p, "10.0.0.1:11111");
+    expect_enter(&mut ra).await;
+    // The standby waits longer than a real client needs to notice its expiry, so that the old
+    // owner's immediate re-grab is what the case observes.
+    let cb = Coordinator::new(h.backend());
+    let (mb, mut rb) = RunningMonitor::start(
+        cb,
+        p.clone(),
+        ServerRunningData::new("10.0.0.2:11111"),
+        h.delay() * 6,
+    );
+    tokio::time::sleep(h.delay() / 5).await;
+    let old = ca.session().await.unwrap();
+    h.expire(&old).await;
+    let t0 = Instant::now();
+    // The node may vanish (Deposed) before the client sees its expiry (SessionLost).
+    let reason = expect_exit(&mut ra).await;
+    assert!(matches!(reason, ExitReason::SessionLost | ExitReason::Deposed), "{reason:?}");
+    assert_at(h, "fencing on expiry", t0.elapsed(), Duration::ZERO);
+    // Rejoin: on a new session, and as the last owner, at once.
+    let obs = open(h).await;
+    loop {
+        match next_event(&mut ra).await {
+            RunningEvent::ActiveEnter { .. } => {
+                // (ZooKeeper: the old client may briefly win its session back before the steal
+                // closes it; wait for the grab on the new session.)
+                let owner = obs.get(&p).await.unwrap().and_then(|n| n.ephemeral_owner);
+                if owner.is_some_and(|o| o != old.id()) {
+                    break;
+                }
+            }
+            RunningEvent::ActiveExit { .. } => {}
+        }
+    }
+    assert_at(h, "last owner rejoins", t0.elapsed(), Duration::ZERO);
+    let new = ca.session().await.unwrap();
+    assert_ne!(new.id(), old.id(), "rejoined on a new session");
+    assert_eq!(obs.get(&p).await.unwrap().unwrap().ephemeral_owner, Some(new.id()));
+    quiet(&mut rb, h.delay() * 2).await;
+    assert!(!mb.is_active());
+    ma.stop().await;
+    mb.stop().await;
+    obs.close().await;
+}
+
 /// An indeterminate create (applied or not) never waits `delay` for our own node and never
 /// yields two owners.
 pub async fn indeterminate_create(h: &impl Harness) {

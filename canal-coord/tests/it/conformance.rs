@@ -62,5 +62,6 @@ conformance!(
     active_false_hands_over,
     release_hands_over,
     indeterminate_create,
+    owner_session_expiry_fences,
     fenced_cursor_writes,
 );

@@ -7,4 +7,5 @@ mod conformance;
 mod fault;
 mod layout;
 mod local_store;
+mod policy;
 mod services;
