@@ -1089,3 +1089,52 @@ proptest! {
         let _ = SchemaHistory::open(&dir.0, HistoryOptions { sync: false, ..Default::default() });
     }
 }
+
+#[test]
+fn untracked_tables_and_directly_recorded_definitions() {
+    let mut h = mem();
+    // An ALTER of a table the history never had: unknown from there on, and not tracked before
+    // (it existed, with a shape nobody recorded), unlike a table created by DDL.
+    let out = h.apply_ddl(&pos("bin.000001", 100), "d", "ALTER TABLE old ADD c INT").unwrap();
+    assert!(matches!(out.problems[..], [ApplyError::UnknownTable(_)]));
+    assert_eq!(h.lookup("d", "old", &pos("bin.000001", 50)), Lookup::NotTracked);
+    assert_eq!(h.lookup("d", "old", &pos("bin.000001", 150)), Lookup::Unknown);
+    h.apply_ddl(&pos("bin.000001", 200), "d", "CREATE TABLE fresh (a INT)").unwrap();
+    assert_eq!(h.lookup("d", "fresh", &pos("bin.000001", 150)), Lookup::Absent);
+    // Index-only DDL on an untracked table tells nothing and records nothing.
+    let n = h.records().len();
+    let out = h.apply_ddl(&pos("bin.000001", 300), "d", "CREATE INDEX i ON other (a)").unwrap();
+    assert!(out.changed.is_empty() && out.problems.is_empty());
+    assert_eq!(h.records().len(), n);
+
+    // A definition from elsewhere (e.g. binlog FULL metadata) becomes a version like a snapshot.
+    let mut def = (*h.latest("d", "fresh").unwrap()).clone();
+    def.name = "meta".into();
+    def.primary_key = vec!["A".into()];
+    h.record_table(&pos("bin.000001", 400), def).unwrap();
+    let meta = h.table_at("d", "meta", &pos("bin.000001", 401)).unwrap();
+    assert_eq!(meta.primary_key, ["a"], "key names follow the column spelling");
+    assert!(meta.columns[0].is_pk && !meta.columns[0].nullable);
+}
+
+#[test]
+fn snapshot_parse_failures_are_reported_and_recorded_unknown() {
+    let mut h = mem();
+    let failed = h
+        .record_snapshot(
+            &pos("bin.000001", 4),
+            &[
+                SnapshotTable { schema: "d".into(), ddl: Some("CREATE TABLE ok (a INT)".into()) },
+                SnapshotTable { schema: "d".into(), ddl: Some("CREATE TABLE bad (a INT".into()) },
+                SnapshotTable {
+                    schema: "d".into(),
+                    ddl: Some("CREATE ALGORITHM=UNDEFINED VIEW v AS SELECT 1".into()),
+                },
+            ],
+        )
+        .unwrap();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0].0, canal_core::schema::TableName::new("d", "bad"));
+    assert!(h.table_at("d", "ok", &pos("bin.000001", 5)).is_some());
+    assert_eq!(h.lookup("d", "bad", &pos("bin.000001", 5)), Lookup::Unknown);
+}
