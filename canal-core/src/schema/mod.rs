@@ -19,8 +19,11 @@
 //!    position with its database; the outcome's `query` fills the entry; for every name in
 //!    `refresh`, fetch `SHOW CREATE TABLE` and `record_snapshot` it at the same position.
 //! 3. For each rows event: [`SchemaHistory::lookup`] at the event's position; on
-//!    [`Lookup::NotTracked`] or [`Lookup::Unknown`] fetch and record the table, then decode.
-
+//!    [`Lookup::NotTracked`] or [`Lookup::Unknown`] fetch and record the table, then decode. The
+//!    decoder's per-column input maps one to one: `name`, `mysql_type`, `unsigned`, `is_pk`, and
+//!    [`ColumnDef::effective_charset`] (`CHARACTER SET binary` columns already have binary types).
+//! 4. Name filters (§8) on DDL: [`ParsedQuery::passes`] (RENAME passes if either name does). Apply
+//!    DDL to the history whether or not it passes, so a table renamed into the filter is known.
 //!
 //! # Where this differs from Java Canal, and what is not modelled
 //! * `mysql_type` is normalized the way the server prints `COLUMN_TYPE` (see [`ColumnDef`]);
