@@ -330,11 +330,14 @@ fn take_first(
 /// A cursor sink that keeps cursors in memory only (tests, and destinations without persistence).
 #[derive(Debug, Default)]
 pub struct MemoryCursors {
-    inner: Mutex<HashMap<(String, i16), (String, Option<LogPosition>)>>,
+    inner: Mutex<MemoryCursorMap>,
 }
 
+/// (destination, client) → (filter, cursor).
+type MemoryCursorMap = HashMap<(String, i16), (String, Option<LogPosition>)>;
+
 impl MemoryCursors {
-    fn lock(&self) -> MutexGuard<'_, HashMap<(String, i16), (String, Option<LogPosition>)>> {
+    fn lock(&self) -> MutexGuard<'_, MemoryCursorMap> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

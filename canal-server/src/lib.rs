@@ -1,6 +1,8 @@
 //! canal-server as a library: destinations as clients see them, the Canal TCP protocol sessions,
 //! configuration, and the process that runs instances under HA.
 
+pub mod admin;
 pub mod cli;
 pub mod destination;
+pub mod server;
 pub mod session;

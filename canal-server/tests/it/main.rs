@@ -3,4 +3,6 @@
 #[path = "../../../tools/test-support.rs"]
 mod support;
 
+mod ha;
 mod session;
+mod wire;

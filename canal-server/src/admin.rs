@@ -1,0 +1,118 @@
+//! The status and metrics HTTP endpoint (Canal's metrics port, 11112 by default): `GET /metrics`
+//! in Prometheus text format, `GET /status` as JSON. A deliberately small HTTP/1.1 responder —
+//! two read-only routes do not justify a web framework in the binary.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::server::{DestinationReport, RegistryView};
+
+/// Serves until the task is aborted.
+pub async fn serve(listener: TcpListener, view: RegistryView) {
+    loop {
+        let Ok((sock, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let view = view.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), respond(sock, &view)).await;
+        });
+    }
+}
+
+async fn respond(mut sock: TcpStream, view: &RegistryView) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 4096];
+    let mut n = 0;
+    // Read until the end of the request head (bounded by the buffer).
+    while n < buf.len() {
+        let k = sock.read(&mut buf[n..]).await?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf[..n]);
+    let mut parts = head.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics(&view.reports())),
+        ("GET", "/status") | ("GET", "/") => (
+            "200 OK",
+            "application/json",
+            serde_json::to_string_pretty(&serde_json::json!({ "destinations": view.reports() }))
+                .unwrap_or_default(),
+        ),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+        _ => ("405 Method Not Allowed", "text/plain", "method not allowed\n".to_owned()),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(resp.as_bytes()).await?;
+    sock.shutdown().await
+}
+
+/// Prometheus exposition of the reports.
+pub fn metrics(reports: &[DestinationReport]) -> String {
+    let mut out = String::new();
+    let mut family =
+        |name: &str, help: &str, kind: &str, value: &dyn Fn(&DestinationReport) -> Option<f64>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for r in reports {
+                if let Some(v) = value(r) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{destination=\"{}\"}} {v}",
+                        r.destination.replace('"', "\\\"")
+                    );
+                }
+            }
+        };
+    family(
+        "canal_instance_active",
+        "1 when this server runs the destination, 0 on standby",
+        "gauge",
+        &|r| Some(f64::from(u8::from(r.active))),
+    );
+    family(
+        "canal_instance_activations_total",
+        "Times this server became active for the destination",
+        "counter",
+        &|r| Some(r.activations as f64),
+    );
+    family(
+        "canal_instance_delay_ms",
+        "Milliseconds between now and the time of the last binlog event read",
+        "gauge",
+        &|r| r.delay_ms.map(|d| d as f64),
+    );
+    family(
+        "canal_instance_rows_total",
+        "Row changes put into the store since activation",
+        "counter",
+        &|r| r.active.then_some(r.rows as f64),
+    );
+    family(
+        "canal_instance_store_entries",
+        "Entries held in the store (not acked)",
+        "gauge",
+        &|r| r.active.then_some(r.store_entries as f64),
+    );
+    family("canal_instance_store_bytes", "Bytes held in the store (not acked)", "gauge", &|r| {
+        r.active.then_some(r.store_bytes as f64)
+    });
+    family("canal_instance_subscriptions", "Subscribed clients", "gauge", &|r| {
+        r.active.then_some(r.clients.len() as f64)
+    });
+    out
+}
