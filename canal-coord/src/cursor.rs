@@ -56,7 +56,7 @@ pub enum CursorError {
         /// The destination.
         destination: String,
         /// The client id.
-        client_id: u16,
+        client_id: i16,
     },
     /// The coordination backend refused or failed the write. [`CoordError::Fenced`] means this
     /// process no longer owns the running node and must stop.
@@ -64,7 +64,7 @@ pub enum CursorError {
     Coord(#[from] CoordError),
 }
 
-type Key = (String, u16);
+type Key = (String, i16);
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -114,7 +114,7 @@ impl CursorStore {
     ///
     /// # Cancel safety
     /// Cancel safe.
-    pub async fn get(&self, dest: &str, client_id: u16) -> Result<Option<Vec<u8>>, CursorError> {
+    pub async fn get(&self, dest: &str, client_id: i16) -> Result<Option<Vec<u8>>, CursorError> {
         let key = (dest.to_owned(), client_id);
         if let Some(c) = self.slots().get(&key).and_then(|s| s.latest.clone()) {
             return Ok(Some(c));
@@ -142,7 +142,7 @@ impl CursorStore {
     pub async fn update(
         &self,
         dest: &str,
-        client_id: u16,
+        client_id: i16,
         cursor: Vec<u8>,
         fence: &Fence,
     ) -> Result<(), CursorError> {
@@ -188,7 +188,7 @@ impl CursorStore {
         first.map_or(Ok(()), Err)
     }
 
-    async fn flush_one(&self, dest: &str, client_id: u16) -> Result<(), CursorError> {
+    async fn flush_one(&self, dest: &str, client_id: i16) -> Result<(), CursorError> {
         let key = (dest.to_owned(), client_id);
         let Some((bytes, fence)) = self.slots().get(&key).and_then(|s| s.pending.clone()) else {
             return Ok(());

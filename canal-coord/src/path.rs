@@ -32,23 +32,23 @@ pub fn destination_cluster_node(dest: &str, address: &str) -> String {
     format!("{DESTINATIONS}/{dest}/cluster/{address}")
 }
 
-/// `/otter/canal/destinations/{dest}/{clientId}`: a subscribed client (numeric id).
-pub fn client(dest: &str, client_id: u16) -> String {
+/// `/otter/canal/destinations/{dest}/{clientId}`: a subscribed client (a Java `short`).
+pub fn client(dest: &str, client_id: i16) -> String {
     format!("{DESTINATIONS}/{dest}/{client_id}")
 }
 
 /// `/otter/canal/destinations/{dest}/{clientId}/running`: the client's active consumer.
-pub fn client_running(dest: &str, client_id: u16) -> String {
+pub fn client_running(dest: &str, client_id: i16) -> String {
     format!("{DESTINATIONS}/{dest}/{client_id}/running")
 }
 
 /// `/otter/canal/destinations/{dest}/{clientId}/cursor`: the client's cursor (LogPosition JSON).
-pub fn client_cursor(dest: &str, client_id: u16) -> String {
+pub fn client_cursor(dest: &str, client_id: i16) -> String {
     format!("{DESTINATIONS}/{dest}/{client_id}/cursor")
 }
 
 /// `/otter/canal/destinations/{dest}/{clientId}/filter`: the subscription filter (raw UTF-8).
-pub fn client_filter(dest: &str, client_id: u16) -> String {
+pub fn client_filter(dest: &str, client_id: i16) -> String {
     format!("{DESTINATIONS}/{dest}/{client_id}/filter")
 }
 

@@ -149,7 +149,7 @@ impl RunningMonitor {
     pub fn client(
         coord: Arc<Coordinator>,
         dest: &str,
-        client_id: u16,
+        client_id: i16,
         me: ClientRunningData,
         delay: Duration,
     ) -> (Self, mpsc::UnboundedReceiver<RunningEvent>) {
@@ -227,6 +227,8 @@ impl RunningMonitor {
     }
 }
 
+/// Dropping a monitor without [`RunningMonitor::stop`] stops its task but leaves an owned node
+/// until the session ends.
 impl Drop for RunningMonitor {
     fn drop(&mut self) {
         if let Some(t) = &self.task {

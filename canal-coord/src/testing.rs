@@ -268,6 +268,7 @@ async fn expect_exit(rx: &mut mpsc::UnboundedReceiver<RunningEvent>) -> ExitReas
 
 /// Asserts `elapsed` is within `[lo, lo + slack]` (exact under paused time).
 fn assert_at(h: &impl Harness, what: &str, elapsed: Duration, lo: Duration) {
+    eprintln!("{} {what}: {elapsed:?} (expected {lo:?} +{:?})", h.name(), h.slack());
     assert!(
         elapsed >= lo && elapsed <= lo + h.slack(),
         "{} {what}: took {elapsed:?}, expected {lo:?} (+{:?})",
@@ -350,6 +351,7 @@ pub async fn crash_expires_within_bound(h: &impl Harness) {
     assert!(b.get(&p).await.unwrap().is_some(), "{}: ephemeral gone before {lo:?}", h.name());
     let ev = within(hi, "expiry", w.changed()).await;
     let took = t0.elapsed();
+    eprintln!("{} crash → ephemeral gone: {took:?} (bounds {lo:?}..{hi:?})", h.name());
     assert_eq!(ev, WatchEvent::Deleted);
     assert!(took >= lo && took <= hi, "{}: expiry after {took:?}, bounds {lo:?}..{hi:?}", h.name());
     b.close().await;

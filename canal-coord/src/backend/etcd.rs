@@ -186,6 +186,10 @@ impl EtcdSession {
     ///
     /// # Errors
     /// [`CoordError::Unavailable`] when etcd cannot be reached.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the keep-alive task is stopped first; a cancelled call leaves the lease
+    /// to run out.
     pub async fn expire(&self) -> Result<()> {
         if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
             t.abort();
@@ -450,6 +454,19 @@ impl Drop for EtcdSession {
     fn drop(&mut self) {
         if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
             t.abort();
+        }
+        // Like ZooKeeper's client: dropping an open session closes it (best effort, in the
+        // background); a crashed, closed or expired one is left alone.
+        if !self.state.borrow().is_terminal() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let mut client = self.client.clone();
+                let lease = self.lease;
+                rt.spawn(async move {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease))
+                            .await;
+                });
+            }
         }
     }
 }

@@ -39,6 +39,9 @@ impl ZkBackend {
     ///
     /// # Errors
     /// As [`Backend::open_session`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe (a half-open detached session expires on its own).
     pub async fn open_detached_session(&self) -> Result<Arc<ZkSession>> {
         self.connect(true).await
     }
@@ -173,6 +176,9 @@ impl ZkSession {
     ///
     /// # Errors
     /// [`CoordError::Unavailable`] when the second client cannot attach.
+    ///
+    /// # Cancel safety
+    /// Cancel safe; the session may or may not have been expired.
     pub async fn expire(&self) -> Result<()> {
         let c = self
             .client
