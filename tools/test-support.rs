@@ -13,7 +13,9 @@ pub fn service(var: &str) -> Option<String> {
         Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
         _ => {
             if std::env::var("CANAL_REQUIRE_INTEGRATION").as_deref() == Ok("1") {
-                panic!("{var} is not set but CANAL_REQUIRE_INTEGRATION=1: run `cargo xtask services up`");
+                panic!(
+                    "{var} is not set but CANAL_REQUIRE_INTEGRATION=1: run `cargo xtask services up`"
+                );
             }
             eprintln!("skipping: {var} is not set (run the tests through `cargo xtask test`)");
             None
@@ -35,4 +37,73 @@ pub fn shared_file(rel: &str) -> Option<std::path::PathBuf> {
         eprintln!("skipping: {} is absent (../shared is not part of the repository)", p.display());
         None
     }
+}
+
+/// A Python venv under the target dir with `requirements` installed (built once, reused while the
+/// requirements are unchanged; built in a private directory and renamed into place so concurrent
+/// test binaries neither see a half-built venv nor fight over one). `CANAL_TEST_PYTHON` picks the
+/// interpreter. Without python3/pip/PyPI: skip with a message, or fail when
+/// `CANAL_REQUIRE_INTEGRATION=1`.
+pub fn python_venv(name: &str, requirements: &[&str]) -> Option<std::path::PathBuf> {
+    match build_venv(name, requirements) {
+        Ok(v) => Some(v),
+        Err(err) => {
+            if std::env::var("CANAL_REQUIRE_INTEGRATION").as_deref() == Ok("1") {
+                panic!("python venv {name} unavailable but CANAL_REQUIRE_INTEGRATION=1: {err}");
+            }
+            eprintln!("skipping: python venv {name} unavailable: {err}");
+            None
+        }
+    }
+}
+
+fn build_venv(name: &str, requirements: &[&str]) -> Result<std::path::PathBuf, String> {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    let venv = target.join(name);
+    let marker = venv.join("requirements.ok");
+    let wanted = requirements.join("\n");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        return Ok(venv);
+    }
+    let tmp = target.join(format!("{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let python = std::env::var("CANAL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
+        let out = cmd.output().map_err(|err| format!("{what}: cannot run: {err}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)))
+        }
+    };
+    let result = run(Command::new(&python).arg("-m").arg("venv").arg(&tmp), "python3 -m venv")
+        .and_then(|()| {
+            run(
+                Command::new(tmp.join("bin/python"))
+                    .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+                    .args(requirements),
+                "pip install",
+            )
+        })
+        .and_then(|()| {
+            std::fs::write(tmp.join("requirements.ok"), &wanted).map_err(|e| e.to_string())
+        });
+    if let Err(err) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(err);
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    if std::fs::rename(&tmp, &venv).is_err() {
+        // Another run won the race; use its venv if it is complete.
+        let _ = std::fs::remove_dir_all(&tmp);
+        if !marker.exists() {
+            return Err("could not move the venv into place".into());
+        }
+    }
+    Ok(venv)
 }

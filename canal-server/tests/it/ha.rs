@@ -22,13 +22,13 @@ use crate::wire::{Client, messages};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-struct Fixture {
-    admin: Conn,
-    db: String,
-    instance: InstanceConfig,
+pub struct Fixture {
+    pub admin: Conn,
+    pub db: String,
+    pub instance: InstanceConfig,
 }
 
-async fn fixture(tag: &str) -> Option<Fixture> {
+pub async fn fixture(tag: &str) -> Option<Fixture> {
     let url = support::service("CANAL_TEST_MYSQL")?;
     let admin_url = support::service("CANAL_TEST_MYSQL_ADMIN")?;
     let n = NEXT.fetch_add(1, Ordering::Relaxed);

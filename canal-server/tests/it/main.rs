@@ -3,6 +3,7 @@
 #[path = "../../../tools/test-support.rs"]
 mod support;
 
+mod canal_python;
 mod ha;
 mod session;
 mod wire;
