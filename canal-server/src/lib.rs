@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod config;
 pub mod destination;
 pub mod server;
 pub mod session;

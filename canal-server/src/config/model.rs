@@ -1,0 +1,313 @@
+//! The typed configuration as written in `conf/canal.toml` and `conf/<destination>/instance.toml`
+//! (serde structs; every instance key is optional so the server's `[instance]` defaults apply).
+//!
+//! Values may arrive as strings (legacy `.properties` files, environment variables): numbers and
+//! booleans are read with figment's lossy extraction, and text fields accept numbers too, so
+//! `dbPassword=0123` stays `"0123"` and `password = 123456` in TOML is not an error.
+
+use std::path::PathBuf;
+
+use canal_coord::BackendKind;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// `conf/canal.toml`: how the server listens, which destinations it serves, where it keeps state,
+/// how it coordinates with other servers, and defaults for every instance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Bind address of the client TCP port (`canal.ip`); empty = all interfaces.
+    #[serde(deserialize_with = "text")]
+    pub ip: String,
+    /// Address published to the coordinator (`canal.register.ip`); empty = `ip`, then the local
+    /// host's address.
+    #[serde(deserialize_with = "text")]
+    pub register_ip: String,
+    /// Client TCP port (`canal.port`).
+    pub port: u16,
+    /// Prometheus exporter port (`canal.metrics.pull.port`); 0 disables it.
+    pub metrics_port: u16,
+    /// Client user (`canal.user`); empty = any user.
+    #[serde(deserialize_with = "text")]
+    pub user: String,
+    /// Hex of SHA1(SHA1(password)) (`canal.passwd`, MySQL `PASSWORD()` without the `*`); empty =
+    /// no password.
+    #[serde(deserialize_with = "text")]
+    pub passwd: String,
+    /// Destinations served (`canal.destinations`): a TOML array or a comma list; empty = every
+    /// subdirectory of `conf_dir` holding an `instance.toml` or `instance.properties`.
+    #[serde(deserialize_with = "list")]
+    pub destinations: Vec<String>,
+    /// Directory holding `<destination>/instance.toml` (`canal.conf.dir`); default: the
+    /// directory of the server file. Relative paths are taken from that directory.
+    pub conf_dir: Option<PathBuf>,
+    /// Root for local state: schema history, local coordinator data (`canal.file.data.dir`);
+    /// default `<conf_dir>/../data`. Relative paths are taken from the server file's directory.
+    pub data_dir: Option<PathBuf>,
+    /// Coordination (HA and cursors).
+    pub coord: CoordSection,
+    /// Defaults for every instance (`canal.instance.*` in `canal.properties`).
+    pub instance: InstanceFileConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            ip: String::new(),
+            register_ip: String::new(),
+            port: 11111,
+            metrics_port: 11112,
+            user: String::new(),
+            passwd: String::new(),
+            destinations: Vec::new(),
+            conf_dir: None,
+            data_dir: None,
+            coord: CoordSection::default(),
+            instance: InstanceFileConfig::default(),
+        }
+    }
+}
+
+/// `[coord]`: which coordination service holds running nodes and cursors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoordSection {
+    /// `local`, `zookeeper` or `etcd`; when unset: `zookeeper` if `zk_servers` is set, else
+    /// `etcd` if `etcd_endpoints` is set, else `local`.
+    pub backend: Option<BackendKind>,
+    /// ZooKeeper connect string `host:port,host:port[/chroot]` (`canal.zkServers`).
+    #[serde(deserialize_with = "text")]
+    pub zk_servers: String,
+    /// Requested ZooKeeper session timeout in ms (default 90000, what canal-coord uses).
+    pub zk_session_timeout_ms: u64,
+    /// etcd endpoints `http://host:port` (array or comma list).
+    #[serde(deserialize_with = "list")]
+    pub etcd_endpoints: Vec<String>,
+    /// TTL of the etcd session lease in seconds (default 10).
+    pub etcd_lease_ttl_s: i64,
+    /// How long standbys wait after the running node disappears, in ms (Canal: 5000).
+    pub takeover_delay_ms: u64,
+    /// Prefix for every key: the etcd key prefix, or the ZooKeeper chroot when `zk_servers` has
+    /// none (`/name`, default none).
+    #[serde(deserialize_with = "text")]
+    pub key_prefix: String,
+    /// Cursor flush period in ms; 0 writes on every ack (`canal.zookeeper.flush.period`, 1000).
+    pub cursor_flush_period_ms: u64,
+}
+
+impl Default for CoordSection {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            zk_servers: String::new(),
+            zk_session_timeout_ms: 90_000,
+            etcd_endpoints: Vec::new(),
+            etcd_lease_ttl_s: 10,
+            takeover_delay_ms: 5000,
+            key_prefix: String::new(),
+            cursor_flush_period_ms: 1000,
+        }
+    }
+}
+
+/// `conf/<destination>/instance.toml`, and the server's `[instance]` section. Unset keys take
+/// the server's value, then the built-in default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceFileConfig {
+    /// The MySQL source and the start position.
+    pub master: MasterSection,
+    /// The replication account and connection settings.
+    pub db: DbSection,
+    /// Dump by GTID (`canal.instance.gtidon`, default false).
+    pub gtid_mode: Option<bool>,
+    /// Table and event filters.
+    pub filter: FilterSection,
+    /// Event store.
+    pub memory: MemorySection,
+    /// Transaction buffer size, a power of two (`canal.instance.transaction.size`, 1024).
+    pub transaction_size: Option<usize>,
+    /// Deliver each DDL in a batch of its own (`canal.instance.get.ddl.isolation`, false).
+    pub ddl_isolation: Option<bool>,
+    /// Zone TIMESTAMP values are rendered in: `UTC` (default) or an offset like `+08:00`.
+    #[serde(deserialize_with = "opt_text")]
+    pub time_zone: Option<String>,
+}
+
+/// `[master]`: where to read from and where to start without a cursor.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MasterSection {
+    /// `host:port` (`canal.instance.master.address`); required.
+    #[serde(deserialize_with = "opt_text")]
+    pub address: Option<String>,
+    /// Start binlog file (`canal.instance.master.journal.name`).
+    #[serde(deserialize_with = "opt_text")]
+    pub journal_name: Option<String>,
+    /// Start offset (`canal.instance.master.position`).
+    pub position: Option<u64>,
+    /// Start time in ms since the epoch (`canal.instance.master.timestamp`).
+    pub timestamp: Option<i64>,
+    /// Start GTID set (`canal.instance.master.gtid`).
+    #[serde(deserialize_with = "opt_text")]
+    pub gtid: Option<String>,
+}
+
+/// `[db]`: the replication account.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DbSection {
+    /// MySQL user (`canal.instance.dbUsername`; Canal's default `retl`).
+    #[serde(deserialize_with = "opt_text")]
+    pub username: Option<String>,
+    /// Its password (`canal.instance.dbPassword`; Canal's default `retl`).
+    #[serde(deserialize_with = "opt_text")]
+    pub password: Option<String>,
+    /// Server id we register with (`canal.instance.mysql.slaveId`); 0 or unset = derived from
+    /// the destination name and the register address.
+    pub slave_id: Option<u32>,
+    /// Charset of text values (`canal.instance.connectionCharset`): UTF-8 (default), utf8mb4,
+    /// latin1 or ISO-8859-1.
+    #[serde(deserialize_with = "opt_text")]
+    pub connection_charset: Option<String>,
+}
+
+/// `[filter]`: which tables, columns and events reach clients (spec §8).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FilterSection {
+    /// Table white list (`canal.instance.filter.regex`, default `.*\..*`).
+    #[serde(deserialize_with = "opt_text")]
+    pub regex: Option<String>,
+    /// Table black list (`canal.instance.filter.black.regex`, default none).
+    #[serde(deserialize_with = "opt_text")]
+    pub black_regex: Option<String>,
+    /// Column white lists `schema.table:c1/c2,...` (`canal.instance.filter.field`).
+    #[serde(deserialize_with = "opt_text")]
+    pub field: Option<String>,
+    /// Column black lists (`canal.instance.filter.black.field`).
+    #[serde(deserialize_with = "opt_text")]
+    pub black_field: Option<String>,
+    /// Drop statement DML and rows-query text (`canal.instance.filter.query.dml`).
+    pub query_dml: Option<bool>,
+    /// Drop QUERY statements such as GRANT (`canal.instance.filter.query.dcl`).
+    pub query_dcl: Option<bool>,
+    /// Drop DDL entries (`canal.instance.filter.query.ddl`).
+    pub query_ddl: Option<bool>,
+    /// Drop all rows events (`canal.instance.filter.rows`).
+    pub rows: Option<bool>,
+    /// Skip rows events of tables that cannot be decoded (`canal.instance.filter.table.error`).
+    pub table_error: Option<bool>,
+}
+
+/// `[memory]`: the event store.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemorySection {
+    /// Entries held, a power of two (`canal.instance.memory.buffer.size`, 16384).
+    pub buffer_size: Option<usize>,
+    /// Bytes per MEMSIZE unit (`canal.instance.memory.buffer.memunit`, 1024).
+    pub buffer_memunit: Option<usize>,
+    /// `MEMSIZE` or `ITEMSIZE` (`canal.instance.memory.batch.mode`, MEMSIZE).
+    #[serde(deserialize_with = "opt_text")]
+    pub batch_mode: Option<String>,
+    /// Bytes of un-acked entries after which the reader waits (default size × memunit).
+    pub memory_budget: Option<usize>,
+}
+
+/// A scalar read as text: strings as they are, numbers and booleans in their usual form.
+struct TextVisitor;
+
+impl serde::de::Visitor<'_> for TextVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        Ok(v)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+    fn visit_char<E: serde::de::Error>(self, v: char) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+}
+
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_any(TextVisitor)
+}
+
+fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            text(d).map(Some)
+        }
+    }
+    d.deserialize_option(V)
+}
+
+/// A TOML array of strings, or one comma-separated string (`canal.destinations=a,b`).
+fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of strings or a comma-separated string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(split_list(v))
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            struct Item(String);
+            impl<'de> Deserialize<'de> for Item {
+                fn deserialize<D2: Deserializer<'de>>(d: D2) -> Result<Self, D2::Error> {
+                    text(d).map(Item)
+                }
+            }
+            let mut out = Vec::new();
+            while let Some(Item(s)) = seq.next_element()? {
+                let s = s.trim();
+                if !s.is_empty() {
+                    out.push(s.to_owned());
+                }
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Splits a comma list, trimming items and dropping empty ones.
+pub(crate) fn split_list(v: &str) -> Vec<String> {
+    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
