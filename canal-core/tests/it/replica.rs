@@ -852,3 +852,40 @@ async fn file_pos_dump_registers_then_sends_flag_2() {
     assert_eq!(sent[1][0], 0x12);
     assert_eq!(u16::from_le_bytes([sent[1][5], sent[1][6]]), 2, "BINLOG_SEND_ANNOTATE_ROWS_EVENT");
 }
+
+/// Throughput of the raw stream (no decoding): a non-blocking dump of every binlog on the
+/// server. Run by hand: `CANAL_REPLICA_BENCH=1 cargo test --release --test it -- --ignored
+/// --nocapture dump_throughput`.
+#[tokio::test]
+#[ignore = "measurement, run by hand"]
+async fn dump_throughput() {
+    if std::env::var("CANAL_REPLICA_BENCH").as_deref() != Ok("1") {
+        return;
+    }
+    let Some(url) = support::service("CANAL_TEST_MYSQL") else { return };
+    let (_, slave_id) = unique("bench");
+    let cfg = ReplicaConfig::from_url(&url).unwrap().with_slave_id(slave_id);
+    let mut meta = MetaConnection::open(&cfg).await.unwrap();
+    let first = meta.binary_logs().await.unwrap().remove(0);
+    let started = Instant::now();
+    let mut stream = ReplicaConnection::connect(&cfg)
+        .await
+        .unwrap()
+        .dump(
+            DumpStart::FilePos { file: first.name, position: 4 },
+            DumpOptions::default().with_non_blocking(true),
+        )
+        .await
+        .unwrap();
+    let (mut events, mut bytes) = (0u64, 0u64);
+    while let Some(ev) = stream.next_event().await.unwrap() {
+        events += 1;
+        bytes += ev.bytes.len() as u64;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{events} events, {:.1} MB in {secs:.3} s = {:.0} MB/s",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / secs
+    );
+}
