@@ -1,2 +1,2 @@
-//! The canal-client binary.
+//! The `canal-client` binary.
 fn main() {}
