@@ -601,9 +601,23 @@ impl<D: RunningData> Runner<D> {
     }
 
     async fn shutdown(&mut self, session: &Arc<dyn Session>) {
-        if let Some(f) = self.active.clone() {
-            self.exit(ExitReason::Stopped);
-            let _ = guard(session, session.delete(&f.path, Some(f.version))).await;
+        let version = match self.active.clone() {
+            Some(f) => Some(f.version),
+            // Not active, but the node may still be ours (an exit after a slow re-read, or a
+            // create whose answer was lost): give it up too.
+            None => match guard(session, session.get(&self.path)).await {
+                Some(Ok(Some(n)))
+                    if n.ephemeral_owner == Some(session.id())
+                        && D::from_bytes(&n.data).is_ok_and(|d| d.address() == self.me_address) =>
+                {
+                    Some(n.version)
+                }
+                _ => None,
+            },
+        };
+        self.exit(ExitReason::Stopped);
+        if let Some(v) = version {
+            let _ = guard(session, session.delete(&self.path, Some(v))).await;
         }
         self.set_stopped();
     }

@@ -219,3 +219,28 @@ async fn etcd_keys_read_by_etcdctl_match_canal() {
     }
     drop(guard);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_prefix_is_prepended_to_canals_keys() {
+    let Some(ep) = crate::support::service("CANAL_TEST_ETCD") else { return };
+    let prefix = format!("/canal-prefix-test-{}", std::process::id());
+    let b = EtcdBackend::new(vec![ep.clone()], 5, &prefix);
+    let s = b.open_session().await.unwrap();
+    let cursor = canal_coord::path::client_cursor("example", 1001);
+    s.create_persistent(&cursor, CURSOR.as_bytes()).await.unwrap();
+    assert_eq!(s.children("/otter/canal/destinations/example").await.unwrap(), ["1001"]);
+    let key = format!("{prefix}{cursor}");
+    let ep2 = ep.clone();
+    let value =
+        tokio::task::spawn_blocking(move || etcdctl(&ep2, &["get", &key, "--print-value-only"]))
+            .await
+            .unwrap();
+    assert_eq!(value.strip_suffix(b"\n").unwrap_or(&value), CURSOR.as_bytes());
+    let unprefixed =
+        tokio::task::spawn_blocking(move || etcdctl(&ep, &["get", &cursor, "--print-value-only"]))
+            .await
+            .unwrap();
+    assert_ne!(unprefixed.strip_suffix(b"\n").unwrap_or(&unprefixed), CURSOR.as_bytes());
+    s.delete(&canal_coord::path::client_cursor("example", 1001), None).await.unwrap();
+    s.close().await;
+}
