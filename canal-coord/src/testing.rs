@@ -567,6 +567,64 @@ pub async fn owner_session_expiry_fences(h: &impl Harness) {
     obs.close().await;
 }
 
+/// Hands out one pre-opened session first (e.g. a crashable one), then fresh sessions.
+#[derive(Debug)]
+struct Preopened {
+    first: Mutex<Option<Arc<dyn Session>>>,
+    inner: Arc<dyn Backend>,
+}
+
+#[async_trait]
+impl Backend for Preopened {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    async fn open_session(&self) -> Result<Arc<dyn Session>> {
+        let first = self.first.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match first {
+            Some(s) => Ok(s),
+            None => self.inner.open_session().await,
+        }
+    }
+}
+
+/// The owner's process dies without closing its session: a standby takes over once the
+/// session has expired and `delay` has passed (Canal's failover), not before.
+pub async fn owner_crash_takeover(h: &impl Harness) {
+    let p = format!("{}/running", h.root("crash_takeover"));
+    let crashable = h.open_crashable().await;
+    let ca = Coordinator::new(Arc::new(Preopened {
+        first: Mutex::new(Some(crashable.clone())),
+        inner: h.backend(),
+    }));
+    let (ma, mut ra) =
+        RunningMonitor::start(ca, p.clone(), ServerRunningData::new("10.0.0.1:11111"), h.delay());
+    expect_enter(&mut ra).await;
+    let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
+    tokio::time::sleep(h.delay() / 5).await;
+    let t0 = Instant::now();
+    // The process dies: its monitor stops running and its session stops heartbeating.
+    drop(ma);
+    h.crash(&crashable);
+    drop(crashable);
+    let (lo, hi) = h.expiry_bounds();
+    let fence = expect_enter(&mut rb).await;
+    let took = t0.elapsed();
+    eprintln!(
+        "{} crash → standby active: {took:?} (bounds {:?}..{:?})",
+        h.name(),
+        lo + h.delay(),
+        hi + h.delay()
+    );
+    assert!(
+        took >= lo + h.delay() && took <= hi + h.delay() + h.slack(),
+        "{}: takeover after {took:?}",
+        h.name()
+    );
+    assert_eq!(mb.fence(), Some(fence));
+    mb.stop().await;
+}
+
 /// An indeterminate create (applied or not) never waits `delay` for our own node and never
 /// yields two owners.
 pub async fn indeterminate_create(h: &impl Harness) {

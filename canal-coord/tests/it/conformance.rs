@@ -63,5 +63,6 @@ conformance!(
     release_hands_over,
     indeterminate_create,
     owner_session_expiry_fences,
+    owner_crash_takeover,
     fenced_cursor_writes,
 );
