@@ -207,6 +207,10 @@ impl Ord for SchemaPosition {
 
 /// The order of [`SchemaPosition`] on borrowed parts.
 pub(crate) fn cmp_position(aj: &str, ao: u64, bj: &str, bo: u64) -> Ordering {
+    // Fast path for the common case (same file) on the rows-event lookup path.
+    if aj == bj {
+        return ao.cmp(&bo);
+    }
     compare_journal(Some(aj), Some(bj))
         .then(ao.cmp(&bo))
         // Tie-break so Ord agrees with Eq for names compare_journal considers equal.
