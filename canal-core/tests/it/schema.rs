@@ -1138,3 +1138,77 @@ fn snapshot_parse_failures_are_reported_and_recorded_unknown() {
     assert!(h.table_at("d", "ok", &pos("bin.000001", 5)).is_some());
     assert_eq!(h.lookup("d", "bad", &pos("bin.000001", 5)), Lookup::Unknown);
 }
+
+#[test]
+fn sakila_schema_from_a_mysql_binlog() {
+    use std::io::Read;
+    let Some(path) = support::shared_file(
+        "fixtures/binlog/mysql-public/osheroff__mysql-binlog-connector-java/mysql-bin.sakila.gz.mysqlbinlog.txt.gz",
+    ) else {
+        return;
+    };
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
+        .read_to_end(&mut text)
+        .unwrap();
+    let text = String::from_utf8_lossy(&text);
+    let mut h = mem();
+    let (mut routines, mut tables) = (0, 0);
+    for ev in query_events(&text) {
+        if is_transaction_control(&ev.sql) {
+            continue;
+        }
+        let out = h.apply_ddl(&pos("mysql-bin.000001", ev.offset), &ev.db, &ev.sql).unwrap();
+        assert!(out.problems.is_empty(), "{}: {:?}", ev.sql, out.problems);
+        let up = ev.sql.to_ascii_uppercase();
+        if up.starts_with("CREATE TABLE") {
+            tables += 1;
+            assert_eq!(out.query.event_type, QueryEventType::Create);
+        } else if up.starts_with("CREATE DEFINER") || up.starts_with("CREATE ALGORITHM") {
+            // Triggers (bodies full of `;` and INSERTs), views, procedures, functions.
+            routines += 1;
+            assert_eq!(
+                (out.query.event_type, out.query.table.as_str()),
+                (QueryEventType::Query, "")
+            );
+            assert!(out.changed.is_empty());
+        }
+    }
+    assert_eq!((tables, routines), (16, 19));
+    let end = pos("mysql-bin.000001", u64::MAX);
+    assert_eq!(h.tables_at(&end).len(), 16);
+    let film = h.table_at("sakila", "film", &end).unwrap();
+    let got: Vec<(&str, &str)> =
+        film.columns.iter().map(|c| (c.name.as_str(), c.mysql_type.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            ("film_id", "smallint unsigned"),
+            ("title", "varchar(255)"),
+            ("description", "text"),
+            ("release_year", "year"),
+            ("language_id", "tinyint unsigned"),
+            ("original_language_id", "tinyint unsigned"),
+            ("rental_duration", "tinyint unsigned"),
+            ("rental_rate", "decimal(4,2)"),
+            ("length", "smallint unsigned"),
+            ("replacement_cost", "decimal(5,2)"),
+            ("rating", "enum('G','PG','PG-13','R','NC-17')"),
+            (
+                "special_features",
+                "set('Trailers','Commentaries','Deleted Scenes','Behind the Scenes')"
+            ),
+            ("last_update", "timestamp"),
+        ]
+    );
+    assert_eq!(film.charset.as_deref(), Some("utf8"));
+    assert_eq!(
+        h.table_at("sakila", "film_actor", &end).unwrap().primary_key,
+        ["actor_id", "film_id"]
+    );
+    let address = h.table_at("sakila", "address", &end).unwrap();
+    assert_eq!(
+        (address.columns.len(), address.primary_key.as_slice()),
+        (8, &["address_id".to_owned()][..])
+    );
+}
