@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use canal_coord::BackendKind;
+use canal_core::binlog::decode::TextCharset;
 use canal_core::store::BatchMode;
 
 use super::{ConfigError, LoadOptions, LoadedConfig, load};
@@ -182,10 +183,17 @@ pub fn summary(c: &LoadedConfig) -> String {
             if i.store.ddl_isolation { ", ddl isolated" } else { "" },
             i.transaction_size
         );
+        let charset = match i.convert.decode.charset {
+            TextCharset::Latin1 => "ISO-8859-1",
+            _ => "UTF-8",
+        };
+        let tz = i.convert.decode.time_zone.seconds;
+        let sign = if tz < 0 { '-' } else { '+' };
         let _ = writeln!(
             s_,
-            "    decode: charset {:?}, time zone {:+} s",
-            i.convert.decode.charset, i.convert.decode.time_zone.seconds
+            "    decode: charset {charset}, time zone {sign}{:02}:{:02}",
+            tz.unsigned_abs() / 3600,
+            tz.unsigned_abs() % 3600 / 60
         );
     }
     if c.warnings.is_empty() {

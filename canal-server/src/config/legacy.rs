@@ -123,7 +123,8 @@ impl PropertiesFile {
     /// A message when the file cannot be read or is not a properties file.
     pub fn read(path: &Path, scope: Scope) -> Result<Self, String> {
         let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-        let raw = java_properties::read(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
+        let raw =
+            java_properties::read(std::io::BufReader::new(file)).map_err(|e| e.to_string())?;
         Ok(Self::from_map(path, scope, raw))
     }
 
@@ -197,7 +198,7 @@ impl Provider for PropertiesFile {
     fn data(&self) -> Result<Map<Profile, Dict>, Error> {
         let mut dict = Dict::new();
         for (key, value) in &self.values {
-            insert_dotted(&mut dict, key, Value::from(value.clone()))?;
+            insert_dotted(&mut dict, key, Value::from(value.clone())).map_err(Error::from)?;
         }
         Ok(Profile::Default.collect(dict))
     }
@@ -207,7 +208,7 @@ impl Provider for PropertiesFile {
 ///
 /// # Errors
 /// When a prefix of `key` already holds a value that is not a table.
-pub fn insert_dotted(dict: &mut Dict, key: &str, value: Value) -> Result<(), Error> {
+pub fn insert_dotted(dict: &mut Dict, key: &str, value: Value) -> Result<(), String> {
     let mut parts = key.split('.').peekable();
     let mut cur = dict;
     while let Some(part) = parts.next() {
@@ -218,7 +219,7 @@ pub fn insert_dotted(dict: &mut Dict, key: &str, value: Value) -> Result<(), Err
         let entry = cur.entry(part.to_owned()).or_insert_with(|| Value::from(Dict::new()));
         cur = match entry {
             Value::Dict(_, d) => d,
-            _ => return Err(Error::from(format!("key {key:?} is both a value and a table"))),
+            _ => return Err(format!("key {key:?} is both a value and a table")),
         };
     }
     Ok(())

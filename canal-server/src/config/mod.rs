@@ -164,7 +164,7 @@ pub struct LoadedConfig {
 /// [`ConfigError`] naming the file and key of the first invalid value, or the file that cannot be
 /// read.
 pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigError> {
-    let base = std::path::absolute(conf_dir).unwrap_or_else(|_| conf_dir.to_owned());
+    let base = normalize(&std::path::absolute(conf_dir).unwrap_or_else(|_| conf_dir.to_owned()));
     let mut warnings = Vec::new();
     let toml_path = base.join(SERVER_TOML);
     let props_path = base.join(SERVER_PROPERTIES);
@@ -213,9 +213,11 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
 
     let legacy_refs: Vec<&PropertiesFile> = legacy_files.iter().collect();
     let server: ServerConfig = fig.extract_lossy().map_err(|e| map_figment(e, &legacy_refs))?;
-    let origin_of = |key: &str| {
-        let (origin, key) = sources::describe(fig.find_metadata(key), key, &legacy_refs);
-        (origin, key)
+    let defaults_name = Serialized::defaults(ServerConfig::default()).metadata().name;
+    // A value nobody set is blamed on the server file: that is where it would be fixed.
+    let origin_of = |key: &str| match fig.find_metadata(key) {
+        Some(m) if m.name != defaults_name => sources::describe(Some(m), key, &legacy_refs),
+        _ => (server_file.display().to_string(), key.to_owned()),
     };
     let bad = |key: &str, message: String| {
         let (origin, key) = origin_of(key);
@@ -258,8 +260,11 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
         }
         server.destinations.clone()
     };
-    let register_ip =
-        if server.register_ip.trim().is_empty() { server.ip.trim() } else { server.register_ip.trim() };
+    let register_ip = if server.register_ip.trim().is_empty() {
+        server.ip.trim()
+    } else {
+        server.register_ip.trim()
+    };
     let known_instance = sources::leaf_keys(&Serialized::defaults(InstanceFileConfig::default()));
     let mut destinations = Vec::new();
     for name in names {
@@ -338,10 +343,10 @@ fn is_set(fig: &Figment, key: &str) -> bool {
 
 /// Fails with the file's parse error, if any.
 fn check_provider(provider: &impl Provider, path: &Path) -> Result<(), ConfigError> {
-    provider.data().map(drop).map_err(|e| ConfigError::File {
-        path: path.to_owned(),
-        message: e.kind.to_string(),
-    })
+    provider
+        .data()
+        .map(drop)
+        .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.kind.to_string() })
 }
 
 fn push_ignored(warnings: &mut Vec<String>, file: &PropertiesFile) {
@@ -409,7 +414,8 @@ fn check_destination_name(name: &str) -> Result<(), ConfigError> {
 /// # Errors
 /// [`ConfigError::File`] when the directory cannot be listed.
 pub fn scan_destinations(conf_dir: &Path) -> Result<Vec<String>, ConfigError> {
-    let io = |e: std::io::Error| ConfigError::File { path: conf_dir.to_owned(), message: e.to_string() };
+    let io =
+        |e: std::io::Error| ConfigError::File { path: conf_dir.to_owned(), message: e.to_string() };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(conf_dir).map_err(io)? {
         let entry = entry.map_err(io)?;
@@ -428,10 +434,7 @@ pub fn scan_destinations(conf_dir: &Path) -> Result<Vec<String>, ConfigError> {
 }
 
 /// The `[coord]` section as `canal_coord` settings, validated; errors name our key.
-fn coord_config(
-    c: &CoordSection,
-    data_dir: &Path,
-) -> Result<CoordConfig, (&'static str, String)> {
+fn coord_config(c: &CoordSection, data_dir: &Path) -> Result<CoordConfig, (&'static str, String)> {
     let mut out = CoordConfig {
         backend: c.backend,
         takeover_delay_ms: c.takeover_delay_ms,
@@ -477,7 +480,8 @@ mod tests {
     #[test]
     fn known_keys_come_from_the_structs() {
         let known = sources::leaf_keys(&Serialized::defaults(ServerConfig::default()));
-        for k in ["port", "conf_dir", "coord.backend", "instance.master.address", "instance.time_zone"]
+        for k in
+            ["port", "conf_dir", "coord.backend", "instance.master.address", "instance.time_zone"]
         {
             assert!(known.contains(k), "{k} missing from {known:?}");
         }

@@ -82,11 +82,9 @@ pub fn instance_config(
         let (file, key) = origin(key);
         ConfigError::Invalid { origin: file, key, message }
     };
-    let address = cfg
-        .master
-        .address
-        .as_deref()
-        .ok_or_else(|| bad("master.address", "is required (host:port of the MySQL source)".into()))?;
+    let address = cfg.master.address.as_deref().ok_or_else(|| {
+        bad("master.address", "is required (host:port of the MySQL source)".into())
+    })?;
     let (host, port) = parse_address(address).map_err(|m| bad("master.address", m))?;
     let user = cfg.db.username.clone().unwrap_or_else(|| DEFAULT_DB_ACCOUNT.into());
     let password = cfg.db.password.clone().unwrap_or_else(|| DEFAULT_DB_ACCOUNT.into());
@@ -186,9 +184,7 @@ pub fn instance_config(
 /// A message when the host is empty or the port is not 1..=65535.
 pub fn parse_address(s: &str) -> Result<(String, u16), String> {
     let s = s.trim();
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{s:?} is not host:port"))?;
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} is not host:port"))?;
     let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if host.is_empty() || host.contains(char::is_whitespace) {
         return Err(format!("{s:?} has no valid host (expected host:port)"));
@@ -211,9 +207,7 @@ pub fn parse_charset(s: &str) -> Result<TextCharset, String> {
     match norm.as_str() {
         "utf8" | "utf8mb4" | "utf8mb3" => Ok(TextCharset::Utf8),
         "latin1" | "iso88591" | "iso8859" => Ok(TextCharset::Latin1),
-        _ => Err(format!(
-            "charset {s:?} is not supported (UTF-8, utf8mb4, latin1 or ISO-8859-1)"
-        )),
+        _ => Err(format!("charset {s:?} is not supported (UTF-8, utf8mb4, latin1 or ISO-8859-1)")),
     }
 }
 
@@ -260,9 +254,8 @@ pub fn parse_time_zone(s: &str) -> Result<TimeZoneOffset, String> {
 /// `register_ip`, else `ip`, when it is an IPv4 literal), else the low 24 bits of the FNV-1a hash
 /// of `destination@address`. Never 0.
 pub fn derive_slave_id(destination: &str, address: &str) -> u32 {
-    let java_hash = destination
-        .encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let java_hash =
+        destination.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
     let high = ((java_hash & 0x7f) as u32) << 24;
     let low = match address.trim().parse::<Ipv4Addr>() {
         Ok(ip) => {

@@ -29,7 +29,10 @@ pub struct EnvProvider {
 
 impl EnvProvider {
     /// From explicit `(name, value)` pairs (tests; or `std::env::vars()`).
-    pub fn new(vars: impl IntoIterator<Item = (String, String)>, top_keys: BTreeSet<String>) -> Self {
+    pub fn new(
+        vars: impl IntoIterator<Item = (String, String)>,
+        top_keys: BTreeSet<String>,
+    ) -> Self {
         Self { vars: vars.into_iter().collect(), top_keys }
     }
 
@@ -59,7 +62,8 @@ impl Provider for EnvProvider {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut dict = Dict::new();
         for (key, value) in self.entries() {
-            legacy::insert_dotted(&mut dict, &key, Value::from(value))?;
+            legacy::insert_dotted(&mut dict, &key, Value::from(value))
+                .map_err(figment::Error::from)?;
         }
         Ok(Profile::Default.collect(dict))
     }
@@ -79,14 +83,19 @@ impl Provider for CliProvider {
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
         let mut dict = Dict::new();
         for (key, value) in &self.values {
-            legacy::insert_dotted(&mut dict, key, Value::from(value.clone()))?;
+            legacy::insert_dotted(&mut dict, key, Value::from(value.clone()))
+                .map_err(figment::Error::from)?;
         }
         Ok(Profile::Default.collect(dict))
     }
 }
 
 /// Where a value came from, for messages: a file, an environment variable, the command line.
-pub fn describe(meta: Option<&Metadata>, key: &str, legacy: &[&PropertiesFile]) -> (String, String) {
+pub fn describe(
+    meta: Option<&Metadata>,
+    key: &str,
+    legacy: &[&PropertiesFile],
+) -> (String, String) {
     let Some(meta) = meta else { return ("configuration".into(), key.to_owned()) };
     if meta.name == ENV_NAME {
         let var = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase().replace('.', "__"));

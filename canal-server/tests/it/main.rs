@@ -4,6 +4,7 @@
 mod support;
 
 mod canal_python;
+mod config;
 mod ha;
 mod session;
 mod wire;
