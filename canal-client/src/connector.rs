@@ -7,7 +7,9 @@
 //! request is outstanding: an error ACK found waiting before a request is sent is reported as
 //! [`ClientError::AckFailed`] and the connection stays usable; an error ACK read as the reply to
 //! a request while an ack/rollback is unconfirmed is ambiguous (the real reply may still follow),
-//! so it is reported as [`ClientError::AckFailed`] and the connection is closed.
+//! so it is reported as [`ClientError::AckFailed`] and the connection is closed. (When the
+//! unconfirmed request is `connect`'s own rollback, which fails only where the destination does
+//! not run, the error is reported as the server's [`ClientError::Server`].)
 
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -174,6 +176,15 @@ impl ConnectorConfig {
     }
 }
 
+/// Who sent the ack/rollback that no reply has confirmed yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unconfirmed {
+    /// The caller.
+    Caller,
+    /// `connect`'s own rollback.
+    Connect,
+}
+
 /// One live socket and what we know about its state.
 #[derive(Debug)]
 struct Conn {
@@ -186,7 +197,7 @@ struct Conn {
     in_flight: bool,
     /// An ack or rollback was sent and no reply has confirmed it since (the server answers them
     /// only on failure).
-    unconfirmed: bool,
+    unconfirmed: Option<Unconfirmed>,
 }
 
 /// A connection to one canal server (Java's `SimpleCanalConnector`).
@@ -297,7 +308,7 @@ impl SimpleConnector {
             local,
             peer,
             in_flight: false,
-            unconfirmed: false,
+            unconfirmed: None,
         });
 
         // HANDSHAKE.
@@ -334,6 +345,9 @@ impl SimpleConnector {
         }
         if self.config.rollback_on_connect {
             self.rollback(0).await?;
+            if let Some(c) = self.conn.as_mut() {
+                c.unconfirmed = Some(Unconfirmed::Connect);
+            }
         }
         Ok(())
     }
@@ -471,6 +485,10 @@ impl SimpleConnector {
         {
             return Err(ClientError::Compression(compression));
         }
+        // A reply came: every earlier ack/rollback succeeded (their errors would come first).
+        if let Some(c) = self.conn.as_mut() {
+            c.unconfirmed = None;
+        }
         let Body::Messages(m) = reply.decode_body()? else {
             return Err(ClientError::UnexpectedPacket { request: "GET", got: "MESSAGES".into() });
         };
@@ -591,7 +609,12 @@ impl SimpleConnector {
         };
         match reply_ack(&packet, "(none)") {
             Ok(Some((code, message))) => {
-                conn.unconfirmed = false;
+                let ours = conn.unconfirmed == Some(Unconfirmed::Connect);
+                conn.unconfirmed = None;
+                if ours {
+                    // The on-connect rollback failed: the destination does not run here.
+                    return Err(ClientError::Server { code, message });
+                }
                 tracing::warn!(code, %message, "an earlier ack or rollback failed on the server");
                 Err(ClientError::AckFailed { code, message })
             }
@@ -680,7 +703,7 @@ impl SimpleConnector {
             return Err(e.into());
         }
         conn.in_flight = false;
-        conn.unconfirmed = true;
+        conn.unconfirmed = Some(Unconfirmed::Caller);
         Ok(())
     }
 
@@ -689,18 +712,25 @@ impl SimpleConnector {
     /// failure and the connection, whose real reply may still come, is closed).
     fn expect_ok(&mut self, reply: &Packet, request: &'static str) -> Result<(), ClientError> {
         let outcome = reply_ack(reply, request);
-        let unconfirmed = self.conn.as_ref().is_some_and(|c| c.unconfirmed);
+        let unconfirmed = self.conn.as_ref().and_then(|c| c.unconfirmed);
         match outcome {
             Ok(None) => {
                 if let Some(c) = self.conn.as_mut() {
-                    c.unconfirmed = false;
+                    c.unconfirmed = None;
                 }
                 Ok(())
             }
-            Ok(Some((code, message))) if unconfirmed => {
+            Ok(Some((code, message))) if unconfirmed.is_some() => {
                 tracing::warn!(code, %message, request, "error ACK while an ack/rollback was unconfirmed; closing the connection");
                 self.break_conn();
-                Err(ClientError::AckFailed { code, message })
+                // Ours (the on-connect rollback fails where the destination does not run, and
+                // then so would this request): report the server's error. The caller's: report
+                // the failed ack.
+                Err(if unconfirmed == Some(Unconfirmed::Connect) {
+                    ClientError::Server { code, message }
+                } else {
+                    ClientError::AckFailed { code, message }
+                })
             }
             Ok(Some((code, message))) => Err(ClientError::Server { code, message }),
             Err(e) => {

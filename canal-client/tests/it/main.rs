@@ -1,0 +1,9 @@
+//! canal-client integration tests (one binary, modules per area).
+
+#[path = "../../../tools/test-support.rs"]
+mod support;
+
+mod cluster;
+mod fake;
+mod ha;
+mod simple;
