@@ -96,7 +96,12 @@ pub struct PropertiesFile {
     origins: BTreeMap<String, String>,
     /// Keys with a value that canal-rs does not act on.
     ignored: Vec<String>,
+    /// Set for environment variables: what to call them instead of a file.
+    label: Option<String>,
 }
+
+/// What dotted Canal keys in the environment are called in messages.
+pub const ENV_LABEL: &str = "environment (Canal keys)";
 
 /// The figment name of properties providers.
 pub const PROVIDER_NAME: &str = "Java properties file";
@@ -140,10 +145,13 @@ impl PropertiesFile {
             values: BTreeMap::new(),
             origins: BTreeMap::new(),
             ignored: Vec::new(),
+            label: None,
         };
-        let sorted: BTreeMap<String, String> = raw.into_iter().collect();
-        for (key, value) in sorted {
-            let key = key.trim();
+        let sorted: BTreeMap<String, String> =
+            raw.into_iter().map(|(k, v)| (k.trim().to_owned(), v)).collect();
+        for (key, value) in &sorted {
+            let key = key.as_str();
+            let value = interpolate(value, &sorted, 0);
             let value = value.trim();
             if value.is_empty() {
                 continue;
@@ -162,6 +170,27 @@ impl PropertiesFile {
             }
         }
         out
+    }
+
+    /// Environment variables named by Canal keys (`canal.port=11112`,
+    /// `canal.instance.master.address=db:3306`), as Canal's docker image passes them as JVM
+    /// system properties: they override both `canal.properties` and `instance.properties`.
+    /// Variables not starting with `canal.` are left out.
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>, scope: Scope) -> Self {
+        let vars = vars.into_iter().filter(|(k, _)| k.starts_with("canal."));
+        let mut out = Self::from_map(Path::new(ENV_LABEL), scope, vars);
+        out.label = Some(ENV_LABEL.to_owned());
+        out
+    }
+
+    /// The label of environment-variable sources.
+    pub fn label(&self) -> Option<&str> {
+        self.label.as_deref()
+    }
+
+    /// Whether nothing was read.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.ignored.is_empty()
     }
 
     /// The file.
@@ -192,7 +221,10 @@ impl PropertiesFile {
 
 impl Provider for PropertiesFile {
     fn metadata(&self) -> Metadata {
-        Metadata::from(PROVIDER_NAME, Source::File(self.path.clone()))
+        match &self.label {
+            Some(label) => Metadata::from(PROVIDER_NAME, Source::Custom(label.clone())),
+            None => Metadata::from(PROVIDER_NAME, Source::File(self.path.clone())),
+        }
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, Error> {
@@ -202,6 +234,61 @@ impl Provider for PropertiesFile {
         }
         Ok(Profile::Default.collect(dict))
     }
+}
+
+/// Expands Spring-style placeholders `${key}` and `${key:default}` from the same file, as Canal's
+/// sample uses them (`canal.file.data.dir = ${canal.conf.dir}`); an unknown key without a default
+/// expands to nothing (unset).
+fn interpolate(value: &str, props: &BTreeMap<String, String>, depth: usize) -> String {
+    if depth > 8 || !value.contains("${") {
+        return value.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        // The matching `}`, allowing nested `${...}` in a default.
+        let mut level = 1;
+        let mut end = None;
+        let bytes = after.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'$' && bytes.get(i + 1) == Some(&b'{') {
+                level += 1;
+                i += 2;
+                continue;
+            }
+            if bytes[i] == b'}' {
+                level -= 1;
+                if level == 0 {
+                    end = Some(i);
+                    break;
+                }
+            }
+            i += 1;
+        }
+        let Some(end) = end else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(':') {
+            Some((n, d)) => (n.trim(), Some(d)),
+            None => (inner.trim(), None),
+        };
+        match props.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            Some(v) => out.push_str(&interpolate(v, props, depth + 1)),
+            None => {
+                if let Some(d) = default {
+                    out.push_str(&interpolate(d, props, depth + 1));
+                }
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Inserts `value` at dotted `key` in `dict`, creating tables on the way.
@@ -265,6 +352,27 @@ mod tests {
         assert!(!f.values().contains_key("master.journal_name"));
         assert_eq!(f.ignored(), ["canal.instance.tsdb.enable.x", "canal.mq.topic"]);
         assert_eq!(f.canal_key("db.password"), Some("canal.instance.dbPassword"));
+    }
+
+    #[test]
+    fn placeholders_expand_from_the_same_file() {
+        let props: BTreeMap<String, String> = [
+            ("canal.conf.dir", "../conf"),
+            ("canal.file.data.dir", "${canal.conf.dir}"),
+            ("a", "${missing:${canal.file.data.dir}/x}-${missing}-${b:}"),
+            ("self", "${self}"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(interpolate("${canal.file.data.dir}", &props, 0), "../conf");
+        assert_eq!(interpolate("${a}", &props, 0), "../conf/x--");
+        assert_eq!(interpolate("${unclosed", &props, 0), "${unclosed");
+        // Self-reference stops at the depth limit instead of recursing forever.
+        assert!(interpolate("${self}", &props, 0).contains("${self}"));
+        let f =
+            PropertiesFile::from_map(Path::new("canal.properties"), Scope::Server, props.clone());
+        assert_eq!(f.values().get("data_dir").map(String::as_str), Some("../conf"));
     }
 
     #[test]

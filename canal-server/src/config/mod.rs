@@ -199,6 +199,13 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
     } else {
         return Err(ConfigError::NoServerFile(base));
     };
+    // Canal's own keys as variable names (`canal.port=11112`, Canal's docker image style).
+    let canal_env = PropertiesFile::from_env(opts.env.iter().cloned(), Scope::Server);
+    if !canal_env.is_empty() {
+        push_ignored(&mut warnings, &canal_env);
+        fig = fig.merge(canal_env.clone());
+        legacy_files.push(canal_env);
+    }
     let env = EnvProvider::new(opts.env.iter().cloned(), top_keys);
     for key in sources::unknown_keys(&env, &known_server) {
         let (_, var) = sources::describe(Some(&env.metadata()), &key, &[]);
@@ -301,6 +308,13 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
                     dir.display()
                 ),
             });
+        };
+        let inst_env = PropertiesFile::from_env(opts.env.iter().cloned(), Scope::Instance);
+        let inst_fig = if inst_env.values().is_empty() {
+            inst_fig
+        } else {
+            inst_legacy.push(inst_env.clone());
+            inst_fig.merge(inst_env)
         };
         let inst_refs: Vec<&PropertiesFile> = inst_legacy.iter().collect();
         let file_cfg: InstanceFileConfig =

@@ -113,7 +113,14 @@ pub fn describe(
                 .unwrap_or(key);
             (path.display().to_string(), shown.to_owned())
         }
-        Some(Source::Custom(s)) => (s.clone(), key.to_owned()),
+        Some(Source::Custom(s)) => {
+            let shown = legacy
+                .iter()
+                .find(|f| f.label() == Some(s.as_str()))
+                .and_then(|f| f.canal_key(key))
+                .unwrap_or(key);
+            (s.clone(), shown.to_owned())
+        }
         _ => (meta.name.to_string(), key.to_owned()),
     }
 }

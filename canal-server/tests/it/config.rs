@@ -426,6 +426,7 @@ fn legacy_properties_map_to_the_same_instance_as_toml() {
     assert_eq!(l.server.port, 11111);
     assert_eq!(l.server.destinations, ["example"]);
     assert_eq!(l.conf_dir, legacy, "canal.conf.dir=../conf from conf/ is conf/");
+    assert_eq!(l.data_dir, legacy, "canal.file.data.dir=${{canal.conf.dir}} expanded");
     assert_eq!(l.coord.backend_kind(), BackendKind::Local);
     assert_eq!(l.coord.cursor_flush_period_ms, 1000);
     let li = only(&l);
@@ -683,4 +684,40 @@ fn shipped_conf_passes_check() {
     {
         assert!(text.contains(part), "{part} not in\n{text}");
     }
+}
+
+#[test]
+fn canal_keys_in_the_environment_override_both_files() {
+    // Canal's docker image turns `-e canal.instance.master.address=...` into JVM system
+    // properties, which beat canal.properties and instance.properties alike.
+    let tmp = tempfile::tempdir().unwrap();
+    // The sample's canal.conf.dir=../conf needs the directory to be called conf.
+    let conf = &tmp.path().join("conf");
+    write(conf, "canal.properties", CANAL_PROPERTIES);
+    write(conf, "example/instance.properties", INSTANCE_PROPERTIES);
+    let env = [
+        ("canal.port", "11120"),
+        ("canal.instance.master.address", "mysql:3307"),
+        ("canal.instance.dbPassword", "007"),
+        ("canal.mq.topic", "t"),
+        ("CANAL_METRICS_PORT", "0"),
+    ];
+    let c = config::load(conf, &LoadOptions::new().with_env(env)).unwrap();
+    assert_eq!(c.server.port, 11120);
+    assert_eq!(c.server.metrics_port, 0);
+    let i = only(&c);
+    assert_eq!((i.source.host.as_str(), i.source.port), ("mysql", 3307));
+    assert_eq!(i.source.password, "007");
+    assert!(
+        c.warnings.iter().any(|w| w.starts_with("environment") && w.contains("canal.mq.topic")),
+        "{:?}",
+        c.warnings
+    );
+    // The same with TOML files; a bad value names the variable.
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "canal.toml", "");
+    write(tmp.path(), "example/instance.toml", MINIMAL_INSTANCE);
+    let env = [("canal.instance.master.address", "nohost")];
+    let e = config::load(tmp.path(), &LoadOptions::new().with_env(env)).unwrap_err().to_string();
+    assert!(e.contains("environment") && e.contains("'canal.instance.master.address'"), "{e}");
 }
