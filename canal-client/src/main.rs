@@ -1,2 +1,394 @@
-//! The `canal-client` binary.
-fn main() {}
+//! The `canal-client` binary: `tail` a destination (FlatMessage JSON lines or a readable table,
+//! acking after printing) and show a destination's `status` from the coordinator (active server,
+//! client running node, cursor and lag).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use canal_client::entry::EventType;
+use canal_client::{
+    ClientError, ClusterConfig, ClusterConnector, ConnectorConfig, Discovery, Message,
+    RowChangeView, TimeUnit,
+};
+use canal_coord::{
+    ClientRunningData, CoordConfig, Coordinator, RunningData, ServerRunningData, path,
+};
+use canal_core::position::LogPosition;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "canal-client", version, about = "Consume and inspect Canal destinations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a destination's changes as they come, acking each batch after printing it.
+    Tail(TailArgs),
+    /// Show a destination's active server, client running node, cursor and lag.
+    Status(StatusArgs),
+}
+
+/// Where the coordinator is.
+#[derive(Debug, Args)]
+struct CoordArgs {
+    /// ZooKeeper servers (`host:port,host:port[/chroot]`).
+    #[arg(long, conflicts_with = "etcd")]
+    zk: Option<String>,
+    /// etcd endpoints (`http://host:port`, comma-separated).
+    #[arg(long)]
+    etcd: Option<String>,
+    /// Prefix of every coordinator key (etcd key prefix, or a ZooKeeper chroot), e.g. `/canal`.
+    #[arg(long)]
+    coord_prefix: Option<String>,
+}
+
+impl CoordArgs {
+    fn coordinator(&self) -> Result<Option<Arc<Coordinator>>> {
+        let mut config = CoordConfig::default();
+        let prefix = self.coord_prefix.clone().unwrap_or_default();
+        if let Some(zk) = &self.zk {
+            config.zookeeper.servers =
+                if prefix.is_empty() { zk.clone() } else { format!("{zk}{prefix}") };
+        } else if let Some(etcd) = &self.etcd {
+            config.etcd.endpoints = etcd.split(',').map(|e| e.trim().to_owned()).collect();
+            config.etcd.prefix = prefix;
+        } else {
+            return Ok(None);
+        }
+        let backend = config.open_backend().context("coordinator settings")?;
+        Ok(Some(Coordinator::new(backend)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// One FlatMessage JSON object per row-change entry.
+    Json,
+    /// One readable line per row.
+    Table,
+}
+
+#[derive(Debug, Args)]
+struct TailArgs {
+    /// Canal server(s), `host:port` (comma-separated or repeated: tried in turn).
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["zk", "etcd"])]
+    server: Vec<String>,
+    #[command(flatten)]
+    coord: CoordArgs,
+    /// Destination (Canal instance).
+    #[arg(long, default_value = "example")]
+    destination: String,
+    /// Client id.
+    #[arg(long, default_value_t = 1001)]
+    client_id: i16,
+    /// Subscription filter (empty keeps the server's).
+    #[arg(long, default_value = "")]
+    filter: String,
+    /// Batch size (in the server's batch mode units).
+    #[arg(long, default_value_t = 1000)]
+    batch_size: i32,
+    /// canal.user of the server.
+    #[arg(long, default_value = "")]
+    user: String,
+    /// Password (when absent: the CANAL_PASSWORD environment variable, else none).
+    #[arg(long)]
+    password: Option<String>,
+    /// Stop once this many rows were printed (the batch is then acked only if printed whole).
+    #[arg(long)]
+    max: Option<u64>,
+    /// Stop after this many seconds without data.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Take part in client HA (with a coordinator): only one instance of the client id consumes.
+    #[arg(long)]
+    ha: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    coord: CoordArgs,
+    /// Destination (Canal instance).
+    #[arg(long, default_value = "example")]
+    destination: String,
+    /// Client id.
+    #[arg(long, default_value_t = 1001)]
+    client_id: i16,
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async {
+        match cli.command {
+            Command::Tail(args) => tail(args).await,
+            Command::Status(args) => status(args).await,
+        }
+    })
+}
+
+/// The password: the flag, else `CANAL_PASSWORD` (keeps it out of the process list), else none.
+fn password(flag: Option<String>) -> String {
+    flag.or_else(|| std::env::var("CANAL_PASSWORD").ok()).unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+async fn tail(args: TailArgs) -> Result<()> {
+    let mut conn_config = ConnectorConfig::new(args.destination.clone())
+        .client_id(args.client_id)
+        .credentials(args.user.clone(), password(args.password.clone()));
+    conn_config.rollback_on_disconnect = false;
+    let discovery = match args.coord.coordinator()? {
+        Some(coord) => Discovery::Coordinator(coord),
+        None => Discovery::Static(args.server.clone()),
+    };
+    if args.ha && matches!(discovery, Discovery::Static(_)) {
+        bail!("--ha needs --zk or --etcd");
+    }
+    let mut client =
+        ClusterConnector::new(ClusterConfig::new(conn_config, discovery).client_ha(args.ha))
+            .context("client settings")?;
+    let idle = args.timeout.map(Duration::from_secs_f64);
+    let result = tokio::select! {
+        r = consume(&mut client, &args, idle) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    client.disconnect().await;
+    result
+}
+
+async fn consume(
+    client: &mut ClusterConnector,
+    args: &TailArgs,
+    idle: Option<Duration>,
+) -> Result<()> {
+    client.subscribe(&args.filter).await.context("subscribing")?;
+    let mut printed: u64 = 0;
+    let mut last_data = tokio::time::Instant::now();
+    let stdout = std::io::stdout();
+    loop {
+        // Wait at most a second per GET, so the idle timeout is checked.
+        let wait = idle.map_or(1000, |d| d.as_millis().clamp(1, 1000) as i64);
+        let batch =
+            match client.get_without_ack(args.batch_size, Some(wait), TimeUnit::Milliseconds).await
+            {
+                Ok(b) => b,
+                Err(ClientError::BadEntry { batch_id, index, source }) => {
+                    bail!("entry {index} of batch {batch_id} does not decode: {source}")
+                }
+                Err(e) => return Err(e).context("fetching a batch"),
+            };
+        if batch.is_empty() {
+            if idle.is_some_and(|d| last_data.elapsed() >= d) {
+                return Ok(());
+            }
+            continue;
+        }
+        last_data = tokio::time::Instant::now();
+        let remaining = args.max.map(|m| m.saturating_sub(printed));
+        let (rows, whole) = {
+            let mut out = stdout.lock();
+            let r = print_batch(&mut out, &batch, args.format, remaining)?;
+            out.flush().context("writing to stdout")?;
+            r
+        };
+        printed += rows;
+        if whole {
+            match client.ack(batch.id).await {
+                Ok(()) | Err(ClientError::BatchRolledBack { .. }) => {}
+                Err(e) => return Err(e).context("acking"),
+            }
+        } else {
+            // Stopped inside the batch: what was not printed must come again.
+            client.rollback(batch.id).await.context("rolling back")?;
+        }
+        if args.max.is_some_and(|m| printed >= m) {
+            return Ok(());
+        }
+    }
+}
+
+/// Prints a batch; returns the rows printed and whether the whole batch was printed.
+fn print_batch(
+    out: &mut impl Write,
+    batch: &Message,
+    format: Format,
+    remaining: Option<u64>,
+) -> Result<(u64, bool)> {
+    let ts = now_ms();
+    let mut rows = 0u64;
+    for change in batch.row_changes() {
+        if remaining.is_some_and(|r| rows >= r) {
+            return Ok((rows, false));
+        }
+        let change = change.context("decoding a row change")?;
+        rows += match format {
+            Format::Json => {
+                let flat = canal_core::flat::FlatMessage::from_entry(change.entry(), batch.id, ts)
+                    .context("building a FlatMessage")?;
+                if let Some(f) = flat {
+                    writeln!(out, "{}", f.to_json()).context("writing to stdout")?;
+                }
+                change.rows().len().max(1) as u64
+            }
+            Format::Table => print_table(out, &change)?,
+        };
+    }
+    Ok((rows, true))
+}
+
+fn print_table(out: &mut impl Write, change: &RowChangeView<'_>) -> Result<u64> {
+    let when = change.execute_time();
+    let name = format!("{}.{}", change.schema(), change.table());
+    let kind = change.event_type_name();
+    if change.is_ddl() || change.rows().len() == 0 {
+        writeln!(out, "{when} {kind:<7} {name} {}", change.sql().replace('\n', " "))?;
+        return Ok(1);
+    }
+    let mut n = 0;
+    for row in change.rows() {
+        let cells: Vec<String> = if change.event_type() == EventType::Update {
+            let before = row.before();
+            row.after()
+                .iter()
+                .map(|(col, v)| {
+                    let new = show(v);
+                    match before.get(col) {
+                        Some(old) if old != v => format!("{col}={}→{new}", show(old)),
+                        _ => format!("{col}={new}"),
+                    }
+                })
+                .collect()
+        } else {
+            row.current().iter().map(|(col, v)| format!("{col}={}", show(v))).collect()
+        };
+        writeln!(out, "{when} {kind:<7} {name} {}", cells.join(" "))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn show(v: Option<&str>) -> String {
+    match v {
+        None => "NULL".into(),
+        Some(s) if s.is_empty() || s.contains([' ', '=', '\n', '\t']) => format!("{s:?}"),
+        Some(s) => s.to_owned(),
+    }
+}
+
+async fn status(args: StatusArgs) -> Result<()> {
+    let Some(coord) = args.coord.coordinator()? else {
+        bail!("status needs --zk or --etcd");
+    };
+    let session = coord.session().await.context("opening a coordinator session")?;
+    let dest = &args.destination;
+    let server = match session.get(&path::server_running(dest)).await? {
+        Some(n) => Some(
+            ServerRunningData::from_bytes(&n.data).context("reading the server running node")?,
+        ),
+        None => None,
+    };
+    let members = session.children(&path::destination_cluster(dest)).await?;
+    let client = match session.get(&path::client_running(dest, args.client_id)).await? {
+        Some(n) => Some(
+            ClientRunningData::from_bytes(&n.data).context("reading the client running node")?,
+        ),
+        None => None,
+    };
+    let cursor = match session.get(&path::client_cursor(dest, args.client_id)).await? {
+        Some(n) => Some(LogPosition::from_json(&n.data).context("reading the client cursor")?),
+        None => None,
+    };
+    let filter = session
+        .get(&path::client_filter(dest, args.client_id))
+        .await?
+        .map(|n| String::from_utf8_lossy(&n.data).into_owned());
+    session.close().await;
+
+    let lag_ms = cursor.as_ref().and_then(|c| c.position.timestamp).map(|t| now_ms() - t);
+    if args.json {
+        let v = serde_json::json!({
+            "destination": dest,
+            "server": server.as_ref().map(|s| serde_json::json!({"address": s.address, "active": s.active})),
+            "members": members,
+            "clientId": args.client_id,
+            "client": client.as_ref().map(|c| serde_json::json!({"address": c.address, "active": c.active})),
+            "filter": filter,
+            "cursor": cursor,
+            "lagMs": lag_ms,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("destination: {dest}");
+    match &server {
+        Some(s) => println!(
+            "active server: {}{}",
+            s.address,
+            if s.active { "" } else { " (releasing: active=false)" }
+        ),
+        None => println!("active server: none"),
+    }
+    println!(
+        "cluster members: {}",
+        if members.is_empty() { "none".to_owned() } else { members.join(", ") }
+    );
+    println!("client {}:", args.client_id);
+    match &client {
+        Some(c) => println!(
+            "  running consumer: {}{}",
+            c.address,
+            if c.active { "" } else { " (inactive)" }
+        ),
+        None => println!("  running consumer: none"),
+    }
+    if let Some(f) = &filter {
+        println!("  filter: {f}");
+    }
+    match &cursor {
+        Some(c) => {
+            let p = &c.position;
+            println!(
+                "  cursor: {}:{} (server id {}, timestamp {}){}",
+                p.journal_name.as_deref().unwrap_or("?"),
+                p.position.map_or("?".to_owned(), |v| v.to_string()),
+                p.server_id.map_or("?".to_owned(), |v| v.to_string()),
+                p.timestamp.map_or("?".to_owned(), |v| v.to_string()),
+                p.gtid
+                    .as_deref()
+                    .filter(|g| !g.is_empty())
+                    .map_or(String::new(), |g| format!(" gtid {g}")),
+            );
+            match lag_ms {
+                Some(l) => println!("  lag: {:.3} s", l as f64 / 1000.0),
+                None => println!("  lag: unknown (cursor has no timestamp)"),
+            }
+        }
+        None => println!("  cursor: none"),
+    }
+    Ok(())
+}
