@@ -168,7 +168,7 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
     let mut warnings = Vec::new();
     let toml_path = base.join(SERVER_TOML);
     let props_path = base.join(SERVER_PROPERTIES);
-    let known_server = sources::leaf_keys(&Serialized::defaults(ServerConfig::default()));
+    let known_server = server_keys();
     let top_keys: BTreeSet<String> =
         known_server.iter().map(|k| k.split('.').next().unwrap_or_default().to_owned()).collect();
 
@@ -272,7 +272,7 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
     } else {
         server.register_ip.trim()
     };
-    let known_instance = sources::leaf_keys(&Serialized::defaults(InstanceFileConfig::default()));
+    let known_instance = instance_keys();
     let mut destinations = Vec::new();
     for name in names {
         check_destination_name(&name)?;
@@ -348,6 +348,16 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
         destinations,
         warnings,
     })
+}
+
+/// Every key `canal.toml` knows (dotted; `instance.*` included), from the structs themselves.
+pub fn server_keys() -> BTreeSet<String> {
+    sources::leaf_keys(&Serialized::defaults(ServerConfig::default()))
+}
+
+/// Every key `instance.toml` knows.
+pub fn instance_keys() -> BTreeSet<String> {
+    sources::leaf_keys(&Serialized::defaults(InstanceFileConfig::default()))
 }
 
 /// Whether `fig` holds a value (not the "unset" placeholder) at `key`.

@@ -721,3 +721,32 @@ fn canal_keys_in_the_environment_override_both_files() {
     let e = config::load(tmp.path(), &LoadOptions::new().with_env(env)).unwrap_err().to_string();
     assert!(e.contains("environment") && e.contains("'canal.instance.master.address'"), "{e}");
 }
+
+#[test]
+fn docs_list_every_key_and_mapping() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let docs = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let toml = std::fs::read_to_string(root.join("conf/canal.toml")).unwrap();
+    let instance = std::fs::read_to_string(root.join("conf/example/instance.toml")).unwrap();
+    for key in config::server_keys() {
+        if !key.starts_with("instance.") {
+            assert!(docs.contains(&format!("`{key}`")), "docs lack {key}");
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(toml.contains(leaf), "conf/canal.toml lacks {key}");
+        }
+    }
+    for key in config::instance_keys() {
+        assert!(docs.contains(&format!("`{key}`")), "docs lack {key}");
+        let leaf = key.rsplit('.').next().unwrap();
+        assert!(instance.contains(leaf) || toml.contains(leaf), "conf lacks {key}");
+    }
+    for (canal, ours) in config::legacy::SERVER_KEYS {
+        assert!(docs.contains(&format!("| `{canal}` | `{ours}`")), "docs lack {canal}");
+    }
+    for (canal, ours) in config::legacy::INSTANCE_KEYS {
+        assert!(
+            docs.contains(&format!("| `canal.instance.{canal}` | `{ours}`")),
+            "docs lack {canal}"
+        );
+    }
+}
