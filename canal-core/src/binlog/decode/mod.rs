@@ -166,8 +166,9 @@ impl Default for DecodeOptions {
 }
 
 /// Per-stream decoding state: FORMAT_DESCRIPTION, checksum algorithm, table maps and plans, and the
-/// caller-supplied schemas the plans are built from.
-#[derive(Debug)]
+/// caller-supplied schemas the plans are built from. Cloning is cheap (plans are shared) and gives a
+/// snapshot, e.g. to decode rows events on worker threads.
+#[derive(Debug, Clone)]
 pub struct Decoder {
     opts: DecodeOptions,
     fde: FormatDescription,

@@ -466,6 +466,7 @@ impl<'e> RowsReader<'e> {
         }
         // A copy of the `&'e` reference, so the bitmaps do not borrow `self`.
         let ev = self.ev;
+        let start = self.pos;
         match ev.kind {
             RowsKind::Write => self.image(&ev.present_before, false, after)?,
             RowsKind::Delete => self.image(&ev.present_before, false, before)?,
@@ -475,6 +476,15 @@ impl<'e> RowsReader<'e> {
                 let partial = self.ev.kind == RowsKind::PartialUpdate;
                 self.image(after_bits, partial, after)?;
             }
+        }
+        // A row that consumes no bytes (zero columns present, from a corrupt header) would make
+        // the caller loop forever on the same position.
+        if self.pos == start {
+            return Err(DecodeError::Invalid {
+                what: "row image",
+                offset: self.ev.rows_offset + start,
+                detail: "row with no columns present".into(),
+            });
         }
         Ok(true)
     }
