@@ -3,7 +3,9 @@
 #[path = "../../../tools/test-support.rs"]
 mod support;
 
+mod cli;
 mod cluster;
 mod fake;
 mod ha;
+mod interop;
 mod simple;
