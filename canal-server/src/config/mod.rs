@@ -335,9 +335,21 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
             let (o, k) = origin("master.position");
             warnings.push(format!("{o}: '{k}' is set without a journal name and is not used"));
         }
+        if merged.master.gtid.is_some() && !instance.gtid_mode {
+            let (o, k) = origin("master.gtid");
+            warnings.push(format!("{o}: '{k}' is only used with gtid_mode = true"));
+        }
         destinations.push(DestinationConfig { name, file, instance });
     }
 
+    if destinations.is_empty() {
+        warnings.push(format!(
+            "{}: no destinations (no directory of '{}' holds {INSTANCE_TOML} or \
+             {INSTANCE_PROPERTIES})",
+            server_file.display(),
+            conf_dir.display()
+        ));
+    }
     Ok(LoadedConfig {
         server,
         server_file,

@@ -11,8 +11,9 @@ use canal_coord::BackendKind;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// `conf/canal.toml`: how the server listens, which destinations it serves, where it keeps state,
-/// how it coordinates with other servers, and defaults for every instance.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// how it coordinates with other servers, and defaults for every instance. `Debug` hides `passwd`
+/// (password-equivalent for Canal's protocol) and database passwords.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ServerConfig {
     /// Bind address of the client TCP port (`canal.ip`); empty = all interfaces.
@@ -47,6 +48,28 @@ pub struct ServerConfig {
     pub coord: CoordSection,
     /// Defaults for every instance (`canal.instance.*` in `canal.properties`).
     pub instance: InstanceFileConfig,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("ip", &self.ip)
+            .field("register_ip", &self.register_ip)
+            .field("port", &self.port)
+            .field("metrics_port", &self.metrics_port)
+            .field("user", &self.user)
+            .field("passwd", &redacted(!self.passwd.is_empty()))
+            .field("destinations", &self.destinations)
+            .field("conf_dir", &self.conf_dir)
+            .field("data_dir", &self.data_dir)
+            .field("coord", &self.coord)
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+fn redacted(set: bool) -> &'static str {
+    if set { "<redacted>" } else { "<empty>" }
 }
 
 impl Default for ServerConfig {
@@ -152,8 +175,8 @@ pub struct MasterSection {
     pub gtid: Option<String>,
 }
 
-/// `[db]`: the replication account.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// `[db]`: the replication account (`Debug` hides the password).
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DbSection {
     /// MySQL user (`canal.instance.dbUsername`; Canal's default `retl`).
@@ -169,6 +192,34 @@ pub struct DbSection {
     /// latin1 or ISO-8859-1.
     #[serde(deserialize_with = "opt_text")]
     pub connection_charset: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut c = ServerConfig {
+            passwd: "E3619321C1A937C46A0D8BD1DAC39F93B27D4458".into(),
+            ..ServerConfig::default()
+        };
+        c.instance.db.password = Some("s3cret".into());
+        let text = format!("{c:?}");
+        assert!(!text.contains("E3619321") && !text.contains("s3cret"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+    }
+}
+
+impl std::fmt::Debug for DbSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbSection")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|p| redacted(!p.is_empty())))
+            .field("slave_id", &self.slave_id)
+            .field("connection_charset", &self.connection_charset)
+            .finish()
+    }
 }
 
 /// `[filter]`: which tables, columns and events reach clients (spec §8).

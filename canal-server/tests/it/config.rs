@@ -750,3 +750,37 @@ fn docs_list_every_key_and_mapping() {
         );
     }
 }
+
+#[test]
+fn check_args_and_start_warnings() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        config: config::ConfigCommand,
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "canal.toml", "");
+    let dir = tmp.path().to_str().unwrap();
+    let cli = Cli::parse_from(["x", "check", "--conf", dir, "--set", "port=12345", "--no-env"]);
+    let config::ConfigCommand::Check(args) = cli.config;
+    let opts = args.load_options().unwrap();
+    let c = config::load(&args.conf, &opts).unwrap();
+    assert_eq!(c.server.port, 12345);
+    assert!(c.destinations.is_empty());
+    assert!(c.warnings.iter().any(|w| w.contains("no destinations")), "{:?}", c.warnings);
+    let text = config::check(&args.conf, &opts).unwrap();
+    assert!(text.contains("port 12345") && text.contains("destinations: 0"), "{text}");
+    assert!(Cli::try_parse_from(["x", "check", "--set"]).is_err());
+
+    write(
+        tmp.path(),
+        "example/instance.toml",
+        "[master]\naddress = \"h:1\"\nposition = 4\ngtid = \"u:1-2\"\n",
+    );
+    let c = load(tmp.path());
+    let all = c.warnings.join("\n");
+    assert!(all.contains("'master.position' is set without a journal name"), "{all}");
+    assert!(all.contains("'master.gtid' is only used with gtid_mode"), "{all}");
+    assert!(all.contains("example/instance.toml"), "{all}");
+}
