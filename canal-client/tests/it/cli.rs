@@ -79,10 +79,11 @@ async fn tail_table_with_max_rolls_back_the_rest() {
     assert_eq!(lines.len(), 1, "{out}");
     assert!(lines[0].contains("INSERT  test.t1 id=1 name=a"), "{out}");
     // The second row was not printed: its batch was rolled back, so it is still there.
-    let s = server.state.lock().unwrap();
-    assert!(s.outstanding.is_empty());
-    assert_eq!(s.queue.len(), 2, "the whole batch comes again");
-    drop(s);
+    {
+        let s = server.state.lock().unwrap();
+        assert!(s.outstanding.is_empty());
+        assert_eq!(s.queue.len(), 2, "the whole batch comes again");
+    }
     let (out, _) = run(bin().args([
         "tail",
         "--server",
