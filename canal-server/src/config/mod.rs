@@ -158,6 +158,44 @@ pub struct LoadedConfig {
     pub warnings: Vec<String>,
 }
 
+impl LoadedConfig {
+    /// The process settings for [`crate::server::Server::start`]: listen on `ip:port` (all
+    /// interfaces when `ip` is empty), publish `register_ip:port` when set, serve metrics on the
+    /// same address at `metrics_port` unless it is 0, authenticate with `user`/`passwd`.
+    pub fn server_settings(&self) -> crate::server::ServerSettings {
+        let ip = self
+            .server
+            .ip
+            .trim()
+            .parse::<std::net::IpAddr>()
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        let register = self.server.register_ip.trim();
+        let register_address = (!register.is_empty()).then(|| {
+            if register.contains(':') && !register.starts_with('[') {
+                format!("[{register}]:{}", self.server.port)
+            } else {
+                format!("{register}:{}", self.server.port)
+            }
+        });
+        crate::server::ServerSettings {
+            bind: std::net::SocketAddr::new(ip, self.server.port),
+            register_address,
+            session: crate::session::SessionConfig {
+                auth: self.auth.clone(),
+                ..Default::default()
+            },
+            coord: self.coord.clone(),
+            metrics_bind: (self.server.metrics_port != 0)
+                .then(|| std::net::SocketAddr::new(ip, self.server.metrics_port)),
+        }
+    }
+
+    /// The instance settings of every destination, in order.
+    pub fn instances(&self) -> Vec<InstanceConfig> {
+        self.destinations.iter().map(|d| d.instance.clone()).collect()
+    }
+}
+
 /// Loads and checks the server configuration in `conf_dir` and every destination.
 ///
 /// # Errors

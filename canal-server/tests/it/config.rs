@@ -76,6 +76,12 @@ fn toml_defaults() {
     assert!(!i.store.ddl_isolation);
     assert_eq!(i.transaction_size, 1024);
     assert_eq!(i.data_dir.as_deref(), Some(tmp.path().join("data").as_path()));
+    let s = c.server_settings();
+    assert_eq!(s.bind, "0.0.0.0:11111".parse().unwrap());
+    assert_eq!(s.metrics_bind, Some("0.0.0.0:11112".parse().unwrap()));
+    assert_eq!(s.register_address, None);
+    assert!(!s.session.auth.requires_password());
+    assert_eq!(c.instances().len(), 1);
 }
 
 #[test]
@@ -152,6 +158,12 @@ memory_budget = 1048576
     assert_eq!(c.coord.zookeeper.servers, "127.0.0.1:2181/canal-rs");
     assert_eq!(c.coord.takeover_delay_ms, 2000);
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/canal"));
+    let s = c.server_settings();
+    assert_eq!(s.bind, "127.0.0.1:12000".parse().unwrap());
+    assert_eq!(s.metrics_bind, None);
+    assert_eq!(s.register_address.as_deref(), Some("10.1.2.3:12000"));
+    assert!(s.session.auth.requires_password());
+    assert_eq!(s.coord.backend_kind(), BackendKind::Zookeeper);
     let names: Vec<_> = c.destinations.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["b", "a"], "configured order");
 
