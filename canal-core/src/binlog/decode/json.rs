@@ -142,7 +142,7 @@ impl Renderer<'_> {
             let ve = 2 * w + count * key_entry + i * value_entry;
             let vt = b[ve];
             let inline = match vt {
-                0x04 | 0x05 | 0x06 => true,
+                0x04..=0x06 => true,
                 0x07 | 0x08 => large,
                 _ => false,
             };

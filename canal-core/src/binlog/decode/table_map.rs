@@ -236,11 +236,10 @@ fn parse_optional(c: &mut Cursor<'_>, map: &mut TableMap) -> Result<(), DecodeEr
             // SIGNEDNESS: one bit per numeric column, most significant bit first.
             1 => {
                 let bits = v.take_rest();
-                let mut k = 0usize;
-                for col in map.columns.iter_mut().filter(|c| is_numeric(c.real_type)) {
+                let numeric = map.columns.iter_mut().filter(|c| is_numeric(c.real_type));
+                for (k, col) in numeric.enumerate() {
                     let Some(byte) = bits.get(k / 8) else { break };
                     col.unsigned = Some(byte & (0x80 >> (k % 8)) != 0);
-                    k += 1;
                 }
             }
             // DEFAULT_CHARSET / ENUM_AND_SET_DEFAULT_CHARSET: default, then (index, charset) pairs
