@@ -92,9 +92,13 @@ impl LoadOptions {
         Self::default()
     }
 
-    /// Reads the process's `CANAL_` variables (what the binary does).
+    /// Reads the process's `CANAL_` and `canal.` variables (what the binary does); variables that
+    /// are not UTF-8 are skipped.
     pub fn with_process_env(self) -> Self {
-        self.with_env(std::env::vars())
+        self.with_env(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     /// Uses these variables as the environment (tests use an explicit map instead of the process
