@@ -2,8 +2,11 @@
 //! over [`Session`](crate::session::Session) and used by servers and clients alike.
 //!
 //! Rules (spec §4.1, §4.2), and where we are stricter than Java Canal:
-//! - Grab by creating the EPHEMERAL node with our data; at start a candidate tries at once.
-//! - When the node is deleted, the last owner that did not release re-grabs at once; everyone
+//! - Grab by creating the EPHEMERAL node with our data; at start a candidate tries at once. We
+//!   report `ActiveEnter` only after a read has confirmed the node and armed the watch on it, so
+//!   an owner is never active without a watch (creates are bounded by `delay / 2`).
+//! - When the node is deleted, the last owner that did not release re-grabs at once (within
+//!   `delay` of losing it: stale knowledge never skips the delay later); everyone
 //!   else waits `delay` (5 s) first; an owner that released waits `delay` plus a fifth, so that
 //!   a release really hands over (Java lets the releasing server race the standbys at 5 s).
 //! - An operator's `active:false` with our address makes us release (delete) and wait `delay`.
@@ -124,10 +127,9 @@ impl RunningMonitor {
             cmds: cmd_rx,
             session: None,
             active: None,
-            last_owner_me: false,
+            at_once_until: None,
             released: false,
             fresh: true,
-            retry_grab: false,
             grab_at: None,
         };
         let span = tracing::info_span!("running", path = %path);
@@ -250,14 +252,14 @@ struct Runner<D> {
     cmds: mpsc::UnboundedReceiver<Command>,
     session: Option<Arc<dyn Session>>,
     active: Option<Fence>,
-    /// The last owner we saw (or were) was us.
-    last_owner_me: bool,
+    /// Until then a missing node is grabbed without waiting `delay`: our own node vanished
+    /// while we served it (or our session ended), or our own create is being settled. Bounded,
+    /// so that stale knowledge never lets us skip the delay much later.
+    at_once_until: Option<Instant>,
     /// We gave the node up (release or `active:false`) and have not owned it since.
     released: bool,
     /// Nothing read yet: a missing node is grabbed at once.
     fresh: bool,
-    /// Our own grab attempt failed without an answer: a missing node is grabbed at once.
-    retry_grab: bool,
     /// When to try creating the node.
     grab_at: Option<Instant>,
 }
@@ -282,7 +284,7 @@ impl<D: RunningData> Runner<D> {
         loop {
             let Some(session) = self.ensure_session().await else { return };
             if session.state() != SessionState::Connected {
-                self.exit(ExitReason::SessionLost);
+                self.lose();
                 if !self.wait_connected(&session).await {
                     return;
                 }
@@ -291,16 +293,33 @@ impl<D: RunningData> Runner<D> {
 
             if self.active.is_none() && self.grab_at.is_some_and(|t| t <= Instant::now()) {
                 self.grab_at = None;
-                match guard(&session, session.create_ephemeral(&self.path, &self.me_bytes)).await {
+                // Competing again ends an earlier release.
+                self.released = false;
+                // Bounded, so that a create decided now cannot take effect much later.
+                let create = tokio::time::timeout(
+                    self.delay / 2,
+                    session.create_ephemeral(&self.path, &self.me_bytes),
+                );
+                let settle = Some(Instant::now() + self.delay / 2);
+                match guard(&session, create).await {
                     None => continue,
-                    Some(Ok(v)) => self.enter(Fence { path: self.path.clone(), version: v }),
-                    Some(Err(CoordError::NodeExists { .. })) => {}
-                    Some(Err(e)) if e.is_indeterminate() => {
-                        tracing::warn!(error = %e, "create of the running node is indeterminate; re-reading");
-                        self.retry_grab = true;
+                    // Created: we become active once the read below, which arms the watch, has
+                    // confirmed it, so we never serve without a watch on our node.
+                    Some(Ok(Ok(v))) => {
+                        tracing::debug!(version = v.0, "created the running node; confirming");
+                        self.at_once_until = settle;
                     }
-                    Some(Err(e)) if e.is_session_lost() => continue,
-                    Some(Err(e)) => {
+                    Some(Ok(Err(CoordError::NodeExists { .. }))) => {}
+                    Some(Ok(Err(e))) if e.is_indeterminate() => {
+                        tracing::warn!(error = %e, "create of the running node is indeterminate; re-reading");
+                        self.at_once_until = settle;
+                    }
+                    Some(Err(_)) => {
+                        tracing::warn!("create of the running node timed out; re-reading");
+                        self.at_once_until = settle;
+                    }
+                    Some(Ok(Err(e))) if e.is_session_lost() => continue,
+                    Some(Ok(Err(e))) => {
                         tracing::warn!(error = %e, "create of the running node failed");
                         self.grab_at = Some(Instant::now() + RETRY);
                     }
@@ -320,18 +339,18 @@ impl<D: RunningData> Runner<D> {
             });
             let (node, watch) = match read.await {
                 None => {
-                    self.exit(ExitReason::SessionLost);
+                    self.lose();
                     continue;
                 }
                 Some(None) => {
                     tracing::warn!("re-reading the running node timed out; stopping (fencing)");
-                    self.exit(ExitReason::SessionLost);
+                    self.lose();
                     continue;
                 }
                 Some(Some(Ok(x))) => x,
                 Some(Some(Err(e))) => {
                     // Without a watch we would not see a takeover: stop serving (fencing).
-                    self.exit(ExitReason::SessionLost);
+                    self.lose();
                     if !e.is_session_lost() {
                         tracing::warn!(error = %e, "reading the running node failed");
                         if !self.pause(RETRY).await {
@@ -350,7 +369,7 @@ impl<D: RunningData> Runner<D> {
             let grab_at = self.grab_at.filter(|_| self.active.is_none());
             tokio::select! {
                 biased;
-                _ = lost => self.exit(ExitReason::SessionLost),
+                _ = lost => self.lose(),
                 cmd = self.cmds.recv() => match cmd {
                     Some(Command::Release(tx)) => {
                         self.release(&session).await;
@@ -377,6 +396,7 @@ impl<D: RunningData> Runner<D> {
                         // `delay`, and the re-read below could be slow.
                         tracing::warn!("our running node was deleted");
                         self.exit(ExitReason::Deposed);
+                        self.at_once_until = Some(Instant::now() + self.delay);
                     }
                 }
                 _ = async { tokio::time::sleep_until(grab_at.unwrap_or_else(Instant::now)).await }, if grab_at.is_some() => {}
@@ -391,7 +411,7 @@ impl<D: RunningData> Runner<D> {
                 if !s.state().is_terminal() {
                     return Some(s.clone());
                 }
-                self.exit(ExitReason::SessionLost);
+                self.lose();
                 self.session = None;
             }
             match self.coord.session().await {
@@ -487,10 +507,11 @@ impl<D: RunningData> Runner<D> {
             if self.active.is_some() {
                 tracing::warn!("our running node vanished");
                 self.exit(ExitReason::Deposed);
+                self.at_once_until = Some(now + self.delay);
             }
             if self.grab_at.is_none() {
                 let at_once =
-                    self.fresh || self.retry_grab || (self.last_owner_me && !self.released);
+                    self.fresh || (!self.released && self.at_once_until.is_some_and(|t| now < t));
                 self.grab_at = Some(if at_once {
                     now
                 } else if self.released {
@@ -502,11 +523,9 @@ impl<D: RunningData> Runner<D> {
                 });
             }
             self.fresh = false;
-            self.retry_grab = false;
             return if self.grab_at.is_some_and(|t| t <= now) { Next::Again } else { Next::Wait };
         };
         self.fresh = false;
-        self.retry_grab = false;
         self.grab_at = None;
         let parsed = D::from_bytes(&n.data);
         if let Err(e) = &parsed {
@@ -518,7 +537,7 @@ impl<D: RunningData> Runner<D> {
                 tracing::warn!("another owner holds the running node; stopping");
                 self.exit(ExitReason::Deposed);
             }
-            self.last_owner_me = false;
+            self.at_once_until = None;
             return Next::Wait;
         }
         let deactivated = parsed.as_ref().is_ok_and(|d| !d.active());
@@ -549,9 +568,8 @@ impl<D: RunningData> Runner<D> {
             self.exit(ExitReason::Released);
         } else {
             self.exit(ExitReason::Deposed);
-            self.retry_grab = true;
+            self.at_once_until = Some(now + self.delay / 2);
         }
-        self.last_owner_me = true;
         match guard(session, session.delete(&self.path, Some(n.version))).await {
             None => Next::Again,
             Some(Ok(()))
@@ -630,11 +648,20 @@ impl<D: RunningData> Runner<D> {
     fn enter(&mut self, fence: Fence) {
         tracing::info!(version = fence.version.0, "active: serving");
         self.active = Some(fence.clone());
-        self.last_owner_me = true;
+        self.at_once_until = None;
         self.released = false;
         self.grab_at = None;
         self.status.send_replace(RunningStatus::Active(fence.clone()));
         let _ = self.events.send(RunningEvent::ActiveEnter { fence });
+    }
+
+    /// Stops serving because the session (or our view of the node) was lost; we may re-grab at
+    /// once for a while, as the last owner that did not release.
+    fn lose(&mut self) {
+        if self.active.is_some() {
+            self.exit(ExitReason::SessionLost);
+            self.at_once_until = Some(Instant::now() + self.delay);
+        }
     }
 
     fn exit(&mut self, reason: ExitReason) {

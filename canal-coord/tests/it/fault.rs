@@ -64,6 +64,11 @@ async fn run(seed: u64) -> (usize, usize) {
         tokio::spawn(async move {
             while mine.changed().await.is_ok() {
                 if active_count(&all) > 1 {
+                    let st: Vec<_> = all.iter().map(|s| s.borrow().clone()).collect();
+                    eprintln!(
+                        "violation at {:?}: monitor {i} changed; {st:?}",
+                        tokio::time::Instant::now()
+                    );
                     v.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -133,7 +138,19 @@ async fn run(seed: u64) -> (usize, usize) {
 
 #[tokio::test(start_paused = true)]
 async fn never_two_active_under_faults() {
-    for seed in 1..=3 {
+    // `CANAL_FAULT_SEEDS=N` runs more seeds (a soak), `CANAL_FAULT_SEED_FROM` picks the first;
+    // `CANAL_FAULT_TRACE=1` logs the policy. 10 seeds by default.
+    if std::env::var("CANAL_FAULT_TRACE").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("canal_coord=debug")
+            .with_test_writer()
+            .try_init();
+    }
+    let seeds: u64 =
+        std::env::var("CANAL_FAULT_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let from: u64 =
+        std::env::var("CANAL_FAULT_SEED_FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    for seed in from..from + seeds {
         let (owned, enters) = run(seed).await;
         // The test must exercise ownership changes, not just a stuck owner or nobody.
         assert!(owned > STEPS / 3, "seed {seed}: owned in only {owned} of {STEPS} steps");
