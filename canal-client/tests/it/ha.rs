@@ -10,7 +10,7 @@ use canal_coord::{Backend, ClientRunningData, Coordinator, RunningData, path};
 
 use crate::fake::{self, FakeServer};
 
-const DELAY: Duration = Duration::from_millis(500);
+const DELAY: Duration = Duration::from_millis(1000);
 
 fn ha_client(backend: &Arc<dyn Backend>) -> ClusterConnector {
     let coord = Coordinator::new(backend.clone());
