@@ -155,8 +155,7 @@ pub struct Converter {
     stats: ConvertStats,
     before: RowImage,
     after: RowImage,
-    scratch_col: Vec<u8>,
-    scratch_row: Vec<u8>,
+    scratch_cols: Vec<ColumnOut>,
 }
 
 impl Converter {
@@ -176,8 +175,7 @@ impl Converter {
             stats: ConvertStats::default(),
             before: RowImage::new(),
             after: RowImage::new(),
-            scratch_col: Vec::with_capacity(256),
-            scratch_row: Vec::with_capacity(4096),
+            scratch_cols: Vec::with_capacity(64),
         }
     }
 
@@ -332,6 +330,23 @@ impl Converter {
         kind: EntryKind,
         rows: usize,
     ) {
+        let mut buf = Vec::with_capacity(GAP + store_value.len());
+        buf.resize(GAP, 0);
+        buf.extend_from_slice(store_value);
+        self.push_gapped(out, header, entry_type, buf, kind, rows);
+    }
+
+    /// Finishes an entry whose storeValue already sits in `buf` after a [`GAP`]-byte gap: the
+    /// header and field keys are written into the gap, so the storeValue is never copied.
+    fn push_gapped(
+        &mut self,
+        out: &mut Vec<BuiltEntry>,
+        header: Header,
+        entry_type: EntryType,
+        mut buf: Vec<u8>,
+        kind: EntryKind,
+        rows: usize,
+    ) {
         let position = EntryPosition {
             gtid: self.opts.gtid_mode.then(|| self.gtid_set.clone()),
             included: false,
@@ -340,11 +355,21 @@ impl Converter {
             server_id: header.server_id,
             timestamp: header.execute_time,
         };
-        let header_bytes = header.encode_to_vec();
-        let mut buf = Vec::with_capacity(header_bytes.len() + store_value.len() + 16);
-        pbwrite::bytes(&mut buf, 1, &header_bytes);
-        pbwrite::int(&mut buf, 2, entry_type as i64);
-        pbwrite::bytes(&mut buf, 3, store_value);
+        let store_len = buf.len() - GAP;
+        let mut prefix = Vec::with_capacity(128);
+        pbwrite::bytes(&mut prefix, 1, &header.encode_to_vec());
+        pbwrite::int(&mut prefix, 2, entry_type as i64);
+        prefix.push(0x1a); // field 3, length-delimited
+        pbwrite::varint(&mut prefix, store_len as u64);
+        let bytes = if prefix.len() <= GAP {
+            let start = GAP - prefix.len();
+            buf[start..GAP].copy_from_slice(&prefix);
+            Bytes::from(buf).slice(start..)
+        } else {
+            // A header larger than the gap (huge GTID sets): copy once.
+            prefix.extend_from_slice(&buf[GAP..]);
+            Bytes::from(prefix)
+        };
         let closes = match kind {
             EntryKind::End => true,
             EntryKind::Ddl | EntryKind::Query => !self.in_txn,
@@ -355,7 +380,7 @@ impl Converter {
             EntryKind::End => self.in_txn = false,
             _ => {}
         }
-        out.push(BuiltEntry { bytes: Bytes::from(buf), position, kind, rows, closes });
+        out.push(BuiltEntry { bytes, position, kind, rows, closes });
     }
 
     fn on_event(
@@ -616,7 +641,8 @@ impl Converter {
             RowsKind::Update | RowsKind::PartialUpdate => EventType::Update,
             RowsKind::Delete => EventType::Delete,
         };
-        let mut rc = Vec::with_capacity(ev.rows.len() * 2 + 32);
+        let mut rc = Vec::with_capacity(GAP + ev.rows.len() * 3 + 32);
+        rc.resize(GAP, 0);
         pbwrite::int(&mut rc, 1, ev.table_id as i64);
         pbwrite::int(&mut rc, 2, et as i64);
         pbwrite::boolean(&mut rc, 10, false);
@@ -626,8 +652,8 @@ impl Converter {
         };
         let mut before = std::mem::take(&mut self.before);
         let mut after = std::mem::take(&mut self.after);
-        let mut row_buf = std::mem::take(&mut self.scratch_row);
-        let mut col_buf = std::mem::take(&mut self.scratch_col);
+        let mut cols = std::mem::take(&mut self.scratch_cols);
+        let empty = RowImage::new();
         let mut rows = 0usize;
         let result = loop {
             match reader.next_row(&mut before, &mut after) {
@@ -636,33 +662,33 @@ impl Converter {
                 Err(e) => break Err(e),
             }
             rows += 1;
-            row_buf.clear();
+            cols.clear();
             if !before.is_empty() {
-                self.write_image(&plan, &before, None, 1, &mut row_buf, &mut col_buf);
+                self.plan_image(&plan, &before, None, 1, &mut cols);
             }
             if !after.is_empty() {
-                let cmp = (et == EventType::Update).then_some(&before);
-                self.write_image(
-                    &plan,
-                    &after,
-                    cmp.or(Some(&RowImage::new())),
-                    2,
-                    &mut row_buf,
-                    &mut col_buf,
-                );
+                let cmp = if et == EventType::Update { &before } else { &empty };
+                self.plan_image(&plan, &after, Some(cmp), 2, &mut cols);
             }
-            pbwrite::bytes(&mut rc, 12, &row_buf);
+            // RowData: every column's size is known up front, so each byte is written once.
+            let row_len: usize =
+                cols.iter().map(|c| 1 + pbwrite::varint_len(c.len as u64) + c.len).sum();
+            rc.push(0x62); // RowChange.rowDatas (12), length-delimited
+            pbwrite::varint(&mut rc, row_len as u64);
+            for c in &cols {
+                let image = if c.field == 1 { &before } else { &after };
+                write_column(&mut rc, &plan, image, c);
+            }
         };
         self.before = before;
         self.after = after;
-        self.scratch_row = row_buf;
-        self.scratch_col = col_buf;
+        self.scratch_cols = cols;
         if let Err(e) = result {
             return self.table_error(h, e);
         }
         self.stats.rows += rows as u64;
         let header = self.header(h, plan.schema(), plan.table(), Some(et), Some(rows));
-        self.push(out, header, EntryType::Rowdata, &rc, EntryKind::Rows, rows);
+        self.push_gapped(out, header, EntryType::Rowdata, rc, EntryKind::Rows, rows);
         Ok(())
     }
 
@@ -674,20 +700,20 @@ impl Converter {
         Err(self.decode_error(Some(h), e))
     }
 
-    /// Writes one image as repeated Column (`field` 1 = before, 2 = after). `compare` is the
-    /// before image for Canal's `updated` flag of after columns (`None` for before columns:
-    /// never updated; an empty image for inserts: always updated).
-    fn write_image(
+    /// Plans one image as repeated Column (`field` 1 = before, 2 = after): which cells, with
+    /// Canal's `updated` flag and their encoded size. `compare` is the before image for after
+    /// columns (`None` for before columns: never updated; an empty image for inserts: always
+    /// updated).
+    fn plan_image(
         &self,
         plan: &TablePlan,
         image: &RowImage,
         compare: Option<&RowImage>,
-        field: u32,
-        row_buf: &mut Vec<u8>,
-        col_buf: &mut Vec<u8>,
+        field: u8,
+        cols: &mut Vec<ColumnOut>,
     ) {
         let field_filter = !self.opts.field_filter.is_empty();
-        for (cell, value) in image.iter() {
+        for (pos, (cell, value)) in image.iter().enumerate() {
             let idx = cell.index as usize;
             let Some(cp) = plan.columns.get(idx) else { continue };
             if field_filter && !self.opts.field_filter.keeps(plan.schema(), plan.table(), &cp.name)
@@ -701,23 +727,52 @@ impl Converter {
                     None => true,
                 },
             };
-            col_buf.clear();
-            pbwrite::int(col_buf, col::INDEX, idx as i64);
-            pbwrite::int(col_buf, col::SQL_TYPE, i64::from(cell.sql_type));
-            pbwrite::bytes(col_buf, col::NAME, cp.name.as_bytes());
-            pbwrite::boolean(col_buf, col::IS_KEY, cp.is_key);
-            pbwrite::boolean(col_buf, col::UPDATED, updated);
-            pbwrite::boolean(col_buf, col::IS_NULL, value.is_none());
-            if let Some(v) = value {
-                pbwrite::bytes(col_buf, col::VALUE, v.as_bytes());
-            }
-            if let Some(t) = &cp.mysql_type {
-                pbwrite::bytes(col_buf, col::MYSQL_TYPE, t.as_bytes());
-            }
-            pbwrite::bytes(row_buf, field, col_buf);
+            let field_len = |n: usize| 1 + pbwrite::varint_len(n as u64) + n;
+            let len = 1
+                + pbwrite::varint_len(idx as u64)
+                + 1
+                + pbwrite::varint_len(i64::from(cell.sql_type) as u64)
+                + field_len(cp.name.len())
+                + 6
+                + value.map_or(0, |v| field_len(v.len()))
+                + cp.mysql_type.as_ref().map_or(0, |t| field_len(t.len()));
+            cols.push(ColumnOut { field, pos, len, updated });
         }
     }
 }
+
+/// One column to write: which image and cell, its size and `updated` flag.
+#[derive(Debug, Clone, Copy)]
+struct ColumnOut {
+    field: u8,
+    pos: usize,
+    len: usize,
+    updated: bool,
+}
+
+/// Writes a planned column (key, length, fields) straight into the RowChange buffer.
+fn write_column(buf: &mut Vec<u8>, plan: &TablePlan, image: &RowImage, c: &ColumnOut) {
+    let cell = &image.cells()[c.pos];
+    let value = image.value(cell);
+    let cp = &plan.columns[cell.index as usize];
+    buf.push(if c.field == 1 { 0x0a } else { 0x12 });
+    pbwrite::varint(buf, c.len as u64);
+    pbwrite::int(buf, col::INDEX, i64::from(cell.index));
+    pbwrite::int(buf, col::SQL_TYPE, i64::from(cell.sql_type));
+    pbwrite::bytes(buf, col::NAME, cp.name.as_bytes());
+    pbwrite::boolean(buf, col::IS_KEY, cp.is_key);
+    pbwrite::boolean(buf, col::UPDATED, c.updated);
+    pbwrite::boolean(buf, col::IS_NULL, value.is_none());
+    if let Some(v) = value {
+        pbwrite::bytes(buf, col::VALUE, v.as_bytes());
+    }
+    if let Some(t) = &cp.mysql_type {
+        pbwrite::bytes(buf, col::MYSQL_TYPE, t.as_bytes());
+    }
+}
+
+/// Room left before a storeValue for the entry's header and keys (see `push_gapped`).
+const GAP: usize = 512;
 
 /// Start offset of an event: `log_pos − event_size` (0 for artificial events and payload members).
 pub fn start_offset(h: &EventHeader) -> u64 {

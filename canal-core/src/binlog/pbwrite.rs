@@ -18,6 +18,11 @@ pub(crate) fn varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+/// Bytes a varint of `v` takes.
+pub(crate) fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 fn key(buf: &mut Vec<u8>, field: u32, wire: u32) {
     varint(buf, u64::from((field << 3) | wire));
 }
@@ -58,6 +63,15 @@ mod tests {
     use super::*;
     use crate::protocol::entry::Column;
     use prost::Message;
+
+    #[test]
+    fn varint_len_matches_encoding() {
+        for v in [0u64, 1, 127, 128, 16383, 16384, u32::MAX as u64, u64::MAX, (-5i64) as u64] {
+            let mut b = Vec::new();
+            varint(&mut b, v);
+            assert_eq!(varint_len(v), b.len(), "{v}");
+        }
+    }
 
     #[test]
     fn matches_prost_encoding() {

@@ -5,6 +5,7 @@ mod support;
 
 mod codec;
 mod decode;
+mod entry;
 mod instance;
 mod interop;
 mod position;
