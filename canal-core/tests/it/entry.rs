@@ -33,8 +33,7 @@ fn row_entries_are_canonical_protobuf_with_canal_semantics() {
         let name = file.file_name().unwrap().to_str().unwrap().to_owned();
         let mut conv = Converter::new(ConvertOptions::default(), None, &name);
         let mut out = Vec::new();
-        loop {
-            let Ok(Some((_, raw))) = source.next_event() else { break };
+        while let Ok(Some((_, raw))) = source.next_event() {
             // Some fixtures hold deliberately odd events; conversion errors are the decoder
             // tests' business. Entries that were built must be right.
             let _ = conv.convert(raw, &mut out);
