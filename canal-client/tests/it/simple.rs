@@ -296,3 +296,22 @@ async fn hostile_server_gives_typed_errors() {
         task.abort();
     }
 }
+
+/// Java's edge case (spec §1.4): on a server where the destination does not run, the on-connect
+/// rollback fails with an unsolicited 400 that a Java client reads as its SUBSCRIPTION's reply
+/// (and the real reply as the next GET's). We report the 400 and close the connection instead
+/// of reading out of step.
+#[tokio::test]
+async fn on_connect_rollback_failure_does_not_desync() {
+    let server = FakeServer::open().await;
+    server.set(|s| s.running = false);
+    let mut c = SimpleConnector::new(server.address(), config()).unwrap();
+    c.connect().await.unwrap();
+    let err = c.subscribe("").await.unwrap_err();
+    match &err {
+        ClientError::Server { code: 400, message } => assert!(message.contains("start first")),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.is_transient());
+    assert!(!c.is_connected());
+}
