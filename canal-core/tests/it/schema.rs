@@ -753,6 +753,7 @@ proptest! {
         let mut model: Vec<(String, &str)> = vec![("id".into(), "int")];
         let mut next = 0;
         // (position, model after the DDL there, its SQL) for the versioned checks below.
+        #[allow(clippy::type_complexity)]
         let mut steps: Vec<(u64, Vec<(String, &str)>, String)> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
             let sql = match op {
