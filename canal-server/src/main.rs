@@ -1,5 +1,5 @@
-//! The canal-server binary: `run` serves destinations (the default), `decode` prints binlog files
-//! as Canal entries.
+//! The canal-server binary: `run` serves destinations, `config check` validates a conf dir,
+//! `decode` prints binlog files as Canal entries.
 
 use std::process::ExitCode;
 
@@ -14,16 +14,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the configured destinations (until SIGTERM / Ctrl-C).
+    Run(canal_server::cli::run::RunArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(canal_server::config::ConfigCommand),
     /// Decode binlog files into Canal FlatMessage JSON lines (or whole entries).
     Decode(canal_server::cli::decode::DecodeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A server logs its state changes; the one-shot tools only warnings.
+    let default_log = if matches!(cli.command, Command::Run(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -36,6 +43,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => canal_server::cli::run::run(args).await,
+            Command::Config(cmd) => canal_server::config::run(cmd),
             Command::Decode(args) => canal_server::cli::decode::run(args).await,
         }
     });

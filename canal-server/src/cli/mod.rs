@@ -1,3 +1,4 @@
 //! Command-line entry points of the canal-server binary.
 
 pub mod decode;
+pub mod run;
