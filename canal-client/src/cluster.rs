@@ -160,6 +160,9 @@ enum Interrupt {
 /// back un-acked batches (they are delivered again: at-least-once). Definite errors (auth, bad
 /// config, undecodable entries, a failed ack) are returned.
 ///
+/// With client HA, every call waits while this client is a standby (as Java's calls block on
+/// the running monitor's mutex); [`is_active`](Self::is_active) tells which it is.
+///
 /// Cancel safety, for every method: dropping a future abandons the call; if a request was in
 /// flight the connection is closed and the next call reconnects (with a rollback), so nothing is
 /// read out of step.
@@ -536,6 +539,16 @@ impl ClusterConnector {
     }
 
     async fn execute(&mut self, op: Op) -> Result<Option<Message>, ClientError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "canal_client",
+            destination = %self.config.connector.destination,
+            client_id = self.config.connector.client_id,
+        );
+        self.execute_inner(op).instrument(span).await
+    }
+
+    async fn execute_inner(&mut self, op: Op) -> Result<Option<Message>, ClientError> {
         self.start_background();
         let started = Instant::now();
         let mut pause = self.config.backoff.initial;
