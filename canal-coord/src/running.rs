@@ -128,6 +128,7 @@ impl RunningMonitor {
             session: None,
             active: None,
             at_once_until: None,
+            lost_ownership: false,
             released: false,
             fresh: true,
             grab_at: None,
@@ -256,6 +257,8 @@ struct Runner<D> {
     /// while we served it (or our session ended), or our own create is being settled. Bounded,
     /// so that stale knowledge never lets us skip the delay much later.
     at_once_until: Option<Instant>,
+    /// We were serving when the session was lost (and have not seen another owner since).
+    lost_ownership: bool,
     /// We gave the node up (release or `active:false`) and have not owned it since.
     released: bool,
     /// Nothing read yet: a missing node is grabbed at once.
@@ -413,6 +416,12 @@ impl<D: RunningData> Runner<D> {
                 }
                 self.lose();
                 self.session = None;
+                // The session ended while we owned the node: as its last owner we re-grab at
+                // once, counting from now (a client may learn of its expiry long after it lost
+                // the connection).
+                if self.lost_ownership {
+                    self.at_once_until = Some(Instant::now() + self.delay);
+                }
             }
             match self.coord.session().await {
                 Ok(s) => {
@@ -538,6 +547,7 @@ impl<D: RunningData> Runner<D> {
                 self.exit(ExitReason::Deposed);
             }
             self.at_once_until = None;
+            self.lost_ownership = false;
             return Next::Wait;
         }
         let deactivated = parsed.as_ref().is_ok_and(|d| !d.active());
@@ -649,6 +659,7 @@ impl<D: RunningData> Runner<D> {
         tracing::info!(version = fence.version.0, "active: serving");
         self.active = Some(fence.clone());
         self.at_once_until = None;
+        self.lost_ownership = false;
         self.released = false;
         self.grab_at = None;
         self.status.send_replace(RunningStatus::Active(fence.clone()));
@@ -661,6 +672,7 @@ impl<D: RunningData> Runner<D> {
         if self.active.is_some() {
             self.exit(ExitReason::SessionLost);
             self.at_once_until = Some(Instant::now() + self.delay);
+            self.lost_ownership = true;
         }
     }
 

@@ -543,6 +543,7 @@ pub async fn owner_session_expiry_fences(h: &impl Harness) {
     assert_at(h, "fencing on expiry", t0.elapsed(), Duration::ZERO);
     // Rejoin: on a new session, and as the last owner, at once.
     let obs = open(h).await;
+    let mut last_exit = Instant::now();
     loop {
         match next_event(&mut ra).await {
             RunningEvent::ActiveEnter { .. } => {
@@ -553,10 +554,12 @@ pub async fn owner_session_expiry_fences(h: &impl Harness) {
                     break;
                 }
             }
-            RunningEvent::ActiveExit { .. } => {}
+            RunningEvent::ActiveExit { .. } => last_exit = Instant::now(),
         }
     }
-    assert_at(h, "last owner rejoins", t0.elapsed(), Duration::ZERO);
+    // Measured from the last exit: a ZooKeeper client may win its stolen session back once
+    // before it sees the expiry.
+    assert_at(h, "last owner rejoins", last_exit.elapsed(), Duration::ZERO);
     let new = ca.session().await.unwrap();
     assert_ne!(new.id(), old.id(), "rejoined on a new session");
     assert_eq!(obs.get(&p).await.unwrap().unwrap().ephemeral_owner, Some(new.id()));
