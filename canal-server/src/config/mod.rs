@@ -273,8 +273,10 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
         ConfigError::Invalid { origin, key, message }
     };
 
-    if server.port == 0 {
-        return Err(bad("port", "must be 1..=65535".into()));
+    // Port 0 picks a free port (tests, demos); the bound address is printed and published, which
+    // cannot work with a fixed register_ip.
+    if server.port == 0 && !server.register_ip.trim().is_empty() {
+        return Err(bad("port", "0 (pick a free port) cannot be combined with register_ip".into()));
     }
     if server.metrics_port != 0 && server.metrics_port == server.port {
         return Err(bad("metrics_port", format!("{} is also the client port", server.port)));
