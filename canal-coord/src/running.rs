@@ -1,5 +1,5 @@
 //! The running-node policy (Canal's ServerRunningMonitor / ClientRunningMonitor), written once
-//! over [`Session`](crate::session::Session) and used by servers and clients alike.
+//! over [`Session`] and used by servers and clients alike.
 //!
 //! Rules (spec §4.1, §4.2), and where we are stricter than Java Canal:
 //! - Grab by creating the EPHEMERAL node with our data; at start a candidate tries at once. We
