@@ -1423,3 +1423,83 @@ fn timestamp_zone_and_latin1_charset_options() {
     let d = decode_file(&std::fs::read(p).unwrap(), opts, vec![]);
     assert_eq!(rows_of(&d, "fx.all_types")[0].after("c_varchar_latin1"), Some("na\u{ef}ve"));
 }
+
+/// Compares our DATE/DATETIME/TIMESTAMP values (sqlType 91/93) with python-mysql-replication's
+/// decoding (`*.pmr-decoded.jsonl`, a secondary oracle): mysqlbinlog prints TIMESTAMP as epoch
+/// seconds, pmr renders it in UTC like our default zone. pmr prints fractions with 6 digits where
+/// we print fsp digits, so one must be a prefix of the other. Returns the number compared.
+fn compare_temporals_with_pmr(d: &Dump, jsonl: &str) -> usize {
+    let mut theirs: Vec<Vec<Option<serde_json::Value>>> = Vec::new();
+    for line in jsonl.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Some(rows) = v.get("rows").and_then(|r| r.as_array()) else { continue };
+        for row in rows {
+            for key in ["before_values", "values", "after_values"] {
+                let Some(obj) = row.get(key).and_then(|x| x.as_object()) else { continue };
+                let mut cols: Vec<(usize, serde_json::Value)> = obj
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix("UNKNOWN_COL")
+                            .and_then(|n| n.parse().ok())
+                            .map(|n| (n, v.clone()))
+                    })
+                    .collect();
+                cols.sort_by_key(|c| c.0);
+                theirs.push(cols.into_iter().map(|c| Some(c.1)).collect());
+            }
+        }
+    }
+    let ours = our_images(d);
+    assert_eq!(theirs.len(), ours.len(), "row images vs pmr");
+    let mut n = 0;
+    for (t, o) in theirs.iter().zip(&ours) {
+        for (tv, ov) in t.iter().zip(o.iter()) {
+            let (Some(serde_json::Value::String(tv)), Some(ov_val), 91 | 93) = (tv, &ov.1, ov.2)
+            else {
+                continue;
+            };
+            assert!(
+                tv.starts_with(ov_val.as_str()) || ov_val.starts_with(tv.as_str()),
+                "ours {ov_val:?}, pmr {tv:?}"
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn temporals_agree_with_pmr() {
+    let s = "fixtures/binlog/mysql-public";
+    for (rel, side, min) in [
+        (
+            "osheroff/mysql-bin.checksum-crc32",
+            format!(
+                "{s}/osheroff__mysql-binlog-connector-java/mysql-bin.checksum-crc32.pmr-decoded.jsonl"
+            ),
+            100,
+        ),
+        (
+            "osheroff/mysql-bin.checksum-none",
+            format!(
+                "{s}/osheroff__mysql-binlog-connector-java/mysql-bin.checksum-none.pmr-decoded.jsonl"
+            ),
+            30,
+        ),
+        (
+            "canal/dbsync-mysql-bin.000001",
+            format!("{s}/alibaba__canal/dbsync/mysql-bin.000001.pmr-decoded.jsonl"),
+            100,
+        ),
+        (
+            "canal/tsdb-mysql-bin.000003",
+            format!("{s}/alibaba__canal/tsdb/mysql-bin.000003.pmr-decoded.jsonl"),
+            5,
+        ),
+    ] {
+        let Some(p) = support::shared_file(&side) else { return };
+        let d = local(rel);
+        let n = compare_temporals_with_pmr(&d, &std::fs::read_to_string(p).unwrap());
+        assert!(n >= min, "{rel}: {n} temporal values compared");
+    }
+}
