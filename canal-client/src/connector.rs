@@ -433,7 +433,8 @@ impl SimpleConnector {
     /// # Errors
     /// [`ClientError::Server`] for an error ACK (e.g. 400 not subscribed / destination not
     /// running), [`ClientError::AckFailed`] when an earlier ack or rollback failed,
-    /// [`ClientError::Compression`], [`ClientError::BadEntry`] (the connection stays usable),
+    /// [`ClientError::Compression`] (the connection is closed, so a reconnect gives the batch
+    /// back), [`ClientError::BadEntry`] (the connection stays usable: ack or roll back the batch),
     /// [`ClientError::Timeout`] and connection errors.
     ///
     /// # Cancel safety
@@ -481,16 +482,30 @@ impl SimpleConnector {
             });
         }
         let compression = reply.compression.unwrap_or(0);
+        // A batch we cannot read (the server has made it): close the connection, so that the
+        // next connect's rollback gives it back instead of leaving it outstanding unnamed.
         if compression != Compression::Unspecified as i32 && compression != Compression::None as i32
         {
+            self.break_conn();
             return Err(ClientError::Compression(compression));
         }
         // A reply came: every earlier ack/rollback succeeded (their errors would come first).
         if let Some(c) = self.conn.as_mut() {
             c.unconfirmed = None;
         }
-        let Body::Messages(m) = reply.decode_body()? else {
-            return Err(ClientError::UnexpectedPacket { request: "GET", got: "MESSAGES".into() });
+        let m = match reply.decode_body() {
+            Ok(Body::Messages(m)) => m,
+            Ok(_) => {
+                self.break_conn();
+                return Err(ClientError::UnexpectedPacket {
+                    request: "GET",
+                    got: "MESSAGES".into(),
+                });
+            }
+            Err(e) => {
+                self.break_conn();
+                return Err(e.into());
+            }
         };
         Message::decode(m.batch_id, m.messages)
     }

@@ -219,6 +219,9 @@ async fn server_errors_are_typed() {
         c.get_without_ack(1, None, TimeUnit::Milliseconds).await,
         Err(ClientError::Compression(2))
     ));
+    // The server made a batch we cannot read: the connection is closed, so that the reconnect's
+    // rollback gives it back.
+    assert!(!c.is_connected());
 }
 
 #[tokio::test]
@@ -314,4 +317,75 @@ async fn on_connect_rollback_failure_does_not_desync() {
     }
     assert!(err.is_transient());
     assert!(!c.is_connected());
+}
+
+/// After a good handshake and auth, a GET answered with garbage: typed errors, never a panic;
+/// the connection is closed unless the frame was whole and only its entries were bad.
+#[tokio::test]
+async fn garbage_get_replies_give_typed_errors() {
+    use canal_core::protocol::codec::frame_bytes;
+    use canal_core::protocol::packets;
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        let mut v = (payload.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(payload);
+        v
+    }
+    let messages_with_bad_entry =
+        frame_bytes(&packets::messages(5, vec![bytes::Bytes::from_static(b"\xff\xff\xff")]))
+            .unwrap()
+            .to_vec();
+    let bad_messages_body = framed(&[0x10, 0x01, 0x18, 0x07, 0x2a, 0x02, 0x0a, 0xff]);
+    let unknown_type = framed(&[0x10, 0x01, 0x18, 0x63]);
+    let handshake_again = frame_bytes(&packets::handshake(b"12345678")).unwrap().to_vec();
+    let ok_ack = frame_bytes(&packets::ack_ok()).unwrap().to_vec();
+    let truncated = vec![0, 0, 0, 50, 0x10, 0x01];
+    let huge = vec![0x10, 0, 0, 0];
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("bad entry", messages_with_bad_entry, true),
+        ("bad messages body", bad_messages_body, false),
+        ("unknown packet type", unknown_type, false),
+        ("handshake again", handshake_again, false),
+        ("success ack", ok_ack, false),
+        ("truncated", truncated, false),
+        ("huge", huge, false),
+    ];
+    for (name, reply, usable) in cases {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let (r, mut w) = sock.into_split();
+            let mut reader = canal_core::protocol::codec::PacketReader::new(r);
+            w.write_all(&frame_bytes(&packets::handshake(b"abcdefgh")).unwrap()).await.unwrap();
+            while let Ok(Some(p)) = reader.read_packet().await {
+                let t = canal_core::protocol::packet::PacketType::try_from(p.r#type).unwrap();
+                use canal_core::protocol::packet::PacketType as T;
+                match t {
+                    T::Clientauthentication | T::Subscription => {
+                        w.write_all(&frame_bytes(&packets::ack_ok()).unwrap()).await.unwrap()
+                    }
+                    T::Get => {
+                        w.write_all(&reply).await.unwrap();
+                        if reply.len() < 8 || reply[3] == 50 {
+                            let _ = w.shutdown().await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let mut cfg = config();
+        cfg.max_frame_len = 4096;
+        let mut c = SimpleConnector::new(addr.to_string(), cfg).unwrap();
+        c.connect().await.unwrap();
+        c.subscribe("").await.unwrap();
+        let err = c.get_without_ack(1, None, TimeUnit::Milliseconds).await.expect_err(name);
+        eprintln!("{name}: {err}");
+        if usable {
+            assert!(matches!(err, ClientError::BadEntry { batch_id: 5, index: 0, .. }), "{err:?}");
+        }
+        assert_eq!(c.is_connected(), usable, "{name}: {err:?}");
+        task.abort();
+    }
 }
