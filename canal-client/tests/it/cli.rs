@@ -163,3 +163,38 @@ async fn status_from_etcd() {
     )
     .await;
 }
+
+async fn tail_via_coordinator(backend: Arc<dyn Backend>, flags: &[&str]) {
+    let dest = format!("client-tail-{}", std::process::id());
+    let server = FakeServer::open().await;
+    server.push([fake::insert("t1", 1, "via-coordinator")]);
+    let session = Coordinator::new(backend).session().await.unwrap();
+    session
+        .create_ephemeral(&path::server_running(&dest), &fake::running_json(&server.address()))
+        .await
+        .unwrap();
+    let mut args = vec!["tail", "--destination", &dest, "--format", "table", "--timeout", "0.5"];
+    args.extend_from_slice(flags);
+    let (out, _) = run(bin().args(&args)).await;
+    assert!(out.contains("INSERT  test.t1 id=1 name=via-coordinator"), "{out}");
+    assert!(server.state.lock().unwrap().outstanding.is_empty());
+    session.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_through_zookeeper() {
+    let Some(zk) = support::service("CANAL_TEST_ZK") else { return };
+    tail_via_coordinator(Arc::new(ZkBackend::new(&zk, Duration::from_secs(10))), &["--zk", &zk])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_through_etcd_with_prefix_and_ha() {
+    let Some(etcd) = support::service("CANAL_TEST_ETCD") else { return };
+    let prefix = format!("/canal-client-tail-{}", std::process::id());
+    tail_via_coordinator(
+        Arc::new(EtcdBackend::new(vec![etcd.clone()], 5, &prefix)),
+        &["--etcd", &etcd, "--coord-prefix", &prefix, "--ha"],
+    )
+    .await;
+}
