@@ -577,18 +577,18 @@ impl<'e> RowsReader<'e> {
                 let v = self.take(1, "TINYINT")?[0] as i8;
                 if unsigned && v < 0 {
                     sql_type = st::SMALLINT;
-                    let _ = write!(out, "{}", v as u8);
+                    value::push_u64(out, u64::from(v as u8));
                 } else {
-                    let _ = write!(out, "{v}");
+                    value::push_i64(out, i64::from(v));
                 }
             }
             Kind::Short => {
                 let v = le_uint(self.take(2, "SMALLINT")?) as u16 as i16;
                 if unsigned && v < 0 {
                     sql_type = st::INTEGER;
-                    let _ = write!(out, "{}", v as u16);
+                    value::push_u64(out, u64::from(v as u16));
                 } else {
-                    let _ = write!(out, "{v}");
+                    value::push_i64(out, i64::from(v));
                 }
             }
             Kind::Int24 => {
@@ -596,27 +596,27 @@ impl<'e> RowsReader<'e> {
                 let raw = le_uint(self.take(3, "MEDIUMINT")?) as u32;
                 let v = ((raw << 8) as i32) >> 8;
                 if unsigned && v < 0 {
-                    let _ = write!(out, "{raw}");
+                    value::push_u64(out, u64::from(raw));
                 } else {
-                    let _ = write!(out, "{v}");
+                    value::push_i64(out, i64::from(v));
                 }
             }
             Kind::Long => {
                 let v = le_uint(self.take(4, "INT")?) as u32 as i32;
                 if unsigned && v < 0 {
                     sql_type = st::BIGINT;
-                    let _ = write!(out, "{}", v as u32);
+                    value::push_u64(out, u64::from(v as u32));
                 } else {
-                    let _ = write!(out, "{v}");
+                    value::push_i64(out, i64::from(v));
                 }
             }
             Kind::LongLong => {
                 let v = le_uint(self.take(8, "BIGINT")?) as i64;
                 if unsigned && v < 0 {
                     sql_type = st::DECIMAL;
-                    let _ = write!(out, "{}", v as u64);
+                    value::push_u64(out, v as u64);
                 } else {
-                    let _ = write!(out, "{v}");
+                    value::push_i64(out, i64::from(v));
                 }
             }
             Kind::Float => {
@@ -643,7 +643,7 @@ impl<'e> RowsReader<'e> {
             Kind::Bit { nbits } => {
                 let n = usize::from(nbits).div_ceil(8);
                 let v = be_uint(self.take(n, "BIT")?);
-                let _ = write!(out, "{v}");
+                value::push_u64(out, v);
             }
             Kind::Timestamp => {
                 let secs = le_uint(self.take(4, "TIMESTAMP")?) as u32;
@@ -719,16 +719,16 @@ impl<'e> RowsReader<'e> {
                 if v == 0 {
                     out.push_str("0000");
                 } else {
-                    let _ = write!(out, "{}", u32::from(v) + 1900);
+                    value::push_u64(out, u64::from(v) + 1900);
                 }
             }
             Kind::Enum { len } => {
                 let v = le_uint(self.take(usize::from(len), "ENUM")?);
-                let _ = write!(out, "{v}");
+                value::push_u64(out, v);
             }
             Kind::Set { len } => {
                 let v = le_uint(self.take(usize::from(len), "SET")?);
-                let _ = write!(out, "{v}");
+                value::push_u64(out, v);
             }
             Kind::Blob { len_bytes, text } => {
                 let n = le_uint(self.take(usize::from(len_bytes), "BLOB length")?) as usize;

@@ -109,6 +109,32 @@ impl TimeZoneOffset {
     }
 }
 
+/// Appends an unsigned integer in decimal without going through `fmt` (the row loop's hottest
+/// operation).
+pub(crate) fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &d in &buf[i..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Appends a signed integer in decimal.
+pub(crate) fn push_i64(out: &mut String, v: i64) {
+    if v < 0 {
+        out.push('-');
+    }
+    push_u64(out, v.unsigned_abs());
+}
+
 pub(crate) fn push2(out: &mut String, v: u32) {
     out.push(char::from(b'0' + ((v / 10) % 10) as u8));
     out.push(char::from(b'0' + (v % 10) as u8));
@@ -330,6 +356,19 @@ mod tests {
         assert_eq!(dec("7EF204C72DFB2D", 14, 4), "-1234567890.1234");
         assert_eq!(dec("80000000", 5, 2), "0.00");
         assert_eq!(dec("8000", 4, 0), "0");
+    }
+
+    #[test]
+    fn integers() {
+        let mut s = String::new();
+        for v in [0i64, 7, -7, 1234567890, i64::MIN, i64::MAX] {
+            s.clear();
+            push_i64(&mut s, v);
+            assert_eq!(s, v.to_string());
+        }
+        s.clear();
+        push_u64(&mut s, u64::MAX);
+        assert_eq!(s, u64::MAX.to_string());
     }
 
     #[test]
