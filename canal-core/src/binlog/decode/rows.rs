@@ -616,7 +616,7 @@ impl<'e> RowsReader<'e> {
                     sql_type = st::DECIMAL;
                     value::push_u64(out, v as u64);
                 } else {
-                    value::push_i64(out, i64::from(v));
+                    value::push_i64(out, v);
                 }
             }
             Kind::Float => {
