@@ -703,6 +703,15 @@ impl ClusterConnector {
     }
 }
 
+impl Drop for ClusterConnector {
+    fn drop(&mut self) {
+        // The HA monitor aborts its own task when dropped (its node then goes with the session).
+        if let Some((_, task)) = self.running.take() {
+            task.abort();
+        }
+    }
+}
+
 /// Follows the destination's running node and publishes the active server's address.
 async fn watch_running(coord: Arc<Coordinator>, node: String, tx: watch::Sender<Option<String>>) {
     loop {
