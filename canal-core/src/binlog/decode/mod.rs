@@ -9,6 +9,29 @@
 //! * Nothing here panics, loops without progress or allocates more than the input could justify:
 //!   every length read from the input is checked against the bytes that remain, and failures are
 //!   [`DecodeError`]s that say what was being read and at which offset of the event.
+//!
+//! ```
+//! use canal_core::binlog::decode::{BinlogFile, Decoder, EventData, RowImage};
+//!
+//! fn dump(file: &[u8]) -> Result<(), canal_core::binlog::decode::DecodeError> {
+//!     let mut dec = Decoder::default();
+//!     let (mut before, mut after) = (RowImage::new(), RowImage::new());
+//!     for item in BinlogFile::new(file)? {
+//!         let (_offset, buf) = item?;
+//!         let ev = dec.decode(buf)?;
+//!         if let EventData::Rows(rows) = &ev.data {
+//!             let mut reader = dec.rows(rows)?;
+//!             while reader.next_row(&mut before, &mut after)? {
+//!                 for (cell, value) in after.iter() {
+//!                     let col = &reader.plan().columns[cell.index as usize];
+//!                     println!("{} sqlType={} {:?}", col.name, cell.sql_type, value);
+//!                 }
+//!             }
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
 
 mod cursor;
 mod event;
