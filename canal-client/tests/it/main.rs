@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod cluster;
 mod fake;
+mod fuzz;
 mod ha;
 mod interop;
 mod simple;
