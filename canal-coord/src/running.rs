@@ -31,10 +31,34 @@ use crate::coordinator::Coordinator;
 use crate::data::{ClientRunningData, RunningData, ServerRunningData};
 use crate::error::CoordError;
 use crate::path;
-use crate::session::{Fence, Node, Session, SessionState, WatchEvent, session_lost};
+use crate::session::{Fence, Node, Session, SessionState, Version, WatchEvent, session_lost};
 
 /// Canal's takeover delay for standbys (`delayTime = 5` seconds).
 pub const DEFAULT_DELAY: Duration = Duration::from_secs(5);
+
+/// How long a releasing owner leaves its release marker in place before deleting the node, so
+/// that standbys' watches read it (capped at a fifth of the takeover delay).
+const HANDOVER_NOTICE: Duration = Duration::from_millis(200);
+
+/// Our node's JSON as a stopped owner leaves it just before deleting it: `"active":false` plus
+/// `"released":true` (keys stay sorted, as fastjson writes them; Java readers ignore the extra
+/// field). Only an owner that has already stopped serving writes `released`, which is what makes
+/// it safe for standbys to compete at once when that node goes.
+fn released_marker(me: &[u8]) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(me).ok()?;
+    let o = v.as_object_mut()?;
+    o.insert("active".into(), serde_json::Value::Bool(false));
+    o.insert("released".into(), serde_json::Value::Bool(true));
+    serde_json::to_vec(&v).ok()
+}
+
+/// Whether a node's data carries the marker of [`released_marker`].
+fn is_released_marker(data: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| v.get("released").and_then(serde_json::Value::as_bool))
+        .unwrap_or(false)
+}
 
 /// Pause after a transient failure before trying again.
 const RETRY: Duration = Duration::from_millis(200);
@@ -128,6 +152,7 @@ impl RunningMonitor {
             session: None,
             active: None,
             at_once_until: None,
+            handover_seen: false,
             lost_ownership: false,
             released: false,
             fresh: true,
@@ -257,6 +282,10 @@ struct Runner<D> {
     /// while we served it (or our session ended), or our own create is being settled. Bounded,
     /// so that stale knowledge never lets us skip the delay much later.
     at_once_until: Option<Instant>,
+    /// The node last read held another owner's release marker: that owner has stopped serving
+    /// and is handing over (SIGTERM, or an operator's switch), so when the node goes we compete
+    /// at once instead of waiting out a possible blip.
+    handover_seen: bool,
     /// We were serving when the session was lost (and have not seen another owner since).
     lost_ownership: bool,
     /// We gave the node up (release or `active:false`) and have not owned it since.
@@ -519,8 +548,9 @@ impl<D: RunningData> Runner<D> {
                 self.at_once_until = Some(now + self.delay);
             }
             if self.grab_at.is_none() {
-                let at_once =
-                    self.fresh || (!self.released && self.at_once_until.is_some_and(|t| now < t));
+                let at_once = self.fresh
+                    || (!self.released
+                        && (self.handover_seen || self.at_once_until.is_some_and(|t| now < t)));
                 self.grab_at = Some(if at_once {
                     now
                 } else if self.released {
@@ -532,6 +562,7 @@ impl<D: RunningData> Runner<D> {
                 });
             }
             self.fresh = false;
+            self.handover_seen = false;
             return if self.grab_at.is_some_and(|t| t <= now) { Next::Again } else { Next::Wait };
         };
         self.fresh = false;
@@ -541,6 +572,7 @@ impl<D: RunningData> Runner<D> {
             tracing::warn!(error = %e, "running node holds unreadable data; treating it as another owner's");
         }
         let addr_me = parsed.as_ref().is_ok_and(|d| d.address() == self.me_address);
+        self.handover_seen = !addr_me && is_released_marker(&n.data);
         if !addr_me {
             if self.active.is_some() {
                 tracing::warn!("another owner holds the running node; stopping");
@@ -580,7 +612,9 @@ impl<D: RunningData> Runner<D> {
             self.exit(ExitReason::Deposed);
             self.at_once_until = Some(now + self.delay / 2);
         }
-        match guard(session, session.delete(&self.path, Some(n.version))).await {
+        let version =
+            if deactivated { self.announce_release(session, n.version).await } else { n.version };
+        match guard(session, session.delete(&self.path, Some(version))).await {
             None => Next::Again,
             Some(Ok(()))
             | Some(Err(CoordError::NoNode { .. }))
@@ -621,10 +655,30 @@ impl<D: RunningData> Runner<D> {
         self.released = true;
         if let Some(f) = self.active.clone() {
             self.exit(ExitReason::Released);
+            let version = self.announce_release(session, f.version).await;
             // A lost delete is retried by `reconcile` (our address + released).
-            if let Some(Err(e)) = guard(session, session.delete(&f.path, Some(f.version))).await {
+            if let Some(Err(e)) = guard(session, session.delete(&f.path, Some(version))).await {
                 tracing::warn!(error = %e, "deleting the running node on release failed");
             }
+        }
+    }
+
+    /// After we stopped serving: marks our node released (so standbys that read it compete at
+    /// once when it goes, instead of waiting `delay` as after a crash — SIGTERM hands over in
+    /// well under a second) and gives their watches a moment to see it. Returns the node's
+    /// version for the delete. A standby that misses the marker waits `delay`, which is safe.
+    async fn announce_release(&mut self, session: &Arc<dyn Session>, version: Version) -> Version {
+        let Some(bytes) = released_marker(&self.me_bytes) else { return version };
+        match guard(session, session.put(&self.path, &bytes, Some(version))).await {
+            Some(Ok(v)) => {
+                tokio::time::sleep(HANDOVER_NOTICE.min(self.delay / 5)).await;
+                v
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "announcing the release failed");
+                version
+            }
+            None => version,
         }
     }
 
@@ -645,6 +699,8 @@ impl<D: RunningData> Runner<D> {
         };
         self.exit(ExitReason::Stopped);
         if let Some(v) = version {
+            // Stopping is a graceful hand-over too (SIGTERM): let standbys compete at once.
+            let v = self.announce_release(session, v).await;
             let _ = guard(session, session.delete(&self.path, Some(v))).await;
         }
         self.set_stopped();

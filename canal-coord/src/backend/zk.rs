@@ -192,7 +192,7 @@ impl ZkSession {
         let mut last = String::new();
         // Our own client reconnects as soon as the server hands its connection to the thief,
         // and may win the session back; retry until the close gets through.
-        for _ in 0..5 {
+        for _ in 0..3 {
             if st.borrow().is_terminal() {
                 return Ok(());
             }
@@ -210,10 +210,17 @@ impl ZkSession {
                 .await;
         }
         if st.borrow().is_terminal() {
-            Ok(())
-        } else {
-            Err(CoordError::Unavailable { reason: format!("attach to session: {last}") })
+            return Ok(());
         }
+        // Stealing the session keeps losing the race against our own reconnecting client (seen
+        // on loaded machines): end the session from our side instead. Dropping the client closes
+        // it on the server (its ephemerals go, as on expiry) and we report Expired, which is what
+        // an expiry looks like to everything above the session.
+        tracing::debug!("attach to session failed ({last}); closing it from this side");
+        self.client.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.task.abort();
+        self.state.send_replace(SessionState::Expired);
+        Ok(())
     }
 
     fn client(&self, path: &str) -> Result<zk::Client> {

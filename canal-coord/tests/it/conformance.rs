@@ -58,6 +58,7 @@ conformance!(
     children_exclude_expired,
     watch_event_order,
     standby_takes_over_after_delay,
+    graceful_stop_hands_over_at_once,
     last_owner_regrabs_at_once,
     active_false_hands_over,
     release_hands_over,
