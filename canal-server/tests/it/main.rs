@@ -6,5 +6,6 @@ mod support;
 mod canal_python;
 mod config;
 mod ha;
+mod ha_process;
 mod session;
 mod wire;

@@ -1,0 +1,208 @@
+//! HA with real processes: two `canal-server run` binaries on one destination with ZooKeeper,
+//! and again with etcd, Canal's real 5 s takeover delay and short coordinator sessions.
+//! SIGTERM to the active one, `kill -9` of the active one, and an operator's `"active":false`
+//! (written with kazoo / etcdctl, as runbooks do) each move the destination to the other server;
+//! the takeover times are measured and printed. The running node holds Canal's JSON.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use canal_coord::config::{BackendKind, CoordConfig};
+use canal_coord::{Coordinator, path};
+
+use crate::ha::fixture;
+use crate::support;
+
+const SESSION_MS: u64 = 2000;
+const DELAY_MS: u64 = 5000;
+
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(conf: &Path) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canal-server"))
+        .args(["run", "--conf"])
+        .arg(conf)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("canal-server starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    // "canal-server listening on 127.0.0.1:PORT, ..."
+    let addr = line
+        .split_whitespace()
+        .nth(3)
+        .map(|a| a.trim_end_matches(',').to_owned())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    Proc { child, addr }
+}
+
+fn write_conf(dir: &Path, coord: &str, db: &str, instance: &str) {
+    std::fs::create_dir_all(dir.join(db)).unwrap();
+    std::fs::write(
+        dir.join("canal.toml"),
+        format!(
+            "ip = \"127.0.0.1\"\nport = 0\nmetrics_port = 0\ndata_dir = \"{}\"\n[coord]\n{coord}\ntakeover_delay_ms = {DELAY_MS}\ncursor_flush_period_ms = 200\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join(db).join("instance.toml"), instance).unwrap();
+}
+
+/// Who the running node names, and its raw JSON.
+async fn owner(coord: &Coordinator, dest: &str) -> Option<(String, String)> {
+    let s = coord.session().await.ok()?;
+    let node = s.get(&path::server_running(dest)).await.ok()??;
+    let text = String::from_utf8(node.data).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some((v["address"].as_str()?.to_owned(), text))
+}
+
+async fn wait_owner(coord: &Coordinator, dest: &str, who: &str, limit: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if let Some((addr, json)) = owner(coord, dest).await {
+            if addr == who {
+                assert_eq!(json, format!("{{\"active\":true,\"address\":\"{who}\"}}"));
+                return t0.elapsed();
+            }
+        }
+        assert!(t0.elapsed() < limit, "{who} did not take over within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sigterm(p: &Proc) {
+    let ok = Command::new("kill").arg("-TERM").arg(p.child.id().to_string()).status().unwrap();
+    assert!(ok.success());
+}
+
+async fn scenario(
+    backend: &str,
+    coord_cfg: CoordConfig,
+    coord_toml: String,
+    deactivate: impl Fn(&str, &str),
+) {
+    let Some(fx) = fixture(backend).await else { return };
+    let url = support::service("CANAL_TEST_MYSQL").unwrap();
+    let opts = mysql_async::Opts::from_url(&url).unwrap();
+    let start = fx.instance.start.clone();
+    let instance = format!(
+        "[master]\naddress = \"{}:{}\"\njournal_name = \"{}\"\nposition = {}\n[db]\nusername = \"{}\"\npassword = \"{}\"\nslave_id = {}\n[filter]\nregex = '{}\\..*'\n",
+        opts.ip_or_hostname(),
+        opts.tcp_port(),
+        start.journal.unwrap(),
+        start.position.unwrap(),
+        opts.user().unwrap_or_default(),
+        opts.pass().unwrap_or_default(),
+        fx.instance.source.slave_id,
+        fx.db
+    );
+    let root: PathBuf = std::env::temp_dir().join(format!("canal-ha-{}", fx.db));
+    let (conf_a, conf_b) = (root.join("a"), root.join("b"));
+    write_conf(&conf_a, &coord_toml, &fx.db, &instance);
+    write_conf(&conf_b, &coord_toml, &fx.db, &instance);
+    let coord = Coordinator::new(coord_cfg.open_backend().unwrap());
+    let dest = fx.db.clone();
+    let slack = Duration::from_secs(3);
+
+    let a = spawn(&conf_a);
+    wait_owner(&coord, &dest, &a.addr, Duration::from_secs(20)).await;
+    let b = spawn(&conf_b);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 1. SIGTERM: the active server releases; the standby serves within a second.
+    let t0 = Instant::now();
+    sigterm(&a);
+    let took = t0.elapsed() + wait_owner(&coord, &dest, &b.addr, Duration::from_secs(10)).await;
+    eprintln!("{backend}: SIGTERM takeover {took:?}");
+    assert!(took < Duration::from_secs(1), "SIGTERM takeover took {took:?}");
+    drop(a);
+
+    // 2. kill -9: the session expires, then the standby waits the delay.
+    let a = spawn(&conf_a);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    drop(b); // SIGKILL
+    let limit = Duration::from_millis(SESSION_MS + DELAY_MS) + slack;
+    let took = t0.elapsed() + wait_owner(&coord, &dest, &a.addr, limit).await;
+    eprintln!(
+        "{backend}: kill -9 takeover {took:?} (session {SESSION_MS} ms + delay {DELAY_MS} ms)"
+    );
+    assert!(took >= Duration::from_millis(DELAY_MS), "a standby must wait the delay");
+
+    // 3. The operator writes "active":false: the owner lets go and the other server takes over.
+    let b = spawn(&conf_b);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    deactivate(&path::server_running(&dest), &a.addr);
+    let took = t0.elapsed()
+        + wait_owner(&coord, &dest, &b.addr, Duration::from_millis(2 * DELAY_MS) + slack).await;
+    eprintln!("{backend}: active:false switch {took:?}");
+    drop(a);
+    drop(b);
+    coord.close().await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn zookeeper_process_failover() {
+    let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
+    let Some(venv) = support::python_venv("kazoo-venv", &["kazoo==2.11.0"]) else { return };
+    let mut cfg = CoordConfig { backend: Some(BackendKind::Zookeeper), ..CoordConfig::default() };
+    cfg.zookeeper.servers = servers.clone();
+    cfg.zookeeper.session_timeout_ms = SESSION_MS;
+    let toml = format!("zk_servers = \"{servers}\"\nzk_session_timeout_ms = {SESSION_MS}");
+    let python = venv.join("bin/python");
+    scenario("zk", cfg, toml, |node, owner| {
+        let script = "import json,sys\nfrom kazoo.client import KazooClient\nzk=KazooClient(hosts=sys.argv[1]); zk.start()\nd,_=zk.get(sys.argv[2])\nv=json.loads(d)\nassert v['address']==sys.argv[3], v\nv['active']=False\nzk.set(sys.argv[2], json.dumps(v, separators=(',',':')).encode())\nzk.stop()\n";
+        let ok = Command::new(&python).args(["-c", script, &servers, node, owner]).status().unwrap();
+        assert!(ok.success(), "kazoo write failed");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn etcd_process_failover() {
+    let Some(endpoint) = support::service("CANAL_TEST_ETCD") else { return };
+    let mut cfg = CoordConfig { backend: Some(BackendKind::Etcd), ..CoordConfig::default() };
+    cfg.etcd.endpoints = vec![endpoint.clone()];
+    cfg.etcd.lease_ttl_secs = (SESSION_MS / 1000) as i64;
+    let toml =
+        format!("etcd_endpoints = [\"{endpoint}\"]\netcd_lease_ttl_s = {}", SESSION_MS / 1000);
+    scenario("etcd", cfg, toml, |node, owner| {
+        let etcdctl = |args: &[&str]| {
+            let mut cmd = Command::new("etcdctl");
+            for (k, _) in std::env::vars() {
+                if k.starts_with("ETCD") {
+                    cmd.env_remove(k);
+                }
+            }
+            cmd.env("ETCDCTL_API", "3").arg("--endpoints").arg(&endpoint).args(args);
+            cmd.output().expect("etcdctl runs")
+        };
+        let got = etcdctl(&["get", "--print-value-only", node]);
+        let v: serde_json::Value = serde_json::from_slice(&got.stdout).expect("running JSON");
+        assert_eq!(v["address"], owner);
+        // Keep the owner's lease on the key, as an operator's `put --ignore-lease` does.
+        let new = format!("{{\"active\":false,\"address\":\"{owner}\"}}");
+        let out = etcdctl(&["put", "--ignore-lease", node, &new]);
+        assert!(out.status.success(), "etcdctl put: {}", String::from_utf8_lossy(&out.stderr));
+    })
+    .await;
+}
