@@ -1,5 +1,7 @@
-//! Project automation: `cargo xtask services up|down|status` and `cargo xtask test`.
+//! Project automation: `cargo xtask services up|down|status`, `cargo xtask test` and
+//! `cargo xtask bench`.
 
+mod bench;
 mod services;
 mod test;
 
@@ -29,7 +31,10 @@ usage:
                                                   CANAL_REQUIRE_INTEGRATION=1, then stop the services
                                                   this run started (also on failure and Ctrl-C; the
                                                   last of concurrent runs stops them; services
-                                                  started by hand stay up)";
+                                                  started by hand stay up)
+  cargo xtask bench [--rows N] [--runs N]         generate a binlog of N (1 000 000) row images and
+                                                  measure decode and end-to-end rows/s side by side
+                                                  with mysqlbinlog; table and SVG in target/bench/";
 
 fn main() -> ExitCode {
     match run() {
@@ -90,6 +95,7 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ["test", rest @ ..] => test::run(rest),
+        ["bench", rest @ ..] => bench::run(rest).map(|()| ExitCode::SUCCESS),
         [] | ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,340 @@
+//! `cargo xtask bench`: one generated binlog of ≥ 1 M row images on a 10-column mixed-type table,
+//! measured in one run, side by side on the same machine:
+//! * `decode`: `canal-server decode --format count` (binlog → Canal entries, single thread) vs
+//!   `mysqlbinlog -v --base64-output=DECODE-ROWS` on the same files;
+//! * `e2e`: MariaDB → `canal-server run` → a client that acks every batch (`canal-client tail`),
+//!   with the server's peak RSS.
+//!
+//! Results go to stdout and, as markdown plus an SVG chart, to `target/bench/`. Figures are
+//! wall-clock best-of-N on a shared machine: compare ratios from the same run, not absolutes.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::services::{self, Kind};
+
+const TABLE: &str = "CREATE TABLE canal_bench.t (id BIGINT PRIMARY KEY, a INT, b INT UNSIGNED, \
+    c VARCHAR(64), d DECIMAL(12,2), e DATETIME(3), f TIMESTAMP NULL, g TEXT, h TINYINT, i DOUBLE)";
+
+/// One measured tool.
+#[derive(Debug, Clone)]
+struct Measure {
+    name: String,
+    rows: u64,
+    secs: f64,
+    peak_rss_kb: Option<u64>,
+}
+
+impl Measure {
+    fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.secs.max(1e-9)
+    }
+}
+
+/// Entry point: `cargo xtask bench [--rows N] [--runs N]`.
+pub fn run(args: &[&str]) -> Result<()> {
+    let mut rows: u64 = 1_000_000;
+    let mut runs = 3;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "--rows" => rows = it.next().context("--rows needs a number")?.parse()?,
+            "--runs" => runs = it.next().context("--runs needs a number")?.parse()?,
+            other => bail!("unknown bench option `{other}` (use --rows N, --runs N)"),
+        }
+    }
+    let started = services::up(&[Kind::Mariadb])?;
+    let result = bench(rows, runs);
+    if !started.is_empty() {
+        let _ = services::down(&started);
+    }
+    result
+}
+
+fn env_value(env: &[(String, String)], key: &str) -> Result<String> {
+    env.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .with_context(|| format!("{key} missing from the services env file"))
+}
+
+/// `mysql://user[:pass]@host:port` → (user, pass, host, port).
+fn parse_url(url: &str) -> Result<(String, String, String, u16)> {
+    let rest = url.strip_prefix("mysql://").context("not a mysql:// URL")?;
+    let (cred, hostport) = rest.rsplit_once('@').context("URL without user")?;
+    let (user, pass) = cred.split_once(':').unwrap_or((cred, ""));
+    let (host, port) = hostport.rsplit_once(':').context("URL without port")?;
+    Ok((user.into(), pass.into(), host.into(), port.trim_end_matches('/').parse()?))
+}
+
+fn sql(admin: &(String, String, String, u16), statement: &str) -> Result<String> {
+    let (user, pass, host, port) = admin;
+    let mut cmd = Command::new("mariadb");
+    cmd.args(["-h", host, "-P", &port.to_string(), "-u", user, "--batch", "--skip-column-names"]);
+    if !pass.is_empty() {
+        cmd.arg(format!("-p{pass}"));
+    }
+    let out = cmd.args(["-e", statement]).output().context("running the mariadb client")?;
+    if !out.status.success() {
+        bail!("SQL failed: {statement}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn bench(rows: u64, runs: usize) -> Result<()> {
+    let env = services::read_env(&services::env_file()?)?;
+    let admin = parse_url(&env_value(&env, "CANAL_TEST_MYSQL_ADMIN")?)?;
+    let replica = parse_url(&env_value(&env, "CANAL_TEST_MYSQL")?)?;
+    let datadir = PathBuf::from(env_value(&env, "CANAL_TEST_MYSQL_DATADIR")?);
+    let out_dir = services::target_dir()?.join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+
+    eprintln!("==> generating {rows} row images");
+    sql(&admin, "DROP DATABASE IF EXISTS canal_bench; CREATE DATABASE canal_bench")?;
+    sql(&admin, TABLE)?;
+    sql(&admin, "FLUSH BINARY LOGS")?;
+    let status = sql(&admin, "SHOW MASTER STATUS")?;
+    let start_file = status.split_whitespace().next().context("no SHOW MASTER STATUS")?.to_owned();
+    let chunk = 100_000u64;
+    let mut done = 0;
+    while done < rows {
+        let n = chunk.min(rows - done);
+        sql(
+            &admin,
+            &format!(
+                "INSERT INTO canal_bench.t SELECT seq, seq*7, seq*3, CONCAT('name-', seq), seq/100, \
+                 '2024-01-02 03:04:05.678', FROM_UNIXTIME(1700000000 + seq), REPEAT('x', seq % 50), \
+                 seq % 100, seq/3 FROM seq_{}_to_{}",
+                done + 1,
+                done + n
+            ),
+        )?;
+        done += n;
+    }
+    sql(&admin, "FLUSH BINARY LOGS")?;
+    let logs = sql(&admin, "SHOW BINARY LOGS")?;
+    let names: Vec<String> =
+        logs.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect();
+    let from = names.iter().position(|n| *n == start_file).context("start file not listed")?;
+    let files: Vec<PathBuf> =
+        names[from..names.len() - 1].iter().map(|n| datadir.join(n)).collect();
+    let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    eprintln!("==> {} binlog file(s), {:.1} MB", files.len(), bytes as f64 / 1e6);
+
+    eprintln!("==> building release binaries");
+    let ok = Command::new(services::cargo_bin())
+        .args(["build", "--release", "-p", "canal-server", "-p", "canal-client"])
+        .current_dir(services::workspace_root())
+        .status()?;
+    if !ok.success() {
+        bail!("release build failed");
+    }
+    let release = services::target_dir()?.join("release");
+    let server_bin = release.join("canal-server");
+    let client_bin = release.join("canal-client");
+
+    let mut results = Vec::new();
+    let ours = best_of(runs, "canal-rs decode → Entry", rows, || {
+        let mut cmd = Command::new(&server_bin);
+        cmd.args(["decode", "--format", "count"]).args(&files);
+        cmd
+    })?;
+    results.push(ours);
+    let mysqlbinlog = if Command::new("mariadb-binlog").arg("--version").output().is_ok() {
+        "mariadb-binlog"
+    } else {
+        "mysqlbinlog"
+    };
+    let theirs = best_of(runs, "mysqlbinlog -v (DECODE-ROWS)", rows, || {
+        let mut cmd = Command::new(mysqlbinlog);
+        cmd.args(["-v", "--base64-output=DECODE-ROWS"]).args(&files);
+        cmd
+    })?;
+    results.push(theirs);
+
+    eprintln!("==> end to end: MariaDB → canal-server → canal-client (ack every batch)");
+    let e2e = end_to_end(&server_bin, &client_bin, &out_dir, &replica, &start_file, rows)?;
+    results.push(e2e);
+
+    report(&results, &out_dir, rows, bytes)
+}
+
+/// Runs `make()` `runs` times (stdout discarded), keeps the fastest, with peak RSS from
+/// `/usr/bin/time` when available.
+fn best_of(runs: usize, name: &str, rows: u64, make: impl Fn() -> Command) -> Result<Measure> {
+    let mut best: Option<Measure> = None;
+    let time = Path::new("/usr/bin/time").exists();
+    for _ in 0..runs.max(1) {
+        let inner = make();
+        let mut cmd = if time {
+            let mut c = Command::new("/usr/bin/time");
+            c.args(["-f", "%M"]).arg(inner.get_program()).args(inner.get_args());
+            c
+        } else {
+            inner
+        };
+        let t0 = Instant::now();
+        let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
+        let secs = t0.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!("{name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let rss = time
+            .then(|| String::from_utf8_lossy(&out.stderr).lines().last()?.trim().parse().ok())
+            .flatten();
+        if best.as_ref().is_none_or(|b| secs < b.secs) {
+            best = Some(Measure { name: name.into(), rows, secs, peak_rss_kb: rss });
+        }
+    }
+    let m = best.context("no run")?;
+    eprintln!("    {}: {:.2} s, {:.0} rows/s", m.name, m.secs, m.rows_per_sec());
+    Ok(m)
+}
+
+fn end_to_end(
+    server_bin: &Path,
+    client_bin: &Path,
+    out_dir: &Path,
+    replica: &(String, String, String, u16),
+    start_file: &str,
+    rows: u64,
+) -> Result<Measure> {
+    let conf = out_dir.join("conf");
+    let _ = std::fs::remove_dir_all(&conf);
+    let _ = std::fs::remove_dir_all(out_dir.join("data"));
+    std::fs::create_dir_all(conf.join("bench"))?;
+    std::fs::write(
+        conf.join("canal.toml"),
+        format!(
+            "ip = \"127.0.0.1\"\nport = 0\nmetrics_port = 0\ndata_dir = \"{}\"\n",
+            out_dir.join("data").display()
+        ),
+    )?;
+    let (user, pass, host, port) = replica;
+    std::fs::write(
+        conf.join("bench").join("instance.toml"),
+        format!(
+            "[master]\naddress = \"{host}:{port}\"\njournal_name = \"{start_file}\"\nposition = 4\n\
+             [db]\nusername = \"{user}\"\npassword = \"{pass}\"\n[filter]\nregex = 'canal_bench\\..*'\n"
+        ),
+    )?;
+    let mut server = Command::new(server_bin)
+        .args(["run", "--conf"])
+        .arg(&conf)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting canal-server")?;
+    let pid = server.id();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().context("server stdout")?).read_line(&mut line)?;
+    let addr = line.split_whitespace().nth(3).unwrap_or_default().trim_end_matches(',').to_owned();
+    let t0 = Instant::now();
+    let client = Command::new(client_bin)
+        .args(["tail", "--server", &addr, "--destination", "bench", "--batch-size", "1024"])
+        .args(["--max", &rows.to_string(), "--format", "json", "--timeout", "120"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let secs = t0.elapsed().as_secs_f64();
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    });
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.try_wait()?.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let client = client.context("running canal-client")?;
+    if !client.status.success() {
+        bail!("canal-client tail failed: {}", String::from_utf8_lossy(&client.stderr));
+    }
+    let m = Measure {
+        name: "canal-rs end to end (server + client)".into(),
+        rows,
+        secs,
+        peak_rss_kb: rss,
+    };
+    eprintln!(
+        "    {}: {:.2} s, {:.0} rows/s, server peak RSS {:?} KB",
+        m.name,
+        m.secs,
+        m.rows_per_sec(),
+        m.peak_rss_kb
+    );
+    Ok(m)
+}
+
+fn report(results: &[Measure], out_dir: &Path, rows: u64, bytes: u64) -> Result<()> {
+    let base =
+        results.iter().find(|m| m.name.starts_with("mysqlbinlog")).map(Measure::rows_per_sec);
+    let mut md = String::new();
+    let host = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    writeln!(md, "# canal-rs benchmark\n")?;
+    writeln!(
+        md,
+        "{rows} row images, {:.1} MB of binlog, 10-column table; {cores} cores, {host}.\n",
+        bytes as f64 / 1e6
+    )?;
+    writeln!(md, "| tool | seconds | rows/s | × mysqlbinlog | peak RSS |")?;
+    writeln!(md, "|---|---:|---:|---:|---:|")?;
+    for m in results {
+        let ratio = base.map(|b| format!("{:.2}", m.rows_per_sec() / b)).unwrap_or_default();
+        let rss = m
+            .peak_rss_kb
+            .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "–".into());
+        writeln!(md, "| {} | {:.2} | {:.0} | {ratio} | {rss} |", m.name, m.secs, m.rows_per_sec())?;
+    }
+    print!("{md}");
+    std::fs::write(out_dir.join("results.md"), &md)?;
+    std::fs::write(out_dir.join("results.svg"), svg(results))?;
+    eprintln!("==> wrote {0}/results.md and {0}/results.svg", out_dir.display());
+    Ok(())
+}
+
+/// A horizontal bar chart of rows/s.
+fn svg(results: &[Measure]) -> String {
+    let max = results.iter().map(Measure::rows_per_sec).fold(1.0, f64::max);
+    let (w, bar, gap, left) = (760.0, 28.0, 14.0, 300.0);
+    let h = 50.0 + results.len() as f64 * (bar + gap);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <text x=\"10\" y=\"22\" font-size=\"15\">rows per second (higher is better)</text>\n"
+    );
+    for (i, m) in results.iter().enumerate() {
+        let y = 40.0 + i as f64 * (bar + gap);
+        let len = (w - left - 110.0) * m.rows_per_sec() / max;
+        let _ = write!(
+            s,
+            "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"{left}\" y=\"{y:.0}\" width=\"{len:.0}\" height=\"{bar}\" fill=\"{}\"/>\
+             <text x=\"{:.0}\" y=\"{:.0}\">{:.0}</text>\n",
+            y + bar * 0.65,
+            m.name.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"),
+            if m.name.starts_with("canal-rs") { "#2b7bb9" } else { "#999" },
+            left + len + 6.0,
+            y + bar * 0.65,
+            m.rows_per_sec()
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
