@@ -107,7 +107,7 @@ fn bench(rows: u64, runs: usize) -> Result<()> {
         sql(
             &admin,
             &format!(
-                "INSERT INTO canal_bench.t SELECT seq, seq*7, seq*3, CONCAT('name-', seq), seq/100, \
+                "USE canal_bench; INSERT INTO canal_bench.t SELECT seq, seq*7, seq*3, CONCAT('name-', seq), seq/100, \
                  '2024-01-02 03:04:05.678', FROM_UNIXTIME(1700000000 + seq), REPEAT('x', seq % 50), \
                  seq % 100, seq/3 FROM seq_{}_to_{}",
                 done + 1,

@@ -2,6 +2,7 @@
 //! `cargo xtask bench`.
 
 mod bench;
+mod demo;
 mod services;
 mod test;
 
@@ -32,6 +33,8 @@ usage:
                                                   this run started (also on failure and Ctrl-C; the
                                                   last of concurrent runs stops them; services
                                                   started by hand stay up)
+  cargo xtask demo [--rounds N]                   MariaDB → canal-server → canal-client tail on
+                                                  loopback: watch changes arrive (stops by itself)
   cargo xtask bench [--rows N] [--runs N]         generate a binlog of N (1 000 000) row images and
                                                   measure decode and end-to-end rows/s side by side
                                                   with mysqlbinlog; table and SVG in target/bench/";
@@ -96,6 +99,7 @@ fn run() -> Result<ExitCode> {
         }
         ["test", rest @ ..] => test::run(rest),
         ["bench", rest @ ..] => bench::run(rest).map(|()| ExitCode::SUCCESS),
+        ["demo", rest @ ..] => demo::run(rest).map(|()| ExitCode::SUCCESS),
         [] | ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -99,7 +99,7 @@ fn cargo(env: &[(String, String)], args: &[&str]) -> bool {
 /// from `Drop` on an early return or panic, and through a watchdog process when this process dies
 /// (Ctrl-C).
 #[derive(Debug)]
-struct ServicesGuard {
+pub(crate) struct ServicesGuard {
     armed: bool,
     watchdog: Option<(Child, ChildStdin)>,
 }
@@ -107,7 +107,7 @@ struct ServicesGuard {
 impl ServicesGuard {
     /// Starts the watchdog: this binary, in its own session (so the terminal's SIGINT skips it),
     /// reading a pipe whose write end only this process holds.
-    fn arm() -> Result<Self> {
+    pub(crate) fn arm() -> Result<Self> {
         let exe: PathBuf = std::env::current_exe().context("locating the xtask binary")?;
         let mut child = Command::new("setsid")
             .arg(exe)
@@ -123,7 +123,7 @@ impl ServicesGuard {
     }
 
     /// Ends the run now and disarms the watchdog; true on success.
-    fn finish(mut self) -> bool {
+    pub(crate) fn finish(mut self) -> bool {
         self.stop()
     }
 
