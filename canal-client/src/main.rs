@@ -200,6 +200,12 @@ async fn consume(
                 Err(ClientError::BadEntry { batch_id, index, source }) => {
                     bail!("entry {index} of batch {batch_id} does not decode: {source}")
                 }
+                // An earlier ack failed on a server that went away: the connection was renewed
+                // and the un-acked batches come again, so keep consuming.
+                Err(e @ ClientError::AckFailed { .. }) => {
+                    tracing::warn!("{e}; the batches are delivered again");
+                    continue;
+                }
                 Err(e) => return Err(e).context("fetching a batch"),
             };
         if batch.is_empty() {
@@ -220,6 +226,9 @@ async fn consume(
         if whole {
             match client.ack(batch.id).await {
                 Ok(()) | Err(ClientError::BatchRolledBack { .. }) => {}
+                Err(e @ ClientError::AckFailed { .. }) => {
+                    tracing::warn!("{e}; the batches are delivered again");
+                }
                 Err(e) => return Err(e).context("acking"),
             }
         } else {

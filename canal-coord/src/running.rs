@@ -580,6 +580,9 @@ impl<D: RunningData> Runner<D> {
             }
             self.at_once_until = None;
             self.lost_ownership = false;
+            // Someone else owns it now: our own release (if any) is over, so a later hand-over
+            // by that owner lets us compete at once like any standby.
+            self.released = false;
             return Next::Wait;
         }
         let deactivated = parsed.as_ref().is_ok_and(|d| !d.active());

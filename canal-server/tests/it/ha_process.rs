@@ -15,12 +15,12 @@ use canal_coord::{Coordinator, path};
 use crate::ha::fixture;
 use crate::support;
 
-const SESSION_MS: u64 = 2000;
-const DELAY_MS: u64 = 5000;
+pub const SESSION_MS: u64 = 2000;
+pub const DELAY_MS: u64 = 5000;
 
-struct Proc {
-    child: Child,
-    addr: String,
+pub struct Proc {
+    pub child: Child,
+    pub addr: String,
 }
 
 impl Drop for Proc {
@@ -30,7 +30,7 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(conf: &Path) -> Proc {
+pub fn spawn(conf: &Path) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_canal-server"))
         .args(["run", "--conf"])
         .arg(conf)
@@ -51,7 +51,7 @@ fn spawn(conf: &Path) -> Proc {
     Proc { child, addr }
 }
 
-fn write_conf(dir: &Path, coord: &str, db: &str, instance: &str) {
+pub fn write_conf(dir: &Path, coord: &str, db: &str, instance: &str) {
     std::fs::create_dir_all(dir.join(db)).unwrap();
     std::fs::write(
         dir.join("canal.toml"),
@@ -65,7 +65,7 @@ fn write_conf(dir: &Path, coord: &str, db: &str, instance: &str) {
 }
 
 /// Who the running node names, and its raw JSON.
-async fn owner(coord: &Coordinator, dest: &str) -> Option<(String, String)> {
+pub async fn owner(coord: &Coordinator, dest: &str) -> Option<(String, String)> {
     let s = coord.session().await.ok()?;
     let node = s.get(&path::server_running(dest)).await.ok()??;
     let text = String::from_utf8(node.data).ok()?;
@@ -85,6 +85,11 @@ async fn wait_owner(coord: &Coordinator, dest: &str, who: &str, limit: Duration)
         assert!(t0.elapsed() < limit, "{who} did not take over within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until `who` owns the destination's running node; returns how long that took.
+pub async fn wait_for(coord: &Coordinator, dest: &str, who: String, limit: Duration) -> Duration {
+    wait_owner(coord, dest, &who, limit).await
 }
 
 fn sigterm(p: &Proc) {

@@ -6,6 +6,7 @@ mod support;
 mod canal_python;
 mod config;
 mod ha;
+mod ha_harness;
 mod ha_process;
 mod session;
 mod wire;
