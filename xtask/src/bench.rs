@@ -323,10 +323,10 @@ fn svg(results: &[Measure]) -> String {
     for (i, m) in results.iter().enumerate() {
         let y = 40.0 + i as f64 * (bar + gap);
         let len = (w - left - 110.0) * m.rows_per_sec() / max;
-        let _ = write!(
+        let _ = writeln!(
             s,
             "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"{left}\" y=\"{y:.0}\" width=\"{len:.0}\" height=\"{bar}\" fill=\"{}\"/>\
-             <text x=\"{:.0}\" y=\"{:.0}\">{:.0}</text>\n",
+             <text x=\"{:.0}\" y=\"{:.0}\">{:.0}</text>",
             y + bar * 0.65,
             m.name.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"),
             if m.name.starts_with("canal-rs") { "#2b7bb9" } else { "#999" },
