@@ -71,6 +71,8 @@ enum Format {
     Json,
     /// One readable line per row.
     Table,
+    /// Nothing printed: decode, count toward --max and ack (for throughput measurements).
+    Count,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +267,7 @@ fn print_batch(
                 change.rows().len().max(1) as u64
             }
             Format::Table => print_table(out, &change)?,
+            Format::Count => change.rows().len().max(1) as u64,
         };
     }
     Ok((rows, true))

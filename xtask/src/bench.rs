@@ -238,7 +238,7 @@ fn end_to_end(
     let t0 = Instant::now();
     let client = Command::new(client_bin)
         .args(["tail", "--server", &addr, "--destination", "bench", "--batch-size", "1024"])
-        .args(["--max", &rows.to_string(), "--format", "json", "--timeout", "120"])
+        .args(["--max", &rows.to_string(), "--format", "count", "--timeout", "120"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output();

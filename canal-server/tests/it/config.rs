@@ -550,7 +550,7 @@ fn invalid_values_name_file_and_key() {
     let cases: &[(&str, &str, &str, &str)] = &[
         // (canal.toml, instance.toml, expected file, expected key)
         ("port = \"abc\"", MINIMAL_INSTANCE, "canal.toml", "'port'"),
-        ("port = 0", MINIMAL_INSTANCE, "canal.toml", "'port'"),
+        ("port = 0\nregister_ip = \"10.0.0.1\"", MINIMAL_INSTANCE, "canal.toml", "'port'"),
         ("port = 70000", MINIMAL_INSTANCE, "canal.toml", "'port'"),
         ("metrics_port = 11111", MINIMAL_INSTANCE, "canal.toml", "'metrics_port'"),
         ("ip = \"not an ip\"", MINIMAL_INSTANCE, "canal.toml", "'ip'"),
