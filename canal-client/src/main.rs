@@ -45,6 +45,11 @@ struct CoordArgs {
     /// Prefix of every coordinator key (etcd key prefix, or a ZooKeeper chroot), e.g. `/canal`.
     #[arg(long)]
     coord_prefix: Option<String>,
+    /// Coordinator session timeout in ms (ZooKeeper session; etcd lease TTL, rounded up to
+    /// seconds): how long a crashed client holds its HA node. Default: the coordinator's (90 s
+    /// ZooKeeper, 10 s etcd).
+    #[arg(long)]
+    session_timeout_ms: Option<u64>,
 }
 
 impl CoordArgs {
@@ -59,6 +64,10 @@ impl CoordArgs {
             config.etcd.prefix = prefix;
         } else {
             return Ok(None);
+        }
+        if let Some(ms) = self.session_timeout_ms {
+            config.zookeeper.session_timeout_ms = ms;
+            config.etcd.lease_ttl_secs = ms.div_ceil(1000).max(1) as i64;
         }
         let backend = config.open_backend().context("coordinator settings")?;
         Ok(Some(Coordinator::new(backend)))

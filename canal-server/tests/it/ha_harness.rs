@@ -1,7 +1,8 @@
 //! The end-to-end HA harness: MariaDB under continuous load (rows carrying sequence numbers), a
-//! coordinator, two `canal-server` processes and one `canal-client tail` consuming through the
-//! coordinator. Ten failovers of the active server — SIGTERM, kill -9 and an operator's
-//! `"active":false`, in turn — and at the end every written row has been received: none lost;
+//! coordinator, two `canal-server` processes and two `canal-client tail --ha` consumers (client
+//! HA: one consumes at a time) finding the server through the coordinator. Ten failovers of the
+//! active server — SIGTERM, kill -9 and an operator's `"active":false`, in turn — plus a consumer
+//! killed every other round, and at the end every written row has been received: none lost;
 //! duplicates (batches not acked before a kill, re-delivered by design) are counted and reported,
 //! as are the takeover times. Runs against ZooKeeper and against etcd.
 
@@ -75,20 +76,30 @@ async fn harness(
     .await;
     servers[1] = Some(spawn(&confs[1]));
 
-    // The consumer: canal-client tail through the coordinator, FlatMessage JSON on stdout.
-    let mut tail = Command::new(client)
-        .args(["tail", "--destination", &dest, "--batch-size", "50", "--format", "json"])
-        .args(&client_coord)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("canal-client starts");
+    // The consumers: two `canal-client tail --ha` with one client id, through the coordinator,
+    // FlatMessage JSON on stdout; only the one holding the client running node consumes.
     let received: Arc<Mutex<BTreeMap<i64, u32>>> = Arc::default();
-    let reader = {
-        let received = received.clone();
+    let spawn_client = |received: Arc<Mutex<BTreeMap<i64, u32>>>| {
+        let mut tail = Command::new(&client)
+            .args([
+                "tail",
+                "--destination",
+                &dest,
+                "--batch-size",
+                "50",
+                "--format",
+                "json",
+                "--ha",
+            ])
+            .args(["--session-timeout-ms", &SESSION_MS.to_string()])
+            .args(&client_coord)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("canal-client starts");
         let out = tail.stdout.take().unwrap();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
                 for row in v["data"].as_array().into_iter().flatten() {
@@ -97,8 +108,11 @@ async fn harness(
                     }
                 }
             }
-        })
+        });
+        (tail, reader)
     };
+    let mut clients = vec![spawn_client(received.clone()), spawn_client(received.clone())];
+    let mut client_kills = 0;
 
     // Continuous load: single-row and three-row transactions with increasing ids.
     let written = Arc::new(AtomicI64::new(0));
@@ -166,12 +180,21 @@ async fn harness(
             servers[idx] = None;
             servers[idx] = Some(spawn(&confs[idx]));
         }
+        // Every other round also kill -9 a consumer (the active one or the standby, in turn)
+        // and start a new one: the client running node moves with the same 5 s rule.
+        if i % 2 == 1 {
+            let k = (i / 2) % 2;
+            let _ = clients[k].0.kill();
+            let _ = clients[k].0.wait();
+            client_kills += 1;
+            clients[k] = spawn_client(received.clone());
+        }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
     let total = written.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let got = received.lock().unwrap().len() as i64;
         if got >= total || Instant::now() > deadline {
@@ -179,14 +202,16 @@ async fn harness(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = tail.kill();
-    let _ = tail.wait();
-    let _ = reader.join();
+    for (mut tail, reader) in clients {
+        let _ = tail.kill();
+        let _ = tail.wait();
+        let _ = reader.join();
+    }
     let received = received.lock().unwrap().clone();
     let missing: Vec<i64> = (1..=total).filter(|i| !received.contains_key(i)).collect();
     let duplicates: u32 = received.values().map(|n| n - 1).sum();
     eprintln!(
-        "{backend} harness: {FAILOVERS} failovers [{}]; {total} rows written, {} received, {} missing, {duplicates} duplicates",
+        "{backend} harness: {FAILOVERS} server failovers [{}], {client_kills} consumer kills; {total} rows written, {} received, {} missing, {duplicates} duplicates",
         report.join(", "),
         received.len(),
         missing.len()
