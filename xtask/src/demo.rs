@@ -114,7 +114,9 @@ fn demo(rounds: u32) -> Result<()> {
     let addr = line.split_whitespace().nth(3).unwrap_or_default().trim_end_matches(',').to_owned();
     eprintln!("    {}", line.trim());
 
-    let per_round = 5u32;
+    // Each round shows 5 row changes plus, from MariaDB's ANNOTATE_ROWS, the text of its 3
+    // statements: 8 lines in `tail`.
+    let per_round = 8u32;
     eprintln!("==> canal-client tail: every change written below arrives here");
     let mut client = Command::new(bin.join("canal-client"))
         .args(["tail", "--server", &addr, "--destination", "demo", "--format", "table"])
