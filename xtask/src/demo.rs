@@ -147,8 +147,8 @@ fn demo(rounds: u32) -> Result<()> {
         bail!("canal-client did not receive every change");
     }
     eprintln!(
-        "==> demo done: {} changes went MariaDB → canal-server → canal-client",
-        rounds * per_round
+        "==> demo done: {} row changes went MariaDB → canal-server → canal-client",
+        rounds * 5
     );
     Ok(())
 }
