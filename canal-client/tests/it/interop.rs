@@ -25,68 +25,8 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/client_interop.py")
 }
 
-/// Creates (or reuses) the venv canal-core's interop test uses; `Err` says why it could not.
-fn build_venv() -> Result<PathBuf, String> {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
-    let venv = target.join("interop-venv");
-    let marker = venv.join("canal-interop.ok");
-    let wanted = REQUIREMENTS.join("\n");
-    if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
-        return Ok(venv);
-    }
-    // Build in a private directory and rename it into place, so concurrent test runs neither see
-    // a half-built venv nor fight over one.
-    let tmp = target.join(format!("interop-venv.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let python = std::env::var("CANAL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let run = |cmd: &mut Command, what: &str| -> Result<(), String> {
-        let out = cmd.output().map_err(|err| format!("{what}: cannot run: {err}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)))
-        }
-    };
-    let result = run(Command::new(&python).arg("-m").arg("venv").arg(&tmp), "python3 -m venv")
-        .and_then(|()| {
-            run(
-                Command::new(tmp.join("bin/python"))
-                    .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-                    .args(REQUIREMENTS),
-                "pip install",
-            )
-        })
-        .and_then(|()| {
-            std::fs::write(tmp.join("canal-interop.ok"), &wanted).map_err(|e| e.to_string())
-        });
-    if let Err(err) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(err);
-    }
-    let _ = std::fs::remove_dir_all(&venv);
-    if std::fs::rename(&tmp, &venv).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        if !marker.exists() {
-            return Err("could not move the venv into place".into());
-        }
-    }
-    Ok(venv)
-}
-
 fn venv_or_skip() -> Option<PathBuf> {
-    match build_venv() {
-        Ok(v) => Some(v),
-        Err(err) => {
-            if std::env::var("CANAL_REQUIRE_INTEGRATION").as_deref() == Ok("1") {
-                panic!("canal-python venv unavailable but CANAL_REQUIRE_INTEGRATION=1: {err}");
-            }
-            eprintln!("skipping: canal-python venv unavailable: {err}");
-            None
-        }
-    }
+    crate::support::python_venv("interop-venv", &REQUIREMENTS)
 }
 
 /// The row view of a batch, in the shape the Python script describes its entries.
