@@ -156,6 +156,8 @@ pub struct Converter {
     before: RowImage,
     after: RowImage,
     scratch_cols: Vec<ColumnOut>,
+    /// Encoded per-column constants of the last plan used.
+    consts: Option<(Arc<TablePlan>, Arc<Vec<ColumnConst>>)>,
 }
 
 impl Converter {
@@ -176,6 +178,7 @@ impl Converter {
             before: RowImage::new(),
             after: RowImage::new(),
             scratch_cols: Vec::with_capacity(64),
+            consts: None,
         }
     }
 
@@ -653,6 +656,16 @@ impl Converter {
         let mut before = std::mem::take(&mut self.before);
         let mut after = std::mem::take(&mut self.after);
         let mut cols = std::mem::take(&mut self.scratch_cols);
+        // Column encodings that only depend on the plan: built once per plan (per TABLE_MAP), not
+        // per row.
+        let consts = match &self.consts {
+            Some((p, k)) if Arc::ptr_eq(p, &plan) => Arc::clone(k),
+            _ => {
+                let k = Arc::new(column_consts(&plan));
+                self.consts = Some((Arc::clone(&plan), Arc::clone(&k)));
+                k
+            }
+        };
         let empty = RowImage::new();
         let mut rows = 0usize;
         let result = loop {
@@ -664,11 +677,11 @@ impl Converter {
             rows += 1;
             cols.clear();
             if !before.is_empty() {
-                self.plan_image(&plan, &before, None, 1, &mut cols);
+                self.plan_image(&plan, &consts, &before, None, 1, &mut cols);
             }
             if !after.is_empty() {
                 let cmp = if et == EventType::Update { &before } else { &empty };
-                self.plan_image(&plan, &after, Some(cmp), 2, &mut cols);
+                self.plan_image(&plan, &consts, &after, Some(cmp), 2, &mut cols);
             }
             // RowData: every column's size is known up front, so each byte is written once.
             let row_len: usize =
@@ -677,7 +690,7 @@ impl Converter {
             pbwrite::varint(&mut rc, row_len as u64);
             for c in &cols {
                 let image = if c.field == 1 { &before } else { &after };
-                write_column(&mut rc, &plan, image, c);
+                write_column(&mut rc, &consts, image, c);
             }
         };
         self.before = before;
@@ -707,6 +720,7 @@ impl Converter {
     fn plan_image(
         &self,
         plan: &TablePlan,
+        consts: &[ColumnConst],
         image: &RowImage,
         compare: Option<&RowImage>,
         field: u8,
@@ -715,7 +729,7 @@ impl Converter {
         let field_filter = !self.opts.field_filter.is_empty();
         for (pos, (cell, value)) in image.iter().enumerate() {
             let idx = cell.index as usize;
-            let Some(cp) = plan.columns.get(idx) else { continue };
+            let (Some(cp), Some(k)) = (plan.columns.get(idx), consts.get(idx)) else { continue };
             if field_filter && !self.opts.field_filter.keeps(plan.schema(), plan.table(), &cp.name)
             {
                 continue;
@@ -728,14 +742,13 @@ impl Converter {
                 },
             };
             let field_len = |n: usize| 1 + pbwrite::varint_len(n as u64) + n;
-            let len = 1
-                + pbwrite::varint_len(idx as u64)
+            let len = k.head.len()
                 + 1
                 + pbwrite::varint_len(i64::from(cell.sql_type) as u64)
-                + field_len(cp.name.len())
-                + 6
+                + k.mid.len()
+                + 4
                 + value.map_or(0, |v| field_len(v.len()))
-                + cp.mysql_type.as_ref().map_or(0, |t| field_len(t.len()));
+                + k.tail.len();
             cols.push(ColumnOut { field, pos, len, updated });
         }
     }
@@ -750,25 +763,47 @@ struct ColumnOut {
     updated: bool,
 }
 
+/// The parts of a column's encoding that depend only on the table plan, encoded once per plan:
+/// `index` (head), `name` + `isKey` (mid), `mysqlType` (tail).
+#[derive(Debug, Clone, Default)]
+struct ColumnConst {
+    head: Vec<u8>,
+    mid: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+fn column_consts(plan: &TablePlan) -> Vec<ColumnConst> {
+    plan.columns
+        .iter()
+        .map(|cp| {
+            let mut k = ColumnConst::default();
+            pbwrite::int(&mut k.head, col::INDEX, cp.index as i64);
+            pbwrite::bytes(&mut k.mid, col::NAME, cp.name.as_bytes());
+            pbwrite::boolean(&mut k.mid, col::IS_KEY, cp.is_key);
+            if let Some(t) = &cp.mysql_type {
+                pbwrite::bytes(&mut k.tail, col::MYSQL_TYPE, t.as_bytes());
+            }
+            k
+        })
+        .collect()
+}
+
 /// Writes a planned column (key, length, fields) straight into the RowChange buffer.
-fn write_column(buf: &mut Vec<u8>, plan: &TablePlan, image: &RowImage, c: &ColumnOut) {
+fn write_column(buf: &mut Vec<u8>, consts: &[ColumnConst], image: &RowImage, c: &ColumnOut) {
     let cell = &image.cells()[c.pos];
     let value = image.value(cell);
-    let cp = &plan.columns[cell.index as usize];
+    let k = &consts[cell.index as usize];
     buf.push(if c.field == 1 { 0x0a } else { 0x12 });
     pbwrite::varint(buf, c.len as u64);
-    pbwrite::int(buf, col::INDEX, i64::from(cell.index));
+    buf.extend_from_slice(&k.head);
     pbwrite::int(buf, col::SQL_TYPE, i64::from(cell.sql_type));
-    pbwrite::bytes(buf, col::NAME, cp.name.as_bytes());
-    pbwrite::boolean(buf, col::IS_KEY, cp.is_key);
+    buf.extend_from_slice(&k.mid);
     pbwrite::boolean(buf, col::UPDATED, c.updated);
     pbwrite::boolean(buf, col::IS_NULL, value.is_none());
     if let Some(v) = value {
         pbwrite::bytes(buf, col::VALUE, v.as_bytes());
     }
-    if let Some(t) = &cp.mysql_type {
-        pbwrite::bytes(buf, col::MYSQL_TYPE, t.as_bytes());
-    }
+    buf.extend_from_slice(&k.tail);
 }
 
 /// Room left before a storeValue for the entry's header and keys (see `push_gapped`).

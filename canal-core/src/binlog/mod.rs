@@ -4,6 +4,8 @@
 
 pub mod decode;
 pub mod entry;
+#[doc(hidden)]
+pub mod fuzzing;
 mod pbwrite;
 pub mod pipeline;
 pub mod replica;

@@ -96,3 +96,29 @@ fn row_entries_are_canonical_protobuf_with_canal_semantics() {
     }
     assert!(checked_rows > 100, "fixtures gave only {checked_rows} rows");
 }
+
+/// The short CI run of the fuzz body (decoder + converter): every fixture with bytes flipped and
+/// cut at strided positions. The long run is `cargo run --release -p canal-core --example
+/// fuzz_decode` (and `cargo fuzz` on nightly).
+#[test]
+fn decoder_and_converter_survive_mutations() {
+    let mut execs = 0;
+    for file in fixtures() {
+        let Ok(bytes) = std::fs::read(&file) else { continue };
+        if !bytes.starts_with(&canal_core::binlog::decode::BINLOG_MAGIC) {
+            continue;
+        }
+        let step = (bytes.len() / 150).max(1);
+        for at in (4..bytes.len()).step_by(step) {
+            for x in [0xffu8, 0x80, 0x01] {
+                let mut m = bytes.clone();
+                m[at] ^= x;
+                canal_core::binlog::fuzzing::exercise(&m);
+                execs += 1;
+            }
+            canal_core::binlog::fuzzing::exercise(&bytes[..at]);
+            execs += 1;
+        }
+    }
+    assert!(execs > 1000, "only {execs} executions");
+}

@@ -111,23 +111,11 @@ impl TimeZoneOffset {
 
 /// Appends an unsigned integer in decimal without going through `fmt` (the row loop's hottest
 /// operation).
-pub(crate) fn push_u64(out: &mut String, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for &d in &buf[i..] {
-        out.push(char::from(d));
-    }
+pub(crate) fn push_u64(out: &mut String, v: u64) {
+    // itoa: two digits per step and one push_str, instead of a char push per digit.
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
-/// Appends a signed integer in decimal.
 pub(crate) fn push_i64(out: &mut String, v: i64) {
     if v < 0 {
         out.push('-');
