@@ -3,6 +3,7 @@
 #[path = "../../../tools/test-support.rs"]
 mod support;
 
+mod all_types;
 mod codec;
 mod decode;
 mod entry;
