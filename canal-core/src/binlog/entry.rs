@@ -156,6 +156,8 @@ pub struct Converter {
     before: RowImage,
     after: RowImage,
     scratch_cols: Vec<ColumnOut>,
+    /// RowChange bytes per binlog row byte, smoothed over recent rows events (buffer sizing).
+    expansion: f64,
     /// Encoded per-column constants of the last plan used.
     consts: Option<(Arc<TablePlan>, Arc<Vec<ColumnConst>>)>,
 }
@@ -179,6 +181,7 @@ impl Converter {
             after: RowImage::new(),
             scratch_cols: Vec::with_capacity(64),
             consts: None,
+            expansion: 6.0,
         }
     }
 
@@ -644,7 +647,11 @@ impl Converter {
             RowsKind::Update | RowsKind::PartialUpdate => EventType::Update,
             RowsKind::Delete => EventType::Delete,
         };
-        let mut rc = Vec::with_capacity(GAP + ev.rows.len() * 3 + 32);
+        // Size the RowChange from what earlier events expanded to, so it is not regrown (each
+        // regrowth copies every row written so far) nor left with much unused capacity (the
+        // buffer becomes the stored entry).
+        let estimate = (ev.rows.len() as f64 * self.expansion) as usize + 64;
+        let mut rc = Vec::with_capacity(GAP + estimate);
         rc.resize(GAP, 0);
         pbwrite::int(&mut rc, 1, ev.table_id as i64);
         pbwrite::int(&mut rc, 2, et as i64);
@@ -700,6 +707,10 @@ impl Converter {
             return self.table_error(h, e);
         }
         self.stats.rows += rows as u64;
+        if !ev.rows.is_empty() {
+            let ratio = (rc.len() - GAP) as f64 / ev.rows.len() as f64;
+            self.expansion = (0.7 * self.expansion + 0.3 * ratio * 1.05).clamp(1.0, 64.0);
+        }
         let header = self.header(h, plan.schema(), plan.table(), Some(et), Some(rows));
         self.push_gapped(out, header, EntryType::Rowdata, rc, EntryKind::Rows, rows);
         Ok(())
