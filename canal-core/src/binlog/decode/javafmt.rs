@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn ryu_path_matches_rust_lower_exp() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut check64 = |v: f64| {
+        let check64 = |v: f64| {
             if !v.is_finite() {
                 return;
             }
