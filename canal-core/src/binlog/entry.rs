@@ -20,6 +20,7 @@ use super::decode::{
     RowImage, RowsKind, TableSchema, event_type,
 };
 use super::pbwrite::{self, column as col};
+use super::replica::{GtidSet, MariadbGtid, MariadbGtidList, ServerUuid};
 use crate::filter::{FieldFilter, NameFilter};
 use crate::position::EntryPosition;
 use crate::protocol::entry::{
@@ -469,7 +470,11 @@ impl Converter {
         }
         let gtid = g.to_gtid_string();
         if self.opts.gtid_mode {
-            self.gtid_set = add_gtid(&self.gtid_set, &gtid);
+            // An unparsable set (not a MySQL one) is replaced by this transaction's GTID alone.
+            let mut set: GtidSet = self.gtid_set.parse().unwrap_or_default();
+            if set.add(ServerUuid(g.sid), g.tag.as_deref().unwrap_or(""), g.gno).is_ok() {
+                self.gtid_set = set.to_string();
+            }
         }
         self.current_gtid = Some((gtid, g.sequence_number, g.last_committed));
     }
@@ -477,7 +482,13 @@ impl Converter {
     fn on_maria_gtid(&mut self, h: &EventHeader, g: &MariaGtid, out: &mut Vec<BuiltEntry>) {
         let gtid = g.to_string();
         if self.opts.gtid_mode {
-            self.gtid_set = add_maria_gtid(&self.gtid_set, g);
+            let mut list: MariadbGtidList = self.gtid_set.parse().unwrap_or_default();
+            list.update(MariadbGtid {
+                domain_id: g.domain_id,
+                server_id: g.server_id,
+                sequence: g.seq_no,
+            });
+            self.gtid_set = list.to_string();
         }
         self.current_gtid = Some((gtid, g.seq_no, g.commit_id.unwrap_or(0)));
         // MariaDB replaces the BEGIN query by its GTID event (capability 4); a standalone GTID
@@ -889,59 +900,6 @@ pub fn with_display_width(t: &str) -> String {
     if rest.starts_with('(') { t.to_owned() } else { format!("{base}({width}){rest}") }
 }
 
-/// Adds a MySQL `uuid:gno` to an executed set string `uuid:1-5,uuid2:1-3` (extending the interval
-/// that ends just before `gno`, else adding one).
-fn add_gtid(set: &str, gtid: &str) -> String {
-    let Some((sid, gno)) = gtid.rsplit_once(':') else { return set.to_owned() };
-    let Ok(gno) = gno.parse::<u64>() else { return set.to_owned() };
-    let mut parts: Vec<String> =
-        set.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
-    for part in parts.iter_mut() {
-        let Some((psid, ranges)) = part.split_once(':') else { continue };
-        if !psid.eq_ignore_ascii_case(sid) || psid.contains(':') && !sid.contains(':') {
-            continue;
-        }
-        let mut ivs: Vec<(u64, u64)> = ranges
-            .split(':')
-            .filter_map(|r| match r.split_once('-') {
-                Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
-                None => r.parse().ok().map(|v| (v, v)),
-            })
-            .collect();
-        ivs.push((gno, gno));
-        ivs.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for (a, b) in ivs {
-            match merged.last_mut() {
-                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
-                _ => merged.push((a, b)),
-            }
-        }
-        let text: Vec<String> = merged
-            .iter()
-            .map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
-            .collect();
-        *part = format!("{psid}:{}", text.join(":"));
-        return parts.join(",");
-    }
-    parts.push(format!("{sid}:{gno}"));
-    parts.join(",")
-}
-
-/// Replaces the domain's GTID in a MariaDB GTID position string `d-s-n,d2-s2-n2`.
-fn add_maria_gtid(set: &str, g: &MariaGtid) -> String {
-    let mut parts: Vec<String> = set
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .filter(|s| s.split('-').next().and_then(|d| d.parse::<u32>().ok()) != Some(g.domain_id))
-        .map(str::to_owned)
-        .collect();
-    parts.push(g.to_string());
-    parts.sort_by_key(|s| s.split('-').next().and_then(|d| d.parse::<u32>().ok()).unwrap_or(0));
-    parts.join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -965,21 +923,47 @@ mod tests {
             assert_eq!(with_display_width(from), to, "{from}");
         }
     }
+}
 
+#[cfg(test)]
+mod gtid_tests {
+    use super::*;
+
+    /// The executed-set bookkeeping of GTID mode uses the replica module's GTID types.
     #[test]
-    fn gtid_sets_extend_intervals() {
+    fn gtid_events_extend_the_executed_set() {
+        let mut c =
+            Converter::new(ConvertOptions { gtid_mode: true, ..Default::default() }, None, "b");
         let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
-        assert_eq!(add_gtid("", &format!("{u}:1")), format!("{u}:1"));
-        assert_eq!(add_gtid(&format!("{u}:1-4"), &format!("{u}:5")), format!("{u}:1-5"));
-        assert_eq!(add_gtid(&format!("{u}:1-4"), &format!("{u}:7")), format!("{u}:1-4:7"));
-        let other = "aaaaaaaa-71ca-11e1-9e33-c80aa9429562";
-        assert_eq!(add_gtid(&format!("{u}:1"), &format!("{other}:3")), format!("{u}:1,{other}:3"));
-    }
+        c.set_gtid_set(format!("{u}:1-4"));
+        let sid = u.parse::<ServerUuid>().unwrap().0;
+        let g = |gno| Gtid {
+            anonymous: false,
+            flags: 0,
+            sid,
+            tag: None,
+            gno,
+            last_committed: 0,
+            sequence_number: 0,
+        };
+        c.on_mysql_gtid(&g(5));
+        assert_eq!(c.gtid_set(), format!("{u}:1-5"));
+        c.on_mysql_gtid(&g(7));
+        assert_eq!(c.gtid_set(), format!("{u}:1-5:7"));
 
-    #[test]
-    fn maria_gtid_position_replaces_the_domain() {
-        let g = MariaGtid { domain_id: 0, server_id: 1, seq_no: 9, flags: 0, commit_id: None };
-        assert_eq!(add_maria_gtid("0-1-8,1-2-3", &g), "0-1-9,1-2-3");
-        assert_eq!(add_maria_gtid("", &g), "0-1-9");
+        let mut m =
+            Converter::new(ConvertOptions { gtid_mode: true, ..Default::default() }, None, "b");
+        m.set_gtid_set("0-1-8,1-2-3");
+        let h = EventHeader {
+            timestamp: 0,
+            event_type: 162,
+            server_id: 1,
+            event_size: 0,
+            log_pos: 0,
+            flags: 0,
+        };
+        let mg = MariaGtid { domain_id: 0, server_id: 1, seq_no: 9, flags: 1, commit_id: None };
+        m.on_maria_gtid(&h, &mg, &mut Vec::new());
+        assert_eq!(m.gtid_set(), "0-1-9,1-2-3");
     }
 }

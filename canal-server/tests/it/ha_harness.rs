@@ -45,20 +45,7 @@ async fn harness(
 ) {
     let Some(client) = client_bin() else { return };
     let Some(mut fx) = fixture(backend).await else { return };
-    let url = support::service("CANAL_TEST_MYSQL").unwrap();
-    let opts = mysql_async::Opts::from_url(&url).unwrap();
-    let start = fx.instance.start.clone();
-    let instance = format!(
-        "[master]\naddress = \"{}:{}\"\njournal_name = \"{}\"\nposition = {}\n[db]\nusername = \"{}\"\npassword = \"{}\"\nslave_id = {}\n[filter]\nregex = '{}\\..*'\n",
-        opts.ip_or_hostname(),
-        opts.tcp_port(),
-        start.journal.unwrap(),
-        start.position.unwrap(),
-        opts.user().unwrap_or_default(),
-        opts.pass().unwrap_or_default(),
-        fx.instance.source.slave_id,
-        fx.db
-    );
+    let instance = crate::ha_process::instance_toml(&fx);
     let root = std::env::temp_dir().join(format!("canal-harness-{}", fx.db));
     let confs = [root.join("a"), root.join("b")];
     for c in &confs {

@@ -97,17 +97,12 @@ fn sigterm(p: &Proc) {
     assert!(ok.success());
 }
 
-async fn scenario(
-    backend: &str,
-    coord_cfg: CoordConfig,
-    coord_toml: String,
-    deactivate: impl Fn(&str, &str),
-) {
-    let Some(fx) = fixture(backend).await else { return };
+/// The `instance.toml` of a test fixture: its MariaDB, start position, slave id and database.
+pub fn instance_toml(fx: &crate::ha::Fixture) -> String {
     let url = support::service("CANAL_TEST_MYSQL").unwrap();
     let opts = mysql_async::Opts::from_url(&url).unwrap();
     let start = fx.instance.start.clone();
-    let instance = format!(
+    format!(
         "[master]\naddress = \"{}:{}\"\njournal_name = \"{}\"\nposition = {}\n[db]\nusername = \"{}\"\npassword = \"{}\"\nslave_id = {}\n[filter]\nregex = '{}\\..*'\n",
         opts.ip_or_hostname(),
         opts.tcp_port(),
@@ -117,7 +112,17 @@ async fn scenario(
         opts.pass().unwrap_or_default(),
         fx.instance.source.slave_id,
         fx.db
-    );
+    )
+}
+
+async fn scenario(
+    backend: &str,
+    coord_cfg: CoordConfig,
+    coord_toml: String,
+    deactivate: impl Fn(&str, &str),
+) {
+    let Some(fx) = fixture(backend).await else { return };
+    let instance = instance_toml(&fx);
     let root: PathBuf = std::env::temp_dir().join(format!("canal-ha-{}", fx.db));
     let (conf_a, conf_b) = (root.join("a"), root.join("b"));
     write_conf(&conf_a, &coord_toml, &fx.db, &instance);
