@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod dist;
 mod services;
 mod test;
 
@@ -33,6 +34,9 @@ usage:
                                                   this run started (also on failure and Ctrl-C; the
                                                   last of concurrent runs stops them; services
                                                   started by hand stay up)
+  cargo xtask dist                                release build packaged as
+                                                  target/dist/canal-rs-<version>-<target>.tar.gz
+                                                  (+ .sha256), then unpacked and run from a temp dir
   cargo xtask demo [--rounds N]                   MariaDB → canal-server → canal-client tail on
                                                   loopback: watch changes arrive (stops by itself)
   cargo xtask bench [--rows N] [--runs N]         generate a binlog of N (1 000 000) row images and
@@ -100,6 +104,7 @@ fn run() -> Result<ExitCode> {
         ["test", rest @ ..] => test::run(rest),
         ["bench", rest @ ..] => bench::run(rest).map(|()| ExitCode::SUCCESS),
         ["demo", rest @ ..] => demo::run(rest).map(|()| ExitCode::SUCCESS),
+        ["dist", rest @ ..] => dist::run_dist(rest).map(|()| ExitCode::SUCCESS),
         [] | ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)

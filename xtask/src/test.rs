@@ -53,6 +53,15 @@ pub fn run(args: &[&str]) -> Result<ExitCode> {
             test_args.extend_from_slice(bin_args);
         }
         results.push(("tests", cargo(&env, &test_args)));
+        // The packaged binaries must run from wherever the tarball is unpacked.
+        if cargo_args.is_empty() && bin_args.is_empty() {
+            eprintln!("\n==> cargo xtask dist (package, unpack, run)");
+            let dist = crate::dist::build().and_then(|a| crate::dist::check(&a));
+            if let Err(e) = &dist {
+                eprintln!("xtask: error: {e:#}");
+            }
+            results.push(("dist", dist.is_ok()));
+        }
     }
 
     results.push(("services down", guard.finish()));
