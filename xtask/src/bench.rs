@@ -157,6 +157,21 @@ fn bench(rows: u64, runs: usize) -> Result<()> {
     })?;
     results.push(theirs);
 
+    match pyrepl_venv(&out_dir) {
+        Ok(python) => {
+            let script = services::workspace_root().join("xtask/python/pyrepl_count.py");
+            let (user, pass, host, port) = &replica;
+            let m = best_of(1, "python-mysql-replication 1.0.17", rows, || {
+                let mut cmd = Command::new(&python);
+                cmd.arg(&script).args([host.as_str(), &port.to_string(), user, pass]);
+                cmd.args([start_file.as_str(), "canal_bench", &rows.to_string()]);
+                cmd
+            })?;
+            results.push(m);
+        }
+        Err(e) => eprintln!("    python-mysql-replication skipped: {e:#}"),
+    }
+
     eprintln!("==> end to end: MariaDB → canal-server → canal-client (ack every batch)");
     let e2e = end_to_end(&server_bin, &client_bin, &out_dir, &replica, &start_file, rows)?;
     results.push(e2e);
@@ -194,6 +209,36 @@ fn best_of(runs: usize, name: &str, rows: u64, make: impl Fn() -> Command) -> Re
     let m = best.context("no run")?;
     eprintln!("    {}: {:.2} s, {:.0} rows/s", m.name, m.secs, m.rows_per_sec());
     Ok(m)
+}
+
+/// A venv with PyPI `mysql-replication` under `target/bench/`, built once.
+fn pyrepl_venv(out_dir: &Path) -> Result<PathBuf> {
+    let venv = out_dir.join("pyrepl-venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join("ok");
+    if marker.exists() {
+        return Ok(python);
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status()?;
+    if !ok.success() {
+        bail!("python3 -m venv failed");
+    }
+    let ok = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "mysql-replication==1.0.17",
+        ])
+        .status()?;
+    if !ok.success() {
+        bail!("pip install mysql-replication failed");
+    }
+    std::fs::write(&marker, "")?;
+    Ok(python)
 }
 
 fn end_to_end(
