@@ -749,7 +749,7 @@ impl Converter {
         cols: &mut Vec<ColumnOut>,
     ) {
         let field_filter = !self.opts.field_filter.is_empty();
-        for (pos, (cell, value)) in image.iter().enumerate() {
+        for (pos, cell) in image.cells().iter().enumerate() {
             let idx = cell.index as usize;
             let (Some(cp), Some(k)) = (plan.columns.get(idx), consts.get(idx)) else { continue };
             if field_filter && !self.opts.field_filter.keeps(plan.schema(), plan.table(), &cp.name)
@@ -758,8 +758,8 @@ impl Converter {
             }
             let updated = match compare {
                 None => false,
-                Some(before) => match before.get(idx) {
-                    Some((_, old)) => old != value,
+                Some(before) => match before.cells().iter().find(|b| b.index == cell.index) {
+                    Some(b) => before.value_bytes(b) != image.value_bytes(cell),
                     None => true,
                 },
             };
@@ -769,7 +769,7 @@ impl Converter {
                 + pbwrite::varint_len(i64::from(cell.sql_type) as u64)
                 + k.mid.len()
                 + 4
-                + value.map_or(0, |v| field_len(v.len()))
+                + if cell.is_null { 0 } else { field_len(image.value_len(cell)) }
                 + k.tail.len();
             cols.push(ColumnOut { field, pos, len, updated });
         }
@@ -813,7 +813,7 @@ fn column_consts(plan: &TablePlan) -> Vec<ColumnConst> {
 /// Writes a planned column (key, length, fields) straight into the RowChange buffer.
 fn write_column(buf: &mut Vec<u8>, consts: &[ColumnConst], image: &RowImage, c: &ColumnOut) {
     let cell = &image.cells()[c.pos];
-    let value = image.value(cell);
+    let value = image.value_bytes(cell);
     let k = &consts[cell.index as usize];
     buf.push(if c.field == 1 { 0x0a } else { 0x12 });
     pbwrite::varint(buf, c.len as u64);
@@ -823,7 +823,7 @@ fn write_column(buf: &mut Vec<u8>, consts: &[ColumnConst], image: &RowImage, c: 
     pbwrite::boolean(buf, col::UPDATED, c.updated);
     pbwrite::boolean(buf, col::IS_NULL, value.is_none());
     if let Some(v) = value {
-        pbwrite::bytes(buf, col::VALUE, v.as_bytes());
+        pbwrite::bytes(buf, col::VALUE, v);
     }
     buf.extend_from_slice(&k.tail);
 }

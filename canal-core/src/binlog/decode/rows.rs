@@ -392,6 +392,17 @@ impl RowImage {
         (!cell.is_null).then(|| &self.text[cell.start..cell.end])
     }
 
+    /// The value's bytes (UTF-8), `None` for NULL; skips the char-boundary checks of `value`
+    /// for callers that only copy bytes (the entry encoder).
+    pub fn value_bytes(&self, cell: &Cell) -> Option<&[u8]> {
+        (!cell.is_null).then(|| &self.text.as_bytes()[cell.start..cell.end])
+    }
+
+    /// Byte length of a cell's value (0 for NULL).
+    pub fn value_len(&self, cell: &Cell) -> usize {
+        if cell.is_null { 0 } else { cell.end - cell.start }
+    }
+
     /// Cells with their values.
     pub fn iter(&self) -> impl Iterator<Item = (&Cell, Option<&str>)> + '_ {
         self.cells.iter().map(move |c| (c, self.value(c)))
