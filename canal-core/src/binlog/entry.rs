@@ -790,6 +790,10 @@ struct ColumnOut {
 #[derive(Debug, Clone, Default)]
 struct ColumnConst {
     head: Vec<u8>,
+    /// The `sqlType` field for the column's usual type (negative codes take 11 bytes to encode;
+    /// a value promoted to another type is encoded on the spot).
+    sql_type: i32,
+    sql_type_field: Vec<u8>,
     mid: Vec<u8>,
     tail: Vec<u8>,
 }
@@ -800,6 +804,8 @@ fn column_consts(plan: &TablePlan) -> Vec<ColumnConst> {
         .map(|cp| {
             let mut k = ColumnConst::default();
             pbwrite::int(&mut k.head, col::INDEX, cp.index as i64);
+            k.sql_type = cp.sql_type;
+            pbwrite::int(&mut k.sql_type_field, col::SQL_TYPE, i64::from(cp.sql_type));
             pbwrite::bytes(&mut k.mid, col::NAME, cp.name.as_bytes());
             pbwrite::boolean(&mut k.mid, col::IS_KEY, cp.is_key);
             if let Some(t) = &cp.mysql_type {
@@ -818,7 +824,11 @@ fn write_column(buf: &mut Vec<u8>, consts: &[ColumnConst], image: &RowImage, c: 
     buf.push(if c.field == 1 { 0x0a } else { 0x12 });
     pbwrite::varint(buf, c.len as u64);
     buf.extend_from_slice(&k.head);
-    pbwrite::int(buf, col::SQL_TYPE, i64::from(cell.sql_type));
+    if cell.sql_type == k.sql_type {
+        buf.extend_from_slice(&k.sql_type_field);
+    } else {
+        pbwrite::int(buf, col::SQL_TYPE, i64::from(cell.sql_type));
+    }
     buf.extend_from_slice(&k.mid);
     pbwrite::boolean(buf, col::UPDATED, c.updated);
     pbwrite::boolean(buf, col::IS_NULL, value.is_none());
