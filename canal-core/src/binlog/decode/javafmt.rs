@@ -75,14 +75,53 @@ fn write_shortest_exp(sb: &mut StackBuf, ryu_out: &str) -> std::fmt::Result {
     write!(sb, "e{exp10}")
 }
 
-/// Appends `Double.toString(v)`.
-pub fn push_double(out: &mut String, v: f64) {
+/// What `push_java_float` needs of `f32` and `f64`.
+trait JavaFloat: Copy + std::fmt::Display + std::fmt::LowerExp + ryu::Float {
+    fn is_nan(self) -> bool;
+    fn is_infinite(self) -> bool;
+    fn is_positive(self) -> bool;
+    /// Java's plain-notation range: 1e-3 <= |v| < 1e7, or zero.
+    fn plain_range(self) -> bool;
+}
+
+impl JavaFloat for f64 {
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+    fn is_infinite(self) -> bool {
+        f64::is_infinite(self)
+    }
+    fn is_positive(self) -> bool {
+        self > 0.0
+    }
+    fn plain_range(self) -> bool {
+        self.abs() >= 1e-3 && self.abs() < 1e7 || self == 0.0
+    }
+}
+
+impl JavaFloat for f32 {
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+    fn is_infinite(self) -> bool {
+        f32::is_infinite(self)
+    }
+    fn is_positive(self) -> bool {
+        self > 0.0
+    }
+    fn plain_range(self) -> bool {
+        self.abs() >= 1e-3 && self.abs() < 1e7 || self == 0.0
+    }
+}
+
+/// Appends Java's `toString` of a float or double.
+fn push_java_float<F: JavaFloat>(out: &mut String, v: F) {
     if v.is_nan() {
         out.push_str("NaN");
         return;
     }
     if v.is_infinite() {
-        out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
+        out.push_str(if v.is_positive() { "Infinity" } else { "-Infinity" });
         return;
     }
     let mut sb = StackBuf { buf: [0; 40], len: 0 };
@@ -100,32 +139,17 @@ pub fn push_double(out: &mut String, v: f64) {
             return;
         }
     }
-    push_java(out, &sb.buf[..sb.len], v.abs() >= 1e-3 && v.abs() < 1e7 || v == 0.0);
+    push_java(out, &sb.buf[..sb.len], v.plain_range());
+}
+
+/// Appends `Double.toString(v)`.
+pub fn push_double(out: &mut String, v: f64) {
+    push_java_float(out, v);
 }
 
 /// Appends `Float.toString(v)`.
 pub fn push_float(out: &mut String, v: f32) {
-    if v.is_nan() {
-        out.push_str("NaN");
-        return;
-    }
-    if v.is_infinite() {
-        out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
-        return;
-    }
-    let mut sb = StackBuf { buf: [0; 40], len: 0 };
-    if write_shortest_exp(&mut sb, ryu::Buffer::new().format_finite(v)).is_err() {
-        let _ = write!(out, "{v}");
-        return;
-    }
-    if !sb.buf[..sb.len].contains(&b'.') {
-        sb.len = 0;
-        if write!(sb, "{v:.1e}").is_err() {
-            let _ = write!(out, "{v}");
-            return;
-        }
-    }
-    push_java(out, &sb.buf[..sb.len], v.abs() >= 1e-3 && v.abs() < 1e7 || v == 0.0);
+    push_java_float(out, v);
 }
 
 /// `Double.toString(v)` as a new string.
