@@ -483,27 +483,35 @@ impl<D: RunningData> Runner<D> {
             }
             tokio::select! {
                 r = st.changed() => if r.is_err() { return true },
-                cmd = self.cmds.recv() => match cmd {
-                    Some(Command::Release(tx)) => {
-                        self.released = true;
-                        let _ = tx.send(());
-                    }
-                    Some(Command::Rewrite { data, address, reply }) => {
-                        // Not active here: only the next grab uses it.
-                        self.me_bytes = data;
-                        self.me_address = address;
-                        let _ = reply.send(Ok(None));
-                    }
-                    Some(Command::Stop(tx)) => {
-                        self.set_stopped();
-                        let _ = tx.send(());
-                        return false;
-                    }
-                    None => {
-                        self.set_stopped();
-                        return false;
-                    }
-                },
+                cmd = self.cmds.recv() => if !self.idle_command(cmd) { return false },
+            }
+        }
+    }
+
+    /// Serves a command while not active (waiting for a session or pausing); false when it
+    /// stopped the monitor.
+    fn idle_command(&mut self, cmd: Option<Command>) -> bool {
+        match cmd {
+            Some(Command::Release(tx)) => {
+                self.released = true;
+                let _ = tx.send(());
+                true
+            }
+            Some(Command::Rewrite { data, address, reply }) => {
+                // Not active here: only the next grab uses it.
+                self.me_bytes = data;
+                self.me_address = address;
+                let _ = reply.send(Ok(None));
+                true
+            }
+            Some(Command::Stop(tx)) => {
+                self.set_stopped();
+                let _ = tx.send(());
+                false
+            }
+            None => {
+                self.set_stopped();
+                false
             }
         }
     }
@@ -514,27 +522,7 @@ impl<D: RunningData> Runner<D> {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => return true,
-                cmd = self.cmds.recv() => match cmd {
-                    Some(Command::Release(tx)) => {
-                        self.released = true;
-                        let _ = tx.send(());
-                    }
-                    Some(Command::Rewrite { data, address, reply }) => {
-                        // Not active here: only the next grab uses it.
-                        self.me_bytes = data;
-                        self.me_address = address;
-                        let _ = reply.send(Ok(None));
-                    }
-                    Some(Command::Stop(tx)) => {
-                        self.set_stopped();
-                        let _ = tx.send(());
-                        return false;
-                    }
-                    None => {
-                        self.set_stopped();
-                        return false;
-                    }
-                },
+                cmd = self.cmds.recv() => if !self.idle_command(cmd) { return false },
             }
         }
     }
