@@ -103,6 +103,11 @@ struct TailArgs {
     /// Batch size (in the server's batch mode units).
     #[arg(long, default_value_t = 1000)]
     batch_size: i32,
+    /// How long one GET waits for its batch to fill before taking what there is (ms): the
+    /// longest a row waits in the server when traffic is light. Lower means less latency and
+    /// more requests while idle.
+    #[arg(long, default_value_t = 100)]
+    wait_ms: u64,
     /// canal.user of the server.
     #[arg(long, default_value = "")]
     user: String,
@@ -202,8 +207,10 @@ async fn consume(
     let mut last_data = tokio::time::Instant::now();
     let stdout = std::io::stdout();
     loop {
-        // Wait at most a second per GET, so the idle timeout is checked.
-        let wait = idle.map_or(1000, |d| d.as_millis().clamp(1, 1000) as i64);
+        // Never longer than the idle timeout, so that it is checked.
+        let wait = idle
+            .map_or(args.wait_ms, |d| (d.as_millis() as u64).min(args.wait_ms))
+            .clamp(1, i64::MAX as u64) as i64;
         let batch =
             match client.get_without_ack(args.batch_size, Some(wait), TimeUnit::Milliseconds).await
             {
@@ -261,6 +268,15 @@ fn print_batch(
 ) -> Result<(u64, bool)> {
     let ts = now_ms();
     let mut rows = 0u64;
+    if format == Format::Count {
+        for n in batch.row_counts() {
+            if remaining.is_some_and(|r| rows >= r) {
+                return Ok((rows, false));
+            }
+            rows += n.context("decoding a row change")?.max(1) as u64;
+        }
+        return Ok((rows, true));
+    }
     for change in batch.row_changes() {
         if remaining.is_some_and(|r| rows >= r) {
             return Ok((rows, false));
@@ -276,6 +292,7 @@ fn print_batch(
                 change.rows().len().max(1) as u64
             }
             Format::Table => print_table(out, &change)?,
+            // Counted above without decoding columns; the same count from the decoded change.
             Format::Count => change.rows().len().max(1) as u64,
         };
     }

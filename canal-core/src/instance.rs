@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{oneshot, watch};
 use tracing::{Instrument, info, warn};
 
 use crate::binlog::entry::{BuiltEntry, ConvertError, ConvertOptions, Converter};
@@ -162,7 +161,8 @@ pub struct Instance {
     status: watch::Receiver<InstanceStatus>,
     stop: watch::Sender<bool>,
     filter: Arc<Mutex<Option<NameFilter>>>,
-    task: Option<JoinHandle<()>>,
+    /// Resolves when the pipeline thread has finished.
+    done: Option<oneshot::Receiver<()>>,
     source: SourceAddress,
 }
 
@@ -180,6 +180,12 @@ enum Resume {
 impl Instance {
     /// Starts the pipeline. `cursor` is the minimum client cursor, if any (§5.3): parsing resumes
     /// at its event, so the client may see that boundary again (at-least-once).
+    ///
+    /// The pipeline runs on a thread of its own (`canal-<destination>`, with a single-threaded
+    /// runtime), as Java Canal's parser thread: every entry is allocated on that one thread, so
+    /// the allocator's per-thread arenas do not each grow to the store's size (with the pipeline
+    /// task migrating between two runtime workers, the server's peak RSS was twice its heap), and
+    /// a busy destination never delays another's pipeline or the client sessions.
     pub fn start(config: InstanceConfig, cursor: Option<LogPosition>) -> Self {
         let store = Arc::new(EventStore::new(config.store.clone()));
         let initial = InstanceStatus {
@@ -203,8 +209,27 @@ impl Instance {
             filter: filter.clone(),
             history: None,
         };
-        let task = tokio::spawn(runner.run(cursor).instrument(span));
-        Self { store, status, stop, filter, task: Some(task), source }
+        let (done_tx, done) = oneshot::channel();
+        let name = format!("canal-{}", runner.cfg.destination);
+        // The runner goes through a slot so that it can report a thread that did not start.
+        let slot = Arc::new(Mutex::new(Some(runner)));
+        let theirs = Arc::clone(&slot);
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let runner = theirs.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(runner) = runner {
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(runner.run(cursor).instrument(span)),
+                    Err(e) => runner.fail(format!("cannot start the pipeline's runtime: {e}")),
+                }
+            }
+            let _ = done_tx.send(());
+        });
+        if let Err(e) = spawned {
+            if let Some(runner) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                runner.fail(format!("cannot start the pipeline thread: {e}"));
+            }
+        }
+        Self { store, status, stop, filter, done: Some(done), source }
     }
 
     /// The store entries go to.
@@ -237,8 +262,8 @@ impl Instance {
     pub async fn stop(mut self) {
         self.stop.send_replace(true);
         self.store.close();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
         }
     }
 }
@@ -266,6 +291,15 @@ enum SessionEnd {
 }
 
 impl Runner {
+    /// Ends before starting: the status says why.
+    fn fail(self, error: String) {
+        tracing::error!("instance stopped: {error}");
+        self.status.send_modify(|s| {
+            s.state = InstanceState::Failed { error };
+            s.dump_connection_id = None;
+        });
+    }
+
     async fn run(mut self, cursor: Option<LogPosition>) {
         let mut resume: Option<Resume> = cursor.and_then(|c| resume_from_cursor(&c, &self.cfg));
         let mut backoff = Backoff::new(self.cfg.backoff.0, self.cfg.backoff.1);
@@ -415,7 +449,10 @@ impl Runner {
             s.state = InstanceState::Running;
             s.dump_connection_id = Some(conn_id);
         });
-        let mut tbuf = TransactionBuffer::new(self.cfg.transaction_size);
+        // A flush is at most an eighth of the store's budget, so the store (which admits a put
+        // while it is under budget) stays within budget + 1/8.
+        let flush_bytes = self.store.config().memory_budget / 8;
+        let mut tbuf = TransactionBuffer::new(self.cfg.transaction_size, flush_bytes);
         let mut entries: Vec<BuiltEntry> = Vec::new();
         let mut stop = self.stop.clone();
         let result = loop {

@@ -3,8 +3,9 @@
 //! `MemoryEventStoreWithBuffer`.
 //!
 //! Entries are kept as the protobuf bytes a client receives, so a GET copies byte slices and the
-//! memory budget counts real bytes: the store's footprint is bounded by `memory_budget` plus one
-//! oversized put. A full store makes `put` wait — back-pressure to the binlog reader; un-acked data
+//! memory budget counts real bytes: what the store holds never exceeds `memory_budget`, except
+//! a single put larger than the whole budget, which is admitted into an empty store (else it
+//! could never go in). A full store makes `put` wait — back-pressure to the binlog reader; un-acked data
 //! is never dropped. Batches may end inside a transaction; only the *ack position* is aligned to a
 //! transaction boundary.
 
@@ -215,12 +216,13 @@ impl EventStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn has_room(&self, inner: &Inner, n: usize) -> bool {
-        // Java checks the memory bound before adding, so one put may overshoot it; an empty store
-        // always accepts, so an entry larger than the whole budget cannot deadlock the pipeline.
+    fn has_room(&self, inner: &Inner, n: usize, bytes: usize) -> bool {
+        // Stricter than Java (which checks the bound before adding, so that one put overshoots
+        // it): the put must fit, so the budget bounds memory. An empty store always accepts, so
+        // a put larger than the whole budget cannot deadlock the pipeline.
         inner.queue.is_empty()
             || (inner.queue.len() + n <= self.config.capacity
-                && inner.held_bytes < self.config.memory_budget)
+                && inner.held_bytes + bytes <= self.config.memory_budget)
     }
 
     /// Appends entries (one flush of the transaction buffer) atomically, waiting while the store
@@ -235,6 +237,7 @@ impl EventStore {
         if entries.is_empty() {
             return Ok(());
         }
+        let bytes: usize = entries.iter().map(|e| e.bytes.len()).sum();
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
@@ -244,7 +247,7 @@ impl EventStore {
                 if inner.closed {
                     return Err(StoreError::Closed);
                 }
-                if self.has_room(&inner, entries.len()) {
+                if self.has_room(&inner, entries.len(), bytes) {
                     for e in entries {
                         inner.held_bytes += e.bytes.len();
                         inner.queue.push_back(e);
@@ -580,6 +583,36 @@ mod tests {
         let b = s.get(1, GetWait::NonBlocking).await.unwrap().unwrap();
         s.ack(b.end_seq).unwrap();
         putter.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_bytes_never_exceed_the_budget() {
+        let s = Arc::new(EventStore::new(StoreConfig {
+            memory_budget: 1000,
+            batch_mode: BatchMode::ItemSize,
+            ..StoreConfig::default()
+        }));
+        s.put(vec![entry(1, EntryKind::Rows, 600)]).await.unwrap();
+        // 600 + 500 would pass the budget: the put waits although the store is under it.
+        let s2 = s.clone();
+        let putter =
+            tokio::spawn(async move { s2.put(vec![entry(2, EntryKind::Rows, 500)]).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!putter.is_finished());
+        assert_eq!(s.stats().bytes, 600);
+        let b = s.get(1, GetWait::NonBlocking).await.unwrap().unwrap();
+        s.ack(b.end_seq).unwrap();
+        putter.await.unwrap().unwrap();
+        assert_eq!(s.stats().bytes, 500);
+        // A put larger than the whole budget goes into an empty store only.
+        let s3 = s.clone();
+        let big = tokio::spawn(async move { s3.put(vec![entry(3, EntryKind::Rows, 5000)]).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!big.is_finished());
+        let b = s.get(1, GetWait::NonBlocking).await.unwrap().unwrap();
+        s.ack(b.end_seq).unwrap();
+        big.await.unwrap().unwrap();
+        assert_eq!(s.stats().bytes, 5000);
     }
 
     #[tokio::test(start_paused = true)]

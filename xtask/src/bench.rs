@@ -28,6 +28,8 @@ struct Measure {
     rows: u64,
     secs: f64,
     peak_rss_kb: Option<u64>,
+    /// CPU seconds (user + system) per process, when measured.
+    cpu: Vec<(&'static str, f64)>,
 }
 
 impl Measure {
@@ -36,20 +38,38 @@ impl Measure {
     }
 }
 
-/// Entry point: `cargo xtask bench [--rows N] [--runs N]`.
+/// Which measurements to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Only {
+    All,
+    Decode,
+    E2e,
+}
+
+/// Entry point: `cargo xtask bench [--rows N] [--runs N] [--only decode|e2e]`.
 pub fn run(args: &[&str]) -> Result<()> {
     let mut rows: u64 = 1_000_000;
     let mut runs = 3;
+    let mut only = Only::All;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match *a {
             "--rows" => rows = it.next().context("--rows needs a number")?.parse()?,
             "--runs" => runs = it.next().context("--runs needs a number")?.parse()?,
-            other => bail!("unknown bench option `{other}` (use --rows N, --runs N)"),
+            "--only" => {
+                only = match *it.next().context("--only needs decode or e2e")? {
+                    "decode" => Only::Decode,
+                    "e2e" => Only::E2e,
+                    other => bail!("--only {other}: use decode or e2e"),
+                }
+            }
+            other => {
+                bail!("unknown bench option `{other}` (use --rows N, --runs N, --only decode|e2e)")
+            }
         }
     }
     let started = services::up(&[Kind::Mariadb])?;
-    let result = bench(rows, runs);
+    let result = bench(rows, runs, only);
     if !started.is_empty() {
         let _ = services::down(&started);
     }
@@ -86,7 +106,7 @@ fn sql(admin: &(String, String, String, u16), statement: &str) -> Result<String>
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn bench(rows: u64, runs: usize) -> Result<()> {
+fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
     let env = services::read_env(&services::env_file()?)?;
     let admin = parse_url(&env_value(&env, "CANAL_TEST_MYSQL_ADMIN")?)?;
     let replica = parse_url(&env_value(&env, "CANAL_TEST_MYSQL")?)?;
@@ -139,9 +159,60 @@ fn bench(rows: u64, runs: usize) -> Result<()> {
     let client_bin = release.join("canal-client");
 
     let mut results = Vec::new();
+    if only != Only::E2e {
+        decode_side_by_side(
+            &mut results,
+            runs,
+            rows,
+            &server_bin,
+            &files,
+            &out_dir,
+            &replica,
+            &start_file,
+        )?;
+    }
+    if only != Only::Decode {
+        eprintln!("==> end to end: MariaDB → canal-server → canal-client (ack every batch)");
+        for format in ["count", "json"] {
+            // The JSON client is the slow side: one run, which also fills the store (peak RSS
+            // under back-pressure).
+            let n = if format == "count" { runs.max(1) } else { 1 };
+            let mut best: Option<Measure> = None;
+            for _ in 0..n {
+                let m = end_to_end(&E2e {
+                    server_bin: &server_bin,
+                    client_bin: &client_bin,
+                    out_dir: &out_dir,
+                    replica: &replica,
+                    start_file: &start_file,
+                    rows,
+                    format,
+                })?;
+                if best.as_ref().is_none_or(|b| m.secs < b.secs) {
+                    best = Some(m);
+                }
+            }
+            results.extend(best);
+        }
+    }
+    report(&results, &out_dir, rows, bytes)
+}
+
+/// canal-rs decode, mysqlbinlog and python-mysql-replication over the same binlog.
+#[allow(clippy::too_many_arguments)]
+fn decode_side_by_side(
+    results: &mut Vec<Measure>,
+    runs: usize,
+    rows: u64,
+    server_bin: &Path,
+    files: &[PathBuf],
+    out_dir: &Path,
+    replica: &(String, String, String, u16),
+    start_file: &str,
+) -> Result<()> {
     let ours = best_of(runs, "canal-rs decode → Entry", rows, || {
-        let mut cmd = Command::new(&server_bin);
-        cmd.args(["decode", "--format", "count"]).args(&files);
+        let mut cmd = Command::new(server_bin);
+        cmd.args(["decode", "--format", "count"]).args(files);
         cmd
     })?;
     results.push(ours);
@@ -152,31 +223,26 @@ fn bench(rows: u64, runs: usize) -> Result<()> {
     };
     let theirs = best_of(runs, "mysqlbinlog -v (DECODE-ROWS)", rows, || {
         let mut cmd = Command::new(mysqlbinlog);
-        cmd.args(["-v", "--base64-output=DECODE-ROWS"]).args(&files);
+        cmd.args(["-v", "--base64-output=DECODE-ROWS"]).args(files);
         cmd
     })?;
     results.push(theirs);
 
-    match pyrepl_venv(&out_dir) {
+    match pyrepl_venv(out_dir) {
         Ok(python) => {
             let script = services::workspace_root().join("xtask/python/pyrepl_count.py");
             let (user, pass, host, port) = &replica;
             let m = best_of(1, "python-mysql-replication 1.0.17", rows, || {
                 let mut cmd = Command::new(&python);
                 cmd.arg(&script).args([host.as_str(), &port.to_string(), user, pass]);
-                cmd.args([start_file.as_str(), "canal_bench", &rows.to_string()]);
+                cmd.args([start_file, "canal_bench", &rows.to_string()]);
                 cmd
             })?;
             results.push(m);
         }
         Err(e) => eprintln!("    python-mysql-replication skipped: {e:#}"),
     }
-
-    eprintln!("==> end to end: MariaDB → canal-server → canal-client (ack every batch)");
-    let e2e = end_to_end(&server_bin, &client_bin, &out_dir, &replica, &start_file, rows)?;
-    results.push(e2e);
-
-    report(&results, &out_dir, rows, bytes)
+    Ok(())
 }
 
 /// Runs `make()` `runs` times (stdout discarded), keeps the fastest, with peak RSS from
@@ -203,7 +269,8 @@ fn best_of(runs: usize, name: &str, rows: u64, make: impl Fn() -> Command) -> Re
             .then(|| String::from_utf8_lossy(&out.stderr).lines().last()?.trim().parse().ok())
             .flatten();
         if best.as_ref().is_none_or(|b| secs < b.secs) {
-            best = Some(Measure { name: name.into(), rows, secs, peak_rss_kb: rss });
+            best =
+                Some(Measure { name: name.into(), rows, secs, peak_rss_kb: rss, cpu: Vec::new() });
         }
     }
     let m = best.context("no run")?;
@@ -241,14 +308,22 @@ fn pyrepl_venv(out_dir: &Path) -> Result<PathBuf> {
     Ok(python)
 }
 
-fn end_to_end(
-    server_bin: &Path,
-    client_bin: &Path,
-    out_dir: &Path,
-    replica: &(String, String, String, u16),
-    start_file: &str,
+/// One end-to-end run's settings.
+struct E2e<'a> {
+    server_bin: &'a Path,
+    client_bin: &'a Path,
+    out_dir: &'a Path,
+    replica: &'a (String, String, String, u16),
+    start_file: &'a str,
     rows: u64,
-) -> Result<Measure> {
+    /// `canal-client tail --format`: `count` (every entry decoded, rows counted from the
+    /// RowChange framing) or `json` (every column decoded, one FlatMessage JSON line per row
+    /// change, to /dev/null).
+    format: &'a str,
+}
+
+fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
+    let E2e { server_bin, client_bin, out_dir, replica, start_file, rows, format } = *e;
     let conf = out_dir.join("conf");
     let _ = std::fs::remove_dir_all(&conf);
     let _ = std::fs::remove_dir_all(out_dir.join("data"));
@@ -280,10 +355,21 @@ fn end_to_end(
     let mut line = String::new();
     BufReader::new(server.stdout.take().context("server stdout")?).read_line(&mut line)?;
     let addr = line.split_whitespace().nth(3).unwrap_or_default().trim_end_matches(',').to_owned();
+    let mariadb_pid =
+        services::running(Kind::Mariadb, &services::default_dir(Kind::Mariadb)?)?.map(|i| i.pid);
+    let mariadb_cpu0 = mariadb_pid.and_then(proc_cpu_secs);
     let t0 = Instant::now();
-    let client = Command::new(client_bin)
+    let time = Path::new("/usr/bin/time").exists();
+    let mut client = if time {
+        let mut c = Command::new("/usr/bin/time");
+        c.args(["-f", "%U %S"]).arg(client_bin);
+        c
+    } else {
+        Command::new(client_bin)
+    };
+    let client = client
         .args(["tail", "--server", &addr, "--destination", "bench", "--batch-size", "1024"])
-        .args(["--max", &rows.to_string(), "--format", "count", "--timeout", "120"])
+        .args(["--max", &rows.to_string(), "--format", format, "--timeout", "120"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output();
@@ -293,6 +379,10 @@ fn end_to_end(
             .find(|l| l.starts_with("VmHWM:"))
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
     });
+    let mut cpu = Vec::new();
+    if let Some(c) = proc_cpu_secs(pid) {
+        cpu.push(("server", c));
+    }
     let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.try_wait()?.is_none() && Instant::now() < deadline {
@@ -304,20 +394,48 @@ fn end_to_end(
     if !client.status.success() {
         bail!("canal-client tail failed: {}", String::from_utf8_lossy(&client.stderr));
     }
+    let client_cpu: Option<f64> = String::from_utf8_lossy(&client.stderr)
+        .lines()
+        .last()
+        .filter(|_| time)
+        .map(|l| l.split_whitespace().filter_map(|x| x.parse::<f64>().ok()).sum());
+    if let Some(c) = client_cpu {
+        cpu.push(("client", c));
+    }
+    if let (Some(a), Some(b)) = (mariadb_cpu0, mariadb_pid.and_then(proc_cpu_secs)) {
+        cpu.push(("mariadb", b - a));
+    }
     let m = Measure {
-        name: "canal-rs end to end (server + client)".into(),
+        name: format!("canal-rs end to end, client --format {format}"),
         rows,
         secs,
         peak_rss_kb: rss,
+        cpu,
     };
     eprintln!(
-        "    {}: {:.2} s, {:.0} rows/s, server peak RSS {:?} KB",
+        "    {}: {:.2} s, {:.0} rows/s, server peak RSS {:?} KB, CPU {}",
         m.name,
         m.secs,
         m.rows_per_sec(),
-        m.peak_rss_kb
+        m.peak_rss_kb,
+        cpu_text(&m.cpu)
     );
     Ok(m)
+}
+
+/// User + system CPU seconds of a live process, from `/proc/<pid>/stat`.
+fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks / 100.0)
+}
+
+fn cpu_text(cpu: &[(&str, f64)]) -> String {
+    cpu.iter().map(|(who, s)| format!("{who} {s:.2} s")).collect::<Vec<_>>().join(", ")
 }
 
 fn report(results: &[Measure], out_dir: &Path, rows: u64, bytes: u64) -> Result<()> {
@@ -339,15 +457,29 @@ fn report(results: &[Measure], out_dir: &Path, rows: u64, bytes: u64) -> Result<
         "{rows} row images, {:.1} MB of binlog, 10-column table; {cores} cores, {host}.\n",
         bytes as f64 / 1e6
     )?;
-    writeln!(md, "| tool | seconds | rows/s | × mysqlbinlog | peak RSS |")?;
-    writeln!(md, "|---|---:|---:|---:|---:|")?;
+    writeln!(md, "| tool | seconds | rows/s | × mysqlbinlog | peak RSS | CPU |")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---|")?;
     for m in results {
         let ratio = base.map(|b| format!("{:.2}", m.rows_per_sec() / b)).unwrap_or_default();
         let rss = m
             .peak_rss_kb
             .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
             .unwrap_or_else(|| "–".into());
-        writeln!(md, "| {} | {:.2} | {:.0} | {ratio} | {rss} |", m.name, m.secs, m.rows_per_sec())?;
+        writeln!(
+            md,
+            "| {} | {:.2} | {:.0} | {ratio} | {rss} | {} |",
+            m.name,
+            m.secs,
+            m.rows_per_sec(),
+            cpu_text(&m.cpu)
+        )?;
+    }
+    if results.iter().any(|m| m.name.contains("end to end")) {
+        writeln!(
+            md,
+            "\nEnd to end: peak RSS is the server's (store budget 16 MiB, Canal's default); CPU is \
+             user + system seconds of each process during the run."
+        )?;
     }
     print!("{md}");
     std::fs::write(out_dir.join("results.md"), &md)?;

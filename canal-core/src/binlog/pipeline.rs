@@ -86,13 +86,18 @@ pub async fn convert_with_source(
 }
 
 /// Groups entries into the units the store receives, as Canal's transaction buffer does: a
-/// transaction is flushed at its END (or in pieces of `max_entries`), DDL and queries alone.
+/// transaction is flushed at its END (or in pieces of `max_entries` entries or `max_bytes`
+/// bytes, whichever comes first), DDL and queries alone. The byte bound keeps one flush a small
+/// part of the store's memory budget: with 1024 entries of ~40 KB (big multi-row events) a flush
+/// alone would be 40 MB.
 /// Empty transactions (BEGIN + END, all rows filtered) are dropped except one every
 /// `empty_interval` or every `empty_threshold`, so cursors keep moving on a filtered stream.
 #[derive(Debug)]
 pub struct TransactionBuffer {
     buf: Vec<BuiltEntry>,
+    bytes: usize,
     max_entries: usize,
+    max_bytes: usize,
     empty_interval: Duration,
     empty_threshold: u64,
     empty_seen: u64,
@@ -100,11 +105,14 @@ pub struct TransactionBuffer {
 }
 
 impl TransactionBuffer {
-    /// Canal's defaults: 1024 entries, one empty transaction per 5 s or per 8192.
-    pub fn new(max_entries: usize) -> Self {
+    /// Flushes of at most `max_entries` entries (Canal's default 1024) and about `max_bytes`
+    /// bytes (the last entry may pass it); one empty transaction kept per 5 s or per 8192.
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         Self {
             buf: Vec::new(),
+            bytes: 0,
             max_entries: max_entries.max(2),
+            max_bytes: max_bytes.max(1),
             empty_interval: Duration::from_secs(5),
             empty_threshold: 8192,
             empty_seen: 0,
@@ -115,14 +123,16 @@ impl TransactionBuffer {
     /// Adds one entry; returns what is ready to be stored (possibly nothing).
     pub fn push(&mut self, e: BuiltEntry) -> Vec<BuiltEntry> {
         let mut ready = Vec::new();
+        self.bytes += e.bytes.len();
         match e.kind {
             EntryKind::Begin { .. } => {
                 ready = self.take();
+                self.bytes = e.bytes.len();
                 self.buf.push(e);
             }
             EntryKind::Rows => {
                 self.buf.push(e);
-                if self.buf.len() >= self.max_entries {
+                if self.buf.len() >= self.max_entries || self.bytes >= self.max_bytes {
                     ready = self.take();
                 }
             }
@@ -139,6 +149,7 @@ impl TransactionBuffer {
     }
 
     fn take(&mut self) -> Vec<BuiltEntry> {
+        self.bytes = 0;
         std::mem::take(&mut self.buf)
     }
 
@@ -157,6 +168,7 @@ impl TransactionBuffer {
             self.take()
         } else {
             self.buf.clear();
+            self.bytes = 0;
             Vec::new()
         }
     }
@@ -296,5 +308,75 @@ impl LocalBinlogSource {
             let name = self.current.as_ref().map_or("", |(n, _)| n.as_str());
             return Ok(Some((name, &self.event)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::position::EntryPosition;
+
+    fn e(kind: EntryKind, len: usize) -> BuiltEntry {
+        BuiltEntry {
+            bytes: Bytes::from(vec![0u8; len]),
+            position: EntryPosition::default(),
+            kind,
+            rows: usize::from(kind == EntryKind::Rows),
+            closes: kind == EntryKind::End,
+        }
+    }
+
+    fn kinds(v: &[BuiltEntry]) -> Vec<EntryKind> {
+        v.iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn a_transaction_is_flushed_at_its_end() {
+        let mut t = TransactionBuffer::new(1024, 1 << 20);
+        assert!(t.push(e(EntryKind::Begin { gtid: false }, 10)).is_empty());
+        assert!(t.push(e(EntryKind::Rows, 10)).is_empty());
+        let out = t.push(e(EntryKind::End, 10));
+        assert_eq!(
+            kinds(&out),
+            [EntryKind::Begin { gtid: false }, EntryKind::Rows, EntryKind::End]
+        );
+        assert!(t.drain().is_empty());
+    }
+
+    #[test]
+    fn big_transactions_are_flushed_by_count_or_bytes() {
+        // By count: 4 entries.
+        let mut t = TransactionBuffer::new(4, usize::MAX);
+        assert!(t.push(e(EntryKind::Begin { gtid: false }, 1)).is_empty());
+        assert!(t.push(e(EntryKind::Rows, 1)).is_empty());
+        assert!(t.push(e(EntryKind::Rows, 1)).is_empty());
+        assert_eq!(t.push(e(EntryKind::Rows, 1)).len(), 4);
+        // By bytes: the entry that reaches 1000 bytes ends the flush.
+        let mut t = TransactionBuffer::new(1024, 1000);
+        assert!(t.push(e(EntryKind::Begin { gtid: false }, 100)).is_empty());
+        assert!(t.push(e(EntryKind::Rows, 500)).is_empty());
+        assert_eq!(t.push(e(EntryKind::Rows, 400)).len(), 3);
+        // The count starts over after a flush (the BEGIN's bytes count toward the next one).
+        assert!(t.push(e(EntryKind::Rows, 999)).is_empty());
+        assert_eq!(kinds(&t.push(e(EntryKind::Rows, 1))), [EntryKind::Rows, EntryKind::Rows]);
+        assert!(t.push(e(EntryKind::Begin { gtid: false }, 600)).is_empty());
+        assert_eq!(t.push(e(EntryKind::Rows, 400)).len(), 2);
+    }
+
+    #[test]
+    fn empty_transactions_are_thinned() {
+        let mut t = TransactionBuffer::new(1024, 1 << 20);
+        t.empty_threshold = 3;
+        t.empty_interval = Duration::from_secs(3600);
+        let mut flushed = 0;
+        for _ in 0..9 {
+            assert!(t.push(e(EntryKind::Begin { gtid: false }, 10)).is_empty());
+            flushed += usize::from(!t.push(e(EntryKind::End, 10)).is_empty());
+        }
+        assert_eq!(flushed, 3);
+        // A DDL goes alone, right away.
+        assert_eq!(kinds(&t.push(e(EntryKind::Ddl, 10))), [EntryKind::Ddl]);
     }
 }
