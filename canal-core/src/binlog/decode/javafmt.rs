@@ -5,78 +5,75 @@
 
 use std::fmt::Write as _;
 
-/// Small stack buffer for `{:e}` output, so formatting a column allocates nothing.
-struct StackBuf {
-    buf: [u8; 40],
-    len: usize,
+/// A finite float's shortest round-trip decimal: `value = ±d1.d2d3… × 10^exp`, with no leading
+/// or trailing zero digit (zero is the single digit `0`).
+#[derive(Debug)]
+struct Decimal {
+    neg: bool,
+    digits: [u8; 24],
+    n: usize,
+    exp: i32,
 }
 
-impl std::fmt::Write for StackBuf {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let b = s.as_bytes();
-        let end = self.len + b.len();
-        if end > self.buf.len() {
-            return Err(std::fmt::Error);
-        }
-        self.buf[self.len..end].copy_from_slice(b);
-        self.len = end;
-        Ok(())
+impl PartialEq for Decimal {
+    fn eq(&self, other: &Self) -> bool {
+        (self.neg, self.digits(), self.exp) == (other.neg, other.digits(), other.exp)
     }
 }
 
-/// Writes the shortest round-trip digits of a finite float as Rust's `{:e}` does (`-d.ddde-n`,
-/// or `de-n` for one digit), from ryu's output, which is several times faster than `{:e}`'s
-/// Grisu/Dragon path on the row hot path.
-fn write_shortest_exp(sb: &mut StackBuf, ryu_out: &str) -> std::fmt::Result {
-    let (neg, body) = match ryu_out.strip_prefix('-') {
-        Some(b) => (true, b),
-        None => (false, ryu_out),
-    };
-    let (mantissa, exp) = match body.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.parse::<i32>().map_err(|_| std::fmt::Error)?),
-        None => (body, 0),
-    };
-    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let mut digits = [0u8; 40];
-    let mut n = 0;
-    let mut exp10 = exp;
-    let int_sig = int.trim_start_matches('0');
-    if int_sig.is_empty() {
-        // 0.000ddd: the first significant digit is after the leading fractional zeros.
-        let zeros = frac.len() - frac.trim_start_matches('0').len();
-        exp10 += -(zeros as i32) - 1;
-        for &d in frac.trim_start_matches('0').as_bytes() {
-            *digits.get_mut(n).ok_or(std::fmt::Error)? = d;
-            n += 1;
+impl Decimal {
+    fn digits(&self) -> &[u8] {
+        &self.digits[..self.n]
+    }
+
+    /// Reads ryu's (or Rust's `{:e}`) output: `-123.45`, `1.5e10`, `1e-7`, `0.00123`.
+    fn parse(text: &str) -> Option<Decimal> {
+        let b = text.as_bytes();
+        let (neg, b) = match b.split_first() {
+            Some((b'-', rest)) => (true, rest),
+            _ => (false, b),
+        };
+        let epos = b.iter().position(|&c| c == b'e' || c == b'E').unwrap_or(b.len());
+        let (mantissa, exp_part) = b.split_at(epos);
+        let mut exp: i32 = match exp_part.get(1..) {
+            None => 0,
+            Some(e) => std::str::from_utf8(e).ok()?.parse().ok()?,
+        };
+        let mut d = Decimal { neg, digits: [0; 24], n: 0, exp: 0 };
+        let (mut point, mut int_digits, mut lead_zeros) = (false, 0i32, 0i32);
+        for &c in mantissa {
+            match c {
+                b'.' => point = true,
+                b'0' if d.n == 0 => lead_zeros += i32::from(point),
+                b'0'..=b'9' => {
+                    *d.digits.get_mut(d.n)? = c;
+                    d.n += 1;
+                    int_digits += i32::from(!point);
+                }
+                _ => return None,
+            }
         }
-    } else {
-        exp10 += int_sig.len() as i32 - 1;
-        for &d in int_sig.as_bytes().iter().chain(frac.as_bytes()) {
-            *digits.get_mut(n).ok_or(std::fmt::Error)? = d;
-            n += 1;
+        while d.n > 1 && d.digits[d.n - 1] == b'0' {
+            d.n -= 1;
         }
+        if d.n == 0 {
+            d.digits[0] = b'0';
+            d.n = 1;
+            exp = 0;
+        } else if int_digits > 0 {
+            exp += int_digits - 1;
+        } else {
+            exp -= lead_zeros + 1;
+        }
+        d.exp = exp;
+        Some(d)
     }
-    while n > 1 && digits[n - 1] == b'0' {
-        n -= 1;
-    }
-    if n == 0 {
-        digits[0] = b'0';
-        n = 1;
-        exp10 = 0;
-    }
-    if neg {
-        sb.write_str("-")?;
-    }
-    sb.write_str(std::str::from_utf8(&digits[..1]).map_err(|_| std::fmt::Error)?)?;
-    if n > 1 {
-        sb.write_str(".")?;
-        sb.write_str(std::str::from_utf8(&digits[1..n]).map_err(|_| std::fmt::Error)?)?;
-    }
-    write!(sb, "e{exp10}")
 }
 
 /// What `push_java_float` needs of `f32` and `f64`.
 trait JavaFloat: Copy + std::fmt::Display + std::fmt::LowerExp + ryu::Float {
+    /// Largest `e` such that every `d × 10^e` (one digit `d`) is exactly representable.
+    const EXACT_EXP: i32;
     fn is_nan(self) -> bool;
     fn is_infinite(self) -> bool;
     fn is_positive(self) -> bool;
@@ -85,6 +82,7 @@ trait JavaFloat: Copy + std::fmt::Display + std::fmt::LowerExp + ryu::Float {
 }
 
 impl JavaFloat for f64 {
+    const EXACT_EXP: i32 = 15; // 9e15 < 2^53
     fn is_nan(self) -> bool {
         f64::is_nan(self)
     }
@@ -100,6 +98,7 @@ impl JavaFloat for f64 {
 }
 
 impl JavaFloat for f32 {
+    const EXACT_EXP: i32 = 6; // 9e6 < 2^24
     fn is_nan(self) -> bool {
         f32::is_nan(self)
     }
@@ -114,6 +113,20 @@ impl JavaFloat for f32 {
     }
 }
 
+/// The digits Java prints for a finite `v`: the shortest that round-trip (ryu), except that
+/// when those are a single digit, Java (JDK 19+ spec) picks the 2-digit decimal closest to the
+/// exact value instead (`4.9E-324`, not `5.0E-324`).
+fn java_digits<F: JavaFloat>(v: F) -> Option<Decimal> {
+    let d = Decimal::parse(ryu::Buffer::new().format_finite(v))?;
+    // One digit times a small power of ten is exact: its closest 2-digit decimal is itself.
+    if d.n > 1 || (0..=F::EXACT_EXP).contains(&d.exp) {
+        return Some(d);
+    }
+    let mut exact = String::with_capacity(32);
+    write!(exact, "{v:.1e}").ok()?;
+    Decimal::parse(&exact)
+}
+
 /// Appends Java's `toString` of a float or double.
 fn push_java_float<F: JavaFloat>(out: &mut String, v: F) {
     if v.is_nan() {
@@ -124,22 +137,12 @@ fn push_java_float<F: JavaFloat>(out: &mut String, v: F) {
         out.push_str(if v.is_positive() { "Infinity" } else { "-Infinity" });
         return;
     }
-    let mut sb = StackBuf { buf: [0; 40], len: 0 };
-    // The shortest digits that round-trip, in the form `-d.ddde-n`. When that is a single digit,
-    // Java (JDK 19+ spec) picks the 2-digit decimal closest to the exact value instead
-    // (`4.9E-324`, not `5.0E-324`): `{:.1e}` rounds the exact value to 2 digits.
-    if write_shortest_exp(&mut sb, ryu::Buffer::new().format_finite(v)).is_err() {
-        let _ = write!(out, "{v}");
-        return;
-    }
-    if !sb.buf[..sb.len].contains(&b'.') {
-        sb.len = 0;
-        if write!(sb, "{v:.1e}").is_err() {
+    match java_digits(v) {
+        Some(d) => push_java(out, &d, v.plain_range()),
+        None => {
             let _ = write!(out, "{v}");
-            return;
         }
     }
-    push_java(out, &sb.buf[..sb.len], v.plain_range());
 }
 
 /// Appends `Double.toString(v)`.
@@ -166,81 +169,57 @@ pub fn float_to_string(v: f32) -> String {
     s
 }
 
-/// Rewrites Rust's `{:e}` output (`-1.2345e-7`) into Java's layout.
-fn push_java(out: &mut String, sci: &[u8], plain: bool) {
-    let (neg, sci) = match sci.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, sci),
+/// Lays a decimal out as Java does: plain (`123.45`, `0.00123`, `100.0`) or computerized
+/// scientific notation (`1.5E10`, `1.0E-5`). Built in a stack buffer, appended once.
+fn push_java(out: &mut String, d: &Decimal, plain: bool) {
+    let mut buf = [0u8; 64];
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        if let Some(dst) = buf.get_mut(len..len + bytes.len()) {
+            dst.copy_from_slice(bytes);
+            len += bytes.len();
+        }
     };
-    let epos = sci.iter().position(|&c| c == b'e').unwrap_or(sci.len());
-    let (mant, exp) = sci.split_at(epos);
-    let exp: i32 = std::str::from_utf8(exp.get(1..).unwrap_or(b"0"))
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    // Significant digits without the point: value = 0.d1d2d3... * 10^(exp+1).
-    let mut digits = [0u8; 32];
-    let mut n = 0;
-    for &c in mant {
-        if c.is_ascii_digit() && n < digits.len() {
-            digits[n] = c;
-            n += 1;
-        }
+    if d.neg {
+        put(b"-");
     }
-    // Trailing zeros carry nothing (`1.0e2` from the 2-digit path is the digit 1).
-    while n > 1 && digits[n - 1] == b'0' {
-        n -= 1;
-    }
-    let digits = &digits[..n.max(1)];
-    if neg {
-        out.push('-');
-    }
-    if plain {
-        if exp >= 0 {
-            let int_len = exp as usize + 1;
-            for i in 0..int_len {
-                out.push(char::from(*digits.get(i).unwrap_or(&b'0')));
-            }
-            out.push('.');
-            if digits.len() > int_len {
-                for &d in &digits[int_len..] {
-                    out.push(char::from(d));
-                }
-            } else {
-                out.push('0');
-            }
+    let digits = d.digits();
+    if plain && d.exp >= 0 {
+        let int_len = d.exp as usize + 1;
+        if digits.len() > int_len {
+            put(&digits[..int_len]);
+            put(b".");
+            put(&digits[int_len..]);
         } else {
-            out.push_str("0.");
-            for _ in 0..(-exp - 1) {
-                out.push('0');
+            put(digits);
+            for _ in digits.len()..int_len {
+                put(b"0");
             }
-            for &d in digits {
-                out.push(char::from(d));
-            }
+            put(b".0");
         }
+    } else if plain {
+        put(b"0.");
+        for _ in 0..(-d.exp - 1) {
+            put(b"0");
+        }
+        put(digits);
     } else {
-        out.push(char::from(digits[0]));
-        out.push('.');
-        if digits.len() > 1 {
-            for &d in &digits[1..] {
-                out.push(char::from(d));
-            }
-        } else {
-            out.push('0');
-        }
-        out.push('E');
-        let _ = write!(out, "{exp}");
+        put(&digits[..1]);
+        put(b".");
+        put(if digits.len() > 1 { &digits[1..] } else { b"0" });
+        put(b"E");
+        put(itoa::Buffer::new().format(d.exp).as_bytes());
     }
+    out.push_str(std::str::from_utf8(&buf[..len]).unwrap_or_default());
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{StackBuf, write_shortest_exp};
-
-    /// ryu's digits rewritten as `{:e}` must agree with Rust's own `{:e}` (both are the shortest
-    /// round-trip digits) for every kind of double and float. Where the exact value lies halfway
-    /// between two shortest candidates, ryu takes the even digit, as Java 19+'s `toString` does,
-    /// and Rust's `{:e}` may not: then both must read back as the same value, with as many digits.
+    /// ryu's digits, read as a [`Decimal`] and written back as `{:e}`, must agree with Rust's own
+    /// `{:e}` (both are the shortest round-trip digits) for every kind of double and float. Where
+    /// the exact value lies halfway between two shortest candidates, ryu takes the even digit, as
+    /// Java 19+'s `toString` does, and Rust's `{:e}` may not: then both must read back as the
+    /// same value, with as many digits.
     fn agree(ours: &str, rust: &str, reads_back: impl Fn(&str) -> bool) {
         if ours == rust {
             return;
@@ -253,18 +232,23 @@ mod tests {
         assert_eq!((last - b'0') % 2, 0, "tie must go to the even digit: {ours} vs {rust}");
     }
 
+    /// A decimal as Rust's `{:e}` prints it.
+    fn lower_exp(d: &Decimal) -> String {
+        let digits = std::str::from_utf8(d.digits()).unwrap();
+        let sign = if d.neg { "-" } else { "" };
+        let rest = if digits.len() > 1 { format!(".{}", &digits[1..]) } else { String::new() };
+        format!("{sign}{}{rest}e{}", &digits[..1], d.exp)
+    }
+
     #[test]
-    fn ryu_path_matches_rust_lower_exp() {
+    fn ryu_digits_match_rust_lower_exp() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let check64 = |v: f64| {
             if !v.is_finite() {
                 return;
             }
-            let mut sb = StackBuf { buf: [0; 40], len: 0 };
-            write_shortest_exp(&mut sb, ryu::Buffer::new().format_finite(v)).unwrap();
-            agree(std::str::from_utf8(&sb.buf[..sb.len]).unwrap(), &format!("{v:e}"), |t| {
-                t.parse::<f64>().unwrap() == v
-            });
+            let d = Decimal::parse(ryu::Buffer::new().format_finite(v)).unwrap();
+            agree(&lower_exp(&d), &format!("{v:e}"), |t| t.parse::<f64>().unwrap() == v);
         };
         for special in
             [0.0, -0.0, 1.0, 0.1, 1e-7, 1e22, 123.456, 5e-324, f64::MAX, f64::MIN_POSITIVE]
@@ -278,15 +262,50 @@ mod tests {
             let bits = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
             check64(f64::from_bits(bits));
             check64((i as f64) / 3.0);
+            check64(i as f64);
             let f = f32::from_bits(bits as u32);
             if f.is_finite() {
-                let mut sb = StackBuf { buf: [0; 40], len: 0 };
-                write_shortest_exp(&mut sb, ryu::Buffer::new().format_finite(f)).unwrap();
-                agree(std::str::from_utf8(&sb.buf[..sb.len]).unwrap(), &format!("{f:e}"), |t| {
-                    t.parse::<f32>().unwrap() == f
-                });
+                let d = Decimal::parse(ryu::Buffer::new().format_finite(f)).unwrap();
+                agree(&lower_exp(&d), &format!("{f:e}"), |t| t.parse::<f32>().unwrap() == f);
             }
         }
+    }
+
+    /// The shortcut for single digits times small powers of ten gives what the exact 2-digit
+    /// rounding gives.
+    #[test]
+    fn exact_single_digits_skip_the_two_digit_rounding() {
+        for e in 0..=15 {
+            for d in 1..=9u32 {
+                let v = f64::from(d) * 10f64.powi(e);
+                assert_eq!(java_digits(v), Decimal::parse(&format!("{v:.1e}")), "{v}");
+                assert_eq!(java_digits(-v), Decimal::parse(&format!("{:.1e}", -v)), "{v}");
+            }
+        }
+        for e in 0..=6 {
+            for d in 1..=9u8 {
+                let v = f32::from(d) * 10f32.powi(e);
+                assert_eq!(java_digits(v), Decimal::parse(&format!("{v:.1e}")), "{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn decimals_parse() {
+        let p = |s: &str| {
+            let d = Decimal::parse(s).unwrap();
+            (d.neg, String::from_utf8(d.digits().to_vec()).unwrap(), d.exp)
+        };
+        assert_eq!(p("123.45"), (false, "12345".into(), 2));
+        assert_eq!(p("-0.00123"), (true, "123".into(), -3));
+        assert_eq!(p("1.5e10"), (false, "15".into(), 10));
+        assert_eq!(p("1e-7"), (false, "1".into(), -7));
+        assert_eq!(p("100.0"), (false, "1".into(), 2));
+        assert_eq!(p("0.0"), (false, "0".into(), 0));
+        assert_eq!(p("-0.0"), (true, "0".into(), 0));
+        assert_eq!(p("4.9e-324"), (false, "49".into(), -324));
+        assert!(Decimal::parse("1.2.3x").is_none());
+        assert!(Decimal::parse("1e").is_none());
     }
 
     use super::*;

@@ -116,6 +116,16 @@ pub(crate) fn push_u64(out: &mut String, v: u64) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
+/// Appends `v` zero-padded to at least `width` digits (`{v:0width$}`).
+pub(crate) fn push_padded(out: &mut String, v: u64, width: usize) {
+    let mut b = itoa::Buffer::new();
+    let digits = b.format(v);
+    for _ in digits.len()..width {
+        out.push('0');
+    }
+    out.push_str(digits);
+}
+
 pub(crate) fn push_i64(out: &mut String, v: i64) {
     if v < 0 {
         out.push('-');
@@ -142,31 +152,43 @@ pub(crate) fn push_frac(out: &mut String, micros: u32, fsp: u8) {
     if fsp == 0 {
         return;
     }
-    out.push('.');
-    let mut digits = [b'0'; 6];
+    let mut digits = *b".000000";
     let mut v = micros.min(999_999);
-    for d in digits.iter_mut().rev() {
+    for d in digits[1..].iter_mut().rev() {
         *d = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    for &d in &digits[..usize::from(fsp.min(6))] {
-        out.push(char::from(d));
-    }
+    push_ascii(out, &digits[..=usize::from(fsp.min(6))]);
+}
+
+/// Appends ASCII bytes built on the stack (one copy instead of a push per character).
+fn push_ascii(out: &mut String, b: &[u8]) {
+    out.push_str(std::str::from_utf8(b).unwrap_or_default());
+}
+
+/// Writes the last two decimal digits of `v` at `at`.
+fn put2(b: &mut [u8], at: usize, v: u32) {
+    b[at] = b'0' + ((v / 10) % 10) as u8;
+    b[at + 1] = b'0' + (v % 10) as u8;
 }
 
 /// `YYYY-MM-DD HH:MM:SS` from broken-down parts, no validation (zero parts are kept).
 pub(crate) fn push_datetime(out: &mut String, y: u32, mo: u32, d: u32, h: u32, mi: u32, s: u32) {
-    push4(out, y);
-    out.push('-');
-    push2(out, mo);
-    out.push('-');
-    push2(out, d);
-    out.push(' ');
-    push2(out, h);
-    out.push(':');
-    push2(out, mi);
-    out.push(':');
-    push2(out, s);
+    let mut b = *b"0000-00-00 00:00:00";
+    let from = if y >= 10000 {
+        push4(out, y); // five digits and more: printed in full, then the rest
+        4
+    } else {
+        put2(&mut b, 0, y / 100);
+        put2(&mut b, 2, y % 100);
+        0
+    };
+    put2(&mut b, 5, mo);
+    put2(&mut b, 8, d);
+    put2(&mut b, 11, h);
+    put2(&mut b, 14, mi);
+    put2(&mut b, 17, s);
+    push_ascii(out, &b[from..]);
 }
 
 /// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), valid for any i64 input the
@@ -288,9 +310,9 @@ pub(crate) fn decimal_to_string(
     let mut wrote_int = false;
     let push_group = |out: &mut String, v: u64, width: usize, wrote: &mut bool| {
         if *wrote {
-            let _ = write!(out, "{v:0width$}");
+            push_padded(out, v, width);
         } else if v != 0 {
-            let _ = write!(out, "{v}");
+            push_u64(out, v);
             *wrote = true;
         }
     };
@@ -309,11 +331,11 @@ pub(crate) fn decimal_to_string(
         out.push('.');
         for _ in 0..frac0 {
             let v = read(4);
-            let _ = write!(out, "{v:09}");
+            push_padded(out, v, 9);
         }
         if frac0x > 0 {
             let v = read(DIG2BYTES[frac0x]);
-            let _ = write!(out, "{v:0frac0x$}");
+            push_padded(out, v, frac0x);
         }
     }
     // A negative zero (all digits zero) prints without the sign, as BigDecimal does.
