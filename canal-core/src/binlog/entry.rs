@@ -704,6 +704,7 @@ impl Converter {
             // RowData: every column's size is known up front, so each byte is written once.
             let row_len: usize =
                 cols.iter().map(|c| 1 + pbwrite::varint_len(c.len as u64) + c.len).sum();
+            rc.reserve(row_len + 11);
             rc.push(0x62); // RowChange.rowDatas (12), length-delimited
             pbwrite::varint(&mut rc, row_len as u64);
             for c in &cols {
@@ -789,6 +790,8 @@ struct ColumnOut {
 /// `index` (head), `name` + `isKey` (mid), `mysqlType` (tail).
 #[derive(Debug, Clone, Default)]
 struct ColumnConst {
+    /// `head`, `sql_type_field` and `mid` in one piece: the usual case is one copy.
+    fixed: Vec<u8>,
     head: Vec<u8>,
     /// The `sqlType` field for the column's usual type (negative codes take 11 bytes to encode;
     /// a value promoted to another type is encoded on the spot).
@@ -811,6 +814,7 @@ fn column_consts(plan: &TablePlan) -> Vec<ColumnConst> {
             if let Some(t) = &cp.mysql_type {
                 pbwrite::bytes(&mut k.tail, col::MYSQL_TYPE, t.as_bytes());
             }
+            k.fixed = [&k.head[..], &k.sql_type_field, &k.mid].concat();
             k
         })
         .collect()
@@ -823,15 +827,22 @@ fn write_column(buf: &mut Vec<u8>, consts: &[ColumnConst], image: &RowImage, c: 
     let k = &consts[cell.index as usize];
     buf.push(if c.field == 1 { 0x0a } else { 0x12 });
     pbwrite::varint(buf, c.len as u64);
-    buf.extend_from_slice(&k.head);
     if cell.sql_type == k.sql_type {
-        buf.extend_from_slice(&k.sql_type_field);
+        buf.extend_from_slice(&k.fixed);
     } else {
+        buf.extend_from_slice(&k.head);
         pbwrite::int(buf, col::SQL_TYPE, i64::from(cell.sql_type));
+        buf.extend_from_slice(&k.mid);
     }
-    buf.extend_from_slice(&k.mid);
-    pbwrite::boolean(buf, col::UPDATED, c.updated);
-    pbwrite::boolean(buf, col::IS_NULL, value.is_none());
+    // updated and isNull (varint keys of fields 5 and 6) in one fixed-size copy.
+    const UPDATED_KEY: u8 = (col::UPDATED << 3) as u8;
+    const IS_NULL_KEY: u8 = (col::IS_NULL << 3) as u8;
+    buf.extend_from_slice(&[
+        UPDATED_KEY,
+        u8::from(c.updated),
+        IS_NULL_KEY,
+        u8::from(value.is_none()),
+    ]);
     if let Some(v) = value {
         pbwrite::bytes(buf, col::VALUE, v);
     }
