@@ -173,9 +173,9 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
     }
     if only != Only::Decode {
         eprintln!("==> end to end: MariaDB → canal-server → canal-client (ack every batch)");
-        for format in ["count", "json"] {
-            // The JSON client is the slow side: one run, which also fills the store (peak RSS
-            // under back-pressure).
+        // The JSON client is the slow side: one run each, which fills the store (peak RSS under
+        // back-pressure), with Canal's default budget and with a quarter of it.
+        for (format, budget) in [("count", None), ("json", None), ("json", Some(4 << 20))] {
             let n = if format == "count" { runs.max(1) } else { 1 };
             let mut best: Option<Measure> = None;
             for _ in 0..n {
@@ -187,6 +187,7 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
                     start_file: &start_file,
                     rows,
                     format,
+                    budget,
                 })?;
                 if best.as_ref().is_none_or(|b| m.secs < b.secs) {
                     best = Some(m);
@@ -320,10 +321,12 @@ struct E2e<'a> {
     /// RowChange framing) or `json` (every column decoded, one FlatMessage JSON line per row
     /// change, to /dev/null).
     format: &'a str,
+    /// The store's memory budget in bytes (`None`: the default, 16 MiB).
+    budget: Option<usize>,
 }
 
 fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
-    let E2e { server_bin, client_bin, out_dir, replica, start_file, rows, format } = *e;
+    let E2e { server_bin, client_bin, out_dir, replica, start_file, rows, format, budget } = *e;
     let conf = out_dir.join("conf");
     let _ = std::fs::remove_dir_all(&conf);
     let _ = std::fs::remove_dir_all(out_dir.join("data"));
@@ -340,7 +343,8 @@ fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
         conf.join("bench").join("instance.toml"),
         format!(
             "[master]\naddress = \"{host}:{port}\"\njournal_name = \"{start_file}\"\nposition = 4\n\
-             [db]\nusername = \"{user}\"\npassword = \"{pass}\"\n[filter]\nregex = 'canal_bench\\..*'\n"
+             [db]\nusername = \"{user}\"\npassword = \"{pass}\"\n[filter]\nregex = 'canal_bench\\..*'\n{}",
+            budget.map(|b| format!("[memory]\nmemory_budget = {b}\n")).unwrap_or_default()
         ),
     )?;
     let mut server = Command::new(server_bin)
@@ -406,7 +410,12 @@ fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
         cpu.push(("mariadb", b - a));
     }
     let m = Measure {
-        name: format!("canal-rs end to end, client --format {format}"),
+        name: match budget {
+            None => format!("canal-rs end to end, client --format {format}"),
+            Some(b) => {
+                format!("canal-rs end to end, client --format {format}, store {} MiB", b >> 20)
+            }
+        },
         rows,
         secs,
         peak_rss_kb: rss,
@@ -477,8 +486,8 @@ fn report(results: &[Measure], out_dir: &Path, rows: u64, bytes: u64) -> Result<
     if results.iter().any(|m| m.name.contains("end to end")) {
         writeln!(
             md,
-            "\nEnd to end: peak RSS is the server's (store budget 16 MiB, Canal's default); CPU is \
-             user + system seconds of each process during the run."
+            "\nEnd to end: peak RSS is the server's (store budget 16 MiB, Canal's default, unless \
+             noted); CPU is user + system seconds of each process during the run."
         )?;
     }
     print!("{md}");
