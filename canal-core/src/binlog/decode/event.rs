@@ -98,6 +98,11 @@ impl EventHeader {
     pub fn start_pos(&self) -> Option<u32> {
         self.log_pos.checked_sub(self.event_size).filter(|_| self.log_pos != 0)
     }
+
+    /// `true` for events the dump thread made up (the fake ROTATE before each file's events).
+    pub fn is_artificial(&self) -> bool {
+        self.flags & Self::ARTIFICIAL != 0 || self.log_pos == 0
+    }
 }
 
 /// Checksum algorithm announced in the FORMAT_DESCRIPTION footer.

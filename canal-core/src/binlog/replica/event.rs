@@ -11,7 +11,7 @@ pub const EVENT_HEADER_LEN: usize = 19;
 /// Length of the CRC32 trailer of a checksummed event.
 pub const CHECKSUM_LEN: usize = 4;
 /// Header flag `LOG_EVENT_ARTIFICIAL_F`: the event was made up by the dump thread (fake ROTATE).
-pub const LOG_EVENT_ARTIFICIAL_F: u16 = 0x20;
+pub const LOG_EVENT_ARTIFICIAL_F: u16 = EventHeader::ARTIFICIAL;
 
 /// Event type codes the replica looks at (MySQL and MariaDB numbering).
 pub mod event_type {
@@ -88,51 +88,8 @@ impl ChecksumAlg {
     }
 }
 
-/// The common v4 event header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EventHeader {
-    /// Seconds since the epoch (0 for artificial and heartbeat events).
-    pub timestamp: u32,
-    /// Event type code (see [`event_type`]).
-    pub event_type: u8,
-    /// Server id of the writer.
-    pub server_id: u32,
-    /// Total event size including header and checksum.
-    pub event_size: u32,
-    /// Offset of the *next* event in its binlog file (0 for artificial events).
-    pub log_pos: u32,
-    /// Header flags.
-    pub flags: u16,
-}
-
-impl EventHeader {
-    /// Parses the first 19 bytes of `event`.
-    ///
-    /// # Errors
-    /// [`ReplicaError::Protocol`] if there are fewer than 19 bytes.
-    pub fn parse(event: &[u8]) -> Result<Self, ReplicaError> {
-        let mut r = packet::Reader::new(event, "binlog event header");
-        Ok(EventHeader {
-            timestamp: r.u32()?,
-            event_type: r.u8()?,
-            server_id: r.u32()?,
-            event_size: r.u32()?,
-            log_pos: r.u32()?,
-            flags: r.u16()?,
-        })
-    }
-
-    /// Start offset of the event in its file (`log_pos - event_size`), `None` for artificial
-    /// events, which have no place in the file.
-    pub fn start_pos(&self) -> Option<u32> {
-        if self.log_pos == 0 { None } else { self.log_pos.checked_sub(self.event_size) }
-    }
-
-    /// `true` for events the dump thread made up (the fake ROTATE before each file's events).
-    pub fn is_artificial(&self) -> bool {
-        self.flags & LOG_EVENT_ARTIFICIAL_F != 0 || self.log_pos == 0
-    }
-}
+/// The common v4 event header: the decoder's, so both sides of the pipeline read it one way.
+pub use crate::binlog::decode::EventHeader;
 
 /// One binlog event exactly as in the binlog: 19-byte header, body, and — when `checksum` is
 /// [`ChecksumAlg::Crc32`] — the 4-byte CRC32 trailer.
@@ -165,7 +122,8 @@ impl RawEvent {
     /// # Errors
     /// [`ReplicaError::Protocol`] for a short event or a size mismatch.
     pub fn new(bytes: Bytes, checksum: ChecksumAlg) -> Result<Self, ReplicaError> {
-        let header = EventHeader::parse(&bytes)?;
+        let header = EventHeader::parse(&bytes)
+            .map_err(|e| ReplicaError::protocol(format!("binlog event header: {e}")))?;
         if header.event_size as usize != bytes.len() {
             return Err(ReplicaError::protocol(format!(
                 "event of type {} says {} bytes but the packet carries {}",
