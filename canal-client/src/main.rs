@@ -284,8 +284,12 @@ fn print_batch(
         let change = change.context("decoding a row change")?;
         rows += match format {
             Format::Json => {
-                let flat = canal_core::flat::FlatMessage::from_entry(change.entry(), batch.id, ts)
-                    .context("building a FlatMessage")?;
+                let flat = canal_core::flat::FlatMessage::from_decoded(
+                    change.entry(),
+                    change.row_change(),
+                    batch.id,
+                    ts,
+                );
                 if let Some(f) = flat {
                     writeln!(out, "{}", f.to_json()).context("writing to stdout")?;
                 }

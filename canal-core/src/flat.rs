@@ -8,7 +8,7 @@ use prost::Message;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
-use crate::protocol::entry::{Column, Entry, EntryType, EventType, RowChange};
+use crate::protocol::entry::{Column, Entry, EntryType, EventType, Header, RowChange};
 
 /// An ordered string-keyed map that serializes in insertion order (Java's LinkedHashMap).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -126,14 +126,27 @@ impl FlatMessage {
         if entry.entry_type() != EntryType::Rowdata {
             return Ok(None);
         }
-        let header = entry.header.clone().unwrap_or_default();
-        let rc = RowChange::decode(entry.store_value()).map_err(|source| FlatError {
-            file: header.logfile_name().to_owned(),
-            offset: header.logfile_offset(),
-            source,
+        let rc = RowChange::decode(entry.store_value()).map_err(|source| {
+            let h = entry.header.as_ref();
+            FlatError {
+                file: h.map(|h| h.logfile_name().to_owned()).unwrap_or_default(),
+                offset: h.map(|h| h.logfile_offset()).unwrap_or_default(),
+                source,
+            }
         })?;
-        Ok(Some(Self::from_row_change(
-            &rc,
+        Ok(Self::from_decoded(entry, &rc, id, ts))
+    }
+
+    /// As [`from_entry`](Self::from_entry), with the entry's RowChange already decoded (`rc`),
+    /// for callers that decoded it anyway.
+    pub fn from_decoded(entry: &Entry, rc: &RowChange, id: i64, ts: i64) -> Option<Self> {
+        if entry.entry_type() != EntryType::Rowdata {
+            return None;
+        }
+        let default = Header::default();
+        let header = entry.header.as_ref().unwrap_or(&default);
+        Some(Self::from_row_change(
+            rc,
             id,
             ts,
             header.schema_name(),
@@ -141,7 +154,7 @@ impl FlatMessage {
             header.execute_time(),
             header.gtid(),
             header.event_type(),
-        )))
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -237,7 +250,7 @@ impl FlatMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::entry::{Header, RowData};
+    use crate::protocol::entry::RowData;
 
     fn col(i: i32, name: &str, v: Option<&str>, key: bool, updated: bool) -> Column {
         Column {

@@ -230,6 +230,22 @@ struct PacketIo {
 }
 
 impl PacketIo {
+    /// Ensures room for the next read. When the buffer is short of what the chunk being received
+    /// still needs (at least 16 KiB), the unconsumed bytes move to a fresh buffer sized for that
+    /// chunk (at least 64 KiB). Unlike `BytesMut::reserve`, which doubles and then keeps its
+    /// capacity, this sizes a big packet's buffer once and lets its memory go as soon as the
+    /// events sliced from it are dropped.
+    fn make_room(&mut self) {
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        let want = self.codec.missing(&self.rbuf).max(16 * 1024);
+        let oversized = self.rbuf.is_empty() && self.rbuf.capacity() > 1 << 20;
+        if spare < want || oversized {
+            let mut fresh = BytesMut::with_capacity(self.rbuf.len() + want.max(64 * 1024));
+            fresh.extend_from_slice(&self.rbuf);
+            self.rbuf = fresh;
+        }
+    }
+
     async fn read(
         &mut self,
         op: &'static str,
@@ -239,9 +255,7 @@ impl PacketIo {
             if let Some(p) = self.codec.decode(&mut self.rbuf)? {
                 return Ok(p);
             }
-            if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
-                self.rbuf.reserve(64 * 1024);
-            }
+            self.make_room();
             let read = self.stream.read_buf(&mut self.rbuf);
             let n = match limit {
                 Some(t) => tokio::time::timeout(t, read)

@@ -92,6 +92,25 @@ impl PacketCodec {
         Ok(Some(out.freeze()))
     }
 
+    /// Bytes still missing from `buf` to complete the chunk being received (4 for a missing
+    /// header; 0 when a whole logical packet is there), so a reader can size its buffer for a
+    /// big packet at once instead of growing it step by step.
+    pub(crate) fn missing(&self, buf: &[u8]) -> usize {
+        let mut off = 0usize;
+        loop {
+            let Some(head) = buf.get(off..off + 4) else { return off + 4 - buf.len() };
+            let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+            let end = off + 4 + len;
+            if buf.len() < end {
+                return end - buf.len();
+            }
+            if len < MAX_CHUNK {
+                return 0;
+            }
+            off = end;
+        }
+    }
+
     /// Appends `payload` to `out` as one logical packet (split into chunks as needed).
     pub(crate) fn encode(&mut self, payload: &[u8], out: &mut BytesMut) {
         let mut rest = payload;
@@ -368,6 +387,28 @@ pub(crate) fn parse_column_count(payload: &[u8]) -> Result<usize, ReplicaError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_bytes_of_the_chunk_being_received() {
+        let mut codec = PacketCodec::new(64 << 20);
+        for size in [0usize, 100, MAX_CHUNK - 1, MAX_CHUNK, MAX_CHUNK + 7] {
+            let mut out = BytesMut::new();
+            codec.reset_seq();
+            codec.encode(&vec![7u8; size], &mut out);
+            assert_eq!(codec.missing(&out), 0, "whole packet of {size}");
+            assert_eq!(codec.missing(&out[..0]), 4);
+            assert_eq!(codec.missing(&out[..2]), 2);
+            // The first chunk's header says how much of it is missing.
+            let first = size.min(MAX_CHUNK);
+            assert_eq!(codec.missing(&out[..4]), first);
+            if size >= MAX_CHUNK {
+                // After a full first chunk: the next header, then the next chunk.
+                let at = 4 + MAX_CHUNK;
+                assert_eq!(codec.missing(&out[..at]), 4);
+                assert_eq!(codec.missing(&out[..at + 4]), size - MAX_CHUNK);
+            }
+        }
+    }
 
     #[test]
     fn framing_roundtrip_small_and_continued() {
