@@ -204,14 +204,27 @@ impl FlatMessage {
             } else {
                 &row.after_columns
             };
-            let mut image = OrderedMap::default();
-            for c in columns {
+            let mut image = OrderedMap(Vec::with_capacity(columns.len()));
+            // The usual case: this row has exactly the columns, in the order, that the type maps
+            // already hold (distinct names). Then each map slot is found by position, without a
+            // search per column; otherwise the general path below.
+            let same_layout = columns.len() == sql_type.0.len()
+                && columns.iter().zip(&sql_type.0).all(|(c, (k, _))| c.name() == k);
+            for (j, c) in columns.iter().enumerate() {
                 if i == 0 && c.is_key() {
                     pk_names.push(c.name().to_owned());
                 }
-                sql_type.put(c.name(), c.sql_type());
-                mysql_type.put(c.name(), c.mysql_type().to_owned());
-                image.put(c.name(), value_of(c));
+                if same_layout {
+                    sql_type.0[j].1 = c.sql_type();
+                    if mysql_type.0[j].1 != c.mysql_type() {
+                        mysql_type.0[j].1 = c.mysql_type().to_owned();
+                    }
+                    image.0.push((c.name().to_owned(), value_of(c)));
+                } else {
+                    sql_type.put(c.name(), c.sql_type());
+                    mysql_type.put(c.name(), c.mysql_type().to_owned());
+                    image.put(c.name(), value_of(c));
+                }
                 if c.updated() && !updated.iter().any(|u| u == c.name()) {
                     updated.push(c.name().to_owned());
                 }
@@ -278,6 +291,73 @@ mod tests {
             entry_type: Some(EntryType::Rowdata as i32),
             store_value: Some(rc.encode_to_vec().into()),
         }
+    }
+
+    #[test]
+    fn rows_with_other_column_layouts_keep_java_map_semantics() {
+        let mut typed = col(3, "c", Some("3"), false, false);
+        typed.sql_type = Some(12);
+        typed.mysql_type = Some("varchar(3)".into());
+        let rows = vec![
+            vec![col(1, "a", Some("1"), true, false), col(2, "b", None, false, false)],
+            // Same names, other order: the maps keep first-seen order, the row its own.
+            vec![col(2, "b", Some("2"), false, false), col(1, "a", Some("1"), true, false)],
+            // One more column, and a changed type for `a` (the last row's type wins).
+            vec![
+                {
+                    let mut a = col(1, "a", Some("9"), true, false);
+                    a.mysql_type = Some("bigint(20)".into());
+                    a
+                },
+                col(2, "b", Some("8"), false, false),
+                typed,
+            ],
+            vec![col(1, "a", Some("7"), true, false)],
+            // Back to the maps' layout (the positional path): `a`'s type changes again.
+            vec![
+                {
+                    let mut a = col(1, "a", Some("6"), true, false);
+                    a.mysql_type = Some("bigint(20)".into());
+                    a
+                },
+                col(2, "b", Some("5"), false, false),
+                col(3, "c", None, false, false),
+            ],
+        ];
+        let rc = RowChange {
+            event_type: Some(EventType::Insert as i32),
+            is_ddl: Some(false),
+            row_datas: rows
+                .into_iter()
+                .map(|after_columns| RowData { after_columns, ..Default::default() })
+                .collect(),
+            ..Default::default()
+        };
+        let f = FlatMessage::from_entry(&entry(rc, EventType::Insert), 1, 2).unwrap().unwrap();
+        let keys = |m: &OrderedMap<Option<String>>| {
+            m.0.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null")))
+                .collect::<Vec<_>>()
+        };
+        let data = f.data.unwrap();
+        assert_eq!(keys(&data[0]), ["a=1", "b=null"]);
+        assert_eq!(keys(&data[1]), ["b=2", "a=1"]);
+        assert_eq!(keys(&data[2]), ["a=9", "b=8", "c=3"]);
+        assert_eq!(keys(&data[3]), ["a=7"]);
+        assert_eq!(keys(&data[4]), ["a=6", "b=5", "c=null"]);
+        let mysql: Vec<_> = f.mysql_type.unwrap().0;
+        assert_eq!(
+            mysql,
+            [
+                ("a".into(), "bigint(20)".into()),
+                ("b".into(), "int(11)".into()),
+                ("c".into(), "int(11)".into())
+            ],
+            "the last row sets each column's type"
+        );
+        let sql: Vec<_> = f.sql_type.unwrap().0;
+        assert_eq!(sql, [("a".into(), 4), ("b".into(), 4), ("c".into(), 4)]);
+        assert_eq!(f.pk_names, Some(vec!["a".to_owned()]));
     }
 
     #[test]
