@@ -167,7 +167,18 @@ struct Inner {
     held_bytes: usize,
     /// Bytes of entries in `queue[..read_idx]`.
     read_bytes: usize,
+    /// Puts waiting for room: no more data comes until something is acked.
+    blocked_puts: usize,
     closed: bool,
+}
+
+/// Counts a put as blocked while it lives (also when the put future is dropped).
+struct BlockedPut<'a>(&'a EventStore);
+
+impl Drop for BlockedPut<'_> {
+    fn drop(&mut self) {
+        self.0.lock().blocked_puts -= 1;
+    }
 }
 
 /// The store. Cheap operations under a short lock; waiting happens outside it.
@@ -197,6 +208,7 @@ impl EventStore {
                 base_seq: 1,
                 read_idx: 0,
                 held_bytes: 0,
+                blocked_puts: 0,
                 read_bytes: 0,
                 closed: false,
             }),
@@ -238,6 +250,7 @@ impl EventStore {
             return Ok(());
         }
         let bytes: usize = entries.iter().map(|e| e.bytes.len()).sum();
+        let mut blocked: Option<BlockedPut<'_>> = None;
         loop {
             let notified = self.space.notified();
             tokio::pin!(notified);
@@ -253,17 +266,31 @@ impl EventStore {
                         inner.queue.push_back(e);
                     }
                     drop(inner);
+                    drop(blocked);
                     self.data.notify_waiters();
                     return Ok(());
+                }
+                if blocked.is_none() {
+                    // Waiting GETs stop waiting for a fuller batch: none can come before an ack.
+                    inner.blocked_puts += 1;
+                    blocked = Some(BlockedPut(self));
+                    drop(inner);
+                    self.data.notify_waiters();
                 }
             }
             notified.await;
         }
     }
 
-    /// Whether a batch of `fetch_size` is ready under the configured mode.
+    /// Whether a batch of `fetch_size` is ready under the configured mode, or as full as it can
+    /// get: while a put waits for room, nothing more arrives before an ack, so waiting longer
+    /// would only stall a client that holds un-acked batches, or asks for more than the budget
+    /// (Java waits there until the GET times out, or forever).
     fn batch_ready(&self, inner: &Inner, fetch_size: usize) -> bool {
         let unread = inner.queue.len() - inner.read_idx;
+        if inner.blocked_puts > 0 && unread > 0 {
+            return true;
+        }
         match self.config.batch_mode {
             BatchMode::ItemSize => unread >= fetch_size.max(1),
             BatchMode::MemSize => {
@@ -613,6 +640,49 @@ mod tests {
         s.ack(b.end_seq).unwrap();
         big.await.unwrap().unwrap();
         assert_eq!(s.stats().bytes, 5000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocked_put_ends_the_wait_for_a_fuller_batch() {
+        let s = Arc::new(EventStore::new(StoreConfig {
+            memory_budget: 1000,
+            mem_unit: 1024,
+            batch_mode: BatchMode::MemSize,
+            ..StoreConfig::default()
+        }));
+        s.put(vec![entry(1, EntryKind::Rows, 600)]).await.unwrap();
+        // A batch of 2 KiB can never fill under a 1000-byte budget; without a blocked put the
+        // GET waits for it.
+        let s2 = s.clone();
+        let getter = tokio::spawn(async move { s2.get(2, GetWait::Forever).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!getter.is_finished());
+        // The producer blocks: the GET gets what there is.
+        let s3 = s.clone();
+        let putter =
+            tokio::spawn(async move { s3.put(vec![entry(2, EntryKind::Rows, 500)]).await });
+        let b = getter.await.unwrap().unwrap().unwrap();
+        assert_eq!((b.first_seq, b.end_seq), (1, 1));
+        // The next GET waits: nothing is unread. The ack lets the put in; the GET still waits
+        // for a fuller batch until the producer blocks again.
+        let s4 = s.clone();
+        let second = tokio::spawn(async move { s4.get(2, GetWait::Forever).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!second.is_finished());
+        s.ack(b.end_seq).unwrap();
+        putter.await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!second.is_finished());
+        let s5 = s.clone();
+        let waiting =
+            tokio::spawn(async move { s5.put(vec![entry(3, EntryKind::Rows, 900)]).await });
+        let b = second.await.unwrap().unwrap().unwrap();
+        assert_eq!((b.first_seq, b.end_seq), (2, 2));
+        // A dropped waiting put is no longer counted.
+        assert_eq!(s.lock().blocked_puts, 1);
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(s.lock().blocked_puts, 0);
     }
 
     #[tokio::test(start_paused = true)]
