@@ -30,6 +30,8 @@ struct Measure {
     peak_rss_kb: Option<u64>,
     /// CPU seconds (user + system) per process, when measured.
     cpu: Vec<(&'static str, f64)>,
+    /// Anything else worth a line (end-to-end memory split).
+    note: String,
 }
 
 impl Measure {
@@ -270,8 +272,14 @@ fn best_of(runs: usize, name: &str, rows: u64, make: impl Fn() -> Command) -> Re
             .then(|| String::from_utf8_lossy(&out.stderr).lines().last()?.trim().parse().ok())
             .flatten();
         if best.as_ref().is_none_or(|b| secs < b.secs) {
-            best =
-                Some(Measure { name: name.into(), rows, secs, peak_rss_kb: rss, cpu: Vec::new() });
+            best = Some(Measure {
+                name: name.into(),
+                rows,
+                secs,
+                peak_rss_kb: rss,
+                cpu: Vec::new(),
+                note: String::new(),
+            });
         }
     }
     let m = best.context("no run")?;
@@ -378,11 +386,17 @@ fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
         .stderr(Stdio::piped())
         .output();
     let secs = t0.elapsed().as_secs_f64();
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("VmHWM:"))
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-    });
+    };
+    let rss = kb("VmHWM:");
+    // At the end the store is as full as it got (un-acked or unread entries of a slow client):
+    // anonymous memory is what the budget bounds; file-backed is the mapped program.
+    let rss_split = kb("RssAnon:").zip(kb("RssFile:"));
     let mut cpu = Vec::new();
     if let Some(c) = proc_cpu_secs(pid) {
         cpu.push(("server", c));
@@ -409,7 +423,7 @@ fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
     if let (Some(a), Some(b)) = (mariadb_cpu0, mariadb_pid.and_then(proc_cpu_secs)) {
         cpu.push(("mariadb", b - a));
     }
-    let m = Measure {
+    let mut m = Measure {
         name: match budget {
             None => format!("canal-rs end to end, client --format {format}"),
             Some(b) => {
@@ -420,7 +434,15 @@ fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
         secs,
         peak_rss_kb: rss,
         cpu,
+        note: String::new(),
     };
+    if let Some((anon, file)) = rss_split {
+        m.note = format!(
+            "RSS at the end {:.1} MB anonymous + {:.1} MB file-backed",
+            anon as f64 / 1024.0,
+            file as f64 / 1024.0
+        );
+    }
     eprintln!(
         "    {}: {:.2} s, {:.0} rows/s, server peak RSS {:?} KB, CPU {}",
         m.name,
@@ -482,6 +504,9 @@ fn report(results: &[Measure], out_dir: &Path, rows: u64, bytes: u64) -> Result<
             m.rows_per_sec(),
             cpu_text(&m.cpu)
         )?;
+    }
+    for m in results.iter().filter(|m| !m.note.is_empty()) {
+        writeln!(md, "\n{}: {}.", m.name, m.note)?;
     }
     if results.iter().any(|m| m.name.contains("end to end")) {
         writeln!(
