@@ -291,7 +291,7 @@ enum SessionEnd {
 }
 
 impl Runner {
-    /// Ends before starting: the status says why.
+    /// Ends for good: the status says why.
     fn fail(self, error: String) {
         tracing::error!("instance stopped: {error}");
         self.status.send_modify(|s| {
@@ -332,14 +332,7 @@ impl Runner {
                         _ = stop.wait_for(|s| *s) => break,
                     }
                 }
-                SessionEnd::Failed(e) => {
-                    tracing::error!("instance stopped: {e}");
-                    self.status.send_modify(|s| {
-                        s.state = InstanceState::Failed { error: e.to_string() };
-                        s.dump_connection_id = None;
-                    });
-                    return;
-                }
+                SessionEnd::Failed(e) => return self.fail(e.to_string()),
             }
         }
         self.status.send_modify(|s| {
@@ -449,8 +442,8 @@ impl Runner {
             s.state = InstanceState::Running;
             s.dump_connection_id = Some(conn_id);
         });
-        // A flush is at most an eighth of the store's budget, so the store (which admits a put
-        // while it is under budget) stays within budget + 1/8.
+        // A flush is at most an eighth of the store's budget: a full store takes the next flush
+        // as soon as an eighth of it is acked, and one transaction's flush never needs all of it.
         let flush_bytes = self.store.config().memory_budget / 8;
         let mut tbuf = TransactionBuffer::new(self.cfg.transaction_size, flush_bytes);
         let mut entries: Vec<BuiltEntry> = Vec::new();

@@ -234,10 +234,14 @@ impl PacketIo {
     /// still needs (at least 16 KiB), the unconsumed bytes move to a fresh buffer sized for that
     /// chunk (at least 64 KiB). Unlike `BytesMut::reserve`, which doubles and then keeps its
     /// capacity, this sizes a big packet's buffer once and lets its memory go as soon as the
-    /// events sliced from it are dropped.
+    /// events sliced from it are dropped. A packet of several 16 MiB chunks grows the buffer at
+    /// least twofold per chunk, so a 1 GiB event is not copied once per chunk.
     fn make_room(&mut self) {
         let spare = self.rbuf.capacity() - self.rbuf.len();
-        let want = self.codec.missing(&self.rbuf).max(16 * 1024);
+        let mut want = self.codec.missing(&self.rbuf).max(16 * 1024);
+        if self.rbuf.len() > packet::MAX_CHUNK {
+            want = want.max(self.rbuf.len());
+        }
         let oversized = self.rbuf.is_empty() && self.rbuf.capacity() > 1 << 20;
         if spare < want || oversized {
             let mut fresh = BytesMut::with_capacity(self.rbuf.len() + want.max(64 * 1024));
