@@ -18,6 +18,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::services::{self, Kind};
 
+mod latency;
+
 const TABLE: &str = "CREATE TABLE canal_bench.t (id BIGINT PRIMARY KEY, a INT, b INT UNSIGNED, \
     c VARCHAR(64), d DECIMAL(12,2), e DATETIME(3), f TIMESTAMP NULL, g TEXT, h TINYINT, i DOUBLE)";
 
@@ -161,6 +163,7 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
     let client_bin = release.join("canal-client");
 
     let mut results = Vec::new();
+    let mut latencies = Vec::new();
     if only != Only::E2e {
         decode_side_by_side(
             &mut results,
@@ -197,8 +200,27 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
             }
             results.extend(best);
         }
+        eprintln!("==> latency: commit on MariaDB → row printed by canal-client tail");
+        for (batch_size, wait_ms) in [(1, 100), (1024, 100)] {
+            let l = latency::measure(&latency::Run {
+                server_bin: &server_bin,
+                client_bin: &client_bin,
+                out_dir: &out_dir,
+                admin: &admin,
+                replica: &replica,
+                rows: 1000,
+                gap: Duration::from_millis(5),
+                batch_size,
+                wait_ms,
+            })?;
+            eprintln!(
+                "    {}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.name, l.p50, l.p99, l.max
+            );
+            latencies.push(l);
+        }
     }
-    report(&results, &out_dir, rows, bytes)
+    report(&results, &latencies, &out_dir, rows, bytes)
 }
 
 /// canal-rs decode, mysqlbinlog and python-mysql-replication over the same binlog.
@@ -333,40 +355,81 @@ struct E2e<'a> {
     budget: Option<usize>,
 }
 
+/// A `canal-server run` on local coordination with one destination, `bench`, started at a
+/// binlog position; stopped (TERM, then KILL) when dropped.
+struct BenchServer {
+    child: std::process::Child,
+    pid: u32,
+    addr: String,
+}
+
+impl BenchServer {
+    fn start(
+        server_bin: &Path,
+        out_dir: &Path,
+        replica: &(String, String, String, u16),
+        (journal, position): (&str, u64),
+        budget: Option<usize>,
+    ) -> Result<BenchServer> {
+        let conf = out_dir.join("conf");
+        let _ = std::fs::remove_dir_all(&conf);
+        let _ = std::fs::remove_dir_all(out_dir.join("data"));
+        std::fs::create_dir_all(conf.join("bench"))?;
+        std::fs::write(
+            conf.join("canal.toml"),
+            format!(
+                "ip = \"127.0.0.1\"\nport = 0\nmetrics_port = 0\ndata_dir = \"{}\"\n",
+                out_dir.join("data").display()
+            ),
+        )?;
+        let (user, pass, host, port) = replica;
+        std::fs::write(
+            conf.join("bench").join("instance.toml"),
+            format!(
+                "[master]\naddress = \"{host}:{port}\"\njournal_name = \"{journal}\"\n\
+                 position = {position}\n[db]\nusername = \"{user}\"\npassword = \"{pass}\"\n\
+                 [filter]\nregex = 'canal_bench\\..*'\n{}",
+                budget.map(|b| format!("[memory]\nmemory_budget = {b}\n")).unwrap_or_default()
+            ),
+        )?;
+        let mut child = Command::new(server_bin)
+            .args(["run", "--conf"])
+            .arg(&conf)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting canal-server")?;
+        let pid = child.id();
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut server = BenchServer { child, pid, addr: String::new() };
+        BufReader::new(stdout).read_line(&mut line)?;
+        server.addr =
+            line.split_whitespace().nth(3).unwrap_or_default().trim_end_matches(',').to_owned();
+        if server.addr.is_empty() {
+            bail!("canal-server did not say where it listens: {line:?}");
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
     let E2e { server_bin, client_bin, out_dir, replica, start_file, rows, format, budget } = *e;
-    let conf = out_dir.join("conf");
-    let _ = std::fs::remove_dir_all(&conf);
-    let _ = std::fs::remove_dir_all(out_dir.join("data"));
-    std::fs::create_dir_all(conf.join("bench"))?;
-    std::fs::write(
-        conf.join("canal.toml"),
-        format!(
-            "ip = \"127.0.0.1\"\nport = 0\nmetrics_port = 0\ndata_dir = \"{}\"\n",
-            out_dir.join("data").display()
-        ),
-    )?;
-    let (user, pass, host, port) = replica;
-    std::fs::write(
-        conf.join("bench").join("instance.toml"),
-        format!(
-            "[master]\naddress = \"{host}:{port}\"\njournal_name = \"{start_file}\"\nposition = 4\n\
-             [db]\nusername = \"{user}\"\npassword = \"{pass}\"\n[filter]\nregex = 'canal_bench\\..*'\n{}",
-            budget.map(|b| format!("[memory]\nmemory_budget = {b}\n")).unwrap_or_default()
-        ),
-    )?;
-    let mut server = Command::new(server_bin)
-        .args(["run", "--conf"])
-        .arg(&conf)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting canal-server")?;
-    let pid = server.id();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().context("server stdout")?).read_line(&mut line)?;
-    let addr = line.split_whitespace().nth(3).unwrap_or_default().trim_end_matches(',').to_owned();
+    let server = BenchServer::start(server_bin, out_dir, replica, (start_file, 4), budget)?;
+    let (pid, addr) = (server.pid, server.addr.clone());
     let mariadb_pid =
         services::running(Kind::Mariadb, &services::default_dir(Kind::Mariadb)?)?.map(|i| i.pid);
     let mariadb_cpu0 = mariadb_pid.and_then(proc_cpu_secs);
@@ -401,13 +464,7 @@ fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
     if let Some(c) = proc_cpu_secs(pid) {
         cpu.push(("server", c));
     }
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.try_wait()?.is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let client = client.context("running canal-client")?;
     if !client.status.success() {
         bail!("canal-client tail failed: {}", String::from_utf8_lossy(&client.stderr));
@@ -469,7 +526,13 @@ fn cpu_text(cpu: &[(&str, f64)]) -> String {
     cpu.iter().map(|(who, s)| format!("{who} {s:.2} s")).collect::<Vec<_>>().join(", ")
 }
 
-fn report(results: &[Measure], out_dir: &Path, rows: u64, bytes: u64) -> Result<()> {
+fn report(
+    results: &[Measure],
+    latencies: &[latency::Latency],
+    out_dir: &Path,
+    rows: u64,
+    bytes: u64,
+) -> Result<()> {
     let base =
         results.iter().find(|m| m.name.starts_with("mysqlbinlog")).map(Measure::rows_per_sec);
     let mut md = String::new();
@@ -514,6 +577,18 @@ fn report(results: &[Measure], out_dir: &Path, rows: u64, bytes: u64) -> Result<
             "\nEnd to end: peak RSS is the server's (store budget 16 MiB, Canal's default, unless \
              noted); CPU is user + system seconds of each process during the run."
         )?;
+    }
+    if !latencies.is_empty() {
+        writeln!(md, "\nLatency, commit on MariaDB → row printed by `canal-client tail`:\n")?;
+        writeln!(md, "| load, client | rows | p50 | p99 | max |")?;
+        writeln!(md, "|---|---:|---:|---:|---:|")?;
+        for l in latencies {
+            writeln!(
+                md,
+                "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+                l.name, l.rows, l.p50, l.p99, l.max
+            )?;
+        }
     }
     print!("{md}");
     std::fs::write(out_dir.join("results.md"), &md)?;
