@@ -411,18 +411,7 @@ impl Converter {
             }
             EventData::Xid(xid) => {
                 self.pending_query = None;
-                let end =
-                    TransactionEnd { transaction_id: Some(xid.to_string()), ..Default::default() };
-                let header = self.header(&h, "", "", None, None);
-                self.push(
-                    out,
-                    header,
-                    EntryType::Transactionend,
-                    &end.encode_to_vec(),
-                    EntryKind::End,
-                    0,
-                );
-                self.current_gtid = None;
+                self.push_end(&h, xid.to_string(), out);
             }
             EventData::TableMap(map) => {
                 if let Some(history) = &self.history {
@@ -570,17 +559,7 @@ impl Converter {
             return Ok(());
         }
         if ends_with("COMMIT") {
-            let end = TransactionEnd { transaction_id: Some("0".into()), ..Default::default() };
-            let header = self.header(h, "", "", None, None);
-            self.push(
-                out,
-                header,
-                EntryType::Transactionend,
-                &end.encode_to_vec(),
-                EntryKind::End,
-                0,
-            );
-            self.current_gtid = None;
+            self.push_end(h, "0".into(), out);
             return Ok(());
         }
         // DDL, DCL or statement DML: classify (and apply to the history when there is one).
@@ -726,6 +705,14 @@ impl Converter {
         let header = self.header(h, plan.schema(), plan.table(), Some(et), Some(rows));
         self.push_gapped(out, header, EntryType::Rowdata, rc, EntryKind::Rows, rows);
         Ok(())
+    }
+
+    /// A TRANSACTIONEND entry: XID (its id), or a QUERY `COMMIT` (id 0, as Canal writes it).
+    fn push_end(&mut self, h: &EventHeader, transaction_id: String, out: &mut Vec<BuiltEntry>) {
+        let end = TransactionEnd { transaction_id: Some(transaction_id), ..Default::default() };
+        let header = self.header(h, "", "", None, None);
+        self.push(out, header, EntryType::Transactionend, &end.encode_to_vec(), EntryKind::End, 0);
+        self.current_gtid = None;
     }
 
     fn table_error(&mut self, h: &EventHeader, e: DecodeError) -> Result<(), ConvertError> {
