@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::connector::{ConnectorConfig, SimpleConnector, TimeUnit};
+use crate::connector::{ConnectorConfig, SimpleConnector, TimeUnit, duration_ms};
 use crate::error::ClientError;
 use crate::message::{EMPTY_BATCH_ID, Message};
 
@@ -307,9 +307,7 @@ impl ClusterConnector {
         batch_size: i32,
         timeout: Option<Duration>,
     ) -> Result<Message, ClientError> {
-        let amount = timeout.map(|d| {
-            if d.is_zero() { 0 } else { i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1) }
-        });
+        let amount = timeout.map(duration_ms);
         let m = self.get_without_ack(batch_size, amount, TimeUnit::Milliseconds).await?;
         if m.id != EMPTY_BATCH_ID {
             self.ack(m.id).await?;

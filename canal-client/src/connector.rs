@@ -776,7 +776,7 @@ fn type_name(t: i32) -> String {
 }
 
 /// A duration as whole milliseconds for GET, at least 1 for a non-zero duration.
-fn duration_ms(d: Duration) -> i64 {
+pub(crate) fn duration_ms(d: Duration) -> i64 {
     if d.is_zero() { 0 } else { i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1) }
 }
 
