@@ -150,7 +150,7 @@ async fn read_until(
 
 /// The SQL text of a MariaDB ANNOTATE_ROWS event.
 fn annotate_text(ev: &RawEvent) -> Option<String> {
-    (ev.header.event_type == event_type::MARIADB_ANNOTATE_ROWS)
+    (ev.header.event_type == event_type::MARIA_ANNOTATE_ROWS)
         .then(|| String::from_utf8_lossy(ev.body()).into_owned())
 }
 
@@ -217,7 +217,7 @@ async fn annotate_rows_arrive_with_mariadb_gtid_events() {
     let gtid_before = events[..at]
         .iter()
         .rev()
-        .find(|e| e.header.event_type == event_type::MARIADB_GTID)
+        .find(|e| e.header.event_type == event_type::MARIA_GTID)
         .expect("a GTID event before the ANNOTATE_ROWS");
     assert!(gtid_before.header.log_pos <= events[at].header.start_pos().unwrap());
     let next = read_until(&mut stream, Duration::from_secs(10), |ev| {
@@ -232,7 +232,7 @@ async fn annotate_rows_arrive_with_mariadb_gtid_events() {
 
 /// (domain, server, seq) of a MariaDB GTID event.
 fn mariadb_gtid(ev: &RawEvent) -> Option<(u32, u32, u64)> {
-    if ev.header.event_type != event_type::MARIADB_GTID {
+    if ev.header.event_type != event_type::MARIA_GTID {
         return None;
     }
     let b = ev.body();

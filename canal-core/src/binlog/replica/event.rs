@@ -13,51 +13,8 @@ pub const CHECKSUM_LEN: usize = 4;
 /// Header flag `LOG_EVENT_ARTIFICIAL_F`: the event was made up by the dump thread (fake ROTATE).
 pub const LOG_EVENT_ARTIFICIAL_F: u16 = EventHeader::ARTIFICIAL;
 
-/// Event type codes the replica looks at (MySQL and MariaDB numbering).
-pub mod event_type {
-    /// QUERY_EVENT (BEGIN/COMMIT/DDL).
-    pub const QUERY: u8 = 2;
-    /// ROTATE_EVENT.
-    pub const ROTATE: u8 = 4;
-    /// FORMAT_DESCRIPTION_EVENT.
-    pub const FORMAT_DESCRIPTION: u8 = 15;
-    /// XID_EVENT (commit of an InnoDB transaction).
-    pub const XID: u8 = 16;
-    /// TABLE_MAP_EVENT.
-    pub const TABLE_MAP: u8 = 19;
-    /// WRITE_ROWS_EVENT v1 (MariaDB).
-    pub const WRITE_ROWS_V1: u8 = 23;
-    /// UPDATE_ROWS_EVENT v1 (MariaDB).
-    pub const UPDATE_ROWS_V1: u8 = 24;
-    /// DELETE_ROWS_EVENT v1 (MariaDB).
-    pub const DELETE_ROWS_V1: u8 = 25;
-    /// HEARTBEAT_LOG_EVENT.
-    pub const HEARTBEAT: u8 = 27;
-    /// WRITE_ROWS_EVENT v2 (MySQL).
-    pub const WRITE_ROWS_V2: u8 = 30;
-    /// UPDATE_ROWS_EVENT v2 (MySQL).
-    pub const UPDATE_ROWS_V2: u8 = 31;
-    /// DELETE_ROWS_EVENT v2 (MySQL).
-    pub const DELETE_ROWS_V2: u8 = 32;
-    /// GTID_LOG_EVENT (MySQL).
-    pub const GTID: u8 = 33;
-    /// ANONYMOUS_GTID_LOG_EVENT (MySQL).
-    pub const ANONYMOUS_GTID: u8 = 34;
-    /// PREVIOUS_GTIDS_LOG_EVENT (MySQL).
-    pub const PREVIOUS_GTIDS: u8 = 35;
-    /// HEARTBEAT_LOG_EVENT_V2 (MySQL ≥ 8.0.26).
-    pub const HEARTBEAT_V2: u8 = 41;
-    /// GTID_TAGGED_LOG_EVENT (MySQL 8.4).
-    pub const GTID_TAGGED: u8 = 42;
-    /// ANNOTATE_ROWS_EVENT (MariaDB): the SQL text of the following rows events.
-    pub const MARIADB_ANNOTATE_ROWS: u8 = 160;
-    /// BINLOG_CHECKPOINT_EVENT (MariaDB).
-    pub const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
-    /// GTID_EVENT (MariaDB): starts every transaction ("BEGIN GTID d-s-n").
-    pub const MARIADB_GTID: u8 = 162;
-    /// GTID_LIST_EVENT (MariaDB).
-    pub const MARIADB_GTID_LIST: u8 = 163;
-}
+/// Event type codes (MySQL and MariaDB numbering): the decoder's.
+pub use crate::binlog::decode::event_type;
 
 /// Binlog checksum algorithm (`binlog_checksum`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -173,7 +130,7 @@ impl RawEvent {
 
     /// For a MariaDB GTID event: the flags2 byte (bit 0 = standalone, i.e. no BEGIN/COMMIT).
     pub fn mariadb_gtid_flags(&self) -> Option<u8> {
-        if self.header.event_type != event_type::MARIADB_GTID {
+        if self.header.event_type != event_type::MARIA_GTID {
             return None;
         }
         self.body().get(12).copied()

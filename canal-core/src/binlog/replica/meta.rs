@@ -415,7 +415,7 @@ async fn scan_file_for_timestamp(
             });
         };
         match h.event_type {
-            event_type::MARIADB_GTID
+            event_type::MARIA_GTID
             | event_type::GTID
             | event_type::ANONYMOUS_GTID
             | event_type::GTID_TAGGED => {
