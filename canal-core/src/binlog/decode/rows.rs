@@ -851,20 +851,7 @@ mod tests {
     use std::borrow::Cow;
 
     fn col(t: u8, meta: u16, unsigned: Option<bool>) -> MapColumn {
-        MapColumn {
-            binlog_type: t,
-            real_type: super::super::table_map::real_type(t, meta),
-            meta,
-            nullable: true,
-            unsigned,
-            charset: None,
-            name: None,
-            values: None,
-            geometry_type: None,
-            is_pk: None,
-            visible: None,
-            vector_dimension: None,
-        }
+        MapColumn { nullable: true, unsigned, ..MapColumn::new(t, meta) }
     }
 
     /// Decodes one WRITE row of `columns` from `row` (null bitmap included) and returns

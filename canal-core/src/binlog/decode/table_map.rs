@@ -36,6 +36,27 @@ pub struct MapColumn {
     pub vector_dimension: Option<u64>,
 }
 
+impl MapColumn {
+    /// A column of binlog type `t` with its metadata, before the optional metadata adds names,
+    /// signedness, charsets and the rest (and before the null bitmap says it is nullable).
+    pub(crate) fn new(t: u8, meta: u16) -> Self {
+        MapColumn {
+            binlog_type: t,
+            real_type: real_type(t, meta),
+            meta,
+            nullable: false,
+            unsigned: None,
+            charset: None,
+            name: None,
+            values: None,
+            geometry_type: None,
+            is_pk: None,
+            visible: None,
+            vector_dimension: None,
+        }
+    }
+}
+
 /// TABLE_MAP_EVENT contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableMap {
@@ -158,20 +179,7 @@ pub(crate) fn parse(
     let mut columns = Vec::with_capacity(n);
     for &t in types {
         let meta = read_meta(&mut m, t)?;
-        columns.push(MapColumn {
-            binlog_type: t,
-            real_type: real_type(t, meta),
-            meta,
-            nullable: false,
-            unsigned: None,
-            charset: None,
-            name: None,
-            values: None,
-            geometry_type: None,
-            is_pk: None,
-            visible: None,
-            vector_dimension: None,
-        });
+        columns.push(MapColumn::new(t, meta));
     }
     let nulls = c.bytes(n.div_ceil(8), "table map null bitmap")?;
     for (i, col) in columns.iter_mut().enumerate() {
