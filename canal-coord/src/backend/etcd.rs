@@ -357,10 +357,7 @@ impl Session for EtcdSession {
 
     async fn put(&self, path: &str, data: &[u8], expected: Option<Version>) -> Result<Version> {
         let key = self.key(path)?;
-        let cmp = match expected {
-            Some(v) => Compare::mod_revision(key.clone(), CompareOp::Equal, v.0),
-            None => Compare::create_revision(key.clone(), CompareOp::Greater, 0),
-        };
+        let cmp = expected_cmp(&key, expected);
         let txn = Txn::new()
             .when([cmp])
             .and_then([TxnOp::put(key.clone(), data, Some(PutOptions::new().with_ignore_lease()))])
@@ -387,10 +384,7 @@ impl Session for EtcdSession {
 
     async fn delete(&self, path: &str, expected: Option<Version>) -> Result<()> {
         let key = self.key(path)?;
-        let cmp = match expected {
-            Some(v) => Compare::mod_revision(key.clone(), CompareOp::Equal, v.0),
-            None => Compare::create_revision(key.clone(), CompareOp::Greater, 0),
-        };
+        let cmp = expected_cmp(&key, expected);
         let txn = Txn::new()
             .when([cmp])
             .and_then([TxnOp::delete(key.clone(), None)])
@@ -468,6 +462,14 @@ impl Drop for EtcdSession {
                 });
             }
         }
+    }
+}
+
+/// The compare of a conditional put/delete: the node is at `expected`, or (`None`) exists.
+fn expected_cmp(key: &str, expected: Option<Version>) -> Compare {
+    match expected {
+        Some(v) => Compare::mod_revision(key, CompareOp::Equal, v.0),
+        None => Compare::create_revision(key, CompareOp::Greater, 0),
     }
 }
 
