@@ -84,6 +84,17 @@ enum Format {
     Count,
 }
 
+/// Which client of which destination.
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Destination (Canal instance).
+    #[arg(long, default_value = "example")]
+    destination: String,
+    /// Client id.
+    #[arg(long, default_value_t = 1001)]
+    client_id: i16,
+}
+
 #[derive(Debug, Args)]
 struct TailArgs {
     /// Canal server(s), `host:port` (comma-separated or repeated: tried in turn).
@@ -91,12 +102,8 @@ struct TailArgs {
     server: Vec<String>,
     #[command(flatten)]
     coord: CoordArgs,
-    /// Destination (Canal instance).
-    #[arg(long, default_value = "example")]
-    destination: String,
-    /// Client id.
-    #[arg(long, default_value_t = 1001)]
-    client_id: i16,
+    #[command(flatten)]
+    who: ClientArgs,
     /// Subscription filter (empty keeps the server's).
     #[arg(long, default_value = "")]
     filter: String,
@@ -132,12 +139,8 @@ struct TailArgs {
 struct StatusArgs {
     #[command(flatten)]
     coord: CoordArgs,
-    /// Destination (Canal instance).
-    #[arg(long, default_value = "example")]
-    destination: String,
-    /// Client id.
-    #[arg(long, default_value_t = 1001)]
-    client_id: i16,
+    #[command(flatten)]
+    who: ClientArgs,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
@@ -174,8 +177,8 @@ fn now_ms() -> i64 {
 }
 
 async fn tail(args: TailArgs) -> Result<()> {
-    let mut conn_config = ConnectorConfig::new(args.destination.clone())
-        .client_id(args.client_id)
+    let mut conn_config = ConnectorConfig::new(args.who.destination.clone())
+        .client_id(args.who.client_id)
         .credentials(args.user.clone(), password(args.password.clone()));
     conn_config.rollback_on_disconnect = false;
     let discovery = match args.coord.coordinator()? {
@@ -347,7 +350,7 @@ async fn status(args: StatusArgs) -> Result<()> {
         bail!("status needs --zk or --etcd");
     };
     let session = coord.session().await.context("opening a coordinator session")?;
-    let dest = &args.destination;
+    let dest = &args.who.destination;
     let server = match session.get(&path::server_running(dest)).await? {
         Some(n) => Some(
             ServerRunningData::from_bytes(&n.data).context("reading the server running node")?,
@@ -355,18 +358,18 @@ async fn status(args: StatusArgs) -> Result<()> {
         None => None,
     };
     let members = session.children(&path::destination_cluster(dest)).await?;
-    let client = match session.get(&path::client_running(dest, args.client_id)).await? {
+    let client = match session.get(&path::client_running(dest, args.who.client_id)).await? {
         Some(n) => Some(
             ClientRunningData::from_bytes(&n.data).context("reading the client running node")?,
         ),
         None => None,
     };
-    let cursor = match session.get(&path::client_cursor(dest, args.client_id)).await? {
+    let cursor = match session.get(&path::client_cursor(dest, args.who.client_id)).await? {
         Some(n) => Some(LogPosition::from_json(&n.data).context("reading the client cursor")?),
         None => None,
     };
     let filter = session
-        .get(&path::client_filter(dest, args.client_id))
+        .get(&path::client_filter(dest, args.who.client_id))
         .await?
         .map(|n| String::from_utf8_lossy(&n.data).into_owned());
     session.close().await;
@@ -377,7 +380,7 @@ async fn status(args: StatusArgs) -> Result<()> {
             "destination": dest,
             "server": server.as_ref().map(|s| serde_json::json!({"address": s.address, "active": s.active})),
             "members": members,
-            "clientId": args.client_id,
+            "clientId": args.who.client_id,
             "client": client.as_ref().map(|c| serde_json::json!({"address": c.address, "active": c.active})),
             "filter": filter,
             "cursor": cursor,
@@ -399,7 +402,7 @@ async fn status(args: StatusArgs) -> Result<()> {
         "cluster members: {}",
         if members.is_empty() { "none".to_owned() } else { members.join(", ") }
     );
-    println!("client {}:", args.client_id);
+    println!("client {}:", args.who.client_id);
     match &client {
         Some(c) => println!(
             "  running consumer: {}{}",
