@@ -219,6 +219,23 @@ impl ZkSession {
         tracing::debug!("attach to session failed ({last}); closing it from this side");
         self.client.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.task.abort();
+        // The drop sends the close without waiting for it: wait until the server refuses the
+        // session, so that its ephemerals are gone when we report Expired (as after a real
+        // expiry), not a moment later.
+        for _ in 0..10 {
+            match zk::Client::connector()
+                .with_session(info.clone())
+                .with_session_timeout(self.timeout)
+                .with_connection_timeout(Duration::from_secs(2))
+                .connect(&self.servers)
+                .await
+            {
+                Ok(thief) => drop(thief), // still there: this attach closes it, check again
+                Err(zk::Error::SessionExpired) => break,
+                Err(e) => tracing::debug!("checking the closed session: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         self.state.send_replace(SessionState::Expired);
         Ok(())
     }
