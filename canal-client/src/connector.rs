@@ -412,11 +412,8 @@ impl SimpleConnector {
         batch_size: i32,
         timeout: Option<Duration>,
     ) -> Result<Message, ClientError> {
-        let (amount, unit) = match timeout {
-            None => (None, TimeUnit::Milliseconds),
-            Some(d) => (Some(duration_ms(d)), TimeUnit::Milliseconds),
-        };
-        let message = self.get_without_ack(batch_size, amount, unit).await?;
+        let amount = timeout.map(duration_ms);
+        let message = self.get_without_ack(batch_size, amount, TimeUnit::Milliseconds).await?;
         if message.id != EMPTY_BATCH_ID {
             self.ack(message.id).await?;
         }

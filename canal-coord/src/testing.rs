@@ -29,6 +29,13 @@ use crate::session::{
     Backend, Fence, Node, Session, SessionId, SessionState, Version, Watch, WatchEvent,
 };
 
+/// The standby delay for the real backends: long enough that "at once" (within [`REAL_SLACK`])
+/// and "after the delay" stay apart when the machine is loaded (a rejoin once took 709 ms while
+/// a compiler shared the two cores, against 500 ms delay / 400 ms slack before).
+const REAL_DELAY: Duration = Duration::from_millis(1500);
+/// Allowed lateness of timed events on the real backends (less than [`REAL_DELAY`]).
+const REAL_SLACK: Duration = Duration::from_millis(1000);
+
 /// What the conformance suite needs from a backend under test.
 #[async_trait]
 pub trait Harness: Send + Sync + 'static {
@@ -37,11 +44,18 @@ pub trait Harness: Send + Sync + 'static {
     /// The backend (shared by all sessions of a case).
     fn backend(&self) -> Arc<dyn Backend>;
     /// A path unique to this run and case, under which the case writes.
-    fn root(&self, case: &str) -> String;
-    /// The takeover delay the monitors use.
-    fn delay(&self) -> Duration;
-    /// Allowed lateness of timed events (zero under paused time).
-    fn slack(&self) -> Duration;
+    fn root(&self, case: &str) -> String {
+        unique_root(case)
+    }
+    /// The takeover delay the monitors use (default: 1.5 s, for the real backends).
+    fn delay(&self) -> Duration {
+        REAL_DELAY
+    }
+    /// Allowed lateness of timed events (default: 1 s, for the real backends; zero under paused
+    /// time).
+    fn slack(&self) -> Duration {
+        REAL_SLACK
+    }
     /// After a crash, the ephemeral must stay at least `.0` and be gone by `.1`.
     fn expiry_bounds(&self) -> (Duration, Duration);
     /// Whether a fence refuses writes after its node was deleted and re-created by another
@@ -100,9 +114,6 @@ impl Harness for LocalHarness {
     fn backend(&self) -> Arc<dyn Backend> {
         Arc::new(self.backend.clone())
     }
-    fn root(&self, case: &str) -> String {
-        unique_root(case)
-    }
     fn delay(&self) -> Duration {
         crate::running::DEFAULT_DELAY
     }
@@ -140,13 +151,6 @@ impl ZkHarness {
     }
 }
 
-/// The standby delay for the real backends: long enough that "at once" (within [`REAL_SLACK`])
-/// and "after the delay" stay apart when the machine is loaded (a rejoin once took 709 ms while
-/// a compiler shared the two cores, against 500 ms delay / 400 ms slack before).
-const REAL_DELAY: Duration = Duration::from_millis(1500);
-/// Allowed lateness of timed events on the real backends (less than [`REAL_DELAY`]).
-const REAL_SLACK: Duration = Duration::from_millis(1000);
-
 #[async_trait]
 impl Harness for ZkHarness {
     fn name(&self) -> &'static str {
@@ -154,15 +158,6 @@ impl Harness for ZkHarness {
     }
     fn backend(&self) -> Arc<dyn Backend> {
         Arc::new(self.backend.clone())
-    }
-    fn root(&self, case: &str) -> String {
-        unique_root(case)
-    }
-    fn delay(&self) -> Duration {
-        REAL_DELAY
-    }
-    fn slack(&self) -> Duration {
-        REAL_SLACK
     }
     fn expiry_bounds(&self) -> (Duration, Duration) {
         // The last ping may have been sent up to a third of the timeout before the crash; the
@@ -207,15 +202,6 @@ impl Harness for EtcdHarness {
     }
     fn backend(&self) -> Arc<dyn Backend> {
         Arc::new(self.backend.clone())
-    }
-    fn root(&self, case: &str) -> String {
-        unique_root(case)
-    }
-    fn delay(&self) -> Duration {
-        REAL_DELAY
-    }
-    fn slack(&self) -> Duration {
-        REAL_SLACK
     }
     fn expiry_bounds(&self) -> (Duration, Duration) {
         // Renewals happen every ttl/3; etcd checks lease expiry every 500 ms.

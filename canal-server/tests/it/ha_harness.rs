@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use canal_coord::config::{BackendKind, CoordConfig};
+use canal_coord::config::CoordConfig;
 use canal_coord::{Coordinator, path};
 use mysql_async::prelude::Queryable;
 
 use crate::ha::fixture;
-use crate::ha_process::{DELAY_MS, SESSION_MS, owner, spawn, write_conf};
+use crate::ha_process::{DELAY_MS, SESSION_MS, etcd_coord, owner, spawn, write_conf, zk_coord};
 use crate::support;
 
 const FAILOVERS: usize = 10;
@@ -213,20 +213,13 @@ async fn harness(
 #[tokio::test]
 async fn zookeeper_ten_failovers_lose_nothing() {
     let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
-    let mut cfg = CoordConfig { backend: Some(BackendKind::Zookeeper), ..CoordConfig::default() };
-    cfg.zookeeper.servers = servers.clone();
-    cfg.zookeeper.session_timeout_ms = SESSION_MS;
-    let toml = format!("zk_servers = \"{servers}\"\nzk_session_timeout_ms = {SESSION_MS}");
+    let (cfg, toml) = zk_coord(&servers);
     harness("zkh", cfg, toml, vec!["--zk".into(), servers]).await;
 }
 
 #[tokio::test]
 async fn etcd_ten_failovers_lose_nothing() {
     let Some(endpoint) = support::service("CANAL_TEST_ETCD") else { return };
-    let mut cfg = CoordConfig { backend: Some(BackendKind::Etcd), ..CoordConfig::default() };
-    cfg.etcd.endpoints = vec![endpoint.clone()];
-    cfg.etcd.lease_ttl_secs = (SESSION_MS / 1000) as i64;
-    let toml =
-        format!("etcd_endpoints = [\"{endpoint}\"]\netcd_lease_ttl_s = {}", SESSION_MS / 1000);
+    let (cfg, toml) = etcd_coord(&endpoint);
     harness("etcdh", cfg, toml, vec!["--etcd".into(), endpoint]).await;
 }

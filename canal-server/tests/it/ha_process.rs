@@ -170,14 +170,30 @@ async fn scenario(
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// The coordinator settings of the test's side (config) and of the servers' `canal.toml` lines,
+/// for ZooKeeper at `servers` with [`SESSION_MS`] sessions.
+pub fn zk_coord(servers: &str) -> (CoordConfig, String) {
+    let mut cfg = CoordConfig { backend: Some(BackendKind::Zookeeper), ..CoordConfig::default() };
+    cfg.zookeeper.servers = servers.to_owned();
+    cfg.zookeeper.session_timeout_ms = SESSION_MS;
+    (cfg, format!("zk_servers = \"{servers}\"\nzk_session_timeout_ms = {SESSION_MS}"))
+}
+
+/// As [`zk_coord`], for etcd at `endpoint` with leases of [`SESSION_MS`].
+pub fn etcd_coord(endpoint: &str) -> (CoordConfig, String) {
+    let mut cfg = CoordConfig { backend: Some(BackendKind::Etcd), ..CoordConfig::default() };
+    cfg.etcd.endpoints = vec![endpoint.to_owned()];
+    cfg.etcd.lease_ttl_secs = (SESSION_MS / 1000) as i64;
+    let toml =
+        format!("etcd_endpoints = [\"{endpoint}\"]\netcd_lease_ttl_s = {}", SESSION_MS / 1000);
+    (cfg, toml)
+}
+
 #[tokio::test]
 async fn zookeeper_process_failover() {
     let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
     let Some(venv) = support::python_venv("kazoo-venv", &["kazoo==2.11.0"]) else { return };
-    let mut cfg = CoordConfig { backend: Some(BackendKind::Zookeeper), ..CoordConfig::default() };
-    cfg.zookeeper.servers = servers.clone();
-    cfg.zookeeper.session_timeout_ms = SESSION_MS;
-    let toml = format!("zk_servers = \"{servers}\"\nzk_session_timeout_ms = {SESSION_MS}");
+    let (cfg, toml) = zk_coord(&servers);
     let python = venv.join("bin/python");
     scenario("zk", cfg, toml, |node, owner| {
         let script = "import json,sys\nfrom kazoo.client import KazooClient\nzk=KazooClient(hosts=sys.argv[1]); zk.start()\nd,_=zk.get(sys.argv[2])\nv=json.loads(d)\nassert v['address']==sys.argv[3], v\nv['active']=False\nzk.set(sys.argv[2], json.dumps(v, separators=(',',':')).encode())\nzk.stop()\n";
@@ -190,11 +206,7 @@ async fn zookeeper_process_failover() {
 #[tokio::test]
 async fn etcd_process_failover() {
     let Some(endpoint) = support::service("CANAL_TEST_ETCD") else { return };
-    let mut cfg = CoordConfig { backend: Some(BackendKind::Etcd), ..CoordConfig::default() };
-    cfg.etcd.endpoints = vec![endpoint.clone()];
-    cfg.etcd.lease_ttl_secs = (SESSION_MS / 1000) as i64;
-    let toml =
-        format!("etcd_endpoints = [\"{endpoint}\"]\netcd_lease_ttl_s = {}", SESSION_MS / 1000);
+    let (cfg, toml) = etcd_coord(&endpoint);
     scenario("etcd", cfg, toml, |node, owner| {
         let etcdctl = |args: &[&str]| {
             let mut cmd = Command::new("etcdctl");
