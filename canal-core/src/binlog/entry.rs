@@ -26,7 +26,10 @@ use crate::position::EntryPosition;
 use crate::protocol::entry::{
     EntryType, EventType, Header, Pair, RowChange, TransactionBegin, TransactionEnd, Type,
 };
-use crate::schema::{HistoryError, Lookup, SchemaHistory, SchemaPosition, TableDef, TableName};
+use crate::schema::{
+    HistoryError, Lookup, SchemaHistory, SchemaPosition, TableDef, TableName, TxnControl,
+    transaction_control,
+};
 use crate::store::EntryKind;
 
 /// What to emit and what to drop (`canal.instance.filter.*`).
@@ -498,69 +501,57 @@ impl Converter {
         out: &mut Vec<BuiltEntry>,
     ) -> Result<(), ConvertError> {
         let sql = q.sql.trim();
-        let upper_head: String = sql.chars().take(16).collect::<String>().to_ascii_uppercase();
-        let ends_with = |word: &str| {
-            sql.len() >= word.len()
-                && sql.is_char_boundary(sql.len() - word.len())
-                && sql[sql.len() - word.len()..].eq_ignore_ascii_case(word)
-        };
-        if upper_head.starts_with("XA START") || upper_head.starts_with("XA BEGIN") {
-            let xid = sql[8..].trim().to_owned();
-            let begin = TransactionBegin {
-                thread_id: Some(i64::from(q.thread_id)),
-                props: vec![pair("XA_TYPE", "XA START"), pair("XA_XID", &xid)],
-                ..Default::default()
-            };
-            let header = self.header(h, "", "", None, None);
-            let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
-            self.push(out, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
-            return Ok(());
-        }
-        if upper_head.starts_with("XA END") {
-            let xid = sql[6..].trim().to_owned();
-            let end = TransactionEnd {
-                transaction_id: Some("0".into()),
-                props: vec![pair("XA_TYPE", "XA END"), pair("XA_XID", &xid)],
-                ..Default::default()
-            };
-            let header = self.header(h, "", "", None, None);
-            self.push(
-                out,
-                header,
-                EntryType::Transactionend,
-                &end.encode_to_vec(),
-                EntryKind::End,
-                0,
-            );
-            return Ok(());
-        }
-        for (prefix, et) in
-            [("XA COMMIT", EventType::Xacommit), ("XA ROLLBACK", EventType::Xarollback)]
-        {
-            if upper_head.starts_with(prefix) {
-                let xid = sql[prefix.len()..].trim().to_owned();
-                let rc = RowChange {
-                    event_type: Some(et as i32),
-                    sql: Some(sql.to_owned()),
-                    props: vec![pair("XA_TYPE", prefix), pair("XA_XID", &xid)],
+        // Transaction control is recognised by the statement's tokens, not by its text's suffix:
+        // `ALTER TABLE t DROP COLUMN last_commit` is a DDL (docs/compatibility.md).
+        match transaction_control(sql) {
+            Some(TxnControl::XaStart { xid }) => {
+                let begin = TransactionBegin {
+                    thread_id: Some(i64::from(q.thread_id)),
+                    props: vec![pair("XA_TYPE", "XA START"), pair("XA_XID", &xid)],
                     ..Default::default()
                 };
-                let header = self.header(h, "", "", Some(et), None);
-                self.push(out, header, EntryType::Rowdata, &rc.encode_to_vec(), EntryKind::End, 0);
+                let header = self.header(h, "", "", None, None);
+                let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
+                let value = begin.encode_to_vec();
+                self.push(out, header, EntryType::Transactionbegin, &value, kind, 0);
                 return Ok(());
             }
-        }
-        if ends_with("BEGIN") {
-            let begin =
-                TransactionBegin { thread_id: Some(i64::from(q.thread_id)), ..Default::default() };
-            let header = self.header(h, "", "", None, None);
-            let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
-            self.push(out, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
-            return Ok(());
-        }
-        if ends_with("COMMIT") {
-            self.push_end(h, "0".into(), out);
-            return Ok(());
+            Some(TxnControl::XaEnd { xid }) => {
+                let end = TransactionEnd {
+                    transaction_id: Some("0".into()),
+                    props: vec![pair("XA_TYPE", "XA END"), pair("XA_XID", &xid)],
+                    ..Default::default()
+                };
+                let header = self.header(h, "", "", None, None);
+                let value = end.encode_to_vec();
+                self.push(out, header, EntryType::Transactionend, &value, EntryKind::End, 0);
+                return Ok(());
+            }
+            Some(TxnControl::XaCommit { xid }) => {
+                self.push_xa_outcome(h, sql, ("XA COMMIT", EventType::Xacommit), &xid, out);
+                return Ok(());
+            }
+            Some(TxnControl::XaRollback { xid }) => {
+                self.push_xa_outcome(h, sql, ("XA ROLLBACK", EventType::Xarollback), &xid, out);
+                return Ok(());
+            }
+            Some(TxnControl::Begin) => {
+                let begin = TransactionBegin {
+                    thread_id: Some(i64::from(q.thread_id)),
+                    ..Default::default()
+                };
+                let header = self.header(h, "", "", None, None);
+                let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
+                let value = begin.encode_to_vec();
+                self.push(out, header, EntryType::Transactionbegin, &value, kind, 0);
+                return Ok(());
+            }
+            Some(TxnControl::Commit) => {
+                self.push_end(h, "0".into(), out);
+                return Ok(());
+            }
+            // XA PREPARE changes no table: a QUERY entry, as Canal emits it, below.
+            Some(TxnControl::XaPrepare { .. }) | None => {}
         }
         // DDL, DCL or statement DML: classify (and apply to the history when there is one).
         let pos = SchemaPosition::new(self.journal.to_string(), start_offset(h));
@@ -705,6 +696,25 @@ impl Converter {
         let header = self.header(h, plan.schema(), plan.table(), Some(et), Some(rows));
         self.push_gapped(out, header, EntryType::Rowdata, rc, EntryKind::Rows, rows);
         Ok(())
+    }
+
+    /// `XA COMMIT` / `XA ROLLBACK`: a ROWDATA entry that ends the transaction (canal-compat §2.3).
+    fn push_xa_outcome(
+        &mut self,
+        h: &EventHeader,
+        sql: &str,
+        (xa_type, et): (&str, EventType),
+        xid: &str,
+        out: &mut Vec<BuiltEntry>,
+    ) {
+        let rc = RowChange {
+            event_type: Some(et as i32),
+            sql: Some(sql.to_owned()),
+            props: vec![pair("XA_TYPE", xa_type), pair("XA_XID", xid)],
+            ..Default::default()
+        };
+        let header = self.header(h, "", "", Some(et), None);
+        self.push(out, header, EntryType::Rowdata, &rc.encode_to_vec(), EntryKind::End, 0);
     }
 
     /// A TRANSACTIONEND entry: XID (its id), or a QUERY `COMMIT` (id 0, as Canal writes it).

@@ -63,5 +63,6 @@ pub use parser::{
     parse_create_table, parse_statements,
 };
 pub use query::{
-    ParsedQuery, QueryEventType, QueryTarget, classify, classify_lenient, parse_query,
+    ParsedQuery, QueryEventType, QueryTarget, TxnControl, classify, classify_lenient, parse_query,
+    transaction_control,
 };

@@ -124,6 +124,91 @@ impl ParsedQuery {
     }
 }
 
+/// A QUERY event that is a transaction-control statement, not DDL or DML (canal-compat §2.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnControl {
+    /// `BEGIN [WORK]` (MySQL writes it before a transaction's rows).
+    Begin,
+    /// `COMMIT [WORK] [AND [NO] CHAIN] [[NO] RELEASE]` (transactions on non-transactional
+    /// tables, MariaDB without XID).
+    Commit,
+    /// `XA START|BEGIN xid [JOIN|RESUME]`.
+    XaStart {
+        /// The text after `XA START`, trimmed (Canal's `XA_XID`).
+        xid: String,
+    },
+    /// `XA END xid [SUSPEND [FOR MIGRATE]]`.
+    XaEnd {
+        /// The text after `XA END`, trimmed.
+        xid: String,
+    },
+    /// `XA PREPARE xid`.
+    XaPrepare {
+        /// The text after `XA PREPARE`, trimmed.
+        xid: String,
+    },
+    /// `XA COMMIT xid [ONE PHASE]`.
+    XaCommit {
+        /// The text after `XA COMMIT`, trimmed.
+        xid: String,
+    },
+    /// `XA ROLLBACK xid`.
+    XaRollback {
+        /// The text after `XA ROLLBACK`, trimmed.
+        xid: String,
+    },
+}
+
+/// Recognises the transaction-control statements of a QUERY event by their tokens: the whole
+/// statement must be `BEGIN` or `COMMIT` (with their optional words), case-insensitively, with any
+/// whitespace and comments around it and an optional `;`; XA statements start with `XA` and their
+/// verb. Anything else — notably DDL that merely *ends* with the word, such as
+/// `ALTER TABLE t DROP COLUMN last_commit` or `RENAME TABLE a TO begin` — is `None` and goes to
+/// the DDL classifier. (Java Canal tests the text's suffix instead; see docs/compatibility.md.)
+pub fn transaction_control(sql: &str) -> Option<TxnControl> {
+    // Control statements are a handful of tokens; DML can be megabytes: read only a prefix.
+    const MAX: usize = 16;
+    let toks = super::lexer::tokenize_prefix(sql, MAX).ok()?;
+    let first = toks.first()?;
+    // The statement's words, without a final `;`; `None` when the prefix did not reach the end.
+    let whole = || -> Option<&[super::lexer::Token]> {
+        if toks.len() >= MAX {
+            return None;
+        }
+        match toks.split_last() {
+            Some((last, rest)) if last.is_punct(';') => Some(rest),
+            _ => Some(&toks[..]),
+        }
+    };
+    let words = |ts: &[super::lexer::Token], allowed: &[&str]| {
+        ts.iter().all(|t| allowed.iter().any(|a| t.is_kw(a)))
+    };
+    if first.is_kw("BEGIN") {
+        let ts = whole()?;
+        return (ts.len() == 1 || (ts.len() == 2 && ts[1].is_kw("WORK")))
+            .then_some(TxnControl::Begin);
+    }
+    if first.is_kw("COMMIT") {
+        let ts = whole()?;
+        return words(&ts[1..], &["WORK", "AND", "NO", "CHAIN", "RELEASE"])
+            .then_some(TxnControl::Commit);
+    }
+    if first.is_kw("XA") {
+        let verb = toks.get(1).filter(|t| t.kind == super::lexer::TokenKind::Word)?;
+        // The xid is the rest of the text after the verb, as Canal reports it.
+        let xid = sql.get(verb.offset + verb.text.len()..)?.trim().to_owned();
+        return match verb.text.to_ascii_uppercase().as_str() {
+            "START" | "BEGIN" => Some(TxnControl::XaStart { xid }),
+            "END" => Some(TxnControl::XaEnd { xid }),
+            "PREPARE" => Some(TxnControl::XaPrepare { xid }),
+            "COMMIT" => Some(TxnControl::XaCommit { xid }),
+            "ROLLBACK" => Some(TxnControl::XaRollback { xid }),
+            _ => None,
+        };
+    }
+    None
+}
+
 /// Parses and classifies a QUERY event's text. `default_db` is the event's current database
 /// (`USE db`), used for unqualified names.
 pub fn parse_query(sql: &str, default_db: &str) -> Result<ParsedQuery, ParseError> {
@@ -282,6 +367,49 @@ mod tests {
             (QueryEventType::Insert, "x", "big")
         );
         assert!(!p.is_ddl);
+    }
+
+    #[test]
+    fn transaction_control_is_a_whole_statement() {
+        use TxnControl as C;
+        let xa = |x: &str| x.to_owned();
+        for (sql, want) in [
+            ("BEGIN", Some(C::Begin)),
+            ("  begin  ", Some(C::Begin)),
+            ("/* x */ BEGIN /* y */", Some(C::Begin)),
+            ("BEGIN WORK;", Some(C::Begin)),
+            ("COMMIT", Some(C::Commit)),
+            ("commit work and no chain no release", Some(C::Commit)),
+            ("COMMIT /* implicit, from Xid_log_event */", Some(C::Commit)),
+            ("# c\nCOMMIT", Some(C::Commit)),
+            ("XA START X'31',X'',1", Some(C::XaStart { xid: xa("X'31',X'',1") })),
+            ("xa begin 'a'", Some(C::XaStart { xid: xa("'a'") })),
+            ("XA END X'31',X'',1", Some(C::XaEnd { xid: xa("X'31',X'',1") })),
+            ("XA PREPARE 'a'", Some(C::XaPrepare { xid: xa("'a'") })),
+            ("XA COMMIT 'a' ONE PHASE", Some(C::XaCommit { xid: xa("'a' ONE PHASE") })),
+            ("XA ROLLBACK 'a'", Some(C::XaRollback { xid: xa("'a'") })),
+            // DDL that only ends with the words.
+            ("ALTER TABLE t DROP COLUMN last_commit", None),
+            ("ALTER TABLE t DROP COLUMN xcommit", None),
+            ("ALTER TABLE t ADD COLUMN `commit` INT", None),
+            ("RENAME TABLE a TO begin", None),
+            ("DROP TABLE `begin` /* generated by server */", None),
+            ("CREATE TABLE begin (id INT)", None),
+            ("TRUNCATE TABLE commit", None),
+            ("BEGIN NOT ATOMIC SELECT 1; END", None),
+            ("COMMIT; DROP TABLE t", None),
+            ("commit_log", None),
+            ("XA", None),
+            ("XA RECOVER", None),
+            ("", None),
+        ] {
+            assert_eq!(transaction_control(sql), want, "{sql:?}");
+        }
+        // DDL that ends with the words classifies as DDL.
+        let p = q("ALTER TABLE t DROP COLUMN last_commit");
+        assert_eq!((p.event_type, p.table.as_str()), (QueryEventType::Alter, "t"));
+        let p = q("RENAME TABLE a TO begin");
+        assert_eq!((p.event_type, p.table.as_str()), (QueryEventType::Rename, "begin"));
     }
 
     #[test]

@@ -407,3 +407,55 @@ async fn purged_position_is_a_definite_error_naming_it() {
     }
     inst.stop().await;
 }
+
+/// DDL whose text ends with `commit` or `begin` is DDL, not a transaction boundary: it reaches the
+/// history, so the rows after it decode with the right columns (Java Canal's suffix rule takes
+/// `ALTER TABLE t DROP COLUMN last_commit` for a COMMIT and then fails on the column count).
+#[tokio::test]
+async fn ddl_ending_with_commit_or_begin_reaches_the_history() {
+    let Some(mut c) = Ctx::new("words").await else { return };
+    let (file, pos) = c.master_status().await;
+    c.exec("USE $db").await;
+    c.exec("CREATE TABLE t (id INT PRIMARY KEY, last_commit INT, xcommit VARCHAR(5), v INT)").await;
+    c.exec("INSERT INTO t VALUES (1, 10, 'x', 100)").await;
+    c.exec("ALTER TABLE t DROP COLUMN last_commit").await;
+    c.exec("INSERT INTO t VALUES (2, 'y', 200)").await;
+    c.exec("alter table t drop xcommit").await;
+    c.exec("INSERT INTO t VALUES (3, 300)").await;
+    c.exec("CREATE TABLE x (id INT PRIMARY KEY, a INT)").await;
+    c.exec("RENAME TABLE x TO begin").await;
+    c.exec("INSERT INTO `begin` VALUES (1, 11)").await;
+    c.exec("ALTER TABLE `begin` ADD COLUMN b INT").await;
+    c.exec("INSERT INTO `begin` VALUES (2, 22, 222)").await;
+    let mut cfg = c.config();
+    cfg.start = StartConfig { journal: Some(file), position: Some(pos), ..StartConfig::default() };
+    let inst = Instance::start(cfg, None);
+    let mut seen = Seen::default();
+    drain(&inst, &mut seen, |s| s.changes.len() >= 5).await;
+    let got: Vec<(&str, &BTreeMap<String, Option<String>>)> =
+        seen.changes.iter().map(|ch| (ch.table.as_str(), &ch.after)).collect();
+    let t1 = row(&[
+        ("id", Some("1")),
+        ("last_commit", Some("10")),
+        ("xcommit", Some("x")),
+        ("v", Some("100")),
+    ]);
+    let t2 = row(&[("id", Some("2")), ("xcommit", Some("y")), ("v", Some("200"))]);
+    let t3 = row(&[("id", Some("3")), ("v", Some("300"))]);
+    let b1 = row(&[("id", Some("1")), ("a", Some("11"))]);
+    let b2 = row(&[("id", Some("2")), ("a", Some("22")), ("b", Some("222"))]);
+    assert_eq!(
+        got,
+        [("t", &t1), ("t", &t2), ("t", &t3), ("begin", &b1), ("begin", &b2)],
+        "{seen:#?}"
+    );
+    assert!(seen.changes.iter().all(|ch| ch.in_txn), "every row inside BEGIN..END");
+    for ddl in [
+        "ALTER TABLE t DROP COLUMN last_commit",
+        "alter table t drop xcommit",
+        "RENAME TABLE x TO begin",
+    ] {
+        assert!(seen.ddl.iter().any(|d| d == ddl), "DDL entry for {ddl:?}: {:?}", seen.ddl);
+    }
+    inst.stop().await;
+}
