@@ -22,6 +22,20 @@ pub fn server_running(dest: &str) -> String {
     format!("{DESTINATIONS}/{dest}/running")
 }
 
+/// The persistent epoch node that goes with a running node: its path plus `-epoch`
+/// (`/otter/canal/destinations/{dest}/running-epoch`,
+/// `/otter/canal/destinations/{dest}/{clientId}/running-epoch`). A sibling, since an ephemeral
+/// node cannot have children; not numeric, so Java Canal, which takes only numeric children of
+/// `{dest}` for clients, ignores it. Holds the count of activations as decimal text.
+pub fn running_epoch(running: &str) -> String {
+    format!("{running}-epoch")
+}
+
+/// `/otter/canal/destinations/{dest}/running-epoch`: the destination's activation epoch.
+pub fn server_running_epoch(dest: &str) -> String {
+    running_epoch(&server_running(dest))
+}
+
 /// `/otter/canal/destinations/{dest}/cluster`: parent of the destination's candidate servers.
 pub fn destination_cluster(dest: &str) -> String {
     format!("{DESTINATIONS}/{dest}/cluster")
@@ -40,6 +54,11 @@ pub fn client(dest: &str, client_id: i16) -> String {
 /// `/otter/canal/destinations/{dest}/{clientId}/running`: the client's active consumer.
 pub fn client_running(dest: &str, client_id: i16) -> String {
     format!("{DESTINATIONS}/{dest}/{client_id}/running")
+}
+
+/// `/otter/canal/destinations/{dest}/{clientId}/running-epoch`: the client's activation epoch.
+pub fn client_running_epoch(dest: &str, client_id: i16) -> String {
+    running_epoch(&client_running(dest, client_id))
 }
 
 /// `/otter/canal/destinations/{dest}/{clientId}/cursor`: the client's cursor (LogPosition JSON).
@@ -70,6 +89,14 @@ mod tests {
         assert_eq!(
             client_running("example", 1001),
             "/otter/canal/destinations/example/1001/running"
+        );
+        assert_eq!(
+            server_running_epoch("example"),
+            "/otter/canal/destinations/example/running-epoch"
+        );
+        assert_eq!(
+            client_running_epoch("example", 1001),
+            "/otter/canal/destinations/example/1001/running-epoch"
         );
         assert_eq!(client_cursor("example", 1001), "/otter/canal/destinations/example/1001/cursor");
         assert_eq!(client_filter("example", 1001), "/otter/canal/destinations/example/1001/filter");

@@ -13,6 +13,15 @@
 //! - An indeterminate create is settled by re-reading: a node with our address owned by our
 //!   session is ours (we never wait `delay` for it and never create a second owner); a leftover
 //!   with our address from an older session is deleted and re-grabbed at once.
+//! - Epoch (ours, not Java's): before reporting `ActiveEnter` the owner moves the destination's
+//!   epoch forward — the persistent sibling [`path::running_epoch`] of the running node, written
+//!   compare-and-set and fenced by the running node — and re-confirms its node; the [`Fence`] it
+//!   hands out carries both versions. Every fenced write or delete checks both, so a deposed
+//!   owner's cursor write either landed before the bump (and the new owner, which reads cursors
+//!   only after it, sees it) or is refused, on every backend (ZooKeeper re-creates a running node
+//!   at version 0, so the running node alone cannot tell owners apart). No bump, no
+//!   `ActiveEnter`: a failed bump (bounded by `delay / 2`) is retried after a pause, and after
+//!   [`MAX_BUMP_FAILURES`] in a row the node is released so that a standby can try.
 //! - Stricter: when the session disconnects or expires, or another owner's data appears, the
 //!   owner stops serving at once (`ActiveExit`) — Java keeps running and risks split brain — and
 //!   rejoins as a candidate, on a new session if the old one ended. An owner that cannot
@@ -62,6 +71,10 @@ fn is_released_marker(data: &[u8]) -> bool {
 
 /// Pause after a transient failure before trying again.
 const RETRY: Duration = Duration::from_millis(200);
+
+/// Failed epoch bumps in a row after which a monitor that holds the running node without
+/// serving releases it, so that a standby (maybe with a healthier path to the service) can try.
+pub const MAX_BUMP_FAILURES: u32 = 5;
 
 /// Whether this monitor currently owns the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +170,10 @@ impl RunningMonitor {
             released: false,
             fresh: true,
             grab_at: None,
+            epoch_path: path::running_epoch(&path),
+            bumped: None,
+            bump_failures: 0,
+            recheck_at: None,
         };
         let span = tracing::info_span!("running", path = %path);
         let task = tokio::spawn(tracing::Instrument::instrument(runner.run(), span));
@@ -294,11 +311,91 @@ struct Runner<D> {
     fresh: bool,
     /// When to try creating the node.
     grab_at: Option<Instant>,
+    /// The epoch node of our running node.
+    epoch_path: String,
+    /// Our last successful epoch bump, made while the running node was ours at `.running`;
+    /// consumed by the next read of the node, which enters if the node is still ours there.
+    bumped: Option<Bumped>,
+    /// Epoch bumps that failed in a row.
+    bump_failures: u32,
+    /// When to re-read the node and retry a failed epoch bump.
+    recheck_at: Option<Instant>,
+}
+
+/// A successful epoch bump.
+#[derive(Clone, Copy, Debug)]
+struct Bumped {
+    /// Version of our running node when we bumped.
+    running: Version,
+    /// Version of the epoch node our bump wrote.
+    epoch: Version,
+    /// The epoch (count of activations) our bump wrote.
+    number: u64,
 }
 
 enum Next {
     Wait,
     Again,
+}
+
+/// One activation's epoch bump: reads the epoch node (creating it at 0 when absent), then checks
+/// that the running node is still ours at `running` — read after the epoch, so that an owner
+/// who grabbed and bumped after us is seen, whatever versions ZooKeeper reuses — and writes
+/// the next epoch fenced by both nodes (so it is also a compare-and-set of the epoch). Returns
+/// the epoch node's new version and the epoch.
+///
+/// # Errors
+/// [`CoordError::Fenced`] when the running node is no longer ours at `running` or another
+/// activation bumped in between; [`CoordError::Backend`] when the epoch node holds something
+/// other than a count; session and backend errors.
+pub(crate) async fn bump_epoch(
+    session: &Arc<dyn Session>,
+    running_path: &str,
+    running: Version,
+    epoch_path: &str,
+) -> Result<(Version, u64), CoordError> {
+    let current = match session.get(epoch_path).await? {
+        Some(n) => n,
+        None => {
+            match session.create_persistent(epoch_path, b"0").await {
+                Ok(_) | Err(CoordError::NodeExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            session
+                .get(epoch_path)
+                .await?
+                .ok_or_else(|| CoordError::NoNode { path: epoch_path.to_owned() })?
+        }
+    };
+    let number = std::str::from_utf8(&current.data)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| CoordError::Backend {
+            reason: format!(
+                "epoch node '{epoch_path}' holds {:?}, not a count of activations",
+                String::from_utf8_lossy(&current.data)
+            ),
+        })?;
+    let next = number.checked_add(1).ok_or_else(|| CoordError::Backend {
+        reason: format!("epoch node '{epoch_path}' is at its maximum ({number})"),
+    })?;
+    let ours = session.get(running_path).await?.is_some_and(|n| {
+        n.version == running && n.ephemeral_owner.is_none_or(|o| o == session.id())
+    });
+    if !ours {
+        return Err(CoordError::Fenced {
+            path: epoch_path.to_owned(),
+            fence: running_path.to_owned(),
+        });
+    }
+    let fence = Fence {
+        path: running_path.to_owned(),
+        version: running,
+        epoch_path: epoch_path.to_owned(),
+        epoch: current.version,
+    };
+    let version = session.put_fenced(epoch_path, next.to_string().as_bytes(), &fence).await?;
+    Ok((version, next))
 }
 
 /// Runs `fut` unless the session leaves `Connected` first (then `None`).
@@ -399,6 +496,7 @@ impl<D: RunningData> Runner<D> {
 
             let lost = session_lost(session.state_watcher());
             let grab_at = self.grab_at.filter(|_| self.active.is_none());
+            let recheck_at = self.recheck_at.take().filter(|_| self.active.is_none());
             tokio::select! {
                 biased;
                 _ = lost => self.lose(),
@@ -432,6 +530,7 @@ impl<D: RunningData> Runner<D> {
                     }
                 }
                 _ = async { tokio::time::sleep_until(grab_at.unwrap_or_else(Instant::now)).await }, if grab_at.is_some() => {}
+                _ = async { tokio::time::sleep_until(recheck_at.unwrap_or_else(Instant::now)).await }, if recheck_at.is_some() => {}
             }
         }
     }
@@ -529,7 +628,10 @@ impl<D: RunningData> Runner<D> {
 
     async fn reconcile(&mut self, session: &Arc<dyn Session>, node: Option<Node>) -> Next {
         let now = Instant::now();
+        // A bump counts only for the read that follows it.
+        let bumped = self.bumped.take();
         let Some(n) = node else {
+            self.bump_failures = 0;
             if self.active.is_some() {
                 tracing::warn!("our running node vanished");
                 self.exit(ExitReason::Deposed);
@@ -562,6 +664,7 @@ impl<D: RunningData> Runner<D> {
         let addr_me = parsed.as_ref().is_ok_and(|d| d.address() == self.me_address);
         self.handover_seen = !addr_me && is_released_marker(&n.data);
         if !addr_me {
+            self.bump_failures = 0;
             if self.active.is_some() {
                 tracing::warn!("another owner holds the running node; stopping");
                 self.exit(ExitReason::Deposed);
@@ -578,16 +681,29 @@ impl<D: RunningData> Runner<D> {
         if owned && !deactivated && !self.released {
             match &self.active {
                 Some(f) if f.version == n.version => {}
-                Some(_) => {
+                Some(f) => {
                     // Rewritten with our address and active: still ours, at a new version.
-                    let fence = Fence { path: self.path.clone(), version: n.version };
+                    let fence = Fence { version: n.version, ..f.clone() };
                     self.active = Some(fence.clone());
                     self.status.send_replace(RunningStatus::Active(fence));
                 }
-                None => {
-                    tracing::info!("the running node holds our address: it is ours");
-                    self.enter(Fence { path: self.path.clone(), version: n.version });
-                }
+                None => match bumped {
+                    // Bumped while the node was ours at this version, and it still is: serve.
+                    Some(b) if b.running == n.version => {
+                        tracing::info!(
+                            epoch = b.number,
+                            "the running node holds our address: it is ours"
+                        );
+                        let fence = Fence {
+                            path: self.path.clone(),
+                            version: n.version,
+                            epoch_path: self.epoch_path.clone(),
+                            epoch: b.epoch,
+                        };
+                        self.enter(fence, b.number);
+                    }
+                    _ => return self.bump(session, n.version).await,
+                },
             }
             return Next::Wait;
         }
@@ -617,6 +733,55 @@ impl<D: RunningData> Runner<D> {
         }
     }
 
+    /// Moves the epoch forward while our node is at `running`, before we serve. On success the
+    /// node is re-read (`Again`) and we enter if it is still ours at that version; on failure
+    /// we retry after [`RETRY`] without serving, and give the node up after
+    /// [`MAX_BUMP_FAILURES`] failures in a row.
+    async fn bump(&mut self, session: &Arc<dyn Session>, running: Version) -> Next {
+        let bump = tokio::time::timeout(
+            self.delay / 2,
+            bump_epoch(session, &self.path, running, &self.epoch_path),
+        );
+        let failure = match guard(session, bump).await {
+            None => return Next::Again,
+            Some(Ok(Ok((epoch, number)))) => {
+                tracing::debug!(epoch = number, "bumped the epoch; confirming");
+                self.bumped = Some(Bumped { running, epoch, number });
+                self.bump_failures = 0;
+                return Next::Again;
+            }
+            Some(Ok(Err(e))) if e.is_session_lost() => return Next::Again,
+            Some(Ok(Err(e))) => e.to_string(),
+            Some(Err(_)) => format!("timed out after {:?}", self.delay / 2),
+        };
+        self.bump_failures += 1;
+        tracing::warn!(
+            error = %failure,
+            failures = self.bump_failures,
+            "bumping the epoch failed; not serving"
+        );
+        if self.bump_failures < MAX_BUMP_FAILURES {
+            self.recheck_at = Some(Instant::now() + RETRY);
+            return Next::Wait;
+        }
+        tracing::warn!(
+            failures = self.bump_failures,
+            "cannot bump the epoch; releasing the running node so that a standby can try"
+        );
+        self.bump_failures = 0;
+        self.released = true;
+        let version = self.announce_release(session, running).await;
+        match guard(session, session.delete(&self.path, Some(version))).await {
+            Some(Err(e)) => {
+                // Re-read: `reconcile` deletes a node of ours that we released.
+                tracing::warn!(error = %e, "releasing the running node failed");
+                self.recheck_at = Some(Instant::now() + RETRY);
+                Next::Wait
+            }
+            _ => Next::Again,
+        }
+    }
+
     async fn rewrite(
         &mut self,
         session: &Arc<dyn Session>,
@@ -633,7 +798,7 @@ impl<D: RunningData> Runner<D> {
             Some(Ok(v)) => {
                 self.me_bytes = data;
                 self.me_address = address;
-                let fence = Fence { path: self.path.clone(), version: v };
+                let fence = Fence { version: v, ..f };
                 self.active = Some(fence.clone());
                 self.status.send_replace(RunningStatus::Active(fence.clone()));
                 Ok(Some(fence))
@@ -702,8 +867,8 @@ impl<D: RunningData> Runner<D> {
         self.status.send_replace(RunningStatus::Stopped);
     }
 
-    fn enter(&mut self, fence: Fence) {
-        tracing::info!(version = fence.version.0, "active: serving");
+    fn enter(&mut self, fence: Fence, epoch: u64) {
+        tracing::info!(version = fence.version.0, epoch, "active: serving");
         self.active = Some(fence.clone());
         self.at_once_until = None;
         self.lost_ownership = false;

@@ -39,14 +39,35 @@ pub struct Node {
     pub ephemeral_owner: Option<SessionId>,
 }
 
-/// Proof of ownership carried by a fenced write: the running node at the version its owner
-/// created or last wrote. A write fenced by it is refused once the node is gone or rewritten.
+/// Proof of ownership carried by a fenced write or delete: the running node at the version its
+/// owner confirmed, and the destination's epoch node at the version the owner's activation
+/// wrote. A fenced operation is refused once either has moved: the running node is gone or
+/// rewritten, or a later activation bumped the epoch.
+///
+/// The epoch is what tells owners apart on every backend: ZooKeeper numbers a node's versions
+/// from 0 again when it is re-created, so the running node alone cannot tell a deposed owner's
+/// node from its successor's; the epoch node is persistent and every activation moves it
+/// forward (see [`crate::running`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Fence {
     /// Path of the node that must still be held (a `running` node).
     pub path: String,
     /// Version the node must still have.
     pub version: Version,
+    /// Path of the persistent epoch node bumped by this activation
+    /// ([`crate::path::running_epoch`] of `path`).
+    pub epoch_path: String,
+    /// Version the epoch node must still have: the one this activation's bump wrote. Versions
+    /// of one epoch node only grow (it is never deleted), so a larger one is a later activation.
+    pub epoch: Version,
+}
+
+impl Fence {
+    /// Whether this fence belongs to an earlier activation of the same running node than
+    /// `other`.
+    pub fn is_older_than(&self, other: &Fence) -> bool {
+        self.epoch_path == other.epoch_path && self.epoch < other.epoch
+    }
 }
 
 /// State of a session as its owner sees it.
@@ -194,16 +215,24 @@ pub trait Session: Send + Sync + fmt::Debug + 'static {
     async fn put(&self, path: &str, data: &[u8], expected: Option<Version>) -> Result<Version>;
 
     /// Writes a persistent node (creating it and its parents if missing) only while `fence`
-    /// holds, atomically with the check.
-    ///
-    /// ZooKeeper checks the fence node's data version inside a multi-op; a node deleted and
-    /// re-created by another owner starts again at version 0, so there the fence relies on the
-    /// takeover delay (standbys wait before re-creating) to tell owners apart. etcd and the local
-    /// backend compare store-wide revisions, which never repeat.
+    /// holds: the running node and the epoch node are both still at the fence's versions,
+    /// checked atomically with the write (ZooKeeper: one multi-op with two version checks;
+    /// etcd: one txn comparing both mod revisions; local: under the store's lock). A deposed
+    /// owner's write is therefore refused on every backend, whatever the new owner's running
+    /// node version is, because the new owner bumped the epoch before it served.
     ///
     /// # Errors
     /// [`CoordError::Fenced`] when the fence no longer holds; session errors.
     async fn put_fenced(&self, path: &str, data: &[u8], fence: &Fence) -> Result<Version>;
+
+    /// Deletes a node only while `fence` holds, atomically with the same two checks as
+    /// [`Session::put_fenced`].
+    ///
+    /// # Errors
+    /// [`CoordError::Fenced`] when the fence no longer holds (checked first);
+    /// [`CoordError::NoNode`] when the fence holds and the node is absent;
+    /// [`CoordError::NotEmpty`] (ZooKeeper, local) when it has children; session errors.
+    async fn delete_fenced(&self, path: &str, fence: &Fence) -> Result<()>;
 
     /// Deletes a node, if `expected` is given only at that version.
     ///

@@ -58,9 +58,6 @@ pub trait Harness: Send + Sync + 'static {
     }
     /// After a crash, the ephemeral must stay at least `.0` and be gone by `.1`.
     fn expiry_bounds(&self) -> (Duration, Duration);
-    /// Whether a fence refuses writes after its node was deleted and re-created by another
-    /// session (store-wide revisions: local, etcd; not ZooKeeper's per-node versions).
-    fn fence_survives_recreate(&self) -> bool;
     /// A session that [`Harness::crash`] can kill without closing.
     async fn open_crashable(&self) -> Arc<dyn Session>;
     /// Kills the session's owner without closing it (heartbeats stop).
@@ -123,9 +120,6 @@ impl Harness for LocalHarness {
     fn expiry_bounds(&self) -> (Duration, Duration) {
         (Self::SESSION_TIMEOUT, Self::SESSION_TIMEOUT)
     }
-    fn fence_survives_recreate(&self) -> bool {
-        true
-    }
     async fn open_crashable(&self) -> Arc<dyn Session> {
         self.backend.session()
     }
@@ -163,9 +157,6 @@ impl Harness for ZkHarness {
         // The last ping may have been sent up to a third of the timeout before the crash; the
         // server rounds expiry up to its tick.
         (self.timeout / 2, self.timeout + Duration::from_millis(1500))
-    }
-    fn fence_survives_recreate(&self) -> bool {
-        false
     }
     async fn open_crashable(&self) -> Arc<dyn Session> {
         self.backend.open_detached_session().await.expect("zookeeper session")
@@ -206,9 +197,6 @@ impl Harness for EtcdHarness {
     fn expiry_bounds(&self) -> (Duration, Duration) {
         // Renewals happen every ttl/3; etcd checks lease expiry every 500 ms.
         (self.ttl / 2, self.ttl + Duration::from_millis(1500))
-    }
-    fn fence_survives_recreate(&self) -> bool {
-        true
     }
     async fn open_crashable(&self) -> Arc<dyn Session> {
         self.backend.open_session().await.expect("etcd session")
@@ -686,41 +674,63 @@ pub async fn indeterminate_create(h: &impl Harness) {
     }
 }
 
+/// Takes the running node as a monitor does: creates it, bumps the epoch, returns the fence.
+async fn take_running(s: &Arc<dyn Session>, running: &str, data: &[u8]) -> Fence {
+    let version = s.create_ephemeral(running, data).await.unwrap();
+    let epoch_path = crate::path::running_epoch(running);
+    let (epoch, _) =
+        crate::running::bump_epoch(s, running, version, &epoch_path).await.expect("bump epoch");
+    Fence { path: running.to_owned(), version, epoch_path, epoch }
+}
+
 /// Cursor writes by a server that lost the running node are refused, not applied; cursors
-/// never move backwards.
+/// never move backwards. On ZooKeeper a re-created running node starts again at version 0, so
+/// the epoch is what refuses the old owner there.
 pub async fn fenced_cursor_writes(h: &impl Harness) {
     let root = h.root("fenced");
     let running = format!("{root}/running");
     let cursor = format!("{root}/1001/cursor");
     let a = open(h).await;
     let op = open(h).await;
-    let va = a.create_ephemeral(&running, SERVER_A).await.unwrap();
-    let fa = Fence { path: running.clone(), version: va };
+    let fa = take_running(&a, &running, SERVER_A).await;
     a.put_fenced(&cursor, b"1", &fa).await.unwrap();
     a.put_fenced(&cursor, b"2", &fa).await.unwrap();
     assert_eq!(op.get(&cursor).await.unwrap().unwrap().data, b"2");
     // An operator rewrites the running node: the old fence no longer holds.
     op.put(&running, br#"{"active":false,"address":"10.20.144.51:11111"}"#, None).await.unwrap();
     assert!(matches!(a.put_fenced(&cursor, b"3", &fa).await, Err(CoordError::Fenced { .. })));
+    assert!(matches!(a.delete_fenced(&cursor, &fa).await, Err(CoordError::Fenced { .. })));
     assert_eq!(op.get(&cursor).await.unwrap().unwrap().data, b"2");
     // The owner's session expires and another server takes over.
     h.expire(&a).await;
     let b = open(h).await;
-    let vb = b.create_ephemeral(&running, b"{\"active\":true,\"address\":\"b:1\"}").await.unwrap();
+    let fb = take_running(&b, &running, b"{\"active\":true,\"address\":\"b:1\"}").await;
     let r = a.put_fenced(&cursor, b"4", &fa).await;
     assert!(matches!(r, Err(CoordError::Fenced { .. } | CoordError::SessionExpired)), "{r:?}");
+    // The old owner on a new session: the fence is what refuses it.
+    let a2 = open(h).await;
+    let r = a2.put_fenced(&cursor, b"4", &fa).await;
+    assert!(matches!(r, Err(CoordError::Fenced { .. })), "{r:?}");
     assert_eq!(op.get(&cursor).await.unwrap().unwrap().data, b"2");
-    b.put_fenced(&cursor, b"5", &Fence { path: running.clone(), version: vb }).await.unwrap();
-    if h.fence_survives_recreate() {
-        // Deleted and re-created by someone else while the old owner's session is alive.
-        b.delete(&running, None).await.unwrap();
-        let c = open(h).await;
-        c.create_ephemeral(&running, b"{\"active\":true,\"address\":\"c:1\"}").await.unwrap();
-        let r = b.put_fenced(&cursor, b"6", &Fence { path: running.clone(), version: vb }).await;
-        assert!(matches!(r, Err(CoordError::Fenced { .. })), "{r:?}");
-        c.close().await;
-    }
+    b.put_fenced(&cursor, b"5", &fb).await.unwrap();
+    // Deleted and re-created by someone else while the old owner's session is alive. ZooKeeper
+    // gives the new node the old one's version: only the epoch tells them apart.
+    b.delete(&running, None).await.unwrap();
+    let c = open(h).await;
+    let fc = take_running(&c, &running, b"{\"active\":true,\"address\":\"c:1\"}").await;
+    eprintln!("{}: running node versions {:?} then {:?}", h.name(), fb.version, fc.version);
+    let r = b.put_fenced(&cursor, b"6", &fb).await;
+    assert!(matches!(r, Err(CoordError::Fenced { .. })), "{r:?}");
+    let r = b.delete_fenced(&cursor, &fb).await;
+    assert!(matches!(r, Err(CoordError::Fenced { .. })), "{r:?}");
     assert_eq!(op.get(&cursor).await.unwrap().unwrap().data, b"5");
+    // The current owner deletes under its fence; a second delete finds nothing.
+    c.delete_fenced(&cursor, &fc).await.unwrap();
+    assert_eq!(op.get(&cursor).await.unwrap(), None);
+    assert!(matches!(c.delete_fenced(&cursor, &fc).await, Err(CoordError::NoNode { .. })));
+    c.put_fenced(&cursor, b"5", &fc).await.unwrap();
+    c.close().await;
+    a2.close().await;
     b.close().await;
 
     // Through the cursor store: ordering by the caller's comparison, fencing by the monitor.
@@ -767,6 +777,16 @@ pub enum Op {
     Delete,
     /// `get_and_watch`.
     GetAndWatch,
+    /// `get`.
+    Get,
+    /// `put` (compare-and-set or not).
+    Put,
+    /// `create_persistent`.
+    CreatePersistent,
+    /// `put_fenced` (cursor writes, and the epoch bump of an activation).
+    PutFenced,
+    /// `delete_fenced`.
+    DeleteFenced,
     /// Any operation.
     Any,
 }
@@ -928,8 +948,9 @@ impl FaultSession {
         f: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
         let name = match op {
-            Op::CreateEphemeral => "create",
-            Op::Delete => "delete",
+            Op::CreateEphemeral | Op::CreatePersistent => "create",
+            Op::Delete | Op::DeleteFenced => "delete",
+            Op::Put | Op::PutFenced => "put",
             _ => "op",
         };
         let timeout = || CoordError::Indeterminate {
@@ -979,22 +1000,25 @@ impl Session for FaultSession {
         self.run(Op::CreateEphemeral, path, true, self.inner.create_ephemeral(path, data)).await
     }
     async fn create_persistent(&self, path: &str, data: &[u8]) -> Result<Version> {
-        self.run(Op::Any, path, true, self.inner.create_persistent(path, data)).await
+        self.run(Op::CreatePersistent, path, true, self.inner.create_persistent(path, data)).await
     }
     async fn ensure_persistent(&self, path: &str) -> Result<()> {
         self.run(Op::Any, path, true, self.inner.ensure_persistent(path)).await
     }
     async fn get(&self, path: &str) -> Result<Option<Node>> {
-        self.run(Op::Any, path, false, self.inner.get(path)).await
+        self.run(Op::Get, path, false, self.inner.get(path)).await
     }
     async fn get_and_watch(&self, path: &str) -> Result<(Option<Node>, Watch)> {
         self.run(Op::GetAndWatch, path, false, self.inner.get_and_watch(path)).await
     }
     async fn put(&self, path: &str, data: &[u8], expected: Option<Version>) -> Result<Version> {
-        self.run(Op::Any, path, true, self.inner.put(path, data, expected)).await
+        self.run(Op::Put, path, true, self.inner.put(path, data, expected)).await
     }
     async fn put_fenced(&self, path: &str, data: &[u8], fence: &Fence) -> Result<Version> {
-        self.run(Op::Any, path, true, self.inner.put_fenced(path, data, fence)).await
+        self.run(Op::PutFenced, path, true, self.inner.put_fenced(path, data, fence)).await
+    }
+    async fn delete_fenced(&self, path: &str, fence: &Fence) -> Result<()> {
+        self.run(Op::DeleteFenced, path, true, self.inner.delete_fenced(path, fence)).await
     }
     async fn delete(&self, path: &str, expected: Option<Version>) -> Result<()> {
         self.run(Op::Delete, path, true, self.inner.delete(path, expected)).await

@@ -1,7 +1,8 @@
 //! etcd v3 backend over `etcd-client`: the same key strings as ZooKeeper paths (under an optional
 //! prefix); ephemerals are keys on the session's lease, kept alive by a task; create-if-absent is
 //! a txn on `create_revision == 0`; versions are mod revisions (store-wide, never repeated);
-//! fenced writes are txns comparing the fence key's mod revision.
+//! fenced writes and deletes are txns comparing the mod revisions of the fence's running key and
+//! epoch key.
 //!
 //! etcd has no parent nodes: creates do not write parent keys (only
 //! [`Session::ensure_persistent`] writes an empty key), and children are derived from the keys
@@ -209,6 +210,20 @@ impl EtcdSession {
         Ok(format!("{}{}", self.prefix, path))
     }
 
+    /// The compares of a fenced operation: the running node and the epoch node are both at the
+    /// fence's mod revisions (a missing key has mod revision 0, which no fence holds).
+    fn fence_cmps(&self, fence: &Fence) -> Result<[Compare; 2]> {
+        Ok([
+            Compare::mod_revision(self.key(&fence.path)?, CompareOp::Equal, fence.version.0),
+            Compare::mod_revision(self.key(&fence.epoch_path)?, CompareOp::Equal, fence.epoch.0),
+        ])
+    }
+
+    /// What a refused fenced operation reads, to name the fence node that moved.
+    fn fence_reads(&self, fence: &Fence) -> Result<[TxnOp; 1]> {
+        Ok([TxnOp::get(self.key(&fence.path)?, None)])
+    }
+
     fn child_prefix(&self, path: &str) -> Result<String> {
         let k = self.key(path)?;
         Ok(if path == "/" { k } else { format!("{k}/") })
@@ -371,15 +386,32 @@ impl Session for EtcdSession {
 
     async fn put_fenced(&self, path: &str, data: &[u8], fence: &Fence) -> Result<Version> {
         let key = self.key(path)?;
-        let fkey = self.key(&fence.path)?;
         let txn = Txn::new()
-            .when([Compare::mod_revision(fkey, CompareOp::Equal, fence.version.0)])
-            .and_then([TxnOp::put(key, data, None)]);
+            .when(self.fence_cmps(fence)?)
+            .and_then([TxnOp::put(key, data, None)])
+            .or_else(self.fence_reads(fence)?);
         let r = self.client.clone().txn(txn).await.map_err(|e| map_err(e, "put", path, true))?;
         if !r.succeeded() {
-            return Err(CoordError::Fenced { path: path.to_owned(), fence: fence.path.clone() });
+            return Err(fenced(&r, path, fence));
         }
         Ok(Version(r.header().map_or(0, |h| h.revision())))
+    }
+
+    async fn delete_fenced(&self, path: &str, fence: &Fence) -> Result<()> {
+        let key = self.key(path)?;
+        let txn = Txn::new()
+            .when(self.fence_cmps(fence)?)
+            .and_then([TxnOp::delete(key, None)])
+            .or_else(self.fence_reads(fence)?);
+        let r = self.client.clone().txn(txn).await.map_err(|e| map_err(e, "delete", path, true))?;
+        if !r.succeeded() {
+            return Err(fenced(&r, path, fence));
+        }
+        let deleted = r
+            .op_responses()
+            .iter()
+            .any(|op| matches!(op, TxnOpResponse::Delete(d) if d.deleted() > 0));
+        if deleted { Ok(()) } else { Err(CoordError::NoNode { path: path.to_owned() }) }
     }
 
     async fn delete(&self, path: &str, expected: Option<Version>) -> Result<()> {
@@ -471,6 +503,16 @@ fn expected_cmp(key: &str, expected: Option<Version>) -> Compare {
         Some(v) => Compare::mod_revision(key, CompareOp::Equal, v.0),
         None => Compare::create_revision(key, CompareOp::Greater, 0),
     }
+}
+
+/// The refusal of a fenced operation: names the running node if it moved, else the epoch node.
+fn fenced(r: &etcd::TxnResponse, path: &str, fence: &Fence) -> CoordError {
+    let running_held = r.op_responses().iter().any(|op| {
+        matches!(op, TxnOpResponse::Get(g)
+            if g.kvs().first().is_some_and(|kv| kv.mod_revision() == fence.version.0))
+    });
+    let node = if running_held { &fence.epoch_path } else { &fence.path };
+    CoordError::Fenced { path: path.to_owned(), fence: node.clone() }
 }
 
 fn missing_or_moved(r: &etcd::TxnResponse, path: &str) -> CoordError {

@@ -224,6 +224,17 @@ impl Tree {
         }
     }
 
+    /// Refuses a fenced operation on `path` unless the fence's running node and epoch node are
+    /// both at its versions (called under the lock, so the check and the operation are atomic).
+    fn check_fence(&self, path: &str, fence: &Fence) -> Result<()> {
+        for (node, version) in [(&fence.path, fence.version), (&fence.epoch_path, fence.epoch)] {
+            if self.nodes.get(node).is_none_or(|e| e.version != version.0) {
+                return Err(CoordError::Fenced { path: path.to_owned(), fence: node.clone() });
+            }
+        }
+        Ok(())
+    }
+
     fn bump(&mut self) -> i64 {
         self.revision += 1;
         self.revision
@@ -474,10 +485,7 @@ impl Session for LocalSession {
 
     async fn put_fenced(&self, path: &str, data: &[u8], fence: &Fence) -> Result<Version> {
         let mut t = self.locked(path)?;
-        let holds = t.nodes.get(&fence.path).is_some_and(|e| e.version == fence.version.0);
-        if !holds {
-            return Err(CoordError::Fenced { path: path.to_owned(), fence: fence.path.clone() });
-        }
+        t.check_fence(path, fence)?;
         let v = if t.nodes.contains_key(path) {
             t.set(path, data).0
         } else {
@@ -485,6 +493,21 @@ impl Session for LocalSession {
         };
         self.store.persist(&t)?;
         Ok(Version(v))
+    }
+
+    async fn delete_fenced(&self, path: &str, fence: &Fence) -> Result<()> {
+        let mut t = self.locked(path)?;
+        t.check_fence(path, fence)?;
+        if !t.nodes.contains_key(path) {
+            return Err(CoordError::NoNode { path: path.to_owned() });
+        }
+        if t.has_children(path) {
+            return Err(CoordError::NotEmpty { path: path.to_owned() });
+        }
+        if t.remove(path) {
+            self.store.persist(&t)?;
+        }
+        Ok(())
     }
 
     async fn delete(&self, path: &str, expected: Option<Version>) -> Result<()> {

@@ -1,5 +1,6 @@
 //! ZooKeeper backend over `zookeeper-client` (Java Canal's own service): nodes, ephemerals and
-//! watches map one to one; fenced writes are multi-ops with a version check on the fence node.
+//! watches map one to one; fenced writes and deletes are multi-ops with version checks on the
+//! fence's running node and epoch node.
 //!
 //! The client has no `close()`: the session closes when the last clone of the client drops, so
 //! the session keeps the only long-lived clone and drops it on [`Session::close`]. Expired and
@@ -360,21 +361,21 @@ impl Session for ZkSession {
 
     async fn put_fenced(&self, path: &str, data: &[u8], fence: &Fence) -> Result<Version> {
         let c = self.client(path)?;
-        let fenced = || CoordError::Fenced { path: path.to_owned(), fence: fence.path.clone() };
         let arg = |e: zk::Error| map_err(e, "put", path, true);
         for _ in 0..3 {
-            let mut m = c.new_multi_writer();
-            m.add_check_version(&fence.path, fence.version.0 as i32).map_err(arg)?;
+            let mut m = fenced_multi(&c, fence).map_err(arg)?;
             m.add_set_data(path, data, None).map_err(arg)?;
             match m.commit().await {
                 Ok(r) => {
-                    let v = match r.get(1) {
+                    let v = match r.get(FENCE_CHECKS) {
                         Some(zk::MultiWriteResult::SetData { stat }) => stat.version as i64,
                         _ => 0,
                     };
                     return Ok(Version(v));
                 }
-                Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => return Err(fenced()),
+                Err(zk::MultiWriteError::OperationFailed { index, .. }) if index < FENCE_CHECKS => {
+                    return Err(fenced(path, fence, index));
+                }
                 Err(zk::MultiWriteError::OperationFailed { source: zk::Error::NoNode, .. }) => {}
                 Err(zk::MultiWriteError::OperationFailed { source, .. }) => {
                     return Err(arg(source));
@@ -383,14 +384,15 @@ impl Session for ZkSession {
             }
             // The node is missing: create it (parents first, outside the multi: harmless).
             self.mkparent(&c, path).await?;
-            let mut m = c.new_multi_writer();
-            m.add_check_version(&fence.path, fence.version.0 as i32).map_err(arg)?;
+            let mut m = fenced_multi(&c, fence).map_err(arg)?;
             m.add_create(path, data, &persistent()).map_err(arg)?;
             match m.commit().await {
                 // ZOOKEEPER-4026: the stat of a create inside a multi may be invalid; a new node
                 // is at version 0.
                 Ok(_) => return Ok(Version(0)),
-                Err(zk::MultiWriteError::OperationFailed { index: 0, .. }) => return Err(fenced()),
+                Err(zk::MultiWriteError::OperationFailed { index, .. }) if index < FENCE_CHECKS => {
+                    return Err(fenced(path, fence, index));
+                }
                 Err(zk::MultiWriteError::OperationFailed {
                     source: zk::Error::NodeExists, ..
                 }) => {}
@@ -403,6 +405,21 @@ impl Session for ZkSession {
         Err(CoordError::Backend {
             reason: format!("put '{path}': node kept appearing and vanishing"),
         })
+    }
+
+    async fn delete_fenced(&self, path: &str, fence: &Fence) -> Result<()> {
+        let c = self.client(path)?;
+        let arg = |e: zk::Error| map_err(e, "delete", path, true);
+        let mut m = fenced_multi(&c, fence).map_err(arg)?;
+        m.add_delete(path, None).map_err(arg)?;
+        match m.commit().await {
+            Ok(_) => Ok(()),
+            Err(zk::MultiWriteError::OperationFailed { index, .. }) if index < FENCE_CHECKS => {
+                Err(fenced(path, fence, index))
+            }
+            Err(zk::MultiWriteError::OperationFailed { source, .. }) => Err(arg(source)),
+            Err(zk::MultiWriteError::RequestFailed { source }) => Err(arg(source)),
+        }
     }
 
     async fn delete(&self, path: &str, expected: Option<Version>) -> Result<()> {
@@ -461,6 +478,34 @@ impl Drop for ZkSession {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Number of operations [`fenced_multi`] puts before the guarded one.
+const FENCE_CHECKS: usize = 2;
+
+/// A multi-op that first checks both nodes of `fence` (running node, then epoch node) at their
+/// versions; the caller adds the guarded operation. A check fails if the node is gone or at
+/// another version, and then nothing of the multi-op is applied.
+fn fenced_multi<'a>(
+    c: &'a zk::Client,
+    fence: &Fence,
+) -> std::result::Result<zk::MultiWriter<'a>, zk::Error> {
+    let mut m = c.new_multi_writer();
+    m.add_check_version(&fence.path, zk_version(fence.version))?;
+    m.add_check_version(&fence.epoch_path, zk_version(fence.epoch))?;
+    Ok(m)
+}
+
+/// A version we handed out (ZooKeeper's `i32` data version) back in ZooKeeper's type; a value
+/// that does not fit can only come from another backend and never matches (-2 is no version).
+fn zk_version(v: Version) -> i32 {
+    i32::try_from(v.0).unwrap_or(-2)
+}
+
+/// The refusal of a fenced operation whose check number `index` failed.
+fn fenced(path: &str, fence: &Fence, index: usize) -> CoordError {
+    let node = if index == 0 { &fence.path } else { &fence.epoch_path };
+    CoordError::Fenced { path: path.to_owned(), fence: node.clone() }
 }
 
 fn node(data: Vec<u8>, stat: &zk::Stat) -> Node {

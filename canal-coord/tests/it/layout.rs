@@ -89,6 +89,9 @@ async fn write_layout(backend: Arc<dyn Backend>) -> (Written, impl Sized) {
             br#"{"active":true,"address":"10.12.48.171:50544","clientId":1001}"#.to_vec(),
             true,
         ),
+        // Our epoch nodes (not Java's; Java ignores them): one activation each.
+        (canal_coord::path::server_running_epoch(&dest), b"1".to_vec(), false),
+        (canal_coord::path::client_running_epoch(&dest, 1001), b"1".to_vec(), false),
         (canal_coord::path::client_cursor(&dest, 1001), CURSOR.as_bytes().to_vec(), false),
         (canal_coord::path::client_filter(&dest, 1001), b".*\\..*".to_vec(), false),
         (canal_coord::path::server_cluster_node(&server), Vec::new(), true),
@@ -173,7 +176,8 @@ async fn zookeeper_nodes_read_by_kazoo_match_canal() {
         same_json(p, &bytes, want);
         assert_eq!(got[p]["ephemeral"].as_bool().unwrap(), *eph, "{p}: ephemeral flag");
     }
-    assert_eq!(got["children"], serde_json::json!(["1001", "cluster", "running"]));
+    // Java takes only numeric children for clients, so `running-epoch` is invisible to it.
+    assert_eq!(got["children"], serde_json::json!(["1001", "cluster", "running", "running-epoch"]));
     let _ = w.server;
     drop(guard);
 }

@@ -25,7 +25,9 @@ async fn cursors_survive_restart_and_ephemerals_do_not() {
             .create_ephemeral(&running, br#"{"active":true,"address":"10.20.144.51:11111"}"#)
             .await
             .unwrap();
-        let fence = canal_coord::Fence { path: running.clone(), version: v };
+        let epoch_path = canal_coord::path::server_running_epoch("example");
+        let epoch = s.create_persistent(&epoch_path, b"1").await.unwrap();
+        let fence = canal_coord::Fence { path: running.clone(), version: v, epoch_path, epoch };
         s.put_fenced(&cursor, br#"{"postion":1}"#, &fence).await.unwrap();
         s.create_persistent("/bin", &[0, 159, 146, 150]).await.unwrap();
         // The process stops without closing anything.
@@ -38,6 +40,8 @@ async fn cursors_survive_restart_and_ephemerals_do_not() {
     assert_eq!(s.get(&cursor).await.unwrap().unwrap().data, br#"{"postion":1}"#);
     assert_eq!(s.get("/bin").await.unwrap().unwrap().data, [0, 159, 146, 150]);
     assert_eq!(s.get(&running).await.unwrap(), None, "ephemerals do not survive a restart");
+    let epoch = canal_coord::path::server_running_epoch("example");
+    assert_eq!(s.get(&epoch).await.unwrap().unwrap().data, b"1", "the epoch survives a restart");
     // Versions keep growing across restarts (a fence from before never matches again).
     let v = s.create_persistent("/after", b"").await.unwrap();
     assert!(v.0 > 3, "{v:?}");
