@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{Instrument, info, warn};
 
 use crate::binlog::entry::{BuiltEntry, ConvertError, ConvertOptions, Converter};
-use crate::binlog::pipeline::{TransactionBuffer, convert_with_source};
+use crate::binlog::pipeline::{PipelineError, TransactionBuffer, convert_with_source};
 use crate::binlog::replica::{
     Backoff, DumpOptions, DumpStart, MariadbGtidList, MetaConnection, ReplicaConfig,
     ReplicaConnection, ReplicaError, event_type,
@@ -121,6 +121,8 @@ pub struct InstanceStatus {
     pub entries: u64,
     /// Connection id of the current dump (what `KILL` takes).
     pub dump_connection_id: Option<u32>,
+    /// Connection id of the current meta connection (table definitions, positions).
+    pub meta_connection_id: Option<u32>,
 }
 
 /// Why the instance stopped for good.
@@ -136,6 +138,15 @@ pub enum InstanceError {
     /// The schema history could not be read or written.
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// The source could not describe a table its rows need.
+    #[error("cannot read the definition of {table} from the source: {source}")]
+    TableFetch {
+        /// The table.
+        table: crate::schema::TableName,
+        /// What the meta connection said.
+        #[source]
+        source: ReplicaError,
+    },
     /// A configured start GTID is malformed.
     #[error("invalid start GTID {0:?}")]
     BadGtid(String),
@@ -147,9 +158,22 @@ pub enum InstanceError {
 impl InstanceError {
     fn is_transient(&self) -> bool {
         match self {
-            InstanceError::Source(e) => e.is_transient(),
+            InstanceError::Source(e) | InstanceError::TableFetch { source: e, .. } => {
+                e.is_transient()
+            }
             InstanceError::Convert(ConvertError::History(_)) => false,
             _ => false,
+        }
+    }
+}
+
+impl From<PipelineError> for InstanceError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Convert(e) => InstanceError::Convert(e),
+            PipelineError::TableFetch { table, source } => {
+                InstanceError::TableFetch { table, source }
+            }
         }
     }
 }
@@ -195,6 +219,7 @@ impl Instance {
             rows: 0,
             entries: 0,
             dump_connection_id: None,
+            meta_connection_id: None,
         };
         let (status_tx, status) = watch::channel(initial);
         let (stop, stop_rx) = watch::channel(false);
@@ -297,6 +322,7 @@ impl Runner {
         self.status.send_modify(|s| {
             s.state = InstanceState::Failed { error };
             s.dump_connection_id = None;
+            s.meta_connection_id = None;
         });
     }
 
@@ -325,6 +351,7 @@ impl Runner {
                             attempt: backoff.attempts(),
                         };
                         s.dump_connection_id = None;
+                        s.meta_connection_id = None;
                     });
                     let mut stop = self.stop.clone();
                     tokio::select! {
@@ -338,6 +365,7 @@ impl Runner {
         self.status.send_modify(|s| {
             s.state = InstanceState::Stopped;
             s.dump_connection_id = None;
+            s.meta_connection_id = None;
         });
     }
 
@@ -441,6 +469,7 @@ impl Runner {
         self.status.send_modify(|s| {
             s.state = InstanceState::Running;
             s.dump_connection_id = Some(conn_id);
+            s.meta_connection_id = Some(meta.connection_id());
         });
         // A flush is at most an eighth of the store's budget: a full store takes the next flush
         // as soon as an eighth of it is acked, and one transaction's flush never needs all of it.
@@ -477,10 +506,14 @@ impl Runner {
             }
             entries.clear();
             if let Err(e) =
-                convert_with_source(&mut converter, Some(meta.conn()), &raw.bytes, &mut entries)
-                    .await
+                convert_with_source(&mut converter, Some(&mut meta), &raw.bytes, &mut entries).await
             {
                 break Err(e.into());
+            }
+            // A table fetch may have replaced a killed or broken meta connection.
+            let meta_id = meta.connection_id();
+            if self.status.borrow().meta_connection_id != Some(meta_id) {
+                self.status.send_modify(|s| s.meta_connection_id = Some(meta_id));
             }
             let ts = i64::from(raw.header.timestamp) * 1000;
             if ts > 0 {

@@ -7,80 +7,86 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mysql_async::Conn;
-use mysql_async::prelude::Queryable;
-
 use super::decode::{BinlogReader, DecodeError};
 use super::entry::{BuiltEntry, ConvertError, Converter};
+use super::replica::{MetaConnection, ReplicaError};
 use crate::position::compare_journal;
 use crate::schema::{SnapshotTable, TableName};
 use crate::store::EntryKind;
 
-/// `SHOW CREATE TABLE` of one table; `Ok(None)` when the table does not exist (any more).
-///
-/// # Errors
-/// Other server errors (connection lost, no privilege).
-///
-/// # Cancel safety
-/// Not cancel safe: mysql_async may leave the connection in the middle of a result.
-pub async fn show_create_table(
-    conn: &mut Conn,
-    table: &TableName,
-) -> Result<Option<String>, mysql_async::Error> {
-    let sql = format!(
-        "SHOW CREATE TABLE `{}`.`{}`",
-        table.schema.replace('`', "``"),
-        table.table.replace('`', "``")
-    );
-    match conn.query_first::<(String, String), _>(sql).await {
-        Ok(row) => Ok(row.map(|(_, ddl)| ddl)),
-        // ER_NO_SUCH_TABLE, ER_BAD_DB_ERROR: the table is gone.
-        Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => Ok(None),
-        Err(e) => Err(e),
+/// Why [`convert_with_source`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The event could not be converted.
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    /// The source could not describe a table that rows need (after reconnecting and retrying
+    /// transient failures, see [`MetaConnection::show_create_table`]).
+    #[error("cannot read the definition of {table} from the source: {source}")]
+    TableFetch {
+        /// The table.
+        table: TableName,
+        /// What the meta connection said.
+        #[source]
+        source: ReplicaError,
+    },
+}
+
+impl PipelineError {
+    /// Whether reconnecting and resuming may help (a table fetch that failed transiently).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PipelineError::TableFetch { source, .. } if source.is_transient())
     }
 }
 
-/// Converts one event, answering [`ConvertError::NeedTable`] from the source over `conn`.
+/// Converts one event, answering [`ConvertError::NeedTable`] from the source over `meta`.
+///
+/// Only a table the source says does not exist (or whose `SHOW CREATE TABLE` text cannot be
+/// parsed) is marked unavailable, so that its rows use the binlog's own metadata; a table that
+/// exists is never decoded with positional `@N` names because a fetch failed.
 ///
 /// # Errors
-/// Conversion errors other than `NeedTable`; a failing `SHOW CREATE TABLE` marks the table
-/// unavailable (its binlog metadata is used) instead of failing.
+/// Conversion errors other than `NeedTable`; [`PipelineError::TableFetch`] when the meta
+/// connection failed for good (transient when it gave up on a transient error).
+///
+/// # Cancel safety
+/// Not cancel safe: a table fetch may be interrupted mid-result.
 pub async fn convert_with_source(
     converter: &mut Converter,
-    conn: Option<&mut Conn>,
+    meta: Option<&mut MetaConnection>,
     raw: &[u8],
     out: &mut Vec<BuiltEntry>,
-) -> Result<(), ConvertError> {
-    let mut conn = conn;
+) -> Result<(), PipelineError> {
+    let mut meta = meta;
     loop {
         match converter.convert(raw, out) {
             Err(ConvertError::NeedTable { table, position }) => {
-                let ddl = match conn.as_deref_mut() {
-                    Some(c) => match show_create_table(c, &table).await {
+                let ddl = match meta.as_deref_mut() {
+                    Some(m) => match m.show_create_table(&table.schema, &table.table).await {
                         Ok(d) => d,
-                        Err(e) => {
-                            tracing::warn!(
-                                "cannot read the definition of `{}`.`{}`: {e}",
-                                table.schema,
-                                table.table
-                            );
-                            None
-                        }
+                        Err(source) => return Err(PipelineError::TableFetch { table, source }),
                     },
                     None => None,
                 };
                 match (ddl, converter.history_mut()) {
                     (Some(ddl), Some(history)) => {
                         let snap = SnapshotTable { schema: table.schema.clone(), ddl: Some(ddl) };
-                        let failed = history.record_snapshot(&position, &[snap])?;
+                        let failed = history
+                            .record_snapshot(&position, &[snap])
+                            .map_err(ConvertError::from)?;
                         if !failed.is_empty() {
+                            tracing::warn!(
+                                "cannot parse the definition of {table}: {}; its rows use the binlog's metadata",
+                                failed[0].1
+                            );
                             converter.table_unavailable(table);
                         }
                     }
                     _ => converter.table_unavailable(table),
                 }
             }
-            other => return other,
+            other => return other.map_err(PipelineError::from),
         }
     }
 }

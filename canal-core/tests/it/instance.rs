@@ -459,3 +459,93 @@ async fn ddl_ending_with_commit_or_begin_reaches_the_history() {
     }
     inst.stop().await;
 }
+
+async fn wait_running(inst: &Instance) -> (u32, u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = inst.status();
+        if let (InstanceState::Running, Some(d), Some(m)) =
+            (&s.state, s.dump_connection_id, s.meta_connection_id)
+        {
+            return (d, m);
+        }
+        assert!(Instant::now() < deadline, "not running: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The meta connection KILLed right before a table fetch is needed: the fetch reconnects and
+/// retries, the rows keep their column names (never `@1`, `@2`), and the dump is not restarted.
+#[tokio::test]
+async fn killed_meta_connection_before_a_table_fetch_reconnects() {
+    let Some(mut c) = Ctx::new("metakill").await else { return };
+    c.exec("CREATE TABLE $db.t (id INT PRIMARY KEY, name VARCHAR(10))").await;
+    let (file, pos) = c.master_status().await;
+    let mut cfg = c.config();
+    cfg.start = StartConfig { journal: Some(file), position: Some(pos), ..StartConfig::default() };
+    let inst = Instance::start(cfg, None);
+    let (dump_id, meta_id) = wait_running(&inst).await;
+    c.exec(&format!("KILL CONNECTION {meta_id}")).await;
+    // The kill has landed once the server no longer lists the connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: Option<u64> = c
+            .admin
+            .query_first(format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = {meta_id}"
+            ))
+            .await
+            .unwrap();
+        if n == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "meta connection {meta_id} still listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The history has never seen `t` (created before the start): its first rows need a fetch.
+    c.exec("INSERT INTO $db.t VALUES (1, 'a')").await;
+    let mut seen = Seen::default();
+    drain(&inst, &mut seen, |s| !s.changes.is_empty()).await;
+    assert_eq!(seen.changes[0].after, row(&[("id", Some("1")), ("name", Some("a"))]));
+    assert_eq!(seen.changes[0].mysql_types["name"], "varchar(10)");
+    let s = inst.status();
+    assert_eq!(s.dump_connection_id, Some(dump_id), "the dump was not restarted: {s:?}");
+    assert!(
+        s.meta_connection_id.is_some_and(|m| m != meta_id),
+        "a new meta connection replaced the killed one: {s:?}"
+    );
+    inst.stop().await;
+}
+
+/// A table that exists but cannot be described (no privilege) is a definite error naming the
+/// table, not rows with positional names.
+#[tokio::test]
+async fn table_fetch_without_privilege_is_a_typed_error_naming_the_table() {
+    let Some(mut c) = Ctx::new("nopriv").await else { return };
+    c.exec("CREATE TABLE $db.t (id INT PRIMARY KEY)").await;
+    let user = format!("np{}", &c.db[c.db.len().saturating_sub(12)..]);
+    c.exec(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")).await;
+    c.exec(&format!("GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '{user}'@'%'")).await;
+    let (file, pos) = c.master_status().await;
+    let mut cfg = c.config();
+    let addr = c.url.rsplit('@').next().unwrap().to_owned();
+    cfg.source = ReplicaConfig::from_url(&format!("mysql://{user}:pw@{addr}"))
+        .unwrap()
+        .with_slave_id(c.slave_id);
+    cfg.start = StartConfig { journal: Some(file), position: Some(pos), ..StartConfig::default() };
+    let inst = Instance::start(cfg, None);
+    wait_running(&inst).await;
+    c.exec("INSERT INTO $db.t VALUES (1)").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        if let InstanceState::Failed { error } = inst.status().state {
+            break error;
+        }
+        assert!(Instant::now() < deadline, "{:?}", inst.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(error.contains(&format!("`{}`.`t`", c.db)), "{error}");
+    assert!(error.contains("1142"), "{error}");
+    inst.stop().await;
+    c.exec(&format!("DROP USER '{user}'@'%'")).await;
+}

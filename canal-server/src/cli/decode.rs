@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use canal_core::binlog::entry::{ConvertOptions, Converter};
 use canal_core::binlog::pipeline::{LocalBinlogSource, convert_with_source};
+use canal_core::binlog::replica::{MetaConnection, ReplicaConfig};
 use canal_core::flat::FlatMessage;
 use canal_core::protocol::entry::{
     Column, Entry, EntryType, Header, Pair, RowChange, TransactionBegin, TransactionEnd,
@@ -66,8 +67,8 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<()> {
     opts.decode.verify_checksum = !args.no_checksum;
     let mut conn = match &args.schema {
         Some(url) => {
-            let opts = mysql_async::Opts::from_url(url).context("invalid --schema URL")?;
-            Some(mysql_async::Conn::new(opts).await.context("cannot connect to --schema server")?)
+            let cfg = ReplicaConfig::from_url(url).context("invalid --schema URL")?;
+            Some(MetaConnection::open(&cfg).await.context("cannot connect to --schema server")?)
         }
         None => None,
     };

@@ -3,9 +3,12 @@
 //! checks, GTID positions, server id, binlog format checks — and the search by timestamp, which
 //! scans files newest→oldest with a non-blocking dump of its own.
 
+use std::time::Duration;
+
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 
+use super::backoff::Backoff;
 use super::client::{DumpOptions, DumpStart, ReplicaConfig, ReplicaConnection};
 use super::error::ReplicaError;
 use super::event::event_type;
@@ -63,6 +66,11 @@ pub struct TimestampPosition {
     pub kind: BoundaryKind,
 }
 
+/// Attempts of [`MetaConnection::show_create_table`] before a transient error is given up.
+pub const TABLE_FETCH_ATTEMPTS: u32 = 5;
+/// How long one `SHOW CREATE TABLE` may take before the connection is replaced.
+pub const TABLE_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A plain SQL connection to the server the replica dumps from.
 #[derive(Debug)]
 pub struct MetaConnection {
@@ -106,6 +114,87 @@ impl MetaConnection {
             conn,
             cfg: cfg.clone(),
         })
+    }
+
+    /// The server's id of this connection (what `KILL` takes).
+    pub fn connection_id(&self) -> u32 {
+        self.conn.id()
+    }
+
+    /// Replaces the connection by a new one (after it was killed, timed out or broke).
+    ///
+    /// # Errors
+    /// `Meta` when the server cannot be reached; the old connection is kept then.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the half-open new connection; the old one is kept.
+    pub async fn reconnect(&mut self) -> Result<(), ReplicaError> {
+        let conn =
+            Conn::new(self.cfg.meta_opts()).await.map_err(ReplicaError::meta("reconnect"))?;
+        // The old connection is broken or was killed: dropping it sends no goodbye that could
+        // wait on a dead socket.
+        drop(std::mem::replace(&mut self.conn, conn));
+        Ok(())
+    }
+
+    /// `SHOW CREATE TABLE` of one table: `Ok(None)` only when the server says the table or its
+    /// database does not exist (1146 `ER_NO_SUCH_TABLE`, 1049 `ER_BAD_DB_ERROR`).
+    ///
+    /// A transient failure (connection killed or lost, server restarting, no answer within
+    /// [`TABLE_FETCH_TIMEOUT`]) reconnects and tries again, [`TABLE_FETCH_ATTEMPTS`] times in all
+    /// with a backoff from 100 ms to 2 s; a table that exists is never given up on silently.
+    ///
+    /// # Errors
+    /// The first definite error (e.g. 1142, no privilege), or the last transient one after the
+    /// attempts ran out.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe (mysql_async may leave the connection mid-result).
+    pub async fn show_create_table(
+        &mut self,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<String>, ReplicaError> {
+        const OP: &str = "show create table";
+        let sql = format!(
+            "SHOW CREATE TABLE `{}`.`{}`",
+            schema.replace('`', "``"),
+            table.replace('`', "``")
+        );
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let query = self.conn.query_first::<Row, _>(sql.as_str());
+            let err = match tokio::time::timeout(TABLE_FETCH_TIMEOUT, query).await {
+                // A view answers with other columns; the caller's parser reports it.
+                Ok(Ok(row)) => return Ok(row.and_then(|r| text(&r, 1))),
+                Ok(Err(mysql_async::Error::Server(e))) if e.code == 1146 || e.code == 1049 => {
+                    return Ok(None);
+                }
+                Ok(Err(source)) => ReplicaError::Meta { op: OP, source },
+                Err(_) => ReplicaError::Timeout { op: OP, after: TABLE_FETCH_TIMEOUT },
+            };
+            if !err.is_transient() || attempt >= TABLE_FETCH_ATTEMPTS {
+                return Err(err);
+            }
+            let delay = backoff.next_delay();
+            tracing::warn!(
+                error = %err,
+                attempt,
+                ?delay,
+                "cannot read the definition of `{schema}`.`{table}`; reconnecting the meta connection"
+            );
+            tokio::time::sleep(delay).await;
+            // A failed reconnect counts as an attempt: the next round queries the old (broken)
+            // connection, fails fast and comes back here.
+            if let Err(e) = self.reconnect().await {
+                if !e.is_transient() {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "meta connection reconnect failed");
+            }
+        }
     }
 
     /// `true` for MariaDB.

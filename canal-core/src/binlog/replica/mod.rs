@@ -79,5 +79,5 @@ pub use event::{
 pub use gtid::{GtidSet, MariadbGtid, MariadbGtidList, ServerUuid};
 pub use meta::{
     BinlogFile, BoundaryKind, DEFAULT_ALLOWED_FORMATS, DEFAULT_ALLOWED_IMAGES, MasterStatus,
-    MetaConnection, TimestampPosition,
+    MetaConnection, TABLE_FETCH_ATTEMPTS, TABLE_FETCH_TIMEOUT, TimestampPosition,
 };
