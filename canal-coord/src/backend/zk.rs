@@ -67,18 +67,7 @@ impl ZkBackend {
             }
         };
         let (tx, _) = watch::channel(SessionState::Connected);
-        let mut sw = client.state_watcher();
-        let state = tx.clone();
-        // Follows the client's state; ends with a terminal state (or when the client is gone).
-        let task = tokio::spawn(async move {
-            loop {
-                let s = map_state(sw.changed().await);
-                state.send_replace(s);
-                if s.is_terminal() {
-                    return;
-                }
-            }
-        });
+        let task = tokio::spawn(follow_state(client.state_watcher(), tx.clone()));
         Ok(Arc::new(ZkSession {
             servers: self.servers.clone(),
             id: client.session_id().0,
@@ -98,6 +87,40 @@ impl Backend for ZkBackend {
 
     async fn open_session(&self) -> Result<Arc<dyn Session>> {
         Ok(self.connect(false).await?)
+    }
+}
+
+/// How often [`follow_state`] reads the client's session state.
+const STATE_POLL: Duration = Duration::from_millis(10);
+
+/// Follows the client's session state into ours; ends with a terminal state.
+///
+/// It reads the state (`peek_state`) every [`STATE_POLL`] instead of awaiting
+/// `StateWatcher::changed`: that future waits on asyncs-sync 0.4's `Notify`, whose `notify_all`
+/// leaves a dequeued waiter linked to a guard node on the notifying thread's stack. A waiter
+/// dropped while `notify_all` runs (our task aborted on close or crash, or dropped when the
+/// runtime shuts down, while the client publishes Closed) then unlinks itself through that guard
+/// and writes a stack address into another thread's stack: the SIGSEGV with the instruction
+/// pointer on the stack of issue 17 (docs/notes/sigsegv.md). Without a waiter, `notify_all`
+/// never builds the guard. The poll adds at most 10 ms to the client's own detection, which
+/// takes a tick of `session timeout / 20` or more.
+async fn follow_state(sw: zk::StateWatcher, state: watch::Sender<SessionState>) {
+    let mut tick = tokio::time::interval(STATE_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s = map_state(sw.peek_state());
+        // A terminal state set by the session itself (close, crash, expire) is never overwritten.
+        state.send_if_modified(|cur| {
+            let change = !cur.is_terminal() && *cur != s;
+            if change {
+                *cur = s;
+            }
+            change
+        });
+        if state.borrow().is_terminal() {
+            return;
+        }
     }
 }
 

@@ -9,3 +9,4 @@ mod layout;
 mod local_store;
 mod policy;
 mod services;
+mod zk_session;
