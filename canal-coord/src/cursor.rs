@@ -2,6 +2,12 @@
 //! `/otter/canal/destinations/{dest}/{clientId}/cursor`, flushed on every ack or periodically
 //! (Canal's default 1000 ms), never moving backwards, and written only under the writer's fence.
 //!
+//! Queued cursors belong to one activation of their destination: a cursor queued under a fence
+//! from an older epoch than the destination's latest activation (or from an activation that
+//! [`CursorStore::forget`] ended) is dropped, never written, and a late update under such a
+//! fence is refused. The backend refuses such writes too (the fence's epoch moved); this keeps
+//! them from being attempted at all and keeps their cursors out of the cache.
+//!
 //! This crate knows nothing of MySQL: the caller supplies the ordering of cursors
 //! ([`CursorOrder`], e.g. comparing `LogPosition`s).
 
@@ -66,6 +72,66 @@ pub enum CursorError {
 
 type Key = (String, i16);
 
+/// The latest activation of a destination seen by the store.
+#[derive(Debug)]
+struct Activation {
+    fence: Fence,
+    /// [`CursorStore::forget`] ended it: its fence writes nothing more.
+    ended: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: BTreeMap<Key, Slot>,
+    activations: BTreeMap<String, Activation>,
+}
+
+impl State {
+    /// Whether a write under `fence` belongs to an activation of `dest` that is over: an older
+    /// epoch than the latest one, or the latest one after `forget`.
+    fn is_stale(&self, dest: &str, fence: &Fence) -> bool {
+        self.activations.get(dest).is_some_and(|a| {
+            fence.is_older_than(&a.fence)
+                || (a.ended
+                    && fence.epoch_path == a.fence.epoch_path
+                    && fence.epoch == a.fence.epoch)
+        })
+    }
+
+    /// Records `fence` as the latest activation of `dest` if it is newer, dropping what older
+    /// activations queued or cached. Refuses a fence of an activation that is over.
+    fn admit(&mut self, dest: &str, path: &str, fence: &Fence) -> Result<(), CoordError> {
+        if self.is_stale(dest, fence) {
+            return Err(CoordError::Fenced {
+                path: path.to_owned(),
+                fence: fence.epoch_path.clone(),
+            });
+        }
+        let newer = self
+            .activations
+            .get(dest)
+            .is_none_or(|a| a.fence.epoch_path != fence.epoch_path || a.fence.epoch < fence.epoch);
+        if newer {
+            self.activations
+                .insert(dest.to_owned(), Activation { fence: fence.clone(), ended: false });
+            for ((d, client_id), slot) in self.slots.iter_mut() {
+                let stale = slot.pending.as_ref().is_some_and(|(_, f)| f != fence);
+                if d == dest && stale {
+                    tracing::warn!(
+                        destination = dest,
+                        client_id,
+                        "dropping a cursor queued by an earlier activation"
+                    );
+                    // Its cursor may be ahead of what is stored: re-read it.
+                    slot.pending = None;
+                    slot.latest = None;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     /// Latest cursor known (written or pending).
@@ -79,7 +145,7 @@ pub struct CursorStore {
     coord: Arc<Coordinator>,
     order: Box<dyn CursorOrder>,
     policy: FlushPolicy,
-    slots: Mutex<BTreeMap<Key, Slot>>,
+    state: Mutex<State>,
 }
 
 impl std::fmt::Debug for CursorStore {
@@ -99,12 +165,25 @@ impl CursorStore {
             coord,
             order: Box::new(order),
             policy,
-            slots: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(State::default()),
         })
     }
 
-    fn slots(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Slot>> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every change under the lock is a single map operation or a loop of independent
+        // ones, so a poisoned lock still guards consistent maps.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a new activation of `dest` (call on `ActiveEnter`, with its fence): cursors queued
+    /// or cached by earlier activations are dropped, and later updates under their fences are
+    /// refused. [`CursorStore::update`] does the same on the first update under a newer fence.
+    ///
+    /// # Errors
+    /// [`CoordError::Fenced`] when `fence` is older than an activation already seen, or is the
+    /// one [`CursorStore::forget`] ended.
+    pub fn activate(&self, dest: &str, fence: &Fence) -> Result<(), CursorError> {
+        self.state().admit(dest, &path::destination(dest), fence).map_err(CursorError::from)
     }
 
     /// The client's cursor: the latest accepted update, else the stored one, else `None`.
@@ -116,13 +195,13 @@ impl CursorStore {
     /// Cancel safe.
     pub async fn get(&self, dest: &str, client_id: i16) -> Result<Option<Vec<u8>>, CursorError> {
         let key = (dest.to_owned(), client_id);
-        if let Some(c) = self.slots().get(&key).and_then(|s| s.latest.clone()) {
+        if let Some(c) = self.state().slots.get(&key).and_then(|s| s.latest.clone()) {
             return Ok(Some(c));
         }
         let session = self.coord.session().await?;
         let stored = session.get(&path::client_cursor(dest, client_id)).await?.map(|n| n.data);
-        let mut slots = self.slots();
-        let slot = slots.entry(key).or_default();
+        let mut state = self.state();
+        let slot = state.slots.entry(key).or_default();
         if slot.latest.is_none() {
             slot.latest = stored.clone();
         }
@@ -133,8 +212,10 @@ impl CursorStore {
     /// this process owns). With [`FlushPolicy::EveryAck`] it is written before returning.
     ///
     /// # Errors
-    /// [`CursorError::Backwards`] when behind the latest cursor; with `EveryAck`, coordination
-    /// errors of the write ([`CoordError::Fenced`] when the fence no longer holds).
+    /// [`CursorError::Backwards`] when behind the latest cursor; [`CoordError::Fenced`] at once
+    /// when `fence` belongs to an activation that is over (see [`CursorStore::activate`]); with
+    /// `EveryAck`, coordination errors of the write ([`CoordError::Fenced`] when the fence no
+    /// longer holds).
     ///
     /// # Cancel safety
     /// Cancel safe: the update is recorded before any await; a cancelled write is retried by the
@@ -146,11 +227,16 @@ impl CursorStore {
         cursor: Vec<u8>,
         fence: &Fence,
     ) -> Result<(), CursorError> {
+        let cursor_path = path::client_cursor(dest, client_id);
+        // A new activation drops the old one's cached cursors before we load the stored one.
+        self.state().admit(dest, &cursor_path, fence)?;
         // Load the stored cursor first so that the first update is checked too.
         self.get(dest, client_id).await?;
         {
-            let mut slots = self.slots();
-            let slot = slots.entry((dest.to_owned(), client_id)).or_default();
+            let mut state = self.state();
+            // Re-checked: `forget` or a newer activation may have come while we read.
+            state.admit(dest, &cursor_path, fence)?;
+            let slot = state.slots.entry((dest.to_owned(), client_id)).or_default();
             if let Some(cur) = &slot.latest {
                 if self.order.compare(cur, &cursor) == Some(Ordering::Greater) {
                     return Err(CursorError::Backwards { destination: dest.to_owned(), client_id });
@@ -174,7 +260,8 @@ impl CursorStore {
     /// Cancel safe: unwritten cursors stay pending.
     pub async fn flush(&self) -> Result<(), CursorError> {
         let keys: Vec<Key> = self
-            .slots()
+            .state()
+            .slots
             .iter()
             .filter(|(_, s)| s.pending.is_some())
             .map(|(k, _)| k.clone())
@@ -190,13 +277,31 @@ impl CursorStore {
 
     async fn flush_one(&self, dest: &str, client_id: i16) -> Result<(), CursorError> {
         let key = (dest.to_owned(), client_id);
-        let Some((bytes, fence)) = self.slots().get(&key).and_then(|s| s.pending.clone()) else {
-            return Ok(());
+        let cursor_path = path::client_cursor(dest, client_id);
+        let (bytes, fence) = {
+            let mut state = self.state();
+            let Some((bytes, fence)) = state.slots.get(&key).and_then(|s| s.pending.clone()) else {
+                return Ok(());
+            };
+            if state.is_stale(dest, &fence) {
+                // Queued by an activation that is over: never written.
+                if let Some(slot) = state.slots.get_mut(&key) {
+                    slot.pending = None;
+                    slot.latest = None;
+                }
+                return Err(
+                    CoordError::Fenced { path: cursor_path, fence: fence.epoch_path }.into()
+                );
+            }
+            (bytes, fence)
         };
         let session = self.coord.session().await?;
-        let res = session.put_fenced(&path::client_cursor(dest, client_id), &bytes, &fence).await;
-        let mut slots = self.slots();
-        let slot = slots.entry(key).or_default();
+        let res = session.put_fenced(&cursor_path, &bytes, &fence).await;
+        let mut state = self.state();
+        // Forgotten meanwhile: nothing to update.
+        let Some(slot) = state.slots.get_mut(&key) else {
+            return res.map(|_| ()).map_err(Into::into);
+        };
         let still_same = slot.pending.as_ref().is_some_and(|(b, f)| *b == bytes && *f == fence);
         match res {
             Ok(_) => {
@@ -222,9 +327,20 @@ impl CursorStore {
         }
     }
 
-    /// Forgets cached cursors (e.g. after losing ownership) so the next `get` re-reads them.
+    /// Ends the destination's current activation (call on `ActiveExit`): its cached cursors
+    /// and queued writes are dropped (never written; the next `get` re-reads the stored ones),
+    /// and later updates under its fence are refused.
     pub fn forget(&self, dest: &str) {
-        self.slots().retain(|(d, _), _| d != dest);
+        let mut state = self.state();
+        state.slots.retain(|(d, _), s| {
+            if d == dest && s.pending.is_some() {
+                tracing::info!(destination = dest, "dropping a queued cursor: activation over");
+            }
+            d != dest
+        });
+        if let Some(a) = state.activations.get_mut(dest) {
+            a.ended = true;
+        }
     }
 
     /// With [`FlushPolicy::Periodic`], spawns the task that flushes every period (errors are

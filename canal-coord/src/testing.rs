@@ -765,6 +765,240 @@ pub async fn fenced_cursor_writes(h: &impl Harness) {
     op.close().await;
 }
 
+/// How the owner loses the destination in [`stale_owner_refused`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deposal {
+    /// An operator writes `active:false` into its running node.
+    ActiveFalse,
+    /// It releases the node (SIGTERM, admin release).
+    Release,
+    /// Its session expires (its process is paused, so it does not rejoin).
+    Expiry,
+}
+
+/// A deposed owner can neither move nor delete a cursor once a standby has taken over: its
+/// fenced write and delete, sent on its coordinator's session (a new one after an expiry), are
+/// refused, and the new owner's succeed. On ZooKeeper the new owner's running node has the same
+/// version as the old one's (both re-created at 0), so there the epoch is what refuses.
+async fn stale_owner_refused(h: &impl Harness, how: Deposal) {
+    let root = h.root(&format!("stale_owner_{how:?}"));
+    let running = format!("{root}/running");
+    let cursor = format!("{root}/1001/cursor");
+    let (ca, ma, mut ra) = monitor(h, &running, "10.0.0.1:11111");
+    let fa = expect_enter(&mut ra).await;
+    ca.session().await.unwrap().put_fenced(&cursor, b"1", &fa).await.unwrap();
+    let (cb, mb, mut rb) = monitor(h, &running, "10.0.0.2:11111");
+    quiet(&mut rb, h.delay() / 5).await;
+    let op = open(h).await;
+    let mut ma = Some(ma);
+    match how {
+        Deposal::ActiveFalse => {
+            op.put(&running, br#"{"active":false,"address":"10.0.0.1:11111"}"#, None)
+                .await
+                .unwrap();
+            assert_eq!(expect_exit(&mut ra).await, ExitReason::Deactivated);
+        }
+        Deposal::Release => {
+            ma.as_ref().expect("monitor").release().await;
+            assert_eq!(expect_exit(&mut ra).await, ExitReason::Released);
+        }
+        Deposal::Expiry => {
+            // The process stalls (its monitor does nothing more) and its session expires.
+            drop(ma.take());
+            let old = ca.session().await.unwrap();
+            h.expire(&old).await;
+        }
+    }
+    let fb = expect_enter(&mut rb).await;
+    let stale = ca.session().await.unwrap();
+    let refused_by = |r: Result<()>| match r {
+        Err(CoordError::Fenced { fence, .. }) => fence,
+        other => panic!("{} {how:?}: stale owner's operation not refused: {other:?}", h.name()),
+    };
+    let w = refused_by(stale.put_fenced(&cursor, b"2", &fa).await.map(|_| ()));
+    let d = refused_by(stale.delete_fenced(&cursor, &fa).await);
+    eprintln!(
+        "{} {how:?}: running node versions {:?} (old) {:?} (new); refused by {w} / {d}",
+        h.name(),
+        fa.version,
+        fb.version
+    );
+    if fa.version == fb.version {
+        // The running node cannot tell them apart: the epoch did.
+        assert_eq!(w, fa.epoch_path);
+        assert_eq!(d, fa.epoch_path);
+    }
+    assert_eq!(op.get(&cursor).await.unwrap().unwrap().data, b"1");
+    let owner = cb.session().await.unwrap();
+    owner.put_fenced(&cursor, b"3", &fb).await.unwrap();
+    assert_eq!(op.get(&cursor).await.unwrap().unwrap().data, b"3");
+    owner.delete_fenced(&cursor, &fb).await.unwrap();
+    assert_eq!(op.get(&cursor).await.unwrap(), None);
+    if let Some(ma) = ma {
+        ma.stop().await;
+    }
+    mb.stop().await;
+    ca.close().await;
+    op.close().await;
+}
+
+/// A stale owner writing or deleting a cursor after an operator's `active:false` is refused.
+pub async fn stale_owner_refused_after_active_false(h: &impl Harness) {
+    stale_owner_refused(h, Deposal::ActiveFalse).await;
+}
+
+/// A stale owner writing or deleting a cursor after it released the node is refused.
+pub async fn stale_owner_refused_after_release(h: &impl Harness) {
+    stale_owner_refused(h, Deposal::Release).await;
+}
+
+/// A stale owner writing or deleting a cursor after its session expired (and a standby took
+/// over) is refused, on its new session.
+pub async fn stale_owner_refused_after_expiry(h: &impl Harness) {
+    stale_owner_refused(h, Deposal::Expiry).await;
+}
+
+/// Waits until `path` exists (bounded by 10 s).
+async fn wait_exists(s: &Arc<dyn Session>, path: &str) {
+    within(Duration::from_secs(10), "the node to appear", async {
+        while s.get(path).await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// An owner that cannot bump the epoch never serves. An error, a bump applied but unanswered,
+/// and one slower than `delay / 2` are each retried after a pause, without `ActiveEnter`, while
+/// a standby waits; the owner enters with the epoch its last bump wrote. After
+/// [`crate::running::MAX_BUMP_FAILURES`] failures in a row it releases the node and the standby
+/// serves; never two active.
+pub async fn epoch_bump_failure_blocks_enter(h: &impl Harness) {
+    let p = format!("{}/running", h.root("bump_failure"));
+    let epoch_path = crate::path::running_epoch(&p);
+    let obs = open(h).await;
+    let faults = [
+        (Op::PutFenced, Fault::Unavailable),
+        (Op::PutFenced, Fault::AppliedButTimeout),
+        (Op::PutFenced, Fault::Delay(h.delay())),
+    ];
+    let ca = Coordinator::new(Arc::new(FaultBackend::scripted(h.backend(), faults)));
+    let t0 = Instant::now();
+    let (ma, mut ra) =
+        RunningMonitor::start(ca, p.clone(), ServerRunningData::new("10.0.0.1:11111"), h.delay());
+    wait_exists(&obs, &p).await;
+    let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
+    let fence = expect_enter(&mut ra).await;
+    // Three pauses and one bump cut off at delay / 2 before the successful one.
+    let least = Duration::from_millis(600) + h.delay() / 2;
+    eprintln!("{}: entered after failed bumps in {:?} (least {least:?})", h.name(), t0.elapsed());
+    assert!(t0.elapsed() >= least, "{}: entered after {:?}", h.name(), t0.elapsed());
+    assert!(!mb.is_active());
+    let e = obs.get(&epoch_path).await.unwrap().expect("epoch node");
+    // The unanswered bump was applied (1); the successful one wrote 2.
+    assert_eq!(e.data, b"2");
+    assert_eq!(e.version, fence.epoch);
+    quiet(&mut rb, h.delay() * 2).await;
+    ma.stop().await;
+    expect_enter(&mut rb).await;
+    mb.stop().await;
+
+    // Every bump fails: the node is released and the standby serves; the owner never did.
+    let p = format!("{}/running", h.root("bump_gives_up"));
+    let faults =
+        (0..crate::running::MAX_BUMP_FAILURES).map(|_| (Op::PutFenced, Fault::Unavailable));
+    let ca = Coordinator::new(Arc::new(FaultBackend::scripted(h.backend(), faults)));
+    let (ma, mut ra) =
+        RunningMonitor::start(ca, p.clone(), ServerRunningData::new("10.0.0.1:11111"), h.delay());
+    wait_exists(&obs, &p).await;
+    let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
+    let fb = expect_enter(&mut rb).await;
+    assert!(!ma.is_active());
+    assert!(ra.try_recv().is_err(), "the owner that could not bump must not have served");
+    let n = obs.get(&p).await.unwrap().expect("standby's node");
+    assert_eq!(ServerRunningData::from_bytes(&n.data).unwrap().address, "10.0.0.2:11111");
+    assert_eq!(obs.get(&crate::path::running_epoch(&p)).await.unwrap().unwrap().version, fb.epoch);
+    quiet(&mut ra, h.delay() * 2).await;
+    ma.stop().await;
+    mb.stop().await;
+    obs.close().await;
+}
+
+#[track_caller]
+fn fenced(r: std::result::Result<(), CursorError>) {
+    assert!(matches!(r, Err(CursorError::Coord(CoordError::Fenced { .. }))), "{r:?}");
+}
+
+fn numeric_order(cur: &[u8], new: &[u8]) -> Option<std::cmp::Ordering> {
+    let n = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
+    Some(n(cur)?.cmp(&n(new)?))
+}
+
+/// The cursor store's queue belongs to one activation: a newer activation's first update (or
+/// [`CursorStore::activate`]) drops what an older one queued, `forget` drops the queue and
+/// ends the activation, and late updates under an old fence are refused — all without a write,
+/// even when the service would still accept it.
+pub async fn cursor_store_one_activation(h: &impl Harness) {
+    let coord = Coordinator::new(h.backend());
+    let dest = h.root("one_activation").trim_start_matches("/canal-coord-test/").replace('/', "-");
+    let running = crate::path::server_running(&dest);
+    let (m, mut rx) = RunningMonitor::start(
+        coord.clone(),
+        running.clone(),
+        ServerRunningData::new("10.0.0.9:11111"),
+        h.delay(),
+    );
+    let f1 = expect_enter(&mut rx).await;
+    let store = CursorStore::new(
+        coord.clone(),
+        FlushPolicy::Periodic(Duration::from_secs(3600)),
+        numeric_order,
+    );
+    let obs = open(h).await;
+    let stored = async |id: i16| {
+        obs.get(&crate::path::client_cursor(&dest, id)).await.unwrap().map(|n| n.data)
+    };
+    store.update(&dest, 1001, b"10".to_vec(), &f1).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(stored(1001).await.as_deref(), Some(&b"10"[..]));
+    // Queued by the first activation, not flushed yet.
+    store.update(&dest, 1001, b"11".to_vec(), &f1).await.unwrap();
+    // Our node is deleted: as its last owner we re-grab at once, with a new epoch.
+    obs.delete(&running, None).await.unwrap();
+    assert_eq!(expect_exit(&mut rx).await, ExitReason::Deposed);
+    let f2 = expect_enter(&mut rx).await;
+    assert!(f1.is_older_than(&f2), "{f1:?} {f2:?}");
+    // No forget (as if the exit were missed): the new activation's first update drops the queue.
+    store.update(&dest, 1002, b"20".to_vec(), &f2).await.unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(stored(1001).await.as_deref(), Some(&b"10"[..]));
+    assert_eq!(stored(1002).await.as_deref(), Some(&b"20"[..]));
+    assert_eq!(store.get(&dest, 1001).await.unwrap().as_deref(), Some(&b"10"[..]));
+    // Late updates of the first activation are refused.
+    fenced(store.update(&dest, 1001, b"12".to_vec(), &f1).await);
+    fenced(store.activate(&dest, &f1));
+    // forget ends the activation: its queue is dropped, its fence refused.
+    store.update(&dest, 1001, b"13".to_vec(), &f2).await.unwrap();
+    store.forget(&dest);
+    store.flush().await.unwrap();
+    assert_eq!(stored(1001).await.as_deref(), Some(&b"10"[..]));
+    fenced(store.update(&dest, 1001, b"14".to_vec(), &f2).await);
+    // A third activation queues a cursor; a later one known to the store (here made up) drops
+    // it although the service would still take it under the third one's fence.
+    obs.delete(&running, None).await.unwrap();
+    assert_eq!(expect_exit(&mut rx).await, ExitReason::Deposed);
+    let f3 = expect_enter(&mut rx).await;
+    store.update(&dest, 1001, b"15".to_vec(), &f3).await.unwrap();
+    store.activate(&dest, &Fence { epoch: Version(f3.epoch.0 + 1), ..f3.clone() }).unwrap();
+    store.flush().await.unwrap();
+    assert_eq!(stored(1001).await.as_deref(), Some(&b"10"[..]));
+    obs.put_fenced(&crate::path::client_cursor(&dest, 1001), b"16", &f3).await.unwrap();
+    assert_eq!(stored(1001).await.as_deref(), Some(&b"16"[..]));
+    m.stop().await;
+    coord.close().await;
+    obs.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fault injection
 

@@ -66,4 +66,9 @@ conformance!(
     owner_session_expiry_fences,
     owner_crash_takeover,
     fenced_cursor_writes,
+    stale_owner_refused_after_active_false,
+    stale_owner_refused_after_release,
+    stale_owner_refused_after_expiry,
+    epoch_bump_failure_blocks_enter,
+    cursor_store_one_activation,
 );
