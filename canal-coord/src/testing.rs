@@ -929,6 +929,36 @@ fn fenced(r: std::result::Result<(), CursorError>) {
     assert!(matches!(r, Err(CursorError::Coord(CoordError::Fenced { .. }))), "{r:?}");
 }
 
+/// Another process moves the epoch between the owner's read of it and its bump: the bump is
+/// refused (a compare-and-set), the owner re-reads and bumps again, and enters with the epoch
+/// after the other one.
+pub async fn epoch_bump_conflict_retries(h: &impl Harness) {
+    let p = format!("{}/running", h.root("bump_conflict"));
+    let epoch_path = crate::path::running_epoch(&p);
+    let obs = open(h).await;
+    let hold = h.delay() / 4;
+    // The first bump is held back long enough for the other write to land; the second goes.
+    let faults =
+        [(Op::PutFenced, Fault::Delay(hold)), (Op::PutFenced, Fault::Delay(Duration::ZERO))];
+    let faulty = Arc::new(FaultBackend::scripted(h.backend(), faults));
+    let ca = Coordinator::new(faulty.clone());
+    let (ma, mut ra) =
+        RunningMonitor::start(ca, p.clone(), ServerRunningData::new("10.0.0.1:11111"), h.delay());
+    // The owner created the epoch node (at 0) and is holding its bump: move it from outside.
+    wait_exists(&obs, &epoch_path).await;
+    tokio::time::sleep(hold / 2).await;
+    let e = obs.get(&epoch_path).await.unwrap().expect("epoch node");
+    assert_eq!(e.data, b"0", "{}: the owner bumped before the other write", h.name());
+    obs.put(&epoch_path, b"5", Some(e.version)).await.unwrap();
+    let fence = expect_enter(&mut ra).await;
+    assert_eq!(faulty.scripted_left(), 0, "{}: the owner bumped only once", h.name());
+    let e = obs.get(&epoch_path).await.unwrap().expect("epoch node");
+    assert_eq!(e.data, b"6");
+    assert_eq!(e.version, fence.epoch);
+    ma.stop().await;
+    obs.close().await;
+}
+
 fn numeric_order(cur: &[u8], new: &[u8]) -> Option<std::cmp::Ordering> {
     let n = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u64>().ok();
     Some(n(cur)?.cmp(&n(new)?))
@@ -1120,6 +1150,11 @@ pub struct FaultBackend {
 }
 
 impl FaultBackend {
+    /// Scripted faults not injected yet (each is used by the first matching operation).
+    pub fn scripted_left(&self) -> usize {
+        self.plan.script.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Injects exactly these faults, each into the next matching operation.
     pub fn scripted(
         inner: Arc<dyn Backend>,

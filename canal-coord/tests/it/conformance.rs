@@ -70,5 +70,6 @@ conformance!(
     stale_owner_refused_after_release,
     stale_owner_refused_after_expiry,
     epoch_bump_failure_blocks_enter,
+    epoch_bump_conflict_retries,
     cursor_store_one_activation,
 );
