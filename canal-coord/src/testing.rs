@@ -1051,6 +1051,8 @@ pub enum Op {
     PutFenced,
     /// `delete_fenced`.
     DeleteFenced,
+    /// `children`.
+    Children,
     /// Any operation.
     Any,
 }
@@ -1096,10 +1098,19 @@ struct Plan {
     rng: Option<Mutex<StdRng>>,
     rates: Option<FaultRates>,
     script: Mutex<VecDeque<(Op, Fault)>>,
+    /// Faults for an operation on one path: (op, path, fault).
+    on_path: Mutex<VecDeque<(Op, String, Fault)>>,
 }
 
 impl Plan {
-    fn next(&self, op: Op, write: bool) -> Option<Fault> {
+    fn next(&self, op: Op, path: &str, write: bool) -> Option<Fault> {
+        {
+            let mut s = self.on_path.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = s.iter().position(|(o, p, _)| (*o == op || *o == Op::Any) && p == path)
+            {
+                return s.remove(i).map(|(_, _, f)| f);
+            }
+        }
         {
             let mut s = self.script.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = s.iter().position(|(o, _)| *o == op || *o == Op::Any) {
@@ -1166,8 +1177,31 @@ impl FaultBackend {
                 rng: None,
                 rates: None,
                 script: Mutex::new(script.into_iter().collect()),
+                on_path: Mutex::new(VecDeque::new()),
             }),
         }
+    }
+
+    /// Injects exactly these faults, each into the next matching operation on exactly that path
+    /// (other operations pass through).
+    pub fn on_paths(
+        inner: Arc<dyn Backend>,
+        script: impl IntoIterator<Item = (Op, String, Fault)>,
+    ) -> Self {
+        FaultBackend {
+            inner,
+            plan: Arc::new(Plan {
+                rng: None,
+                rates: None,
+                script: Mutex::new(VecDeque::new()),
+                on_path: Mutex::new(script.into_iter().collect()),
+            }),
+        }
+    }
+
+    /// Faults of [`FaultBackend::on_paths`] not injected yet.
+    pub fn pending_path_faults(&self) -> usize {
+        self.plan.on_path.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Injects random faults at `rates`, reproducibly from `seed`.
@@ -1178,6 +1212,7 @@ impl FaultBackend {
                 rng: Some(Mutex::new(StdRng::seed_from_u64(seed))),
                 rates: Some(rates),
                 script: Mutex::new(VecDeque::new()),
+                on_path: Mutex::new(VecDeque::new()),
             }),
         }
     }
@@ -1227,7 +1262,7 @@ impl FaultSession {
             path: path.to_owned(),
             reason: "injected timeout".into(),
         };
-        match self.plan.next(op, write) {
+        match self.plan.next(op, path, write) {
             None => f.await,
             Some(Fault::Delay(d)) => {
                 tokio::time::sleep(d).await;
@@ -1293,7 +1328,7 @@ impl Session for FaultSession {
         self.run(Op::Delete, path, true, self.inner.delete(path, expected)).await
     }
     async fn children(&self, path: &str) -> Result<Vec<String>> {
-        self.run(Op::Any, path, false, self.inner.children(path)).await
+        self.run(Op::Children, path, false, self.inner.children(path)).await
     }
     async fn children_and_watch(&self, path: &str) -> Result<(Vec<String>, Watch)> {
         self.run(Op::Any, path, false, self.inner.children_and_watch(path)).await

@@ -430,6 +430,10 @@ impl Runner {
             None => {
                 let r = self.initial_resume(&mut meta).await?;
                 *resume = Some(r.clone());
+                // Published before anything is stored: the server records it as the cursor of
+                // clients that subscribed before the start was known.
+                let pos = resume_position(resume);
+                self.status.send_modify(|s| s.resume = pos);
                 r
             }
         };

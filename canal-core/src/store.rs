@@ -103,6 +103,18 @@ pub enum GetWait {
     Timeout(Duration),
 }
 
+impl GetWait {
+    /// When a GET starting now must answer even without a full batch: `None` for
+    /// [`GetWait::Forever`], and for a timeout too far away to be represented (Java's
+    /// `Long.MAX_VALUE` seconds), which therefore waits like `Forever`.
+    pub fn deadline(self) -> Option<tokio::time::Instant> {
+        match self {
+            GetWait::Timeout(d) => tokio::time::Instant::now().checked_add(d),
+            _ => None,
+        }
+    }
+}
+
 /// A batch handed out by `get`: a range of store sequence numbers.
 #[derive(Clone, Debug)]
 pub struct StoreBatch {
@@ -315,39 +327,89 @@ impl EventStore {
         fetch_size: usize,
         wait: GetWait,
     ) -> Result<Option<StoreBatch>, StoreError> {
-        let deadline = match wait {
-            GetWait::Timeout(d) => Some(tokio::time::Instant::now() + d),
-            _ => None,
-        };
+        let deadline = wait.deadline();
+        loop {
+            self.wait_ready(fetch_size, wait, deadline).await?;
+            if let Some(taken) = self.take_if_due(fetch_size, wait, deadline)? {
+                return Ok(taken);
+            }
+        }
+    }
+
+    /// Waits until a GET of `fetch_size` with `wait` (started when `deadline` was computed by
+    /// [`GetWait::deadline`]) should answer: the batch condition holds, the deadline passed, or
+    /// `wait` is [`GetWait::NonBlocking`]. Takes nothing; another reader may take the entries
+    /// before [`EventStore::take_if_due`] is called.
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`] if the store is closed.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is taken.
+    pub async fn wait_ready(
+        &self,
+        fetch_size: usize,
+        wait: GetWait,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), StoreError> {
         loop {
             let notified = self.data.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let mut inner = self.lock();
+                let inner = self.lock();
                 if inner.closed {
                     return Err(StoreError::Closed);
                 }
-                let ready = self.batch_ready(&inner, fetch_size);
-                let give_now = match wait {
-                    GetWait::NonBlocking => true,
-                    GetWait::Forever => ready,
-                    GetWait::Timeout(_) => {
-                        ready || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
-                    }
-                };
-                if give_now {
-                    return Ok(self.take_batch(&mut inner, fetch_size));
+                if self.due(&inner, fetch_size, wait, deadline) {
+                    return Ok(());
                 }
             }
             match deadline {
                 Some(d) => {
-                    if tokio::time::timeout_at(d, notified).await.is_err() {
-                        // Deadline passed: the next loop iteration hands out what is there.
-                        continue;
-                    }
+                    // Deadline passed: the next loop iteration answers.
+                    let _ = tokio::time::timeout_at(d, notified).await;
                 }
                 None => notified.await,
+            }
+        }
+    }
+
+    /// The answer of a GET now, without waiting: `Ok(Some(batch))` (`None` inside when nothing is
+    /// unread) if it should answer now (see [`EventStore::wait_ready`]), `Ok(None)` if it should
+    /// keep waiting.
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`] if the store is closed.
+    pub fn take_if_due(
+        &self,
+        fetch_size: usize,
+        wait: GetWait,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Option<Option<StoreBatch>>, StoreError> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(StoreError::Closed);
+        }
+        if !self.due(&inner, fetch_size, wait, deadline) {
+            return Ok(None);
+        }
+        Ok(Some(self.take_batch(&mut inner, fetch_size)))
+    }
+
+    fn due(
+        &self,
+        inner: &Inner,
+        fetch_size: usize,
+        wait: GetWait,
+        deadline: Option<tokio::time::Instant>,
+    ) -> bool {
+        match wait {
+            GetWait::NonBlocking => true,
+            GetWait::Forever => self.batch_ready(inner, fetch_size),
+            GetWait::Timeout(_) => {
+                self.batch_ready(inner, fetch_size)
+                    || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
             }
         }
     }

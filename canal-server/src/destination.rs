@@ -3,15 +3,22 @@
 //!
 //! Java Canal's semantics are kept where clients can observe them: batch ids count from 1 per
 //! client and instance lifetime; acks and single-batch rollbacks must name the smallest outstanding
-//! batch; the store has one read pointer per destination; a GET takes a per-destination lock (so a
-//! blocking GET stalls other GETs of the same destination, never those of another destination).
+//! batch; the store has one read pointer per destination.
+//!
+//! Stricter than Java, which holds a per-destination lock while a GET waits: no lock is held
+//! across a GET's wait or a socket write, so a client that stops reading (a half-open socket)
+//! never stalls another client. A GET takes its batch and records it in one step under the
+//! clients' lock; a newer subscribe or rollback of the same client id (its reconnection) makes a
+//! still-waiting older GET of that id answer empty instead of taking the next batch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use canal_core::filter::FilterError;
+use canal_core::instance::InstanceStatus;
 use canal_core::position::{EntryPosition, LogIdentity, LogPosition};
 use canal_core::store::{EventStore, GetWait, StoreBatch, StoreError};
+use tokio::sync::{Notify, watch};
 
 /// Where acked cursors go (the coordinator or a file), and where they come from on subscribe.
 pub trait CursorSink: Send + Sync + std::fmt::Debug {
@@ -68,6 +75,14 @@ pub enum RequestError {
     /// The subscription filter does not compile.
     #[error("invalid subscription filter: {0}")]
     Filter(#[from] FilterError),
+    /// The destination's instance failed; the server restarts it (or hands it to another server).
+    #[error("destination:{destination} failed: {reason}")]
+    Failed {
+        /// Destination.
+        destination: String,
+        /// Why the instance stopped.
+        reason: String,
+    },
     /// The store refused (closed while stopping, inconsistent ack).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -85,6 +100,9 @@ struct ClientState {
     next_batch_id: i64,
     batches: BTreeMap<i64, BatchRecord>,
     cursor: Option<LogPosition>,
+    /// Bumped by every subscribe and rollback of this client id: a GET that started under an
+    /// older generation takes nothing (it was superseded, e.g. by the client's reconnection).
+    generation: u64,
 }
 
 /// A batch handed to a client.
@@ -103,10 +121,18 @@ pub struct Destination {
     store: Arc<EventStore>,
     identity: LogIdentity,
     clients: Mutex<HashMap<i16, ClientState>>,
-    get_lock: tokio::sync::Mutex<()>,
+    /// Wakes waiting GETs when a client's generation changes.
+    superseded: Notify,
     cursors: Arc<dyn CursorSink>,
     filter: Arc<dyn FilterSink>,
-    closed: tokio::sync::watch::Sender<bool>,
+    closed: watch::Sender<bool>,
+    /// A transaction boundary at or before every entry the store holds or will hold: where the
+    /// instance started, then the last acked boundary. `None` until the start is resolved.
+    floor: Mutex<Option<EntryPosition>>,
+    /// The instance's progress (its `resume` position), when attached.
+    progress: Option<watch::Receiver<InstanceStatus>>,
+    /// Why the instance failed, once it did.
+    failure: Mutex<Option<String>>,
 }
 
 impl Destination {
@@ -123,10 +149,87 @@ impl Destination {
             store,
             identity,
             clients: Mutex::new(HashMap::new()),
-            get_lock: tokio::sync::Mutex::new(()),
+            superseded: Notify::new(),
             cursors,
             filter,
-            closed: tokio::sync::watch::Sender::new(false),
+            closed: watch::Sender::new(false),
+            floor: Mutex::new(None),
+            progress: None,
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// Attaches the instance's status, whose `resume` position gives a new subscriber its exact
+    /// first position while the store is empty.
+    pub fn with_progress(mut self, progress: watch::Receiver<InstanceStatus>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Sets the floor (see [`Destination::floor`]) if it is not known yet, and records it as the
+    /// cursor of every subscribed client that has none (they subscribed before the instance
+    /// resolved where it starts). Returns whether it was set.
+    pub fn set_floor(&self, position: EntryPosition) -> bool {
+        {
+            let mut floor = lock(&self.floor);
+            if floor.is_some() {
+                return false;
+            }
+            *floor = Some(position.clone());
+        }
+        let pos = LogPosition { identity: self.identity.clone(), position };
+        let mut missing = Vec::new();
+        for (id, state) in self.clients().iter_mut() {
+            if state.cursor.is_none() {
+                state.cursor = Some(pos.clone());
+                missing.push(*id);
+            }
+        }
+        for id in missing {
+            self.cursors.update(&self.name, id, &pos);
+        }
+        true
+    }
+
+    /// A transaction boundary at or before every entry the store holds or will hold (where the
+    /// instance started, then the last acked boundary): restarting there repeats at most what no
+    /// client has acked. `None` while the instance has not resolved its start.
+    pub fn floor(&self) -> Option<EntryPosition> {
+        lock(&self.floor).clone()
+    }
+
+    /// The first position a client subscribing now can receive, as a transaction boundary: the
+    /// instance's resume point when the store holds nothing (exact), else the floor.
+    fn subscribe_position(&self) -> Option<EntryPosition> {
+        // Read the resume point before looking at the store: the instance puts a transaction
+        // before it publishes the point after it, so an empty store seen afterwards means
+        // nothing was put after that point.
+        let resume = self.progress.as_ref().and_then(|p| p.borrow().resume.clone());
+        if self.store.stats().entries == 0
+            && let Some(r) = resume
+        {
+            return Some(r);
+        }
+        self.floor()
+    }
+
+    /// Marks the destination failed (its instance stopped with `reason`): pending and later GETs
+    /// fail with [`RequestError::Failed`]; sessions stay open until [`Destination::close`].
+    pub fn fail(&self, reason: impl Into<String>) {
+        *lock(&self.failure) = Some(reason.into());
+        self.store.close();
+        self.superseded.notify_waiters();
+    }
+
+    /// Why the instance failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failure).clone()
+    }
+
+    fn store_error(&self, e: StoreError) -> RequestError {
+        match self.failure() {
+            Some(reason) => RequestError::Failed { destination: self.name.clone(), reason },
+            None => RequestError::Store(e),
         }
     }
 
@@ -144,8 +247,12 @@ impl Destination {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Subscribes `client_id` (or updates its filter). A client without a cursor gets the store's
-    /// first position; a non-empty filter replaces the destination's white list.
+    /// Subscribes `client_id` (or updates its filter). A client without a cursor gets one
+    /// recorded at the first position it can receive (Canal records the store's first position),
+    /// so that a failover before its first ack resumes there and not at the source's head; when
+    /// that position is not known yet, [`Destination::set_floor`] records it. A non-empty filter
+    /// replaces the destination's white list. A GET of the same client id still waiting (on an
+    /// older connection) answers empty.
     ///
     /// # Errors
     /// [`RequestError::Filter`] if the filter does not compile.
@@ -160,14 +267,20 @@ impl Destination {
             ..ClientState::default()
         });
         state.filter = filter.to_owned();
+        state.generation += 1;
+        let mut first = None;
         if state.cursor.is_none() {
             state.cursor = self
-                .store
-                .first_position()
+                .subscribe_position()
                 .map(|p| LogPosition { identity: self.identity.clone(), position: p });
+            first.clone_from(&state.cursor);
         }
         drop(clients);
+        self.superseded.notify_waiters();
         self.cursors.subscribe(&self.name, client_id, filter);
+        if let Some(pos) = first {
+            self.cursors.update(&self.name, client_id, &pos);
+        }
         Ok(())
     }
 
@@ -195,37 +308,59 @@ impl Destination {
     }
 
     /// Hands out the next batch (GET). `Ok(None)` when nothing is available; no id is used then.
+    /// Waits without holding any lock; `Ok(None)` too when a newer subscribe or rollback of the
+    /// same client id superseded this GET while it waited.
     ///
     /// # Errors
-    /// [`RequestError::NotSubscribed`]; [`RequestError::Store`] when the store closes.
+    /// [`RequestError::NotSubscribed`]; [`RequestError::Failed`] when the instance failed;
+    /// [`RequestError::Store`] when the store closes.
     ///
     /// # Cancel safety
-    /// Cancel safe: the store hands out a batch only when the call completes.
+    /// Cancel safe: a batch is taken and recorded in one step, only when the call completes.
     pub async fn get(
         &self,
         client_id: i16,
         fetch_size: usize,
         wait: GetWait,
     ) -> Result<Option<ClientBatch>, RequestError> {
-        self.require_subscribed(client_id)?;
-        let _serial = self.get_lock.lock().await;
-        let Some(batch) = self.store.get(fetch_size, wait).await? else {
-            return Ok(None);
-        };
-        let mut clients = self.clients();
-        let state = match clients.get_mut(&client_id) {
-            Some(s) => s,
-            None => {
-                // Unsubscribed while waiting: give the entries back to the store.
-                drop(clients);
-                self.store.rollback();
-                return Err(self.not_subscribed(client_id));
+        let deadline = wait.deadline();
+        let generation = self
+            .clients()
+            .get(&client_id)
+            .map(|s| s.generation)
+            .ok_or_else(|| self.not_subscribed(client_id))?;
+        loop {
+            let superseded = self.superseded.notified();
+            tokio::pin!(superseded);
+            superseded.as_mut().enable();
+            if self.clients().get(&client_id).is_some_and(|s| s.generation == generation) {
+                tokio::select! {
+                    r = self.store.wait_ready(fetch_size, wait, deadline) => {
+                        r.map_err(|e| self.store_error(e))?;
+                    }
+                    _ = &mut superseded => {}
+                }
             }
-        };
-        let id = state.next_batch_id;
-        state.next_batch_id += 1;
-        state.batches.insert(id, BatchRecord { end_seq: batch.end_seq, ack: batch.ack.clone() });
-        Ok(Some(ClientBatch { id, batch }))
+            let mut clients = self.clients();
+            let state =
+                clients.get_mut(&client_id).ok_or_else(|| self.not_subscribed(client_id))?;
+            if state.generation != generation {
+                return Ok(None);
+            }
+            let taken = self
+                .store
+                .take_if_due(fetch_size, wait, deadline)
+                .map_err(|e| self.store_error(e))?;
+            // Not due: another GET took what was there first; wait again.
+            let Some(taken) = taken else { continue };
+            let Some(batch) = taken else { return Ok(None) };
+            let id = state.next_batch_id;
+            state.next_batch_id += 1;
+            state
+                .batches
+                .insert(id, BatchRecord { end_seq: batch.end_seq, ack: batch.ack.clone() });
+            return Ok(Some(ClientBatch { id, batch }));
+        }
     }
 
     /// Acks `batch_id`: it must be the oldest outstanding batch. Moves the cursor to the batch's
@@ -238,8 +373,15 @@ impl Destination {
         let mut clients = self.clients();
         let state = clients.get_mut(&client_id).ok_or_else(|| self.not_subscribed(client_id))?;
         let record = take_first(state, client_id, batch_id)?;
-        self.store.ack(record.end_seq)?;
+        self.store.ack(record.end_seq).map_err(|e| self.store_error(e))?;
         if let Some(ack) = record.ack {
+            {
+                // The store now holds nothing before this boundary.
+                let mut floor = lock(&self.floor);
+                if floor.as_ref().is_none_or(|f| f.cmp_in_file_order(&ack).is_le()) {
+                    *floor = Some(ack.clone());
+                }
+            }
             let pos = LogPosition { identity: self.identity.clone(), position: ack };
             // A cursor never moves backwards.
             let newer = state
@@ -262,8 +404,7 @@ impl Destination {
     ///
     /// # Errors
     /// [`RequestError::UnknownBatch`], [`RequestError::NotFirstBatch`].
-    pub async fn rollback(&self, client_id: i16, batch_id: i64) -> Result<(), RequestError> {
-        let _serial = self.get_lock.lock().await;
+    pub fn rollback(&self, client_id: i16, batch_id: i64) -> Result<(), RequestError> {
         let mut clients = self.clients();
         let Some(state) = clients.get_mut(&client_id) else {
             return Ok(());
@@ -273,13 +414,13 @@ impl Destination {
         } else {
             take_first(state, client_id, batch_id)?;
         }
-        drop(clients);
+        state.generation += 1;
+        // Under the clients' lock, so that no GET takes a batch between the records and the
+        // read pointer being reset.
         self.store.rollback();
+        drop(clients);
+        self.superseded.notify_waiters();
         Ok(())
-    }
-
-    fn require_subscribed(&self, client_id: i16) -> Result<(), RequestError> {
-        if self.is_subscribed(client_id) { Ok(()) } else { Err(self.not_subscribed(client_id)) }
     }
 
     fn not_subscribed(&self, client_id: i16) -> RequestError {
@@ -307,6 +448,10 @@ impl Destination {
         // The sender lives in `self`, so `wait_for` can only end by seeing `true`.
         let _ = rx.wait_for(|closed| *closed).await;
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Removes `batch_id` if it is the client's oldest outstanding batch.
@@ -442,9 +587,9 @@ mod tests {
         put_txn(&d, 10).await;
         d.subscribe(1001, "").unwrap();
         // Rollback of an unsubscribed client is ignored.
-        d.rollback(5, 0).await.unwrap();
+        d.rollback(5, 0).unwrap();
         let b1 = d.get(1001, 2, GetWait::NonBlocking).await.unwrap().unwrap();
-        d.rollback(1001, 0).await.unwrap();
+        d.rollback(1001, 0).unwrap();
         assert!(matches!(d.ack(1001, b1.id), Err(RequestError::UnknownBatch { .. })));
         let again = d.get(1001, 2, GetWait::NonBlocking).await.unwrap().unwrap();
         assert_eq!(again.id, 2);
@@ -452,14 +597,74 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn new_subscriber_starts_at_store_head_and_bad_filter_is_refused() {
-        let (d, _) = dest();
+    async fn new_subscriber_gets_a_recorded_cursor_and_bad_filter_is_refused() {
+        let (d, cursors) = dest();
         put_txn(&d, 30).await;
+        // Where the instance started is not known yet: recorded once it is.
         d.subscribe(1001, "").unwrap();
-        assert_eq!(d.cursor(1001).unwrap().position.position, Some(30));
+        assert_eq!(d.cursor(1001), None);
+        assert!(d.set_floor(EntryPosition::at("bin.000001", 4)));
+        assert!(!d.set_floor(EntryPosition::at("bin.000001", 8)), "set once");
+        assert_eq!(cursors.load("example", 1001).unwrap().position.position, Some(4));
+        // Known: a later subscriber gets the floor at once (the store is not empty).
+        d.subscribe(1003, "").unwrap();
+        assert_eq!(cursors.load("example", 1003).unwrap().position.position, Some(4));
+        // An ack moves the floor to its boundary.
+        let b = d.get(1003, 3, GetWait::NonBlocking).await.unwrap().unwrap();
+        d.ack(1003, b.id).unwrap();
+        assert_eq!(d.floor().unwrap().position, Some(32));
         assert!(matches!(d.subscribe(1002, "bad("), Err(RequestError::Filter(_))));
         assert!(!d.is_subscribed(1002));
         d.unsubscribe(1001);
         assert!(!d.is_subscribed(1001));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_get_holds_no_lock_and_is_superseded_by_a_resubscribe() {
+        let (d, _) = dest();
+        let d = Arc::new(d);
+        d.subscribe(1001, "").unwrap();
+        d.subscribe(1002, "").unwrap();
+        // Client 1001 waits forever (a half-open socket never answers).
+        let d2 = d.clone();
+        let stuck = tokio::spawn(async move { d2.get(1001, 3, GetWait::Forever).await });
+        tokio::task::yield_now().await;
+        // Another client's timed GET answers on time.
+        let t0 = tokio::time::Instant::now();
+        let r = d.get(1002, 3, GetWait::Timeout(std::time::Duration::from_millis(100))).await;
+        assert!(r.unwrap().is_none());
+        assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+        // 1001 reconnects and subscribes again: the old GET answers empty and takes nothing.
+        d.subscribe(1001, "").unwrap();
+        assert!(stuck.await.unwrap().unwrap().is_none());
+        put_txn(&d, 10).await;
+        let b = d.get(1001, 3, GetWait::NonBlocking).await.unwrap().unwrap();
+        assert_eq!(b.id, 1);
+        // A timeout too large for an Instant waits like Forever instead of panicking.
+        let far = GetWait::Timeout(std::time::Duration::MAX);
+        assert!(far.deadline().is_none());
+        let r =
+            tokio::time::timeout(std::time::Duration::from_millis(50), d.get(1001, 3, far)).await;
+        assert!(r.is_err(), "still waiting for a full batch");
+    }
+
+    #[tokio::test]
+    async fn a_failed_destination_answers_gets_with_its_reason() {
+        let (d, _) = dest();
+        let d = Arc::new(d);
+        d.subscribe(1001, "").unwrap();
+        let d2 = d.clone();
+        let waiting = tokio::spawn(async move { d2.get(1001, 3, GetWait::Forever).await });
+        tokio::task::yield_now().await;
+        d.fail("access denied");
+        match waiting.await.unwrap() {
+            Err(RequestError::Failed { reason, .. }) => assert_eq!(reason, "access denied"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            d.get(1001, 3, GetWait::NonBlocking).await,
+            Err(RequestError::Failed { .. })
+        ));
+        assert!(!d.is_closed(), "sessions stay until the destination closes");
     }
 }

@@ -6,7 +6,13 @@
 //! `ActiveExit` (release, `active:false`, lost session, deposed) it closes the destination — and
 //! with it every client session using it — and stops the instance at once (fencing: Java Canal
 //! keeps running, which gives split brain). Cursor writes carry the running node's fence, so a
-//! deposed server cannot move a cursor.
+//! deposed server cannot move a cursor; the writer of one activation stops with it.
+//!
+//! Failures are retried, never turned into defaults: a coordinator read that fails during
+//! activation is retried with backoff (starting at the source's head instead would skip rows),
+//! and a failed instance is restarted from the minimum acked cursor; after
+//! [`SupervisorConfig::max_failures`] consecutive failures the server releases the running node
+//! so that another server can try, and says why in the log, `/status` and `/metrics`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -15,9 +21,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use canal_coord::{
-    ClusterRegistration, CoordConfig, Coordinator, CursorStore, Fence, RunningEvent,
-    RunningMonitor, ServerRunningData, path,
+    Backend, ClusterRegistration, CoordConfig, CoordError, Coordinator, CursorError, CursorStore,
+    Fence, RunningEvent, RunningMonitor, ServerRunningData, path,
 };
+use canal_core::binlog::replica::Backoff;
 use canal_core::filter::{FilterError, NameFilter};
 use canal_core::instance::{Instance, InstanceConfig, InstanceState};
 use canal_core::position::{LogIdentity, LogPosition};
@@ -42,6 +49,8 @@ pub struct ServerSettings {
     pub coord: CoordConfig,
     /// Where the status/metrics HTTP endpoint listens (`None` = disabled).
     pub metrics_bind: Option<SocketAddr>,
+    /// Retries, restarts and when to hand a destination over.
+    pub supervisor: SupervisorConfig,
 }
 
 /// A destination's place in the server.
@@ -61,6 +70,10 @@ enum SlotState {
         instance: Arc<Instance>,
         destination: Arc<Destination>,
     },
+    /// Active, but the instance failed; it restarts after a pause.
+    Failed {
+        reason: String,
+    },
 }
 
 /// A destination as the status endpoint shows it.
@@ -74,6 +87,20 @@ pub struct DestinationStatus {
     pub running_owner: Option<String>,
     /// Times this server became active.
     pub activations: u64,
+    /// Current run of failures (activation attempts or instance runs) without progress.
+    pub consecutive_failures: u32,
+    /// Activation attempts that failed (coordinator reads).
+    pub activation_failures: u64,
+    /// Instance runs that ended in failure.
+    pub instance_failures: u64,
+    /// Instance restarts after a failure.
+    pub restarts: u64,
+    /// Times this server released the node after too many consecutive failures.
+    pub releases: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Why the node was last released after failures.
+    pub released: Option<String>,
 }
 
 impl Slot {
@@ -94,6 +121,7 @@ impl Registry for ServerRegistry {
             None => Lookup::Unknown,
             Some(slot) => match &*slot.lock() {
                 SlotState::Running { destination, .. } => Lookup::Running(destination.clone()),
+                SlotState::Failed { reason } => Lookup::Failed(reason.clone()),
                 SlotState::Standby => Lookup::NotRunning,
             },
         }
@@ -112,9 +140,9 @@ pub struct Server {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     registry: Arc<ServerRegistry>,
-    monitors: Vec<(String, RunningMonitor, JoinHandle<()>)>,
+    drivers: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
     registration: Option<ClusterRegistration>,
-    cursors: Arc<CursorStore>,
     coord: Arc<Coordinator>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -134,6 +162,20 @@ impl Server {
         settings: ServerSettings,
         destinations: Vec<InstanceConfig>,
     ) -> anyhow::Result<Server> {
+        let backend = settings.coord.open_backend().context("coordinator configuration")?;
+        Self::start_with_backend(settings, destinations, backend).await
+    }
+
+    /// Like [`Server::start`], over the given coordination backend instead of the one
+    /// `settings.coord` names (tests wrap a real backend in a fault-injecting one).
+    ///
+    /// # Errors
+    /// The port cannot be bound.
+    pub async fn start_with_backend(
+        settings: ServerSettings,
+        destinations: Vec<InstanceConfig>,
+        backend: Arc<dyn Backend>,
+    ) -> anyhow::Result<Server> {
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
@@ -146,7 +188,6 @@ impl Server {
             };
             format!("{ip}:{}", local_addr.port())
         });
-        let backend = settings.coord.open_backend().context("coordinator configuration")?;
         let coord = Coordinator::new(backend);
         let cursors = CursorStore::new(coord.clone(), settings.coord.flush_policy(), cursor_order);
         let mut tasks = Vec::new();
@@ -173,7 +214,8 @@ impl Server {
             .extend(registry.slots.keys().map(|d| path::destination_cluster_node(d, &address)));
         let registration = Some(ClusterRegistration::start(coord.clone(), reg_paths));
 
-        let mut monitors = Vec::new();
+        let (stop, stop_rx) = watch::channel(false);
+        let mut drivers = Vec::new();
         for slot in registry.slots.values() {
             let (monitor, events) = RunningMonitor::server(
                 coord.clone(),
@@ -181,11 +223,17 @@ impl Server {
                 ServerRunningData::new(address.clone()),
                 settings.coord.takeover_delay(),
             );
+            let driver = Driver {
+                slot: slot.clone(),
+                coord: coord.clone(),
+                cursors: cursors.clone(),
+                monitor: Some(monitor),
+                events,
+                stop: stop_rx.clone(),
+                cfg: settings.supervisor.clone(),
+            };
             let span = tracing::info_span!("destination", destination = %slot.name);
-            let task = tokio::spawn(
-                drive(slot.clone(), events, coord.clone(), cursors.clone()).instrument(span),
-            );
-            monitors.push((slot.name.clone(), monitor, task));
+            drivers.push(tokio::spawn(driver.run().instrument(span)));
         }
 
         let reg: Arc<dyn Registry> = registry.clone();
@@ -194,7 +242,14 @@ impl Server {
             loop {
                 match listener.accept().await {
                     Ok((sock, peer)) => {
-                        let _ = sock.set_nodelay(true);
+                        // As Java Canal's server: no Nagle delay, and SO_KEEPALIVE so that the
+                        // sessions of vanished peers end (with the OS's keepalive timing).
+                        if let Err(e) = sock.set_nodelay(true) {
+                            tracing::debug!(%peer, "cannot set TCP_NODELAY: {e}");
+                        }
+                        if let Err(e) = socket2::SockRef::from(&sock).set_keepalive(true) {
+                            tracing::debug!(%peer, "cannot set SO_KEEPALIVE: {e}");
+                        }
                         let span = tracing::debug_span!("session", %peer);
                         tokio::spawn(
                             session::serve(
@@ -226,16 +281,7 @@ impl Server {
             None => None,
         };
         info!(%local_addr, %address, backend = ?settings.coord.backend_kind(), "canal-server started");
-        Ok(Server {
-            local_addr,
-            metrics_addr,
-            registry,
-            monitors,
-            registration,
-            cursors,
-            coord,
-            tasks,
-        })
+        Ok(Server { local_addr, metrics_addr, registry, drivers, stop, registration, coord, tasks })
     }
 
     /// The address clients connect to.
@@ -248,6 +294,11 @@ impl Server {
         self.metrics_addr
     }
 
+    /// What `/status` shows, one report per destination.
+    pub fn reports(&self) -> Vec<DestinationReport> {
+        registry_view(&self.registry).reports()
+    }
+
     /// Destinations running here now.
     pub fn active_destinations(&self) -> Vec<String> {
         self.registry
@@ -258,16 +309,15 @@ impl Server {
             .collect()
     }
 
-    /// Graceful stop (SIGTERM): flush cursors while still the owner, release every running node
-    /// (a standby takes over without waiting for session expiry), stop instances and sessions,
-    /// close the coordination session.
+    /// Graceful stop (SIGTERM): for every destination, stop sessions and the instance, write
+    /// the queued cursors while still the owner, then release the running node (a standby takes
+    /// over without waiting for session expiry); close the coordination session.
     pub async fn shutdown(mut self) {
-        if let Err(e) = self.cursors.flush().await {
-            warn!("final cursor flush: {e}");
-        }
-        for (_, monitor, task) in self.monitors.drain(..) {
-            monitor.stop().await;
-            let _ = task.await;
+        self.stop.send_replace(true);
+        for task in self.drivers.drain(..) {
+            if let Err(e) = task.await {
+                warn!("destination task ended abnormally: {e}");
+            }
         }
         if let Some(r) = self.registration.take() {
             r.stop().await;
@@ -280,97 +330,427 @@ impl Server {
     }
 }
 
-/// Follows one destination's monitor: start on ActiveEnter, stop on ActiveExit.
-async fn drive(
+/// How one destination's activations and instance runs are supervised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorConfig {
+    /// Consecutive failures (activation attempts, or instance runs that stored nothing) after
+    /// which this server releases the running node so that another server can try.
+    pub max_failures: u32,
+    /// Pause before the first retry; it doubles on each failure up to `backoff_max`.
+    pub backoff: Duration,
+    /// Longest pause between retries.
+    pub backoff_max: Duration,
+    /// Bound of one activation attempt (reading the clients from the coordinator).
+    pub activation_timeout: Duration,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            activation_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why [`Driver::serve`] returned.
+#[derive(Debug)]
+enum Outcome {
+    /// The monitor reported this (ActiveExit, or an ActiveEnter not preceded by one): handle it.
+    Event(RunningEvent),
+    /// The server is shutting down.
+    Stop,
+    /// The monitor's channel closed.
+    Closed,
+    /// This server released the node after too many consecutive failures.
+    Released,
+}
+
+/// How one instance run ended.
+enum RunEnd {
+    Outcome(Outcome),
+    Failed { error: String, progressed: bool },
+}
+
+/// The clients of a destination as read from the coordinator at activation.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Client id → (cursor, filter).
+    known: BTreeMap<i16, (Option<LogPosition>, String)>,
+    /// Where the instance starts: the minimum cursor.
+    min_cursor: Option<LogPosition>,
+    /// The subscription filter in force (the highest client id's non-empty one).
+    filter: Option<String>,
+}
+
+/// Follows one destination's monitor: activates on ActiveEnter (retrying, then releasing the
+/// node after [`SupervisorConfig::max_failures`]), supervises the instance (restarts after a
+/// failure from the minimum acked cursor, releases after too many), stops on ActiveExit.
+struct Driver {
     slot: Arc<Slot>,
-    mut events: mpsc::UnboundedReceiver<RunningEvent>,
     coord: Arc<Coordinator>,
     cursors: Arc<CursorStore>,
-) {
-    while let Some(ev) = events.recv().await {
-        match ev {
-            RunningEvent::ActiveEnter { fence } => {
-                info!("active: starting the instance");
-                match activate(&slot, &coord, &cursors, fence).await {
-                    Ok(()) => slot.status.send_modify(|s| {
-                        s.active = true;
-                        s.activations += 1;
-                    }),
-                    Err(e) => warn!("cannot start the instance: {e:#}"),
+    monitor: Option<RunningMonitor>,
+    events: mpsc::UnboundedReceiver<RunningEvent>,
+    stop: watch::Receiver<bool>,
+    cfg: SupervisorConfig,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut next: Option<RunningEvent> = None;
+        loop {
+            let ev = match next.take() {
+                Some(ev) => ev,
+                None => {
+                    let mut stop = self.stop.clone();
+                    tokio::select! {
+                        ev = self.events.recv() => match ev {
+                            Some(ev) => ev,
+                            None => break,
+                        },
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                }
+            };
+            match ev {
+                RunningEvent::ActiveEnter { fence } => {
+                    info!("active: starting the instance");
+                    match self.serve(fence).await {
+                        Outcome::Event(ev) => next = Some(ev),
+                        Outcome::Stop | Outcome::Closed => break,
+                        Outcome::Released => {}
+                    }
+                }
+                RunningEvent::ActiveExit { reason } => {
+                    tracing::debug!(?reason, "no longer active (nothing was running)");
+                }
+                _ => {}
+            }
+        }
+        if let Some(m) = self.monitor.take() {
+            m.stop().await;
+        }
+    }
+
+    /// Runs `fut` unless the monitor reports an event or the server stops first.
+    async fn until_exit<F: std::future::Future>(&mut self, fut: F) -> Result<F::Output, Outcome> {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => Err(Outcome::Stop),
+            ev = self.events.recv() => Err(match ev {
+                Some(ev) => Outcome::Event(ev),
+                None => Outcome::Closed,
+            }),
+            r = fut => Ok(r),
+        }
+    }
+
+    /// Serves one activation (one fence) until it ends.
+    async fn serve(&mut self, fence: Fence) -> Outcome {
+        let dest = self.slot.name.clone();
+        let mut backoff = Backoff::new(self.cfg.backoff, self.cfg.backoff_max);
+        let mut failures = 0u32;
+        let limit = self.cfg.activation_timeout;
+        let (coord, cursors) = (self.coord.clone(), self.cursors.clone());
+        let plan = loop {
+            // Cursors cached or queued by an earlier activation are dropped before reading.
+            let attempt = tokio::time::timeout(limit, async {
+                cursors.activate(&dest, &fence).context("starting the cursor store's activation")?;
+                read_clients(&dest, &coord, &cursors).await
+            });
+            let err = match self.until_exit(attempt).await {
+                Err(o) => return o,
+                Ok(Ok(Ok(plan))) => break plan,
+                Ok(Ok(Err(e))) => e,
+                Ok(Err(_)) => anyhow::anyhow!("reading the clients took longer than {limit:?}"),
+            };
+            failures += 1;
+            let why = format!("cannot read the clients from the coordinator: {err:#}");
+            warn!(attempt = failures, "activation failed: {why}");
+            self.slot.status.send_modify(|s| {
+                s.activation_failures += 1;
+                s.consecutive_failures = failures;
+                s.last_error = Some(why.clone());
+            });
+            if failures >= self.cfg.max_failures {
+                return self.release(failures, why).await;
+            }
+            let delay = backoff.next_delay();
+            info!("retrying the activation in {delay:?}");
+            if let Err(o) = self.until_exit(tokio::time::sleep(delay)).await {
+                return o;
+            }
+        };
+        info!(
+            clients = plan.known.len(),
+            cursor = ?plan.min_cursor.as_ref().map(|c| &c.position),
+            "starting instance"
+        );
+        let sink = Arc::new(CoordCursorSink::start(
+            dest.clone(),
+            self.cursors.clone(),
+            self.coord.clone(),
+            fence,
+            &plan,
+        ));
+        let mut start = plan.min_cursor.clone();
+        self.slot.status.send_modify(|s| {
+            s.active = true;
+            s.activations += 1;
+            s.consecutive_failures = failures;
+        });
+        // A failed run's destination: its sessions stay (answering the failure) until the next
+        // run starts.
+        let mut failed: Option<Arc<Destination>> = None;
+        loop {
+            let (instance, destination) = self.start_run(start.clone(), &sink);
+            if let Some(old) = failed.take() {
+                old.close();
+            }
+            *self.slot.lock() =
+                SlotState::Running { instance: instance.clone(), destination: destination.clone() };
+            let (error, progressed) = match self.watch_run(&instance, &destination, &sink).await {
+                RunEnd::Outcome(o) => {
+                    let graceful = matches!(o, Outcome::Stop);
+                    self.teardown(Some((instance, destination)), &sink, graceful).await;
+                    return o;
+                }
+                RunEnd::Failed { error, progressed } => (error, progressed),
+            };
+            // Restart from the minimum acked cursor: what the store held un-acked is read again.
+            start = min_position(
+                sink.min_cursor(),
+                destination.floor().map(|p| LogPosition {
+                    identity: LogIdentity::new(instance.source().clone()),
+                    position: p,
+                }),
+            );
+            if progressed {
+                failures = 0;
+                backoff.reset();
+            }
+            failures += 1;
+            let why = format!("instance failed: {error}");
+            warn!(failures, restart_from = ?start.as_ref().map(|c| &c.position), "{why}");
+            destination.fail(error.clone());
+            *self.slot.lock() = SlotState::Failed { reason: error.clone() };
+            stop_instance(instance).await;
+            failed = Some(destination);
+            self.slot.status.send_modify(|s| {
+                s.instance_failures += 1;
+                s.consecutive_failures = failures;
+                s.last_error = Some(why.clone());
+            });
+            if failures >= self.cfg.max_failures {
+                self.teardown(None, &sink, true).await;
+                if let Some(old) = failed.take() {
+                    old.close();
+                }
+                return self.release(failures, why).await;
+            }
+            let delay = backoff.next_delay();
+            info!("restarting the instance in {delay:?}");
+            if let Err(o) = self.until_exit(tokio::time::sleep(delay)).await {
+                let graceful = matches!(o, Outcome::Stop);
+                self.teardown(None, &sink, graceful).await;
+                if let Some(old) = failed.take() {
+                    old.close();
+                }
+                return o;
+            }
+            self.slot.status.send_modify(|s| s.restarts += 1);
+        }
+    }
+
+    /// Starts one instance run from `start` and the destination clients see.
+    fn start_run(
+        &self,
+        start: Option<LogPosition>,
+        sink: &Arc<CoordCursorSink>,
+    ) -> (Arc<Instance>, Arc<Destination>) {
+        let mut config = self.slot.config.clone();
+        // The last subscription filter wins, as in Canal; it compiled when it was subscribed.
+        if let Some(f) = sink.filter() {
+            match config.convert.filter.with_white(&f) {
+                Ok(filter) => config.convert.filter = filter,
+                Err(e) => warn!(
+                    "subscription filter {f:?} does not compile; using the configured one: {e}"
+                ),
+            }
+        }
+        let black = config.convert.filter.black().source().to_owned();
+        let instance = Arc::new(Instance::start(config, start.clone()));
+        let identity = LogIdentity::new(instance.source().clone());
+        let filter = InstanceFilter { instance: Arc::downgrade(&instance), black };
+        let cursors: Arc<dyn CursorSink> = sink.clone();
+        let destination = Arc::new(
+            Destination::new(
+                self.slot.name.clone(),
+                instance.store().clone(),
+                identity,
+                cursors,
+                Arc::new(filter),
+            )
+            .with_progress(instance.watch_status()),
+        );
+        if let Some(c) = start {
+            destination.set_floor(c.position.clone());
+            sink.fill_missing(&c);
+        }
+        (instance, destination)
+    }
+
+    /// Follows the instance until it fails or the activation ends. Records the start position as
+    /// the cursor of clients without one as soon as the instance has resolved it.
+    async fn watch_run(
+        &mut self,
+        instance: &Instance,
+        destination: &Destination,
+        sink: &CoordCursorSink,
+    ) -> RunEnd {
+        let mut status = instance.watch_status();
+        let identity = LogIdentity::new(instance.source().clone());
+        loop {
+            let st = status.borrow_and_update().clone();
+            if destination.floor().is_none()
+                && let Some(r) = st.resume
+                && destination.set_floor(r.clone())
+            {
+                sink.fill_missing(&LogPosition { identity: identity.clone(), position: r });
+            }
+            if let InstanceState::Failed { error } = st.state {
+                return RunEnd::Failed { error, progressed: st.entries > 0 };
+            }
+            match self.until_exit(status.changed()).await {
+                Err(o) => return RunEnd::Outcome(o),
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    // The pipeline thread ended without saying it failed (nothing stops it but
+                    // us): treat it as a failure rather than serve a destination that reads
+                    // nothing.
+                    if let InstanceState::Failed { error } = &status.borrow().state {
+                        return RunEnd::Failed {
+                            error: error.clone(),
+                            progressed: status.borrow().entries > 0,
+                        };
+                    }
+                    return RunEnd::Failed {
+                        error: "the pipeline ended".into(),
+                        progressed: st.entries > 0,
+                    };
                 }
             }
-            RunningEvent::ActiveExit { reason } => {
-                info!(?reason, "no longer active: stopping the instance");
-                deactivate(&slot).await;
-                cursors.forget(&slot.name);
-                slot.status.send_modify(|s| s.active = false);
+        }
+    }
+
+    /// Stops serving: closes the destination (and its sessions), stops the instance, then either
+    /// writes what the cursor sink has queued and flushes the cursors (graceful: shutdown or a
+    /// release, while still the owner) or drops it (the node is lost: not ours to write).
+    async fn teardown(
+        &self,
+        run: Option<(Arc<Instance>, Arc<Destination>)>,
+        sink: &CoordCursorSink,
+        graceful: bool,
+    ) {
+        let old = std::mem::take(&mut *self.slot.lock());
+        drop(old);
+        if let Some((instance, destination)) = run {
+            destination.close();
+            stop_instance(instance).await;
+        }
+        if graceful {
+            if !sink.drain(self.cfg.activation_timeout).await {
+                warn!("the cursor writes queued by this activation did not finish in time");
             }
-            _ => {}
+            if let Err(e) = self.cursors.flush().await {
+                warn!("final cursor flush: {e}");
+            }
         }
+        sink.abort().await;
+        self.cursors.forget(&self.slot.name);
+        self.slot.status.send_modify(|s| s.active = false);
     }
-    deactivate(&slot).await;
+
+    /// Gives the running node up after `failures` consecutive failures so that another server
+    /// can try; this one competes again after the takeover delay.
+    async fn release(&mut self, failures: u32, why: String) -> Outcome {
+        tracing::error!(
+            failures,
+            "releasing the running node after {failures} consecutive failures: {why}"
+        );
+        self.slot.status.send_modify(|s| {
+            s.active = false;
+            s.releases += 1;
+            s.consecutive_failures = failures;
+            s.released = Some(why);
+        });
+        *self.slot.lock() = SlotState::Standby;
+        if let Some(m) = &self.monitor {
+            m.release().await;
+        }
+        Outcome::Released
+    }
 }
 
-async fn deactivate(slot: &Slot) {
-    let old = std::mem::take(&mut *slot.lock());
-    if let SlotState::Running { instance, destination } = old {
-        destination.close();
-        match Arc::try_unwrap(instance) {
-            Ok(i) => i.stop().await,
-            Err(shared) => drop(shared), // dropping the last handle stops it too
-        }
+async fn stop_instance(instance: Arc<Instance>) {
+    match Arc::try_unwrap(instance) {
+        Ok(i) => i.stop().await,
+        Err(shared) => drop(shared), // dropping the last handle stops it too
     }
 }
 
-/// Reads the destination's clients (cursor, filter) from the coordinator and starts serving.
-async fn activate(
-    slot: &Arc<Slot>,
+/// The earlier of two restart positions.
+fn min_position(a: Option<LogPosition>, b: Option<LogPosition>) -> Option<LogPosition> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.cmp_for_restart(&a).is_lt() { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Reads the destination's clients (cursor, filter) from the coordinator. Every read error is
+/// an error (never "no clients": that would start at the source's head and skip rows), and so is
+/// a cursor that does not parse, naming its node.
+async fn read_clients(
+    dest: &str,
     coord: &Arc<Coordinator>,
     cursors: &Arc<CursorStore>,
-    fence: Fence,
-) -> anyhow::Result<()> {
-    let session = coord.session().await?;
-    let dest = &slot.name;
-    let mut known: HashMap<i16, (Option<LogPosition>, String)> = HashMap::new();
-    for child in session.children(&path::destination(dest)).await.unwrap_or_default() {
+) -> anyhow::Result<Plan> {
+    let session = coord.session().await.context("no coordination session")?;
+    let dpath = path::destination(dest);
+    let children = session
+        .children(&dpath)
+        .await
+        .with_context(|| format!("listing the clients in {dpath}"))?;
+    let mut plan = Plan::default();
+    for child in children {
+        // Other children (`running`, `cluster`) are not clients; Canal's ids are shorts.
         let Ok(id) = child.parse::<i16>() else { continue };
-        let cursor = match cursors.get(dest, id).await {
-            Ok(Some(bytes)) => LogPosition::from_json(&bytes).ok(),
-            _ => None,
+        let cpath = path::client_cursor(dest, id);
+        let cursor =
+            match cursors.get(dest, id).await.with_context(|| format!("reading {cpath}"))? {
+                Some(bytes) => Some(
+                    LogPosition::from_json(&bytes)
+                        .with_context(|| format!("unreadable cursor in {cpath}"))?,
+                ),
+                None => None,
+            };
+        let fpath = path::client_filter(dest, id);
+        let filter = match session.get(&fpath).await.with_context(|| format!("reading {fpath}"))? {
+            Some(node) => String::from_utf8(node.data)
+                .with_context(|| format!("unreadable subscription filter in {fpath}"))?,
+            None => String::new(),
         };
-        let filter = session
-            .get(&path::client_filter(dest, id))
-            .await
-            .ok()
-            .flatten()
-            .map(|n| String::from_utf8_lossy(&n.data).into_owned())
-            .unwrap_or_default();
-        known.insert(id, (cursor, filter));
+        plan.known.insert(id, (cursor, filter));
     }
-    let min_cursor =
-        known.values().filter_map(|(c, _)| c.clone()).min_by(|a, b| a.cmp_for_restart(b));
-    let mut config = slot.config.clone();
+    plan.min_cursor =
+        plan.known.values().filter_map(|(c, _)| c.clone()).min_by(|a, b| a.cmp_for_restart(b));
     // The last subscription filter wins, as in Canal.
-    if let Some((_, (_, f))) =
-        known.iter().filter(|(_, (_, f))| !f.is_empty()).max_by_key(|(id, _)| **id)
-    {
-        config.convert.filter = config.convert.filter.with_white(f)?;
-    }
-    info!(clients = known.len(), cursor = ?min_cursor.as_ref().map(|c| &c.position), "starting instance");
-    let black = config.convert.filter.black().source().to_owned();
-    let instance = Arc::new(Instance::start(config, min_cursor));
-    let identity = LogIdentity::new(instance.source().clone());
-    let sink = CoordCursorSink::start(dest.clone(), cursors.clone(), coord.clone(), fence, known);
-    let filter = InstanceFilter { instance: Arc::downgrade(&instance), black };
-    let destination = Arc::new(Destination::new(
-        dest.clone(),
-        instance.store().clone(),
-        identity,
-        Arc::new(sink),
-        Arc::new(filter),
-    ));
-    *slot.lock() = SlotState::Running { instance, destination };
-    Ok(())
+    plan.filter = plan.known.values().rev().map(|(_, f)| f).find(|f| !f.is_empty()).cloned();
+    Ok(plan)
 }
 
 /// Applies a client's subscription filter to the running instance (the black list stays).
@@ -394,15 +774,8 @@ enum CursorOp {
     Update(i16, Vec<u8>),
     Subscribe(i16, String),
     Unsubscribe(i16),
-}
-
-/// Cursors and subscriptions of one active destination, written to the coordinator in order by
-/// one task, fenced by the running node.
-#[derive(Debug)]
-struct CoordCursorSink {
-    cache: Mutex<HashMap<i16, Option<LogPosition>>>,
-    tx: mpsc::UnboundedSender<CursorOp>,
-    _stop: oneshot::Sender<()>,
+    /// Answered once every earlier op is done.
+    Drained(oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for CursorOp {
@@ -411,84 +784,229 @@ impl std::fmt::Debug for CursorOp {
     }
 }
 
+#[derive(Debug, Default)]
+struct SinkState {
+    /// Every client known to this activation and its latest cursor.
+    cursors: HashMap<i16, Option<LogPosition>>,
+    /// The last non-empty subscription filter (Canal: the last one wins).
+    filter: Option<String>,
+}
+
+/// Cursors and subscriptions of one activation (one fence), written to the coordinator in order
+/// by one task, fenced by the running node. It outlives instance restarts within the activation
+/// (its cursors are where a restart begins) and ends with it: [`CoordCursorSink::abort`] stops
+/// the task and drops what was queued, so nothing a previous activation queued is written later.
+#[derive(Debug)]
+struct CoordCursorSink {
+    state: Mutex<SinkState>,
+    tx: mpsc::UnboundedSender<CursorOp>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
 impl CoordCursorSink {
     fn start(
         dest: String,
         cursors: Arc<CursorStore>,
         coord: Arc<Coordinator>,
         fence: Fence,
-        known: HashMap<i16, (Option<LogPosition>, String)>,
+        plan: &Plan,
     ) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<CursorOp>();
-        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            loop {
-                let op = tokio::select! {
-                    op = rx.recv() => match op { Some(op) => op, None => return },
-                    _ = &mut stop_rx => return,
-                };
-                let result: anyhow::Result<()> = async {
-                    match op {
-                        CursorOp::Update(id, bytes) => {
-                            cursors.update(&dest, id, bytes, &fence).await?;
-                        }
-                        CursorOp::Subscribe(id, filter) => {
-                            let s = coord.session().await?;
-                            s.ensure_persistent(&path::client(&dest, id)).await?;
-                            let fp = path::client_filter(&dest, id);
-                            if !filter.is_empty() {
-                                if s.get(&fp).await?.is_some() {
-                                    s.put(&fp, filter.as_bytes(), None).await?;
-                                } else {
-                                    s.create_persistent(&fp, filter.as_bytes()).await?;
-                                }
-                            }
-                        }
-                        CursorOp::Unsubscribe(id) => {
-                            let s = coord.session().await?;
-                            for p in [
-                                path::client_filter(&dest, id),
-                                path::client_cursor(&dest, id),
-                                path::client(&dest, id),
-                            ] {
-                                let _ = s.delete(&p, None).await;
-                            }
-                        }
-                    }
-                    Ok(())
-                }
-                .await;
-                if let Err(e) = result {
-                    warn!(destination = %dest, "coordinator write failed: {e:#}");
-                }
-            }
-        });
-        let cache = known.into_iter().map(|(id, (c, _))| (id, c)).collect();
-        Self { cache: Mutex::new(cache), tx, _stop: stop_tx }
+        let (tx, rx) = mpsc::unbounded_channel::<CursorOp>();
+        let task = tokio::spawn(
+            write_ops(dest, cursors, coord, fence, rx).instrument(tracing::Span::current()),
+        );
+        let state = SinkState {
+            cursors: plan.known.iter().map(|(id, (c, _))| (*id, c.clone())).collect(),
+            filter: plan.filter.clone(),
+        };
+        Self { state: Mutex::new(state), tx, task: Mutex::new(Some(task)) }
     }
 
-    fn cache(&self) -> MutexGuard<'_, HashMap<i16, Option<LogPosition>>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> MutexGuard<'_, SinkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, op: CursorOp) {
+        // Fails only after `abort`: the activation is over and its writes must not happen.
+        if self.tx.send(op).is_err() {
+            tracing::debug!("cursor write after the activation ended: dropped");
+        }
+    }
+
+    /// The minimum cursor of the activation's clients (acked, or recorded at subscription).
+    fn min_cursor(&self) -> Option<LogPosition> {
+        self.state().cursors.values().flatten().min_by(|a, b| a.cmp_for_restart(b)).cloned()
+    }
+
+    fn filter(&self) -> Option<String> {
+        self.state().filter.clone()
+    }
+
+    /// Records `position` as the cursor of every known client that has none.
+    fn fill_missing(&self, position: &LogPosition) {
+        let bytes = position.to_cursor_json().into_bytes();
+        let mut st = self.state();
+        for (id, c) in st.cursors.iter_mut() {
+            if c.is_none() {
+                *c = Some(position.clone());
+                self.send(CursorOp::Update(*id, bytes.clone()));
+            }
+        }
+    }
+
+    /// Waits (up to `limit`) until every queued write is done; false if it did not finish.
+    async fn drain(&self, limit: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(CursorOp::Drained(tx)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(limit, rx).await, Ok(Ok(())))
+    }
+
+    /// Stops the writer; queued writes are dropped.
+    async fn abort(&self) {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = task {
+            t.abort();
+            // An aborted task's JoinError is the expected outcome; a panic was already reported.
+            if let Err(e) = t.await
+                && e.is_panic()
+            {
+                tracing::error!("the cursor writer panicked: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for CoordCursorSink {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
+        }
+    }
+}
+
+/// Why a cursor op could not be applied.
+enum OpError {
+    /// Retrying cannot help (fenced out: no longer the owner; a cursor moving backwards).
+    Definite(anyhow::Error),
+    /// Retry (connection loss, timeout).
+    Retry(anyhow::Error),
+}
+
+fn classify_coord(e: CoordError) -> OpError {
+    if matches!(e, CoordError::Fenced { .. }) {
+        OpError::Definite(e.into())
+    } else {
+        OpError::Retry(e.into())
+    }
+}
+
+/// The cursor sink's writer: applies ops in order, retrying each with backoff until it is done
+/// or cannot succeed.
+async fn write_ops(
+    dest: String,
+    cursors: Arc<CursorStore>,
+    coord: Arc<Coordinator>,
+    fence: Fence,
+    mut rx: mpsc::UnboundedReceiver<CursorOp>,
+) {
+    while let Some(op) = rx.recv().await {
+        if let CursorOp::Drained(reply) = op {
+            // The waiter may have given up: nothing to do then.
+            let _ = reply.send(());
+            continue;
+        }
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match apply_op(&dest, &cursors, &coord, &fence, &op).await {
+                Ok(()) => break,
+                Err(OpError::Definite(e)) => {
+                    warn!("coordinator write dropped: {e:#}");
+                    break;
+                }
+                Err(OpError::Retry(e)) => {
+                    let delay = backoff.next_delay();
+                    warn!("coordinator write failed, retrying in {delay:?}: {e:#}");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+async fn apply_op(
+    dest: &str,
+    cursors: &CursorStore,
+    coord: &Coordinator,
+    fence: &Fence,
+    op: &CursorOp,
+) -> Result<(), OpError> {
+    match op {
+        CursorOp::Update(id, bytes) => {
+            match cursors.update(dest, *id, bytes.clone(), fence).await {
+                Ok(()) => Ok(()),
+                Err(CursorError::Coord(e)) => Err(classify_coord(e)),
+                Err(e) => Err(OpError::Definite(e.into())),
+            }
+        }
+        CursorOp::Subscribe(id, filter) => {
+            let s = coord.session().await.map_err(classify_coord)?;
+            // Fenced like cursors: a deposed server records no subscription.
+            s.put_fenced(&path::client(dest, *id), b"", fence).await.map_err(classify_coord)?;
+            if !filter.is_empty() {
+                s.put_fenced(&path::client_filter(dest, *id), filter.as_bytes(), fence)
+                    .await
+                    .map_err(classify_coord)?;
+            }
+            Ok(())
+        }
+        CursorOp::Unsubscribe(id) => {
+            let s = coord.session().await.map_err(classify_coord)?;
+            for p in [
+                path::client_filter(dest, *id),
+                path::client_cursor(dest, *id),
+                path::client(dest, *id),
+            ] {
+                match s.delete(&p, None).await {
+                    Ok(()) | Err(CoordError::NoNode { .. }) => {}
+                    // The client's own running node (client HA) lives under it: it stays.
+                    Err(CoordError::NotEmpty { .. }) => {
+                        tracing::debug!(path = %p, "client node not empty: kept");
+                    }
+                    Err(e) => return Err(classify_coord(e)),
+                }
+            }
+            Ok(())
+        }
+        CursorOp::Drained(_) => Ok(()),
     }
 }
 
 impl CursorSink for CoordCursorSink {
     fn load(&self, _destination: &str, client_id: i16) -> Option<LogPosition> {
-        self.cache().get(&client_id).cloned().flatten()
+        self.state().cursors.get(&client_id).cloned().flatten()
     }
 
     fn update(&self, _destination: &str, client_id: i16, position: &LogPosition) {
-        self.cache().insert(client_id, Some(position.clone()));
-        let _ = self.tx.send(CursorOp::Update(client_id, position.to_cursor_json().into_bytes()));
+        self.state().cursors.insert(client_id, Some(position.clone()));
+        self.send(CursorOp::Update(client_id, position.to_cursor_json().into_bytes()));
     }
 
     fn subscribe(&self, _destination: &str, client_id: i16, filter: &str) {
-        let _ = self.tx.send(CursorOp::Subscribe(client_id, filter.to_owned()));
+        {
+            let mut st = self.state();
+            st.cursors.entry(client_id).or_insert(None);
+            if !filter.is_empty() {
+                st.filter = Some(filter.to_owned());
+            }
+        }
+        self.send(CursorOp::Subscribe(client_id, filter.to_owned()));
     }
 
     fn unsubscribe(&self, _destination: &str, client_id: i16) {
-        self.cache().remove(&client_id);
-        let _ = self.tx.send(CursorOp::Unsubscribe(client_id));
+        self.state().cursors.remove(&client_id);
+        self.send(CursorOp::Unsubscribe(client_id));
     }
 }
 
@@ -523,6 +1041,20 @@ pub struct DestinationReport {
     pub store_bytes: usize,
     /// Subscribed clients and their cursors.
     pub clients: Vec<ClientReport>,
+    /// Current run of failures without progress (released at `supervisor.max_failures`).
+    pub consecutive_failures: u32,
+    /// Activation attempts that failed.
+    pub activation_failures: u64,
+    /// Instance runs that failed.
+    pub instance_failures: u64,
+    /// Instance restarts after a failure.
+    pub restarts: u64,
+    /// Releases of the running node after too many consecutive failures.
+    pub releases: u64,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Why the node was last released after failures.
+    pub released: Option<String>,
 }
 
 /// One client of a destination.
@@ -557,8 +1089,19 @@ impl RegistryView {
                     store_entries: 0,
                     store_bytes: 0,
                     clients: Vec::new(),
+                    consecutive_failures: st.consecutive_failures,
+                    activation_failures: st.activation_failures,
+                    instance_failures: st.instance_failures,
+                    restarts: st.restarts,
+                    releases: st.releases,
+                    last_error: st.last_error.clone(),
+                    released: st.released.clone(),
                 };
-                if let SlotState::Running { instance, destination } = &*slot.lock() {
+                let state = slot.lock();
+                if let SlotState::Failed { reason } = &*state {
+                    r.state = Some(format!("failed: {reason}"));
+                }
+                if let SlotState::Running { instance, destination } = &*state {
                     let status = instance.status();
                     r.state = Some(match &status.state {
                         InstanceState::Starting => "starting".into(),

@@ -37,6 +37,8 @@ pub enum Lookup {
     Running(Arc<Destination>),
     /// Configured here but not running (standby, lazy, stopping).
     NotRunning,
+    /// Active here, but its instance failed (the reason); it is being restarted.
+    Failed(String),
     /// Not configured on this server.
     Unknown,
 }
@@ -225,6 +227,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     .map_err(|e| End::Protocol(format!("ClientAuth: {e}")))?;
                 let dest = match self.registry.lookup(&auth.destination) {
                     Lookup::Running(d) => d,
+                    Lookup::Failed(reason) => {
+                        return Err(End::Protocol(format!(
+                            "ClientAuth subscribes to destination:{} which failed: {reason}",
+                            auth.destination
+                        )));
+                    }
                     _ => {
                         self.registry.request_start(&auth.destination);
                         return Err(End::Protocol(format!(
@@ -253,6 +261,12 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             Lookup::Running(d) => Ok(Some(d)),
             Lookup::NotRunning => {
                 self.error(ERROR_GENERIC, format!("destination:{name} should start first")).await?;
+                Ok(None)
+            }
+            Lookup::Failed(reason) => {
+                // Canal's generic error, so that clients retry (the cluster connector reconnects)
+                // instead of reading empty batches from an instance that reads nothing.
+                self.error(ERROR_GENERIC, format!("destination:{name} failed: {reason}")).await?;
                 Ok(None)
             }
             Lookup::Unknown => {
@@ -351,8 +365,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 let result = {
                     let get_fut = dest.get(client_id, fetch, wait);
                     tokio::pin!(get_fut);
-                    // Watch the socket while waiting so a vanished client releases the
-                    // destination's GET lock at once.
+                    // Watch the socket while waiting so that a vanished client's GET ends at
+                    // once (it holds no lock meanwhile: see `Destination::get`).
                     loop {
                         tokio::select! {
                             r = &mut get_fut => break r,
@@ -409,7 +423,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     return Ok(());
                 };
                 let Some(dest) = self.running(&rb.destination).await? else { return Ok(()) };
-                match dest.rollback(client_id, rb.batch_id).await {
+                match dest.rollback(client_id, rb.batch_id) {
                     Ok(()) => Ok(()),
                     Err(e) => self.request_error(e).await,
                 }
@@ -420,8 +434,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
 
     /// Waits (bounded) for a destination that was asked to start to become active here.
     async fn wait_started(&self, name: &str) {
-        let deadline = tokio::time::Instant::now() + self.config.start_wait;
-        while tokio::time::Instant::now() < deadline {
+        let now = tokio::time::Instant::now();
+        // A start_wait too large for an Instant waits until the destination starts.
+        let deadline = now.checked_add(self.config.start_wait);
+        while deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
             if matches!(self.registry.lookup(name), Lookup::Running(_)) {
                 return;
             }

@@ -25,7 +25,7 @@ use figment::{Figment, Provider};
 pub use check::{CheckArgs, ConfigCommand, check, run};
 pub use model::{
     CoordSection, DbSection, FilterSection, InstanceFileConfig, MasterSection, MemorySection,
-    ServerConfig,
+    ServerConfig, SupervisorSection,
 };
 
 use legacy::{PropertiesFile, Scope};
@@ -191,6 +191,14 @@ impl LoadedConfig {
             coord: self.coord.clone(),
             metrics_bind: (self.server.metrics_port != 0)
                 .then(|| std::net::SocketAddr::new(ip, self.server.metrics_port)),
+            supervisor: crate::server::SupervisorConfig {
+                max_failures: self.server.supervisor.max_failures.max(1),
+                backoff: std::time::Duration::from_millis(self.server.supervisor.backoff_ms),
+                backoff_max: std::time::Duration::from_millis(
+                    self.server.supervisor.backoff_max_ms,
+                ),
+                ..Default::default()
+            },
         }
     }
 

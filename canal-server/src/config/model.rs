@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Coordination (HA and cursors).
     pub coord: CoordSection,
+    /// Retries of failed activations and instances, and when to hand a destination over.
+    pub supervisor: SupervisorSection,
     /// Defaults for every instance (`canal.instance.*` in `canal.properties`).
     pub instance: InstanceFileConfig,
 }
@@ -63,6 +65,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("conf_dir", &self.conf_dir)
             .field("data_dir", &self.data_dir)
             .field("coord", &self.coord)
+            .field("supervisor", &self.supervisor)
             .field("instance", &self.instance)
             .finish()
     }
@@ -85,8 +88,29 @@ impl Default for ServerConfig {
             conf_dir: None,
             data_dir: None,
             coord: CoordSection::default(),
+            supervisor: SupervisorSection::default(),
             instance: InstanceFileConfig::default(),
         }
+    }
+}
+
+/// `[supervisor]`: how failed activations and instances are retried, and when this server gives
+/// a destination up so that another server can try.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SupervisorSection {
+    /// Consecutive failures (activation attempts, or instance runs that stored nothing) after
+    /// which the server releases the destination's running node (at least 1).
+    pub max_failures: u32,
+    /// Pause before the first retry, in ms; doubles on each failure.
+    pub backoff_ms: u64,
+    /// Longest pause between retries, in ms.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for SupervisorSection {
+    fn default() -> Self {
+        Self { max_failures: 5, backoff_ms: 1000, backoff_max_ms: 30_000 }
     }
 }
 

@@ -52,17 +52,18 @@ pub async fn fixture(tag: &str) -> Option<Fixture> {
     Some(Fixture { admin, db, instance })
 }
 
-fn settings(coord: CoordConfig) -> ServerSettings {
+pub fn settings(coord: CoordConfig) -> ServerSettings {
     ServerSettings {
         bind: "127.0.0.1:0".parse().unwrap(),
         register_address: None,
         session: SessionConfig::default(),
         coord,
         metrics_bind: Some("127.0.0.1:0".parse().unwrap()),
+        supervisor: Default::default(),
     }
 }
 
-async fn wait_active(s: &Server, dest: &str, limit: Duration) -> Duration {
+pub async fn wait_active(s: &Server, dest: &str, limit: Duration) -> Duration {
     let t0 = Instant::now();
     while !s.active_destinations().iter().any(|d| d == dest) {
         assert!(t0.elapsed() < limit, "{dest} not active after {limit:?}");
@@ -72,7 +73,7 @@ async fn wait_active(s: &Server, dest: &str, limit: Duration) -> Duration {
 }
 
 /// Subscribes and reads row ids until `want` ids arrived, acking each batch.
-async fn consume(addr: std::net::SocketAddr, dest: &str, want: usize) -> Vec<i64> {
+pub async fn consume(addr: std::net::SocketAddr, dest: &str, want: usize) -> Vec<i64> {
     let mut c = Client::connect(addr).await;
     c.auth("", None).await;
     c.rollback_on(dest, 0).await;
@@ -132,7 +133,7 @@ async fn handover(coord: CoordConfig, tag: &str) {
     b.shutdown().await;
 }
 
-fn zk(servers: String) -> CoordConfig {
+pub fn zk(servers: String) -> CoordConfig {
     let mut c = CoordConfig { backend: Some(BackendKind::Zookeeper), ..CoordConfig::default() };
     c.zookeeper.servers = servers;
     c.zookeeper.session_timeout_ms = 2000;
@@ -141,7 +142,7 @@ fn zk(servers: String) -> CoordConfig {
     c
 }
 
-fn etcd(endpoint: String) -> CoordConfig {
+pub fn etcd(endpoint: String) -> CoordConfig {
     let mut c = CoordConfig { backend: Some(BackendKind::Etcd), ..CoordConfig::default() };
     c.etcd.endpoints = vec![endpoint];
     c.etcd.lease_ttl_secs = 2;

@@ -5,6 +5,7 @@ mod support;
 
 mod canal_python;
 mod config;
+mod failure;
 mod ha;
 mod ha_harness;
 mod ha_process;
