@@ -968,7 +968,8 @@ async fn apply_op(
                 path::client_cursor(dest, *id),
                 path::client(dest, *id),
             ] {
-                match s.delete(&p, None).await {
+                // Fenced like every write of an activation: a deposed server deletes nothing.
+                match s.delete_fenced(&p, fence).await {
                     Ok(()) | Err(CoordError::NoNode { .. }) => {}
                     // The client's own running node (client HA) lives under it: it stays.
                     Err(CoordError::NotEmpty { .. }) => {
