@@ -459,7 +459,9 @@ impl Driver {
         let plan = loop {
             // Cursors cached or queued by an earlier activation are dropped before reading.
             let attempt = tokio::time::timeout(limit, async {
-                cursors.activate(&dest, &fence).context("starting the cursor store's activation")?;
+                cursors
+                    .activate(&dest, &fence)
+                    .context("starting the cursor store's activation")?;
                 read_clients(&dest, &coord, &cursors).await
             });
             let err = match self.until_exit(attempt).await {
