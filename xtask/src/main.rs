@@ -1,10 +1,11 @@
-//! Project automation: `cargo xtask services up|down|status`, `cargo xtask test` and
-//! `cargo xtask bench`.
+//! Project automation: `cargo xtask services up|down|status`, `cargo xtask test`,
+//! `cargo xtask soak` and `cargo xtask bench`.
 
 mod bench;
 mod demo;
 mod dist;
 mod services;
+mod soak;
 mod test;
 
 use std::path::PathBuf;
@@ -20,11 +21,12 @@ usage:
                                                   missing Debian packages, write target/services/env
   cargo xtask services down   [mysql|zk|etcd]...  stop them (only our own processes, by pid)
   cargo xtask services status [mysql|zk|etcd]...  print their state; exit 0 only if all run
-  cargo xtask services instance up   SERVICE DIR [--port N] [--set KEY=VALUE]...
+  cargo xtask services instance up   SERVICE DIR [--port N] [--set KEY=VALUE]... [--keep-data]
                                                   start a private extra instance in DIR and print
                                                   its KEY=VALUE endpoints (e.g. a ZooKeeper with
                                                   --set tickTime=100, a MariaDB with
-                                                  --set max_binlog_size=4096)
+                                                  --set max_binlog_size=4096); --keep-data
+                                                  restarts a zk/etcd on its earlier data
   cargo xtask services instance down SERVICE DIR
   cargo xtask services instance status SERVICE DIR
   cargo xtask test [CARGO_TEST_ARGS]... [-- TEST_BINARY_ARGS]...
@@ -34,6 +36,10 @@ usage:
                                                   this run started (also on failure and Ctrl-C; the
                                                   last of concurrent runs stops them; services
                                                   started by hand stay up)
+  cargo xtask soak [--failovers N] [ha|ddl]... [zk|etcd]...
+                                                  the long HA and DDL-under-failover harnesses
+                                                  (30 failovers per backend by default, one backend
+                                                  at a time); reports in target/soak/
   cargo xtask dist                                release build packaged as
                                                   target/dist/canal-rs-<version>-<target>.tar.gz
                                                   (+ .sha256), then unpacked and run from a temp dir
@@ -74,8 +80,8 @@ fn run() -> Result<ExitCode> {
             let dir = PathBuf::from(dir);
             match *action {
                 "up" => {
-                    let (port, settings) = parse_instance_flags(rest)?;
-                    let inst = services::start_instance(kind, &dir, port, &settings)?;
+                    let (port, settings, keep) = parse_instance_flags(rest)?;
+                    let inst = services::start_instance(kind, &dir, port, &settings, keep)?;
                     for (k, v) in &inst.env {
                         println!("{k}={v}");
                     }
@@ -102,6 +108,7 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ["test", rest @ ..] => test::run(rest),
+        ["soak", rest @ ..] => soak::run(rest),
         ["bench", rest @ ..] => bench::run(rest).map(|()| ExitCode::SUCCESS),
         ["demo", rest @ ..] => demo::run(rest).map(|()| ExitCode::SUCCESS),
         ["dist", rest @ ..] => dist::run_dist(rest).map(|()| ExitCode::SUCCESS),
@@ -128,8 +135,9 @@ fn parse_kinds(args: &[&str]) -> Result<Vec<Kind>> {
     Ok(kinds)
 }
 
-fn parse_instance_flags(args: &[&str]) -> Result<(Option<u16>, Settings)> {
+fn parse_instance_flags(args: &[&str]) -> Result<(Option<u16>, Settings, bool)> {
     let mut port = None;
+    let mut keep = false;
     let mut settings = Settings::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -145,8 +153,9 @@ fn parse_instance_flags(args: &[&str]) -> Result<(Option<u16>, Settings)> {
                     .with_context(|| format!("`--set {v}`: expected KEY=VALUE"))?;
                 settings.insert(k.trim().to_owned(), val.trim().to_owned());
             }
+            "--keep-data" => keep = true,
             other => bail!("unknown option `{other}`\n{USAGE}"),
         }
     }
-    Ok((port, settings))
+    Ok((port, settings, keep))
 }

@@ -87,7 +87,7 @@ pub fn run(args: &[&str]) -> Result<ExitCode> {
 }
 
 /// Runs one cargo step in the workspace root with `env` added; true on success.
-fn cargo(env: &[(String, String)], args: &[&str]) -> bool {
+pub(crate) fn cargo(env: &[(String, String)], args: &[&str]) -> bool {
     eprintln!("\n==> cargo {}", args.join(" "));
     let t0 = Instant::now();
     let status = Command::new(services::cargo_bin())

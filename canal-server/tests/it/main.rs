@@ -10,4 +10,5 @@ mod ha;
 mod ha_harness;
 mod ha_process;
 mod session;
+mod soak;
 mod wire;

@@ -8,25 +8,43 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::proc::{self, Launch};
-use super::{Instance, Kind, Settings, find_program, fresh_subdir};
+use super::{Instance, Kind, Settings, data_subdir, find_program};
 
 /// Starts a fresh single-node etcd in `dir` (data in `dir/data`) with its client URL on `port` (a
 /// free one when `None`) and a free peer port, and waits until `/health` is true. `settings` add
-/// or replace `--KEY=VALUE` flags. `dir` must be absolute.
+/// or replace `--KEY=VALUE` flags. `dir` must be absolute. `keep_data` restarts on the data of an
+/// earlier run, with the peer port it had (kept in `dir/peer-port`).
 ///
 /// The short heartbeat/election (50/500 ms) makes the first election fast; with one voter this is
 /// safe. Inherited `ETCD_*`/`ETCDCTL_*` variables would clash with the flags ("conflicting
 /// environment variable ... is shadowed"), so they are removed.
 ///
 /// Endpoint: `CANAL_TEST_ETCD=http://127.0.0.1:PORT`.
-pub fn start_etcd(dir: &Path, port: Option<u16>, settings: &Settings) -> Result<Instance> {
-    let (port, peer_port) = match port {
-        Some(p) => (p, super::free_port()?),
-        None => super::free_port_pair()?,
+pub fn start_etcd(
+    dir: &Path,
+    port: Option<u16>,
+    settings: &Settings,
+    keep_data: bool,
+) -> Result<Instance> {
+    let peer_file = dir.join("peer-port");
+    let old_peer = if keep_data {
+        let text = std::fs::read_to_string(&peer_file)
+            .with_context(|| format!("--keep-data: reading {}", peer_file.display()))?;
+        Some(text.trim().parse::<u16>().context("--keep-data: bad peer-port file")?)
+    } else {
+        None
+    };
+    let (port, peer_port) = match (port, old_peer) {
+        (Some(p), Some(peer)) => (p, peer),
+        (Some(p), None) => (p, super::free_port()?),
+        (None, Some(peer)) => (super::free_port()?, peer),
+        (None, None) => super::free_port_pair()?,
     };
     super::check_port_free(port)?;
     let etcd = find_program("etcd").context("`etcd` not found")?;
-    let data = fresh_subdir(dir, "data")?;
+    let data = data_subdir(dir, "data", keep_data)?;
+    std::fs::write(&peer_file, peer_port.to_string())
+        .with_context(|| format!("writing {}", peer_file.display()))?;
     let client_url = format!("http://127.0.0.1:{port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
     let mut flags: Vec<(String, String)> = vec![

@@ -177,7 +177,7 @@ fn up_locked(kinds: &[Kind]) -> Result<Vec<Kind>> {
         // an early exit is retried with new ports a couple of times.
         let mut attempt = 1;
         loop {
-            match start_instance(kind, &dir, None, &Settings::new()) {
+            match start_instance(kind, &dir, None, &Settings::new(), false) {
                 Ok(_) => break,
                 Err(e) if attempt < 3 && format!("{e:#}").contains("exited during start") => {
                     eprintln!("{kind}: start attempt {attempt} failed, retrying: {e:#}");
@@ -249,13 +249,16 @@ pub fn print_instance_status(kind: Kind, dir: &Path) -> Result<bool> {
 }
 
 /// Starts a fresh instance of `kind` in `dir` (reusing it when it already runs) on `port`, or on a
-/// free port when `None`. Data from an earlier run in `dir` is wiped first; logs are kept beside.
-/// This is the entry point for test harnesses that need a private extra instance.
+/// free port when `None`. Data from an earlier run in `dir` is wiped first, unless `keep_data`
+/// (ZooKeeper and etcd only: a restart of a stopped instance on its data, as the soak harness
+/// does to restart a coordinator under load); logs are kept beside. This is the entry point for
+/// test harnesses that need a private extra instance.
 pub fn start_instance(
     kind: Kind,
     dir: &Path,
     port: Option<u16>,
     settings: &Settings,
+    keep_data: bool,
 ) -> Result<Instance> {
     apt::ensure_installed(&[kind])?;
     let dir = prepare_dir(dir)?;
@@ -264,9 +267,10 @@ pub fn start_instance(
     }
     let t0 = std::time::Instant::now();
     let inst = match kind {
+        Kind::Mariadb if keep_data => bail!("--keep-data is for zk and etcd only"),
         Kind::Mariadb => start_mariadb(&dir, port, settings),
-        Kind::Zookeeper => start_zookeeper(&dir, port, settings),
-        Kind::Etcd => start_etcd(&dir, port, settings),
+        Kind::Zookeeper => start_zookeeper(&dir, port, settings, keep_data),
+        Kind::Etcd => start_etcd(&dir, port, settings, keep_data),
     }
     .with_context(|| format!("starting {kind} in {}", dir.display()))?;
     let env: String = inst.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -374,6 +378,16 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf> {
             .with_context(|| format!("writing {}", marker.display()))?;
     }
     Ok(dir)
+}
+
+/// `dir/name`, kept as it is when `keep`, else made fresh ([`fresh_subdir`]).
+fn data_subdir(dir: &Path, name: &str, keep: bool) -> Result<PathBuf> {
+    if !keep {
+        return fresh_subdir(dir, name);
+    }
+    let sub = dir.join(name);
+    fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+    Ok(sub)
 }
 
 /// Removes `dir/name` (a previous run's data) and creates it empty.

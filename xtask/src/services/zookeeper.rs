@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::proc::{self, Launch};
-use super::{Instance, Kind, Settings, find_program, fresh_subdir};
+use super::{Instance, Kind, Settings, data_subdir, find_program};
 
 /// Jars from the Debian packages `zookeeper`, `libslf4j-java` and `liblog4j1.2-java`. The
 /// zookeeper jar's manifest brings in netty, jetty, jackson and slf4j-api.
@@ -62,17 +62,22 @@ fn zoo_cfg(dir: &Path, port: u16, settings: &Settings) -> String {
 
 /// Starts a fresh standalone ZooKeeper in `dir` on `port` (a free one when `None`) and waits until
 /// `srvr` reports `Mode: standalone`. `settings` override zoo.cfg keys (e.g. `tickTime=100`).
-/// `dir` must be absolute.
+/// `dir` must be absolute. `keep_data` starts on the data of an earlier run (a restart).
 ///
 /// Endpoint: `CANAL_TEST_ZK=127.0.0.1:PORT`.
-pub fn start_zookeeper(dir: &Path, port: Option<u16>, settings: &Settings) -> Result<Instance> {
+pub fn start_zookeeper(
+    dir: &Path,
+    port: Option<u16>,
+    settings: &Settings,
+    keep_data: bool,
+) -> Result<Instance> {
     let port = match port {
         Some(p) => p,
         None => super::free_port()?,
     };
     super::check_port_free(port)?;
     let java = find_program("java").context("`java` not found (zookeeper needs a JRE)")?;
-    fresh_subdir(dir, "data")?;
+    data_subdir(dir, "data", keep_data)?;
     let conf = dir.join("conf");
     fs::create_dir_all(&conf).with_context(|| format!("creating {}", conf.display()))?;
     let cfg = conf.join("zoo.cfg");
