@@ -206,12 +206,23 @@ async fn a_failing_instance_restarts_from_the_cursor_then_releases_the_node() {
     wait_active(&server, &fx.db, Duration::from_secs(15)).await;
     insert(&mut fx.admin, &fx.db, 1..=3).await;
     assert_eq!(consume(server.local_addr(), &fx.db, 3).await, vec![1, 2, 3]);
+    let mut subscribed = Client::connect(server.local_addr()).await;
+    subscribed.auth("", None).await;
+    assert_eq!(subscribed.subscribe(&fx.db, "1001").await.error_code, None);
 
     fx.admin.query_drop(format!("DROP USER '{user}'@'%'")).await.unwrap();
     kill_user_connections(&mut fx.admin, &user).await;
     insert(&mut fx.admin, &fx.db, 4..=6).await;
     wait_report(&server, &fx.db, Duration::from_secs(30), |r| r.instance_failures >= 1).await;
-    // While failed, requests get Canal's error with the reason.
+    // While failed (the restart is 1.5 s away), a subscribed client's GET gets Canal's error
+    // with the reason, not an empty batch.
+    let p = subscribed.get(&fx.db, 10, 100).await;
+    assert_eq!(p.r#type, PacketType::Ack as i32, "{p:?}");
+    let ack = canal_core::protocol::packet::Ack::decode(p.body).unwrap();
+    assert_eq!(ack.error_code, Some(400), "{ack:?}");
+    assert!(ack.error_message.contains("failed") && ack.error_message.contains(&user), "{ack:?}");
+    drop(subscribed);
+    // New connections too.
     let t0 = Instant::now();
     loop {
         let mut c = Client::connect(server.local_addr()).await;
