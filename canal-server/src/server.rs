@@ -465,7 +465,10 @@ impl Driver {
                 read_clients(&dest, &coord, &cursors).await
             });
             let err = match self.until_exit(attempt).await {
-                Err(o) => return o,
+                Err(o) => {
+                    self.cursors.forget(&dest);
+                    return o;
+                }
                 Ok(Ok(Ok(plan))) => break plan,
                 Ok(Ok(Err(e))) => e,
                 Ok(Err(_)) => anyhow::anyhow!("reading the clients took longer than {limit:?}"),
@@ -484,6 +487,7 @@ impl Driver {
             let delay = backoff.next_delay();
             info!("retrying the activation in {delay:?}");
             if let Err(o) = self.until_exit(tokio::time::sleep(delay)).await {
+                self.cursors.forget(&dest);
                 return o;
             }
         };
@@ -691,6 +695,8 @@ impl Driver {
             s.released = Some(why);
         });
         *self.slot.lock() = SlotState::Standby;
+        // Ends the cursor store's activation (teardown did already, if the instance had run).
+        self.cursors.forget(&self.slot.name);
         if let Some(m) = &self.monitor {
             m.release().await;
         }
