@@ -123,6 +123,9 @@ pub struct InstanceStatus {
     pub dump_connection_id: Option<u32>,
     /// Connection id of the current meta connection (table definitions, positions).
     pub meta_connection_id: Option<u32>,
+    /// Table definitions of the schema history that the binlog's FULL metadata overrode
+    /// ([`crate::binlog::entry::ConvertStats::schema_corrections`]), since the instance started.
+    pub schema_corrections: u64,
 }
 
 /// Why the instance stopped for good.
@@ -220,6 +223,7 @@ impl Instance {
             entries: 0,
             dump_connection_id: None,
             meta_connection_id: None,
+            schema_corrections: 0,
         };
         let (status_tx, status) = watch::channel(initial);
         let (stop, stop_rx) = watch::channel(false);
@@ -369,16 +373,26 @@ impl Runner {
         });
     }
 
-    fn open_history(&mut self) -> Result<SchemaHistory, HistoryError> {
+    /// `lower_case_table_names`: whether the source folds table names (its value read at session
+    /// start, so the history's keys fold them too).
+    fn open_history(
+        &mut self,
+        lower_case_table_names: bool,
+    ) -> Result<SchemaHistory, HistoryError> {
         if let Some(h) = self.history.take() {
+            if h.options().lower_case_table_names != lower_case_table_names {
+                warn!(
+                    "the source's lower_case_table_names changed while running; the schema history keeps folding names as it did (restart the destination)"
+                );
+            }
             return Ok(h);
         }
+        let options = HistoryOptions { lower_case_table_names, ..HistoryOptions::default() };
         match &self.cfg.data_dir {
-            Some(dir) => SchemaHistory::open(
-                dir.join(&self.cfg.destination).join("schema"),
-                HistoryOptions::default(),
-            ),
-            None => Ok(SchemaHistory::new(HistoryOptions::default())),
+            Some(dir) => {
+                SchemaHistory::open(dir.join(&self.cfg.destination).join("schema"), options)
+            }
+            None => Ok(SchemaHistory::new(options)),
         }
     }
 
@@ -451,7 +465,10 @@ impl Runner {
             Resume::FilePos(file, _) => file.clone(),
             _ => String::new(),
         };
-        let history = self.open_history()?;
+        // Table names are keys of the history: fold them as the source does (1 and 2 compare
+        // names in lower case).
+        let lower_case_table_names = meta.lower_case_table_names().await? != 0;
+        let history = self.open_history(lower_case_table_names)?;
         let mut opts = self.cfg.convert.clone();
         opts.gtid_mode = self.cfg.gtid_mode;
         // MySQL 8.0.19 stopped printing integer display widths; MariaDB never did.
@@ -461,6 +478,7 @@ impl Runner {
             opts.filter = f;
         }
         let mut converter = Converter::new(opts, Some(history), &journal);
+        let corrections_before = self.status.borrow().schema_corrections;
         match &start {
             Resume::Maria(list) => converter.set_gtid_set(list.to_string()),
             Resume::Mysql(set) => converter.set_gtid_set(set.clone()),
@@ -514,10 +532,19 @@ impl Runner {
             {
                 break Err(e.into());
             }
-            // A table fetch may have replaced a killed or broken meta connection.
+            // A table fetch may have replaced a killed or broken meta connection; the binlog's
+            // metadata may have corrected the history.
             let meta_id = meta.connection_id();
-            if self.status.borrow().meta_connection_id != Some(meta_id) {
-                self.status.send_modify(|s| s.meta_connection_id = Some(meta_id));
+            let corrections = corrections_before + converter.stats().schema_corrections;
+            let st = self.status.borrow();
+            let changed =
+                st.meta_connection_id != Some(meta_id) || st.schema_corrections != corrections;
+            drop(st);
+            if changed {
+                self.status.send_modify(|s| {
+                    s.meta_connection_id = Some(meta_id);
+                    s.schema_corrections = corrections;
+                });
             }
             let ts = i64::from(raw.header.timestamp) * 1000;
             if ts > 0 {
