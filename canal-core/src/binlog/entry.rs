@@ -132,7 +132,7 @@ pub enum ConvertError {
         position: SchemaPosition,
         /// The mismatch.
         #[source]
-        source: DecodeError,
+        source: Box<DecodeError>,
     },
 }
 
@@ -697,7 +697,7 @@ impl Converter {
             return Err(ConvertError::TableMismatch {
                 table: TableName::new(plan.schema().to_string(), plan.table().to_string()),
                 position: SchemaPosition::new(self.journal.to_string(), start_offset(h)),
-                source: e,
+                source: Box::new(e),
             });
         }
         if let Some((qh, sql)) = self.pending_query.take() {

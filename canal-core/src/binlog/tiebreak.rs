@@ -232,12 +232,12 @@ fn members_type(data_type: &str, values: &[String]) -> String {
 /// for others (the character length of a string column is then unknown).
 fn collation_charset(id: u16) -> Option<(&'static str, u16)> {
     Some(match id {
-        63 => ("binary".into(), 1),
+        63 => ("binary", 1),
         5 | 8 | 15 | 31 | 47 | 48 | 49 | 94 => ("latin1", 1),
-        11 | 65 => ("ascii".into(), 1),
+        11 | 65 => ("ascii", 1),
         33 | 83 | 192..=215 | 223 => ("utf8mb3", 3),
         45 | 46 | 224..=247 | 255..=323 => ("utf8mb4", 4),
-        28 | 87 => ("gbk".into(), 2),
+        28 | 87 => ("gbk", 2),
         _ => return None,
     })
 }
