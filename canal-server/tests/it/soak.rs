@@ -691,7 +691,7 @@ impl Ty {
             Ty::Int => ((w % 100_000).to_string(), (w % 100_000).to_string()),
             // Small enough for INT and DECIMAL(8,2): MODIFY between them never fails.
             Ty::BigInt => {
-                let v = (w % 100_000 * 1000 + 7).to_string();
+                let v = (w % 10_000 * 10 + 7).to_string();
                 (v.clone(), v)
             }
             Ty::Varchar { .. } => (format!("'v{w}é'"), format!("v{w}é")),
