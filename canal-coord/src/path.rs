@@ -71,6 +71,12 @@ pub fn client_filter(dest: &str, client_id: i16) -> String {
     format!("{DESTINATIONS}/{dest}/{client_id}/filter")
 }
 
+/// `/otter/canal/destinations/{dest}/schema`: the destination's shared schema history (canal-rs
+/// only; not numeric, so Java Canal, which reads numeric children as clients, ignores it).
+pub fn schema_history(dest: &str) -> String {
+    format!("{DESTINATIONS}/{dest}/schema")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -675,7 +675,7 @@ pub async fn indeterminate_create(h: &impl Harness) {
 }
 
 /// Takes the running node as a monitor does: creates it, bumps the epoch, returns the fence.
-async fn take_running(s: &Arc<dyn Session>, running: &str, data: &[u8]) -> Fence {
+pub async fn take_running(s: &Arc<dyn Session>, running: &str, data: &[u8]) -> Fence {
     let version = s.create_ephemeral(running, data).await.unwrap();
     let epoch_path = crate::path::running_epoch(running);
     let (epoch, _) =

@@ -21,7 +21,11 @@ use crate::binlog::replica::{
 };
 use crate::filter::NameFilter;
 use crate::position::{EntryPosition, LogPosition, SourceAddress};
-use crate::schema::{HistoryError, HistoryOptions, SchemaHistory};
+use crate::schema::store::{
+    COMPACT_RECORDS, HistoryMeta, HistoryStore, HistoryStoreError, META_VERSION, SourceIdentity,
+    StoredHistory,
+};
+use crate::schema::{HistoryError, HistoryOptions, SchemaHistory, SchemaPosition};
 use crate::store::{EventStore, StoreConfig, StoreError, StoredEntry};
 
 /// Where to start when no cursor exists (`canal.instance.master.*`).
@@ -123,9 +127,6 @@ pub struct InstanceStatus {
     pub dump_connection_id: Option<u32>,
     /// Connection id of the current meta connection (table definitions, positions).
     pub meta_connection_id: Option<u32>,
-    /// Table definitions of the schema history that the binlog's FULL metadata overrode
-    /// ([`crate::binlog::entry::ConvertStats::schema_corrections`]), since the instance started.
-    pub schema_corrections: u64,
 }
 
 /// Why the instance stopped for good.
@@ -153,6 +154,9 @@ pub enum InstanceError {
     /// A configured start GTID is malformed.
     #[error("invalid start GTID {0:?}")]
     BadGtid(String),
+    /// The shared schema history could not be written (or this process no longer owns it).
+    #[error(transparent)]
+    HistoryStore(#[from] HistoryStoreError),
     /// The store was closed under the instance.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -164,6 +168,12 @@ impl InstanceError {
             InstanceError::Source(e) | InstanceError::TableFetch { source: e, .. } => {
                 e.is_transient()
             }
+            // Retried: the change stays pending and is written before anything after it is
+            // stored. Fenced and Corrupt are definite (not the owner any more; needs an operator).
+            InstanceError::HistoryStore(HistoryStoreError::Unavailable { .. }) => true,
+            // The previous instance of this destination in this process is still stopping (or
+            // another process has the data dir): retried with backoff, not a definite stop.
+            InstanceError::History(HistoryError::Locked { .. }) => true,
             InstanceError::Convert(ConvertError::History(_)) => false,
             _ => false,
         }
@@ -191,6 +201,18 @@ pub struct Instance {
     /// Resolves when the pipeline thread has finished.
     done: Option<oneshot::Receiver<()>>,
     source: SourceAddress,
+    floor: watch::Sender<Option<LogPosition>>,
+}
+
+/// The destination's schema history as shared between the servers that may run it (see
+/// [`crate::schema::store`]): the store of the current owner and what it held on activation.
+#[derive(Debug)]
+pub struct SharedHistory {
+    /// Where changes are written (fenced by the owner).
+    pub store: Arc<dyn HistoryStore>,
+    /// The history read from it on activation, before the instance starts; `None` makes the
+    /// instance read it (a restart within the same activation).
+    pub loaded: Option<StoredHistory>,
 }
 
 /// Where the next dump starts.
@@ -214,6 +236,19 @@ impl Instance {
     /// task migrating between two runtime workers, the server's peak RSS was twice its heap), and
     /// a busy destination never delays another's pipeline or the client sessions.
     pub fn start(config: InstanceConfig, cursor: Option<LogPosition>) -> Self {
+        Self::start_with_history(config, cursor, None)
+    }
+
+    /// [`Instance::start`] with the destination's shared schema history, loaded by the caller
+    /// before anything is decoded. The local data-dir history becomes a cache of it; every
+    /// change is written to `shared.store` before the entries after it reach the event store.
+    /// On its first session the instance checks that the history covers the start position on
+    /// this source, and otherwise takes the snapshot path (logged).
+    pub fn start_with_history(
+        config: InstanceConfig,
+        cursor: Option<LogPosition>,
+        shared: Option<SharedHistory>,
+    ) -> Self {
         let store = Arc::new(EventStore::new(config.store.clone()));
         let initial = InstanceStatus {
             state: InstanceState::Starting,
@@ -223,11 +258,11 @@ impl Instance {
             entries: 0,
             dump_connection_id: None,
             meta_connection_id: None,
-            schema_corrections: 0,
         };
         let (status_tx, status) = watch::channel(initial);
         let (stop, stop_rx) = watch::channel(false);
         let filter = Arc::new(Mutex::new(None));
+        let (floor, floor_rx) = watch::channel(None);
         let source = SourceAddress::new(config.source.host.clone(), config.source.port);
         let span = tracing::info_span!("instance", destination = %config.destination);
         let runner = Runner {
@@ -237,6 +272,17 @@ impl Instance {
             stop: stop_rx,
             filter: filter.clone(),
             history: None,
+            shared: shared.map(|s| Shared {
+                store: s.store,
+                meta: None,
+                loaded: s.loaded,
+                opened: false,
+                meta_dirty: false,
+                checked: false,
+            }),
+            floor: floor_rx,
+            floors: std::collections::VecDeque::new(),
+            from_cursor: cursor.is_some(),
         };
         let (done_tx, done) = oneshot::channel();
         let name = format!("canal-{}", runner.cfg.destination);
@@ -258,7 +304,13 @@ impl Instance {
                 runner.fail(format!("cannot start the pipeline thread: {e}"));
             }
         }
-        Self { store, status, stop, filter, done: Some(done), source }
+        Self { store, status, stop, filter, done: Some(done), source, floor }
+    }
+
+    /// The oldest position a client may still rewind to (the minimum acked cursor): schema
+    /// history records before it are compacted into one snapshot once there are enough of them.
+    pub fn set_history_floor(&self, min_cursor: Option<LogPosition>) {
+        self.floor.send_replace(min_cursor);
     }
 
     /// The store entries go to.
@@ -311,6 +363,25 @@ struct Runner {
     stop: watch::Receiver<bool>,
     filter: Arc<Mutex<Option<NameFilter>>>,
     history: Option<SchemaHistory>,
+    shared: Option<Shared>,
+    floor: watch::Receiver<Option<LogPosition>>,
+    /// Minimum cursors seen and when, until they are old enough to compact below.
+    floors: std::collections::VecDeque<(std::time::Instant, SchemaPosition)>,
+    /// The first session starts from a client cursor (a position a previous owner delivered).
+    from_cursor: bool,
+}
+
+/// The runner's side of a [`SharedHistory`].
+struct Shared {
+    store: Arc<dyn HistoryStore>,
+    meta: Option<HistoryMeta>,
+    /// The history loaded on activation, until the local history is opened with it.
+    loaded: Option<StoredHistory>,
+    /// The local history was opened with the shared one.
+    opened: bool,
+    meta_dirty: bool,
+    /// The coverage was checked against the first session's start.
+    checked: bool,
 }
 
 /// Why one dump session ended.
@@ -373,27 +444,103 @@ impl Runner {
         });
     }
 
-    /// `lower_case_table_names`: whether the source folds table names (its value read at session
-    /// start, so the history's keys fold them too).
-    fn open_history(
-        &mut self,
-        lower_case_table_names: bool,
-    ) -> Result<SchemaHistory, HistoryError> {
+    async fn open_history(&mut self) -> Result<SchemaHistory, InstanceError> {
         if let Some(h) = self.history.take() {
-            if h.options().lower_case_table_names != lower_case_table_names {
-                warn!(
-                    "the source's lower_case_table_names changed while running; the schema history keeps folding names as it did (restart the destination)"
-                );
-            }
             return Ok(h);
         }
-        let options = HistoryOptions { lower_case_table_names, ..HistoryOptions::default() };
-        match &self.cfg.data_dir {
-            Some(dir) => {
-                SchemaHistory::open(dir.join(&self.cfg.destination).join("schema"), options)
+        let mut history = match &self.cfg.data_dir {
+            Some(dir) => SchemaHistory::open_exclusive(
+                dir.join(&self.cfg.destination).join("schema"),
+                HistoryOptions::default(),
+            )?,
+            None => SchemaHistory::new(HistoryOptions::default()),
+        };
+        if let Some(shared) = &mut self.shared {
+            if shared.opened {
+                // Reopened after a failed session: the shared copy may lack what the file has.
+                history.mark_unsynced();
+            } else {
+                let loaded = match shared.loaded.take() {
+                    Some(l) => l,
+                    None => shared.store.load().await?,
+                };
+                // The shared copy wins; the local file (possibly from an older run) is its cache.
+                shared.meta = loaded.meta;
+                history.replace_records(loaded.records)?;
+                shared.opened = true;
             }
-            None => Ok(SchemaHistory::new(options)),
         }
+        Ok(history)
+    }
+
+    /// On the first session with a shared history: does the history cover `start` on this
+    /// source? If not, takes the snapshot path explicitly (logged): tables are learnt again
+    /// from the source at the start position.
+    async fn check_coverage(
+        &mut self,
+        meta: &mut MetaConnection,
+        history: &mut SchemaHistory,
+        start: &Resume,
+    ) -> Result<(), InstanceError> {
+        let from_cursor = self.from_cursor;
+        let address = format!("{}:{}", self.cfg.source.host, self.cfg.source.port);
+        let Some(shared) = self.shared.as_mut().filter(|s| !s.checked) else { return Ok(()) };
+        let server_id = meta.server_id().await?;
+        let server_uuid = server_uuid(meta).await?;
+        let source = SourceIdentity { address, server_id, server_uuid };
+        // GTID starts have no file position here; the range check needs one.
+        let at = match start {
+            Resume::FilePos(f, p) => Some(SchemaPosition::new(f.clone(), *p)),
+            _ => None,
+        };
+        let fresh = |at: &Option<SchemaPosition>| HistoryMeta {
+            v: META_VERSION,
+            source: source.clone(),
+            from: at.clone().unwrap_or_else(|| SchemaPosition::new("", 0)),
+            to: at.clone().unwrap_or_else(|| SchemaPosition::new("", 0)),
+        };
+        match &mut shared.meta {
+            None => {
+                info!(records = history.records().len(), "schema history: starts here");
+                shared.meta = Some(fresh(&at));
+                shared.meta_dirty = true;
+            }
+            Some(m) if !m.source.same_source(&source) => {
+                warn!(
+                    stored = ?m.source,
+                    current = ?source,
+                    "schema history belongs to another source: taking the snapshot path (tables are read again from the source)"
+                );
+                history.clear()?;
+                shared.meta = Some(fresh(&at));
+                shared.meta_dirty = true;
+            }
+            Some(m) => match &at {
+                Some(p) if *p < m.from => {
+                    warn!(
+                        start = %p, from = %m.from,
+                        "resuming before the schema history's start: tables are fetched at the resume position, and refused where the history has a later DDL of them"
+                    );
+                    m.from = p.clone();
+                    shared.meta_dirty = true;
+                }
+                Some(p) if *p > m.to && !from_cursor => {
+                    warn!(
+                        start = %p, to = %m.to,
+                        "start position is after what the schema history followed (a gap): taking the snapshot path"
+                    );
+                    history.clear()?;
+                    shared.meta = Some(fresh(&at));
+                    shared.meta_dirty = true;
+                }
+                _ => info!(
+                    records = history.records().len(), from = %m.from, to = %m.to,
+                    "schema history covers the start position"
+                ),
+            },
+        }
+        shared.checked = true;
+        Ok(())
     }
 
     /// Resolves where to start when there is neither a cursor nor progress (§9.2).
@@ -465,10 +612,16 @@ impl Runner {
             Resume::FilePos(file, _) => file.clone(),
             _ => String::new(),
         };
-        // Table names are keys of the history: fold them as the source does (1 and 2 compare
-        // names in lower case).
-        let lower_case_table_names = meta.lower_case_table_names().await? != 0;
-        let history = self.open_history(lower_case_table_names)?;
+        let mut history = self.open_history().await?;
+        let checked = self.check_coverage(&mut meta, &mut history, &start).await;
+        let synced = match checked {
+            Ok(()) => self.sync_history(&mut history, None).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = synced {
+            self.history = Some(history);
+            return Err(e);
+        }
         let mut opts = self.cfg.convert.clone();
         opts.gtid_mode = self.cfg.gtid_mode;
         // MySQL 8.0.19 stopped printing integer display widths; MariaDB never did.
@@ -478,7 +631,6 @@ impl Runner {
             opts.filter = f;
         }
         let mut converter = Converter::new(opts, Some(history), &journal);
-        let corrections_before = self.status.borrow().schema_corrections;
         match &start {
             Resume::Maria(list) => converter.set_gtid_set(list.to_string()),
             Resume::Mysql(set) => converter.set_gtid_set(set.clone()),
@@ -532,19 +684,17 @@ impl Runner {
             {
                 break Err(e.into());
             }
-            // A table fetch may have replaced a killed or broken meta connection; the binlog's
-            // metadata may have corrected the history.
+            // A table fetch may have replaced a killed or broken meta connection.
             let meta_id = meta.connection_id();
-            let corrections = corrections_before + converter.stats().schema_corrections;
-            let st = self.status.borrow();
-            let changed =
-                st.meta_connection_id != Some(meta_id) || st.schema_corrections != corrections;
-            drop(st);
-            if changed {
-                self.status.send_modify(|s| {
-                    s.meta_connection_id = Some(meta_id);
-                    s.schema_corrections = corrections;
-                });
+            if self.status.borrow().meta_connection_id != Some(meta_id) {
+                self.status.send_modify(|s| s.meta_connection_id = Some(meta_id));
+            }
+            // The history changes of this event are shared before its entries are stored.
+            let at = SchemaPosition::new(converter.journal(), u64::from(raw.header.log_pos));
+            if let Some(h) = converter.history_mut() {
+                if let Err(e) = self.maintain_history(h, at).await {
+                    break Err(e);
+                }
             }
             let ts = i64::from(raw.header.timestamp) * 1000;
             if ts > 0 {
@@ -584,6 +734,60 @@ impl Runner {
         result
     }
 
+    /// Writes what the shared history lacks (records, coverage up to `at`).
+    async fn sync_history(
+        &mut self,
+        history: &mut SchemaHistory,
+        at: Option<SchemaPosition>,
+    ) -> Result<(), InstanceError> {
+        let Some(shared) = self.shared.as_mut() else { return Ok(()) };
+        let Some(meta) = shared.meta.as_mut() else { return Ok(()) };
+        let pending = history.pending_sync();
+        if pending.is_none() && !shared.meta_dirty {
+            return Ok(());
+        }
+        if let Some(at) = at.filter(|at| *at > meta.to) {
+            meta.to = at;
+        }
+        shared.store.write(meta, pending).await?;
+        history.mark_synced();
+        shared.meta_dirty = false;
+        Ok(())
+    }
+
+    /// After each event: compacts below the client cursors when enough records are there, and
+    /// shares what changed.
+    async fn maintain_history(
+        &mut self,
+        history: &mut SchemaHistory,
+        at: SchemaPosition,
+    ) -> Result<(), InstanceError> {
+        if self.floor.has_changed().unwrap_or(false) {
+            let floor = self.floor.borrow_and_update().clone();
+            if let Some(f) = floor.as_ref().and_then(|c| SchemaPosition::from_entry(&c.position)) {
+                self.floors.push_back((std::time::Instant::now(), f));
+            }
+        }
+        // A client's cursor reaches the coordinator within its flush period (1 s by default);
+        // compacting only below cursors known for FLOOR_SETTLE keeps a failover from resuming at
+        // a persisted cursor older than the compacted range.
+        let mut settled = None;
+        while self.floors.front().is_some_and(|(t, _)| t.elapsed() >= FLOOR_SETTLE) {
+            settled = self.floors.pop_front().map(|(_, f)| f);
+        }
+        if let Some(floor) = settled
+            && history.compact_below(&floor, COMPACT_RECORDS)?
+            && let Some(m) = self.shared.as_mut().and_then(|s| s.meta.as_mut())
+            && floor > m.from
+        {
+            m.from = floor;
+            if let Some(s) = self.shared.as_mut() {
+                s.meta_dirty = true;
+            }
+        }
+        self.sync_history(history, Some(at)).await
+    }
+
     /// Puts one flush into the store; `Err(None)` when stopped while waiting.
     async fn put(
         &self,
@@ -614,6 +818,19 @@ impl Runner {
         });
         Ok(())
     }
+}
+
+/// How long a minimum cursor must have been known before the history is compacted below it.
+const FLOOR_SETTLE: Duration = Duration::from_secs(10);
+
+/// `@@server_uuid`, absent on MariaDB.
+async fn server_uuid(meta: &mut MetaConnection) -> Result<Option<String>, InstanceError> {
+    use mysql_async::prelude::Queryable;
+    let row: Option<(String, String)> =
+        meta.conn().query_first("SHOW VARIABLES LIKE 'server_uuid'").await.map_err(|source| {
+            InstanceError::Source(ReplicaError::Meta { op: "show server_uuid", source })
+        })?;
+    Ok(row.map(|(_, v)| v).filter(|v| !v.is_empty()))
 }
 
 /// The resume point after an entry that closed a transaction: the next event in the same file

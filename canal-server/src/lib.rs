@@ -5,5 +5,6 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod destination;
+pub mod history_store;
 pub mod server;
 pub mod session;

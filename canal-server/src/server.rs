@@ -26,8 +26,10 @@ use canal_coord::{
 };
 use canal_core::binlog::replica::Backoff;
 use canal_core::filter::{FilterError, NameFilter};
-use canal_core::instance::{Instance, InstanceConfig, InstanceState};
+use canal_core::instance::{Instance, InstanceConfig, InstanceState, SharedHistory};
 use canal_core::position::{LogIdentity, LogPosition};
+
+use crate::history_store::load_shared_history;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -456,25 +458,26 @@ impl Driver {
         let mut failures = 0u32;
         let limit = self.cfg.activation_timeout;
         let (coord, cursors) = (self.coord.clone(), self.cursors.clone());
-        let plan = loop {
+        let (plan, history) = loop {
             // Cursors cached or queued by an earlier activation are dropped before reading.
             let attempt = tokio::time::timeout(limit, async {
                 cursors
                     .activate(&dest, &fence)
                     .context("starting the cursor store's activation")?;
-                read_clients(&dest, &coord, &cursors).await
+                let plan = read_clients(&dest, &coord, &cursors).await?;
+                // The schema history is read before anything is decoded; a failed read fails
+                // the activation (never an empty history).
+                let history = load_shared_history(&coord, &dest, &fence).await?;
+                anyhow::Ok((plan, history))
             });
             let err = match self.until_exit(attempt).await {
-                Err(o) => {
-                    self.cursors.forget(&dest);
-                    return o;
-                }
-                Ok(Ok(Ok(plan))) => break plan,
+                Err(o) => return o,
+                Ok(Ok(Ok(loaded))) => break loaded,
                 Ok(Ok(Err(e))) => e,
                 Ok(Err(_)) => anyhow::anyhow!("reading the clients took longer than {limit:?}"),
             };
             failures += 1;
-            let why = format!("cannot read the clients from the coordinator: {err:#}");
+            let why = format!("cannot read the clients or the schema history: {err:#}");
             warn!(attempt = failures, "activation failed: {why}");
             self.slot.status.send_modify(|s| {
                 s.activation_failures += 1;
@@ -487,7 +490,6 @@ impl Driver {
             let delay = backoff.next_delay();
             info!("retrying the activation in {delay:?}");
             if let Err(o) = self.until_exit(tokio::time::sleep(delay)).await {
-                self.cursors.forget(&dest);
                 return o;
             }
         };
@@ -512,8 +514,12 @@ impl Driver {
         // A failed run's destination: its sessions stay (answering the failure) until the next
         // run starts.
         let mut failed: Option<Arc<Destination>> = None;
+        // The first run gets the history read above; a restart reads it again in the instance.
+        let store = history.store.clone();
+        let mut loaded = history.loaded;
         loop {
-            let (instance, destination) = self.start_run(start.clone(), &sink);
+            let shared = SharedHistory { store: store.clone(), loaded: loaded.take() };
+            let (instance, destination) = self.start_run(start.clone(), &sink, shared);
             if let Some(old) = failed.take() {
                 old.close();
             }
@@ -577,6 +583,7 @@ impl Driver {
         &self,
         start: Option<LogPosition>,
         sink: &Arc<CoordCursorSink>,
+        history: SharedHistory,
     ) -> (Arc<Instance>, Arc<Destination>) {
         let mut config = self.slot.config.clone();
         // The last subscription filter wins, as in Canal; it compiled when it was subscribed.
@@ -589,7 +596,8 @@ impl Driver {
             }
         }
         let black = config.convert.filter.black().source().to_owned();
-        let instance = Arc::new(Instance::start(config, start.clone()));
+        let instance = Arc::new(Instance::start_with_history(config, start.clone(), Some(history)));
+        sink.attach(&instance);
         let identity = LogIdentity::new(instance.source().clone());
         let filter = InstanceFilter { instance: Arc::downgrade(&instance), black };
         let cursors: Arc<dyn CursorSink> = sink.clone();
@@ -695,8 +703,6 @@ impl Driver {
             s.released = Some(why);
         });
         *self.slot.lock() = SlotState::Standby;
-        // Ends the cursor store's activation (teardown did already, if the instance had run).
-        self.cursors.forget(&self.slot.name);
         if let Some(m) = &self.monitor {
             m.release().await;
         }
@@ -798,6 +804,8 @@ struct SinkState {
     cursors: HashMap<i16, Option<LogPosition>>,
     /// The last non-empty subscription filter (Canal: the last one wins).
     filter: Option<String>,
+    /// The running instance, told the minimum cursor (its schema history is compacted below).
+    instance: std::sync::Weak<Instance>,
 }
 
 /// Cursors and subscriptions of one activation (one fence), written to the coordinator in order
@@ -826,6 +834,7 @@ impl CoordCursorSink {
         let state = SinkState {
             cursors: plan.known.iter().map(|(id, (c, _))| (*id, c.clone())).collect(),
             filter: plan.filter.clone(),
+            instance: std::sync::Weak::new(),
         };
         Self { state: Mutex::new(state), tx, task: Mutex::new(Some(task)) }
     }
@@ -842,6 +851,12 @@ impl CoordCursorSink {
     }
 
     /// The minimum cursor of the activation's clients (acked, or recorded at subscription).
+    /// The instance of the current run: told the minimum cursor now and on every ack.
+    fn attach(&self, instance: &Arc<Instance>) {
+        self.state().instance = Arc::downgrade(instance);
+        instance.set_history_floor(self.min_cursor());
+    }
+
     fn min_cursor(&self) -> Option<LogPosition> {
         self.state().cursors.values().flatten().min_by(|a, b| a.cmp_for_restart(b)).cloned()
     }
@@ -998,7 +1013,14 @@ impl CursorSink for CoordCursorSink {
     }
 
     fn update(&self, _destination: &str, client_id: i16, position: &LogPosition) {
-        self.state().cursors.insert(client_id, Some(position.clone()));
+        let instance = {
+            let mut st = self.state();
+            st.cursors.insert(client_id, Some(position.clone()));
+            st.instance.upgrade()
+        };
+        if let Some(i) = instance {
+            i.set_history_floor(self.min_cursor());
+        }
         self.send(CursorOp::Update(client_id, position.to_cursor_json().into_bytes()));
     }
 
@@ -1044,8 +1066,6 @@ pub struct DestinationReport {
     pub delay_ms: Option<i64>,
     /// Rows put into the store since activation.
     pub rows: u64,
-    /// Table definitions of the schema history the binlog's FULL metadata overrode.
-    pub schema_corrections: u64,
     /// Entries held in the store.
     pub store_entries: usize,
     /// Bytes held in the store.
@@ -1097,7 +1117,6 @@ impl RegistryView {
                     state: None,
                     delay_ms: None,
                     rows: 0,
-                    schema_corrections: 0,
                     store_entries: 0,
                     store_bytes: 0,
                     clients: Vec::new(),
@@ -1126,7 +1145,6 @@ impl RegistryView {
                     });
                     r.delay_ms = status.last_event_ms.map(|t| (now - t).max(0));
                     r.rows = status.rows;
-                    r.schema_corrections = status.schema_corrections;
                     let stats = destination.store().stats();
                     r.store_entries = stats.entries;
                     r.store_bytes = stats.bytes;

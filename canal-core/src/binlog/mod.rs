@@ -9,4 +9,3 @@ pub mod fuzzing;
 mod pbwrite;
 pub mod pipeline;
 pub mod replica;
-mod tiebreak;

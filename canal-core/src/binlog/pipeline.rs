@@ -59,37 +59,8 @@ pub async fn convert_with_source(
     out: &mut Vec<BuiltEntry>,
 ) -> Result<(), PipelineError> {
     let mut meta = meta;
-    let mut refetched = false;
     loop {
         match converter.convert(raw, out) {
-            // Java's rule, extended to types: a definition that does not fit is fetched again
-            // once; if the source's current definition does not fit either, the error stands.
-            Err(ConvertError::TableMismatch { table, position, source })
-                if !refetched && meta.is_some() && converter.history_mut().is_some() =>
-            {
-                refetched = true;
-                tracing::warn!(
-                    position = %position,
-                    "the definition of {table} does not fit the binlog ({source}); fetching it again"
-                );
-                let ddl = match meta.as_deref_mut() {
-                    Some(m) => m.show_create_table(&table.schema, &table.table).await,
-                    None => Ok(None),
-                };
-                let ddl = match ddl {
-                    Ok(Some(ddl)) => ddl,
-                    // Gone since: nothing better to fetch; the mismatch stands.
-                    Ok(None) => {
-                        return Err(ConvertError::TableMismatch { table, position, source }.into());
-                    }
-                    Err(source) => return Err(PipelineError::TableFetch { table, source }),
-                };
-                if let Some(history) = converter.history_mut() {
-                    let snap = SnapshotTable { schema: table.schema.clone(), ddl: Some(ddl) };
-                    history.record_snapshot(&position, &[snap]).map_err(ConvertError::from)?;
-                }
-                converter.refresh_table(&table, &position);
-            }
             Err(ConvertError::NeedTable { table, position }) => {
                 let ddl = match meta.as_deref_mut() {
                     Some(m) => match m.show_create_table(&table.schema, &table.table).await {
@@ -101,8 +72,13 @@ pub async fn convert_with_source(
                 match (ddl, converter.history_mut()) {
                     (Some(ddl), Some(history)) => {
                         let snap = SnapshotTable { schema: table.schema.clone(), ddl: Some(ddl) };
+                        // Fetched now: refused where the history has a later DDL of the table.
                         let failed = history
-                            .record_snapshot(&position, &[snap])
+                            .record_current_snapshot(
+                                &position,
+                                &[snap],
+                                std::slice::from_ref(&table),
+                            )
                             .map_err(ConvertError::from)?;
                         if !failed.is_empty() {
                             tracing::warn!(

@@ -56,6 +56,9 @@ use super::query::{ParsedQuery, classify, classify_lenient};
 /// File name of the history log inside the data directory.
 pub const HISTORY_FILE: &str = "schema-history.jsonl";
 
+/// File locked (`flock`) by the process that has the history of a data directory open.
+pub const LOCK_FILE: &str = ".lock";
+
 /// Version of the JSON-lines record format.
 const FORMAT_VERSION: u32 = 1;
 
@@ -81,6 +84,27 @@ pub enum HistoryError {
         line: usize,
         /// What is wrong.
         reason: String,
+    },
+    /// Another process (or another open history in this one) holds the data directory's lock.
+    #[error("schema history `{path}` is locked by another process")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A definition fetched from the source now was to be used at a position before a DDL of
+    /// the same table that the history has already seen: it would mislabel the rows in between.
+    #[error(
+        "cannot decode `{}`.`{}` at {position}: its definition there is unknown and the current one is newer than the DDL at {ddl} (resume from a later position or restore the schema history)",
+        table.schema,
+        table.table
+    )]
+    SnapshotBeforeDdl {
+        /// The table.
+        table: TableName,
+        /// Where its definition was needed.
+        position: SchemaPosition,
+        /// The first later DDL of the table in the history.
+        ddl: SchemaPosition,
     },
 }
 
@@ -112,6 +136,20 @@ pub struct SnapshotTable {
     /// The CREATE TABLE text; absent for definitions recorded directly or by compaction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ddl: Option<String>,
+}
+
+/// What a history has that its shared copy (see [`crate::schema::store`]) does not have yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingSync<'h> {
+    /// Records were added at the end: `records` go at indices `first..`.
+    Append {
+        /// Index of the first new record.
+        first: usize,
+        /// The new records.
+        records: &'h [HistoryRecord],
+    },
+    /// Records changed in place (out-of-order insert, compaction, truncation): the whole list.
+    Replace(&'h [HistoryRecord]),
 }
 
 /// What a record is.
@@ -231,6 +269,12 @@ pub struct SchemaHistory {
     versions: BTreeMap<String, BTreeMap<String, Vec<Version>>>,
     next_seq: u64,
     file: Option<PathBuf>,
+    /// Exclusive lock on the data directory's `.lock` file, held while the history is open.
+    lock: Option<File>,
+    /// Records `0..synced` are in the shared copy, in this order, unless `replaced`.
+    synced: usize,
+    /// Records changed in place since the last sync.
+    replaced: bool,
 }
 
 struct ViewAt<'h> {
@@ -265,7 +309,16 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HistoryError + '_ {
 impl SchemaHistory {
     /// An empty in-memory history (nothing is persisted).
     pub fn new(options: HistoryOptions) -> Self {
-        Self { options, records: Vec::new(), versions: BTreeMap::new(), next_seq: 1, file: None }
+        Self {
+            options,
+            records: Vec::new(),
+            versions: BTreeMap::new(),
+            next_seq: 1,
+            file: None,
+            lock: None,
+            synced: 0,
+            replaced: false,
+        }
     }
 
     /// An in-memory history from records obtained elsewhere (another server's log shipped through
@@ -277,6 +330,7 @@ impl SchemaHistory {
         history.next_seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(1);
         history.records = records;
         history.rebuild_versions();
+        history.synced = history.records.len();
         history
     }
 
@@ -355,7 +409,41 @@ impl SchemaHistory {
         history.next_seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(1);
         history.records = records;
         history.rebuild_versions();
+        history.synced = history.records.len();
         history.file = Some(path);
+        Ok(history)
+    }
+
+    /// [`Self::open`] for the one process that writes `dir`: takes an exclusive lock on its
+    /// [`LOCK_FILE`] first, held until the history is dropped (the kernel releases it when the
+    /// process dies, also by `kill -9`). Readers (tools) use [`Self::open`].
+    ///
+    /// # Errors
+    /// [`HistoryError::Locked`] when another process (or another open history in this one)
+    /// holds the lock; otherwise as [`Self::open`].
+    pub fn open_exclusive(
+        dir: impl AsRef<Path>,
+        options: HistoryOptions,
+    ) -> Result<Self, HistoryError> {
+        let dir = dir.as_ref();
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        // Released by the kernel when the file is closed, also when the process is killed.
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(HistoryError::Locked { path: lock_path });
+            }
+            Err(e) => return Err(io_err(&lock_path)(e.into())),
+        }
+        let mut history = Self::open(dir, options)?;
+        history.lock = Some(lock);
         Ok(history)
     }
 
@@ -524,6 +612,93 @@ impl SchemaHistory {
         };
         self.insert(record, diverged)?;
         Ok(outcome)
+    }
+
+    /// What the shared copy of this history lacks, if anything. Call [`Self::mark_synced`] once
+    /// it is written; until then the same changes (and any later ones) stay pending.
+    pub fn pending_sync(&self) -> Option<PendingSync<'_>> {
+        if self.replaced {
+            Some(PendingSync::Replace(&self.records))
+        } else if self.synced < self.records.len() {
+            Some(PendingSync::Append { first: self.synced, records: &self.records[self.synced..] })
+        } else {
+            None
+        }
+    }
+
+    /// The shared copy may differ in any way: the next sync replaces it whole.
+    pub fn mark_unsynced(&mut self) {
+        self.replaced = true;
+    }
+
+    /// The shared copy now holds every record.
+    pub fn mark_synced(&mut self) {
+        self.synced = self.records.len();
+        self.replaced = false;
+    }
+
+    /// Replaces every record with `records` (the shared copy, loaded on activation), rewriting
+    /// the local file, which is a cache of it. Nothing is pending afterwards.
+    ///
+    /// # Errors
+    /// Persistence errors.
+    pub fn replace_records(&mut self, mut records: Vec<HistoryRecord>) -> Result<(), HistoryError> {
+        records.sort_by_key(HistoryRecord::key);
+        self.next_seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(1);
+        self.records = records;
+        self.rebuild_versions();
+        self.rewrite()?;
+        self.mark_synced();
+        Ok(())
+    }
+
+    /// Forgets every record (the history belongs to another source, or has a gap): tables are
+    /// learnt again from the source. The shared copy is replaced at the next sync.
+    ///
+    /// # Errors
+    /// Persistence errors.
+    pub fn clear(&mut self) -> Result<(), HistoryError> {
+        self.records.clear();
+        self.versions.clear();
+        self.rewrite()
+    }
+
+    /// The first DDL record after `pos` that changed `table`, if any.
+    pub fn next_ddl_of(&self, table: &TableName, pos: &SchemaPosition) -> Option<SchemaPosition> {
+        let (schema, name) = (self.fold(&table.schema), self.fold(&table.table));
+        let from = self.records.partition_point(|r| r.cmp_pos(pos).is_le());
+        self.records[from..]
+            .iter()
+            .find(|r| {
+                matches!(r.body, RecordBody::Ddl { .. })
+                    && r.changes.iter().any(|c| c.schema == schema && c.table == name)
+            })
+            .map(HistoryRecord::position)
+    }
+
+    /// Records definitions fetched from the source just now (`SHOW CREATE TABLE`) for rows at
+    /// `pos`, like [`Self::record_snapshot`], but refuses a table that a DDL already in the
+    /// history changed after `pos`: today's definition is newer than that DDL, so it does not
+    /// describe the rows before it.
+    ///
+    /// # Errors
+    /// [`HistoryError::SnapshotBeforeDdl`] (nothing recorded), persistence errors.
+    pub fn record_current_snapshot(
+        &mut self,
+        pos: &SchemaPosition,
+        tables: &[SnapshotTable],
+        names: &[TableName],
+    ) -> Result<Vec<(TableName, ParseError)>, HistoryError> {
+        for name in names {
+            if let Some(ddl) = self.next_ddl_of(name, pos) {
+                return Err(HistoryError::SnapshotBeforeDdl {
+                    table: name.clone(),
+                    position: pos.clone(),
+                    ddl,
+                });
+            }
+        }
+        self.record_snapshot(pos, tables)
     }
 
     /// Records definitions fetched from the source at `pos` (the initial dump, or a refresh after
@@ -742,6 +917,25 @@ impl SchemaHistory {
         self.rewrite()
     }
 
+    /// [`Self::compact`] at `floor` (the minimum client cursor) once at least `min_records`
+    /// records lie before it, so that compaction rewrites the history once per `min_records`
+    /// DDLs rather than on every cursor move. Returns whether it compacted.
+    ///
+    /// # Errors
+    /// Persistence errors.
+    pub fn compact_below(
+        &mut self,
+        floor: &SchemaPosition,
+        min_records: usize,
+    ) -> Result<bool, HistoryError> {
+        let below = self.records.partition_point(|r| r.cmp_pos(floor).is_lt());
+        if below < min_records.max(2) {
+            return Ok(false);
+        }
+        self.compact(floor)?;
+        Ok(true)
+    }
+
     /// Folds all records before `keep_from` into one snapshot record holding the tables that exist
     /// at the last of them, then rewrites the file. Lookups before `keep_from` afterwards return
     /// those definitions.
@@ -799,7 +993,8 @@ impl SchemaHistory {
         Ok(())
     }
 
-    fn rewrite(&self) -> Result<(), HistoryError> {
+    fn rewrite(&mut self) -> Result<(), HistoryError> {
+        self.replaced = true;
         let Some(path) = &self.file else { return Ok(()) };
         let tmp = path.with_extension("jsonl.tmp");
         let mut buf = Vec::new();

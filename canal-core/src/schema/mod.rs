@@ -49,12 +49,13 @@ mod lexer;
 mod model;
 mod parser;
 mod query;
+pub mod store;
 mod types;
 
 pub use apply::ApplyError;
 pub use history::{
-    DdlOutcome, HISTORY_FILE, HistoryError, HistoryOptions, HistoryRecord, Lookup, RecordBody,
-    SchemaHistory, SnapshotTable, TableChange,
+    DdlOutcome, HISTORY_FILE, HistoryError, HistoryOptions, HistoryRecord, LOCK_FILE, Lookup,
+    PendingSync, RecordBody, SchemaHistory, SnapshotTable, TableChange,
 };
 pub use lexer::{LexError, Token, TokenKind, tokenize};
 pub use model::{ColumnDef, Generated, SchemaPosition, TableDef, TableName, TableState};

@@ -1213,3 +1213,47 @@ fn sakila_schema_from_a_mysql_binlog() {
         (8, &["address_id".to_owned()][..])
     );
 }
+
+#[test]
+fn data_dir_history_is_locked_by_one_opener() {
+    let dir = TempDir::new("lock");
+    let h = SchemaHistory::open_exclusive(&dir.0, HistoryOptions::default()).unwrap();
+    let second = SchemaHistory::open_exclusive(&dir.0, HistoryOptions::default());
+    assert!(matches!(second, Err(HistoryError::Locked { .. })), "{second:?}");
+    // Readers are not writers.
+    SchemaHistory::open(&dir.0, HistoryOptions::default()).unwrap();
+    drop(h);
+    SchemaHistory::open_exclusive(&dir.0, HistoryOptions::default()).unwrap();
+}
+
+/// A definition fetched now (`SHOW CREATE TABLE`) is refused for rows before a DDL of the table
+/// that the history has already seen: it describes the table after that DDL.
+#[test]
+fn current_snapshot_is_refused_before_a_known_later_ddl() {
+    let mut h = mem();
+    h.apply_ddl(&pos("bin.000002", 100), "d", "ALTER TABLE t ADD c INT").unwrap();
+    let now = SnapshotTable {
+        schema: "d".into(),
+        ddl: Some("CREATE TABLE `t` (`a` int(11) NOT NULL, `c` int(11))".into()),
+    };
+    let t = canal_core::schema::TableName::new("d", "t");
+    let err = h
+        .record_current_snapshot(
+            &pos("bin.000001", 4),
+            std::slice::from_ref(&now),
+            std::slice::from_ref(&t),
+        )
+        .unwrap_err();
+    match err {
+        HistoryError::SnapshotBeforeDdl { table, position, ddl } => {
+            assert_eq!(table, t);
+            assert_eq!(position, pos("bin.000001", 4));
+            assert_eq!(ddl, pos("bin.000002", 100));
+        }
+        e => panic!("{e}"),
+    }
+    assert_eq!(h.lookup("d", "t", &pos("bin.000001", 5)), Lookup::NotTracked);
+    // After that DDL (or for a table without a later DDL) it is recorded.
+    h.record_current_snapshot(&pos("bin.000002", 200), &[now], &[t]).unwrap();
+    assert_eq!(names(&h.table_at("d", "t", &pos("bin.000002", 201)).unwrap()), ["a", "c"]);
+}

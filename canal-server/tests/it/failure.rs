@@ -258,68 +258,6 @@ async fn a_failing_instance_restarts_from_the_cursor_then_releases_the_node() {
     fx.admin.query_drop(format!("DROP USER IF EXISTS '{user}'@'%'")).await.unwrap();
 }
 
-/// A server whose instance keeps failing (its source password is wrong) releases the node after
-/// `max_failures` and the standby, configured right, takes over and delivers the rows.
-#[tokio::test]
-async fn a_server_whose_instance_keeps_failing_hands_over_to_a_standby() {
-    let Some(endpoint) = support::service("CANAL_TEST_ETCD") else { return };
-    let Some(mut fx) = fixture("handfail").await else { return };
-    let mut broken = fx.instance.clone();
-    broken.source.password = "wrong password".into();
-    let a = Server::start(fast(etcd(endpoint.clone()), 3), vec![broken]).await.unwrap();
-    wait_active(&a, &fx.db, Duration::from_secs(15)).await;
-    let b = Server::start(fast(etcd(endpoint), 3), vec![fx.instance.clone()]).await.unwrap();
-    insert(&mut fx.admin, &fx.db, 1..=5).await;
-    let r = wait_report(&a, &fx.db, Duration::from_secs(30), |r| r.releases >= 1).await;
-    assert!(r.instance_failures >= 3, "{r:?}");
-    assert!(r.released.as_deref().is_some_and(|w| w.contains("instance failed")), "{r:?}");
-    wait_active(&b, &fx.db, Duration::from_secs(15)).await;
-    assert_eq!(consume(b.local_addr(), &fx.db, 5).await, (1..=5).collect::<Vec<_>>());
-    assert!(a.active_destinations().is_empty(), "never two active");
-    a.shutdown().await;
-    b.shutdown().await;
-}
-
-/// Subscribe writes the client's node, filter and cursor (fenced); unsubscribe deletes them with
-/// fenced deletes.
-#[tokio::test]
-async fn unsubscribe_deletes_the_client_nodes_with_fenced_deletes() {
-    let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
-    let Some(fx) = fixture("unsub").await else { return };
-    let server =
-        Server::start(fast(zk(servers.clone()), 5), vec![fx.instance.clone()]).await.unwrap();
-    wait_active(&server, &fx.db, Duration::from_secs(15)).await;
-    let mut c = Client::connect(server.local_addr()).await;
-    c.auth("", None).await;
-    let filter = format!("{}\\..*", fx.db);
-    let sub = Sub { destination: fx.db.clone(), client_id: "1001".into(), filter: filter.clone() };
-    c.send(PacketType::Subscription, sub.encode_to_vec()).await;
-    assert_eq!(c.ack().await.error_code, None);
-    let coord = canal_coord::Coordinator::new(zk(servers).open_backend().unwrap());
-    let s = coord.session().await.unwrap();
-    let (cpath, fpath) = (path::client_cursor(&fx.db, 1001), path::client_filter(&fx.db, 1001));
-    let t0 = Instant::now();
-    while s.get(&cpath).await.unwrap().is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(15), "no cursor recorded at subscription");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(s.get(&fpath).await.unwrap().unwrap().data, filter.as_bytes());
-    let unsub = canal_core::protocol::packet::Unsub {
-        destination: fx.db.clone(),
-        client_id: "1001".into(),
-        filter: String::new(),
-    };
-    c.send(PacketType::Unsubscription, unsub.encode_to_vec()).await;
-    assert_eq!(c.ack().await.error_code, None);
-    let t0 = Instant::now();
-    while s.get(&path::client(&fx.db, 1001)).await.unwrap().is_some() {
-        assert!(t0.elapsed() < Duration::from_secs(15), "client node still there");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    server.shutdown().await;
-    coord.close().await;
-}
-
 fn get_body(dest: &str, fetch: i32, timeout: i64, unit: i32) -> Vec<u8> {
     Get {
         destination: dest.into(),

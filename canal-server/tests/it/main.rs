@@ -9,6 +9,7 @@ mod failure;
 mod ha;
 mod ha_harness;
 mod ha_process;
+mod schema_history;
 mod session;
 mod soak;
 mod wire;
