@@ -5,6 +5,7 @@ mod support;
 
 mod canal_python;
 mod config;
+mod ddl_failover;
 mod failure;
 mod ha;
 mod ha_harness;
