@@ -172,7 +172,25 @@ fn sigterm(p: &mut Proc) {
     p.child.wait().unwrap();
 }
 
-async fn scenario(tag: &str, coord_cfg: CoordConfig, coord_toml: String, mode: &str) {
+/// The coordinator: ZooKeeper or etcd shared by the processes, or the local backend, whose store
+/// (`{data_dir}/coord`) is carried from one process's data dir to the next (a restart on a new
+/// data dir with the store kept).
+enum Coord {
+    Shared(CoordConfig, String),
+    Local,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+async fn scenario(tag: &str, coord: Coord, mode: &str) {
     let Some(mut fx) = fixture(tag).await else { return };
     let admin = &mut fx.admin;
     let old: String =
@@ -195,17 +213,37 @@ async fn scenario(tag: &str, coord_cfg: CoordConfig, coord_toml: String, mode: &
         let b = TABLES.iter().find(|x| x.0 == t).unwrap().2.replace("{n}", &n.to_string());
         format!("INSERT INTO `{db}`.{t} VALUES ({n}, {}, {b})", n * 10)
     };
+    let (coord_cfg, coord_toml) = match &coord {
+        Coord::Shared(c, t) => (Some(c.clone()), t.clone()),
+        Coord::Local => (None, "backend = \"local\"".to_owned()),
+    };
     let root = std::env::temp_dir().join(format!("canal-ddlfo-{db}"));
     let (cs, ca, cb) = (root.join("s"), root.join("a"), root.join("b"));
     for c in [&cs, &ca, &cb] {
         write_conf(c, &coord_toml, &db, &instance);
     }
-    let coord = Coordinator::new(coord_cfg.open_backend().unwrap());
+    let coord = coord_cfg.map(|c| Coordinator::new(c.open_backend().unwrap()));
     let limit = Duration::from_secs(30);
+    // Waits for `who` to own the destination (the local store is private to its process: there
+    // the client's subscription retries until the server serves).
+    let owner = |who: String| {
+        let coord = coord.clone();
+        let db = db.clone();
+        async move {
+            if let Some(c) = &coord {
+                wait_for(c, &db, who, limit).await;
+            }
+        }
+    };
+    let carry = |from: &Path, to: &Path| {
+        if coord.is_none() {
+            copy_dir(&from.join("data/coord"), &to.join("data/coord"));
+        }
+    };
 
     // S reads and a client acks row 1 of every table; S stops (its data dir is now stale).
     let mut s = spawn(&cs);
-    wait_for(&coord, &db, s.addr.clone(), limit).await;
+    owner(s.addr.clone()).await;
     for (t, ..) in TABLES {
         admin.query_drop(insert(t, 1)).await.unwrap();
     }
@@ -214,8 +252,9 @@ async fn scenario(tag: &str, coord_cfg: CoordConfig, coord_toml: String, mode: &
     sigterm(&mut s);
 
     // A (fresh) reads rows 2-3, the ALTERs and row 4; nothing is acked.
+    carry(&cs, &ca);
     let a = spawn(&ca);
-    wait_for(&coord, &db, a.addr.clone(), limit).await;
+    owner(a.addr.clone()).await;
     for (t, .., alter) in TABLES {
         admin.query_drop(insert(t, 2)).await.unwrap();
         admin.query_drop(insert(t, 3)).await.unwrap();
@@ -226,24 +265,40 @@ async fn scenario(tag: &str, coord_cfg: CoordConfig, coord_toml: String, mode: &
     check_first_delivery(&first);
 
     // kill -9 A: B, with a fresh data dir, takes over and re-delivers rows 2-4.
-    let b = spawn(&cb);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    drop(a);
-    wait_for(&coord, &db, b.addr.clone(), limit).await;
+    let b = if coord.is_some() {
+        let b = spawn(&cb);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(a);
+        b
+    } else {
+        drop(a);
+        carry(&ca, &cb);
+        spawn(&cb)
+    };
+    owner(b.addr.clone()).await;
     let again = collect(&b.addr, &db, 3 * TABLES.len(), false).await;
     assert_eq!(again, first, "{tag} {mode}: fresh standby");
 
     // kill -9 B: S, with its stale data dir, takes over and re-delivers them again.
-    let s = spawn(&cs);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    drop(b);
-    wait_for(&coord, &db, s.addr.clone(), limit).await;
+    let s = if coord.is_some() {
+        let s = spawn(&cs);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(b);
+        s
+    } else {
+        drop(b);
+        carry(&cb, &cs);
+        spawn(&cs)
+    };
+    owner(s.addr.clone()).await;
     let again = collect(&s.addr, &db, 3 * TABLES.len(), false).await;
     assert_eq!(again, first, "{tag} {mode}: stale standby");
     eprintln!("{tag} {mode}: {} rows re-delivered twice with their own definitions", first.len());
     drop(s);
     fx.admin.query_drop(format!("SET GLOBAL binlog_row_metadata = {old}")).await.unwrap();
-    coord.close().await;
+    if let Some(c) = coord {
+        c.close().await;
+    }
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -252,7 +307,7 @@ async fn zookeeper_ddl_failover_fresh_and_stale_standby() {
     let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
     for mode in ["MINIMAL", "FULL"] {
         let (cfg, toml) = zk_coord(&servers);
-        scenario("zkddl", cfg, toml, mode).await;
+        scenario("zkddl", Coord::Shared(cfg, toml), mode).await;
     }
 }
 
@@ -261,6 +316,16 @@ async fn etcd_ddl_failover_fresh_and_stale_standby() {
     let Some(endpoint) = support::service("CANAL_TEST_ETCD") else { return };
     for mode in ["MINIMAL", "FULL"] {
         let (cfg, toml) = etcd_coord(&endpoint);
-        scenario("etcdddl", cfg, toml, mode).await;
+        scenario("etcdddl", Coord::Shared(cfg, toml), mode).await;
+    }
+}
+
+#[tokio::test]
+async fn local_ddl_restart_fresh_and_stale_data_dir() {
+    if support::service("CANAL_TEST_MYSQL").is_none() {
+        return;
+    }
+    for mode in ["MINIMAL", "FULL"] {
+        scenario("localddl", Coord::Local, mode).await;
     }
 }
