@@ -275,3 +275,47 @@ async fn failed_history_read_is_an_error_not_an_empty_history() {
     cleanup(&s, &dest).await;
     coord.close().await;
 }
+
+/// A running instance whose history write is fenced out (another server owns the destination
+/// now) stops: the DDL's entries never reach the store.
+#[tokio::test]
+async fn instance_stops_when_its_history_write_is_fenced() {
+    use canal_core::instance::{Instance, InstanceState, SharedHistory};
+    use canal_core::schema::store::StoredHistory;
+    use mysql_async::prelude::Queryable;
+    let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
+    let Some(mut fx) = crate::ha::fixture("hfence").await else { return };
+    let coord = Coordinator::new(zk(servers.clone()).open_backend().unwrap());
+    let s = coord.session().await.unwrap();
+    let fence = own(&s, &fx.db).await;
+    let store = Arc::new(CoordHistoryStore::new(coord.clone(), &fx.db, fence.clone()));
+    let shared = SharedHistory { store, loaded: Some(StoredHistory::default()) };
+    let instance = Instance::start_with_history(fx.instance.clone(), None, Some(shared));
+    let mut st = instance.watch_status();
+    let deadline = std::time::Duration::from_secs(20);
+    tokio::time::timeout(deadline, st.wait_for(|s| s.state == InstanceState::Running))
+        .await
+        .expect("running")
+        .unwrap();
+    // Another server takes the destination over.
+    s.delete(&fence.path, None).await.unwrap();
+    let other = Coordinator::new(zk(servers).open_backend().unwrap());
+    let os = other.session().await.unwrap();
+    own(&os, &fx.db).await;
+    fx.admin.query_drop(format!("ALTER TABLE `{}`.t ADD COLUMN z INT", fx.db)).await.unwrap();
+    let failed = tokio::time::timeout(
+        deadline,
+        st.wait_for(|s| matches!(s.state, InstanceState::Failed { .. })),
+    )
+    .await
+    .expect("the instance stops")
+    .unwrap()
+    .clone();
+    let InstanceState::Failed { error } = failed.state else { unreachable!() };
+    assert!(error.contains("fenced"), "{error}");
+    assert_eq!(failed.entries, 0, "the DDL entry was not stored");
+    instance.stop().await;
+    other.close().await;
+    cleanup(&s, &fx.db).await;
+    coord.close().await;
+}
