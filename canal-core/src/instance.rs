@@ -1,7 +1,14 @@
 //! One destination's pipeline (Canal's "instance"): resolve the start position, dump from the
 //! source, convert events to entries, group them by transaction and put them into the store —
 //! reconnecting with backoff on transient errors and resuming after the last transaction that
-//! reached the store, so a dropped connection leaves no gap and repeats nothing.
+//! reached the store, so a dropped connection leaves no gap and repeats nothing. A transaction
+//! larger than one store flush may be partly stored when the connection drops: the dump resumes
+//! at its start and the entries already stored are recognised and skipped
+//! ([`PrefixSkipper`]), so no client sees its BEGIN twice.
+//!
+//! A cursor recorded against another MySQL address (a master switch) is not replayed as a file
+//! and offset: the start is searched by its time minus `fallback_interval` (Canal's
+//! `fallbackIntervalInSeconds`), or taken from its GTID set in GTID mode.
 //!
 //! Definite errors (purged binlog, bad credentials, non-ROW binlog, undecodable event) stop the
 //! instance with a message naming the cause; [`Instance::status`] shows it.
@@ -14,7 +21,10 @@ use tokio::sync::{oneshot, watch};
 use tracing::{Instrument, info, warn};
 
 use crate::binlog::entry::{BuiltEntry, ConvertError, ConvertOptions, Converter};
-use crate::binlog::pipeline::{PipelineError, TransactionBuffer, convert_with_source};
+use crate::binlog::pipeline::{
+    PipelineError, PrefixSkipper, Replay, ReplayMismatch, StoredPrefix, TransactionBuffer,
+    convert_with_source,
+};
 use crate::binlog::replica::{
     Backoff, DumpOptions, DumpStart, MariadbGtidList, MetaConnection, ReplicaConfig,
     ReplicaConnection, ReplicaError, event_type,
@@ -66,6 +76,9 @@ pub struct InstanceConfig {
     pub allowed_formats: Vec<String>,
     /// Allowed `binlog_row_image` values.
     pub allowed_images: Vec<String>,
+    /// How far before a cursor's time the start is searched when the cursor was recorded against
+    /// another source address (`canal.instance.fallbackIntervalInSeconds`, 60 s).
+    pub fallback_interval: Duration,
 }
 
 impl InstanceConfig {
@@ -83,6 +96,7 @@ impl InstanceConfig {
             backoff: (Duration::from_secs(1), Duration::from_secs(20)),
             allowed_formats: vec!["ROW".into()],
             allowed_images: vec!["FULL".into(), "MINIMAL".into(), "NOBLOB".into()],
+            fallback_interval: Duration::from_secs(60),
         }
     }
 }
@@ -115,7 +129,11 @@ pub enum InstanceState {
 pub struct InstanceStatus {
     /// State.
     pub state: InstanceState,
-    /// Position after the last transaction put into the store (where a reconnect resumes).
+    /// Where the dump started: the position resolved from the cursor (or a search by its
+    /// time), or from the configured start.
+    pub start: Option<EntryPosition>,
+    /// Where a reconnect resumes: the start, then the position after the last transaction put
+    /// into the store.
     pub resume: Option<EntryPosition>,
     /// Time (ms) of the last event read.
     pub last_event_ms: Option<i64>,
@@ -127,6 +145,9 @@ pub struct InstanceStatus {
     pub dump_connection_id: Option<u32>,
     /// Connection id of the current meta connection (table definitions, positions).
     pub meta_connection_id: Option<u32>,
+    /// Entries read again after reconnects inside partly stored transactions and skipped (they
+    /// were in the store already).
+    pub replay_skipped: u64,
 }
 
 /// Why the instance stopped for good.
@@ -160,6 +181,22 @@ pub enum InstanceError {
     /// The store was closed under the instance.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// After a reconnect, the source did not send again the entries of a partly stored
+    /// transaction: its binlog changed under the same address.
+    #[error(transparent)]
+    Replay(#[from] ReplayMismatch),
+    /// The cursor was recorded against another source and has no time to search by.
+    #[error(
+        "the cursor was recorded against {recorded}, the source is now {configured}, and it has no \
+         timestamp to search the new source's binlog by (set a GTID start with gtid_mode, or \
+         remove the cursor and set master.journal_name/position or master.timestamp)"
+    )]
+    SwitchedWithoutTime {
+        /// The cursor's source.
+        recorded: SourceAddress,
+        /// The configured source.
+        configured: SourceAddress,
+    },
 }
 
 impl InstanceError {
@@ -252,12 +289,14 @@ impl Instance {
         let store = Arc::new(EventStore::new(config.store.clone()));
         let initial = InstanceStatus {
             state: InstanceState::Starting,
+            start: None,
             resume: None,
             last_event_ms: None,
             rows: 0,
             entries: 0,
             dump_connection_id: None,
             meta_connection_id: None,
+            replay_skipped: 0,
         };
         let (status_tx, status) = watch::channel(initial);
         let (stop, stop_rx) = watch::channel(false);
@@ -283,6 +322,8 @@ impl Instance {
             floor: floor_rx,
             floors: std::collections::VecDeque::new(),
             from_cursor: cursor.is_some(),
+            cursor,
+            stored: StoredPrefix::default(),
         };
         let (done_tx, done) = oneshot::channel();
         let name = format!("canal-{}", runner.cfg.destination);
@@ -293,7 +334,7 @@ impl Instance {
             let runner = theirs.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(runner) = runner {
                 match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(rt) => rt.block_on(runner.run(cursor).instrument(span)),
+                    Ok(rt) => rt.block_on(runner.run().instrument(span)),
                     Err(e) => runner.fail(format!("cannot start the pipeline's runtime: {e}")),
                 }
             }
@@ -369,6 +410,10 @@ struct Runner {
     floors: std::collections::VecDeque<(std::time::Instant, SchemaPosition)>,
     /// The first session starts from a client cursor (a position a previous owner delivered).
     from_cursor: bool,
+    /// The minimum client cursor, until the first session has resolved it into a start.
+    cursor: Option<LogPosition>,
+    /// Entries of the open transaction already in the store (see [`PrefixSkipper`]).
+    stored: StoredPrefix,
 }
 
 /// The runner's side of a [`SharedHistory`].
@@ -401,18 +446,20 @@ impl Runner {
         });
     }
 
-    async fn run(mut self, cursor: Option<LogPosition>) {
-        let mut resume: Option<Resume> = cursor.and_then(|c| resume_from_cursor(&c, &self.cfg));
+    async fn run(mut self) {
+        // Resolved by the first session (a timestamp search needs the source).
+        let mut resume: Option<Resume> = None;
         let mut backoff = Backoff::new(self.cfg.backoff.0, self.cfg.backoff.1);
         loop {
             if *self.stop.borrow() {
                 break;
             }
-            let before = self.status.borrow().resume.clone();
+            let progress = |s: &InstanceStatus| (s.resume.clone(), s.entries);
+            let before = progress(&self.status.borrow());
             match self.session(&mut resume).await {
                 SessionEnd::Stopped => break,
                 SessionEnd::Failed(e) if e.is_transient() => {
-                    if self.status.borrow().resume != before {
+                    if progress(&self.status.borrow()) != before {
                         backoff.reset(); // progress was made: start the backoff over
                     }
                     let delay = backoff.next_delay();
@@ -543,6 +590,63 @@ impl Runner {
         Ok(())
     }
 
+    /// Where a client cursor says to start (§9.2): its GTID set in GTID mode; its file and
+    /// offset when it was recorded against the configured source (or records no source, as older
+    /// writers); otherwise (a master switch) the last transaction boundary before its time minus
+    /// `fallback_interval`, found by a binlog search on the new source. `None`: the cursor names no
+    /// position at all (the configured start applies).
+    async fn cursor_resume(
+        &self,
+        c: &LogPosition,
+        meta: &mut MetaConnection,
+    ) -> Result<Option<Resume>, InstanceError> {
+        if let Some(r) = gtid_resume(c, &self.cfg) {
+            return Ok(Some(r));
+        }
+        let configured = SourceAddress::new(self.cfg.source.host.clone(), self.cfg.source.port);
+        let switched = match &c.identity.source_address {
+            Some(recorded) => !same_source(recorded, &configured).await?,
+            None => false,
+        };
+        let time = c.position.timestamp.filter(|t| *t > 0);
+        if !switched {
+            if let Some(r) = file_resume(c) {
+                return Ok(Some(r));
+            }
+            // Canal: a cursor with a time but no file searches by time − fallback as well.
+            let Some(ts) = time else { return Ok(None) };
+            return self.search_from(ts, meta).await.map(Some);
+        }
+        let recorded = c.identity.source_address.clone().unwrap_or_else(|| configured.clone());
+        let Some(ts) = time else {
+            return Err(InstanceError::SwitchedWithoutTime { recorded, configured });
+        };
+        warn!(
+            "the cursor was recorded against {recorded}, the source is now {configured}: not \
+             replaying its position {}:{} there, searching the binlog by time instead",
+            c.position.journal_name.as_deref().unwrap_or(""),
+            c.position.position.unwrap_or_default()
+        );
+        self.search_from(ts, meta).await.map(Some)
+    }
+
+    /// The last transaction boundary before `ts` − `fallback_interval`, logged at WARN.
+    async fn search_from(
+        &self,
+        ts: i64,
+        meta: &mut MetaConnection,
+    ) -> Result<Resume, InstanceError> {
+        let back = i64::try_from(self.cfg.fallback_interval.as_millis()).unwrap_or(i64::MAX);
+        let target = ts.saturating_sub(back);
+        let hit = meta.find_position_by_timestamp(target).await?;
+        warn!(
+            "resuming at {}:{} (the last transaction boundary before {target} ms = the cursor's time \
+             {ts} ms − {:?}); entries after it that clients already received are sent again",
+            hit.file, hit.position, self.cfg.fallback_interval
+        );
+        Ok(Resume::FilePos(hit.file, hit.position))
+    }
+
     /// Resolves where to start when there is neither a cursor nor progress (§9.2).
     async fn initial_resume(&self, meta: &mut MetaConnection) -> Result<Resume, InstanceError> {
         let start = &self.cfg.start;
@@ -589,12 +693,23 @@ impl Runner {
         let start = match resume.clone() {
             Some(r) => r,
             None => {
-                let r = self.initial_resume(&mut meta).await?;
+                let from_cursor = match self.cursor.clone() {
+                    Some(c) => self.cursor_resume(&c, &mut meta).await?,
+                    None => None,
+                };
+                let r = match from_cursor {
+                    Some(r) => r,
+                    None => self.initial_resume(&mut meta).await?,
+                };
+                self.cursor = None;
                 *resume = Some(r.clone());
                 // Published before anything is stored: the server records it as the cursor of
                 // clients that subscribed before the start was known.
                 let pos = resume_position(resume);
-                self.status.send_modify(|s| s.resume = pos);
+                self.status.send_modify(|s| {
+                    s.start = pos.clone();
+                    s.resume = pos;
+                });
                 r
             }
         };
@@ -626,7 +741,13 @@ impl Runner {
         opts.gtid_mode = self.cfg.gtid_mode;
         // MySQL 8.0.19 stopped printing integer display widths; MariaDB never did.
         opts.implicit_display_width = meta.is_mariadb() || meta.version() < (8, 0, 19);
-        if let Some(f) = self.filter.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        // A partly stored transaction is read again with the filter it was converted with: a new
+        // subscription filter applies from the next transaction on (see the event loop).
+        let mut skipper =
+            (!self.stored.is_empty()).then(|| PrefixSkipper::new(self.stored.clone()));
+        if skipper.is_none()
+            && let Some(f) = self.filter.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
             self.cfg.convert.filter = f.clone();
             opts.filter = f;
         }
@@ -639,7 +760,15 @@ impl Runner {
         let conn = ReplicaConnection::connect(&self.cfg.source).await?;
         let mut stream = conn.dump(dump_start, DumpOptions::default()).await?;
         let conn_id = stream.info().connection_id;
-        info!("dumping from {} (connection {conn_id})", describe(resume));
+        match &skipper {
+            Some(_) => info!(
+                "dumping from {} (connection {conn_id}); the next transaction's first {} entries \
+                 are already stored and will be skipped",
+                describe(resume),
+                self.stored.entries()
+            ),
+            None => info!("dumping from {} (connection {conn_id})", describe(resume)),
+        }
         self.status.send_modify(|s| {
             s.state = InstanceState::Running;
             s.dump_connection_id = Some(conn_id);
@@ -674,7 +803,12 @@ impl Runner {
             {
                 continue;
             }
-            if let Some(f) = self.filter.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            // Filter changes take effect between transactions, so that a transaction read again
+            // after a reconnect gives the same entries as the first time.
+            if skipper.is_none()
+                && !converter.in_transaction()
+                && let Some(f) = self.filter.lock().unwrap_or_else(|p| p.into_inner()).take()
+            {
                 self.cfg.convert.filter = f.clone();
                 converter.set_filter(f);
             }
@@ -701,8 +835,28 @@ impl Runner {
                 self.status.send_modify(|s| s.last_event_ms = Some(ts));
             }
             let event_end = u64::from(raw.header.log_pos);
-            let mut stopped = false;
+            let mut outcome: Option<Result<(), InstanceError>> = None;
             for e in entries.drain(..) {
+                if let Some(s) = skipper.as_mut() {
+                    match s.check(&e) {
+                        Ok(Replay::Skip) => {
+                            self.status.send_modify(|st| st.replay_skipped += 1);
+                            if s.is_done() {
+                                info!(
+                                    "skipped the {} entries of the open transaction already stored",
+                                    s.skipped()
+                                );
+                                skipper = None;
+                            }
+                            continue;
+                        }
+                        Ok(Replay::Deliver) => {}
+                        Err(m) => {
+                            outcome = Some(Err(m.into()));
+                            break;
+                        }
+                    }
+                }
                 let ready = tbuf.push(e);
                 if ready.is_empty() {
                     continue;
@@ -710,22 +864,49 @@ impl Runner {
                 match self.put(&ready, &mut stop).await {
                     Ok(()) => {}
                     Err(None) => {
-                        stopped = true;
+                        outcome = Some(Ok(()));
                         break;
                     }
-                    Err(Some(e)) => return Err(e),
+                    Err(Some(e)) => {
+                        outcome = Some(Err(e));
+                        break;
+                    }
                 }
                 // After a flush that ends a transaction (or a DDL), a reconnect resumes right
-                // after this event.
+                // after this event; after one that leaves it open, the stored part is recorded
+                // so that a reconnect skips it.
                 let last = &ready[ready.len() - 1];
                 if last.closes {
                     *resume = Some(next_resume(&converter, &start, last, event_end));
                     let pos = resume_position(resume);
                     self.status.send_modify(|s| s.resume = pos);
+                    // While the skipper waits for the stored part, what is stored before it
+                    // (an empty transaction the buffer let through) moves the resume point but
+                    // leaves the stored part as it is.
+                    if skipper.is_none() {
+                        self.stored.clear();
+                    }
+                } else if skipper.is_none() {
+                    self.stored.record(&ready);
+                } else {
+                    // Before the stored part, only whole (empty) transactions can be stored:
+                    // a flush that leaves one open there would sit between the resume point and
+                    // the stored part, which the first session never produced.
+                    let first = ready[0].position.clone();
+                    outcome = Some(Err(ReplayMismatch::Missed {
+                        expected: format!("{} stored entries", self.stored.entries()),
+                        found: format!(
+                            "an open flush at {}:{}",
+                            first.journal_name.unwrap_or_default(),
+                            first.position.unwrap_or_default()
+                        ),
+                    }
+                    .into()));
+                    break;
                 }
             }
-            if stopped {
-                break Ok(());
+            if let Some(outcome) = outcome {
+                break outcome;
             }
         };
         self.history = converter.into_history();
@@ -871,17 +1052,56 @@ fn describe(resume: &Option<Resume>) -> String {
     }
 }
 
-/// The dump start for a stored cursor: its GTID in GTID mode, else its file and offset.
-fn resume_from_cursor(c: &LogPosition, cfg: &InstanceConfig) -> Option<Resume> {
-    if cfg.gtid_mode
-        && let Some(g) = c.position.gtid.as_deref().filter(|g| !g.is_empty())
-    {
-        if let Ok(list) = g.parse::<MariadbGtidList>() {
-            return Some(Resume::Maria(list));
-        }
-        return Some(Resume::Mysql(g.to_owned()));
+/// The GTID start of a cursor in GTID mode (host-independent), if it has one.
+fn gtid_resume(c: &LogPosition, cfg: &InstanceConfig) -> Option<Resume> {
+    if !cfg.gtid_mode {
+        return None;
     }
-    let file = c.position.journal_name.clone()?;
+    let g = c.position.gtid.as_deref().filter(|g| !g.is_empty())?;
+    Some(match g.parse::<MariadbGtidList>() {
+        Ok(list) => Resume::Maria(list),
+        Err(_) => Resume::Mysql(g.to_owned()),
+    })
+}
+
+/// The cursor's file and offset, when it has them.
+fn file_resume(c: &LogPosition) -> Option<Resume> {
+    let file = c.position.journal_name.clone().filter(|f| !f.is_empty())?;
     let pos = c.position.position.filter(|p| *p >= 4)? as u64;
     Some(Resume::FilePos(file, pos))
+}
+
+/// Whether a cursor's source address names the configured source: the same port and the same
+/// host name (ASCII case ignored), or host names that resolve to a common address (Java Canal
+/// writes the IP literal or a reverse-DNS name such as `localhost`).
+///
+/// # Errors
+/// The configured host does not resolve (transient: the connection would fail too).
+async fn same_source(
+    recorded: &SourceAddress,
+    configured: &SourceAddress,
+) -> Result<bool, InstanceError> {
+    if recorded.port != configured.port {
+        return Ok(false);
+    }
+    if recorded.address.eq_ignore_ascii_case(&configured.address) {
+        return Ok(true);
+    }
+    let ours: Vec<std::net::IpAddr> =
+        tokio::net::lookup_host((configured.address.as_str(), configured.port))
+            .await
+            .map_err(|source| ReplicaError::Io { op: "resolve the source address", source })?
+            .map(|a| a.ip())
+            .collect();
+    match tokio::net::lookup_host((recorded.address.as_str(), recorded.port)).await {
+        Ok(theirs) => Ok(theirs.map(|a| a.ip()).any(|ip| ours.contains(&ip))),
+        Err(e) => {
+            // A name that does not resolve now cannot be shown to be the source we reach; the
+            // timestamp search that follows re-sends at most the fallback interval, never skips.
+            warn!(
+                "cannot resolve the cursor's source {recorded} ({e}): treating it as another source"
+            );
+            Ok(false)
+        }
+    }
 }

@@ -225,6 +225,11 @@ impl Converter {
         self.opts.filter = filter;
     }
 
+    /// Whether the last entry left a transaction open (a BEGIN without its END yet).
+    pub fn in_transaction(&self) -> bool {
+        self.in_txn
+    }
+
     /// The executed GTID set after the last event (GTID mode).
     pub fn gtid_set(&self) -> &str {
         &self.gtid_set

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::decode::{BinlogReader, DecodeError};
 use super::entry::{BuiltEntry, ConvertError, Converter};
 use super::replica::{MetaConnection, ReplicaError};
-use crate::position::compare_journal;
+use crate::position::{EntryPosition, compare_journal};
 use crate::schema::{SnapshotTable, TableName};
 use crate::store::EntryKind;
 
@@ -187,6 +187,266 @@ impl TransactionBuffer {
     /// Whatever is buffered (end of input).
     pub fn drain(&mut self) -> Vec<BuiltEntry> {
         self.take()
+    }
+}
+
+/// What of an open transaction has reached the store: the entries put since the last resume
+/// point (flushes of a transaction larger than one store flush), as a count, the first and last
+/// positions and a digest of every entry's identity (event position, time, server id, kind, rows).
+/// O(1) in size, however long the transaction.
+///
+/// A reconnect resumes at the last transaction boundary and reads these entries again; a
+/// [`PrefixSkipper`] built from this recognises and drops them, so a client never receives the
+/// transaction's BEGIN twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredPrefix {
+    entries: u64,
+    first: Option<EntryMark>,
+    last: Option<EntryMark>,
+    digest: u64,
+}
+
+/// Where an entry came from, as far as recognising it again goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct EntryMark {
+    journal: Option<String>,
+    offset: Option<i64>,
+    kind: u8,
+}
+
+impl EntryMark {
+    fn of(e: &BuiltEntry) -> Self {
+        Self {
+            journal: e.position.journal_name.clone(),
+            offset: e.position.position,
+            kind: kind_code(e.kind),
+        }
+    }
+
+    fn position(&self) -> EntryPosition {
+        EntryPosition {
+            journal_name: self.journal.clone(),
+            position: self.offset,
+            ..EntryPosition::default()
+        }
+    }
+}
+
+impl std::fmt::Display for EntryMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            0 => "BEGIN",
+            1 => "END",
+            2 => "rows",
+            3 => "DDL",
+            _ => "query",
+        };
+        write!(
+            f,
+            "{kind} at {}:{}",
+            self.journal.as_deref().unwrap_or("?"),
+            self.offset.map_or_else(|| "?".to_owned(), |o| o.to_string())
+        )
+    }
+}
+
+fn kind_code(kind: EntryKind) -> u8 {
+    match kind {
+        EntryKind::Begin { .. } => 0,
+        EntryKind::End => 1,
+        EntryKind::Rows => 2,
+        EntryKind::Ddl => 3,
+        EntryKind::Query => 4,
+    }
+}
+
+/// Folds one entry's identity into a digest. `DefaultHasher::new()` has fixed keys, so the same
+/// entries give the same digest within the process (the digest is never persisted). The bytes are
+/// left out on purpose: a table definition fetched on the reconnect (one that was unavailable
+/// before) changes `mysqlType` strings, not which entries the binlog holds.
+fn fold(digest: u64, e: &BuiltEntry) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    digest.hash(&mut h);
+    e.position.journal_name.hash(&mut h);
+    e.position.position.hash(&mut h);
+    e.position.timestamp.hash(&mut h);
+    e.position.server_id.hash(&mut h);
+    kind_code(e.kind).hash(&mut h);
+    e.rows.hash(&mut h);
+    e.closes.hash(&mut h);
+    h.finish()
+}
+
+impl StoredPrefix {
+    /// Nothing of an open transaction is stored.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Entries stored.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Appends a flush that was put into the store.
+    pub fn record(&mut self, flush: &[BuiltEntry]) {
+        for e in flush {
+            if self.first.is_none() {
+                self.first = Some(EntryMark::of(e));
+            }
+            self.digest = fold(self.digest, e);
+            self.entries += 1;
+        }
+        if let Some(e) = flush.last() {
+            self.last = Some(EntryMark::of(e));
+        }
+    }
+
+    /// Forgets everything (a flush that closes the transaction was stored: the resume point
+    /// moved past it).
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// What to do with an entry read again after a reconnect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// Not stored before: buffer and store it.
+    Deliver,
+    /// Already stored: drop it.
+    Skip,
+}
+
+/// The entries read again after a reconnect are not those that were stored: the source's binlog
+/// changed under the same address (a failover behind a VIP, a reset binlog). Nothing was
+/// skipped or delivered wrongly when this is returned; the instance must stop.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayMismatch {
+    /// The stream passed the stored transaction's first entry without producing it.
+    #[error(
+        "resuming inside a partly stored transaction: expected its first stored entry ({expected}), \
+         the source sent {found} instead"
+    )]
+    Missed {
+        /// The first stored entry.
+        expected: String,
+        /// What the source sent.
+        found: String,
+    },
+    /// The transaction ended (or a boundary came) before all stored entries were read again.
+    #[error(
+        "resuming inside a partly stored transaction of {stored} stored entries: the source closed \
+         it after {seen} ({at})"
+    )]
+    Shorter {
+        /// Entries stored before the reconnect.
+        stored: u64,
+        /// Entries read again when the boundary came.
+        seen: u64,
+        /// The closing entry.
+        at: String,
+    },
+    /// As many entries were read again as were stored, but they are not the same ones.
+    #[error(
+        "resuming inside a partly stored transaction: its {stored} stored entries ended with \
+         {expected}, the {stored} entries read again end with {found} or differ before it"
+    )]
+    Different {
+        /// Entries stored before the reconnect.
+        stored: u64,
+        /// The last stored entry.
+        expected: String,
+        /// The last entry read again.
+        found: String,
+    },
+}
+
+/// Recognises the entries of a [`StoredPrefix`] when the dump resumes at the transaction boundary
+/// before them: entries before the prefix's first are delivered (they were never stored — empty
+/// transactions the buffer dropped), then exactly `prefix.entries()` entries are skipped, each
+/// folded into the digest, and the digest and the last position must equal the stored ones.
+/// Any difference is a [`ReplayMismatch`], never a silent skip.
+#[derive(Clone, Debug)]
+pub struct PrefixSkipper {
+    expected: StoredPrefix,
+    seen: u64,
+    digest: u64,
+}
+
+impl PrefixSkipper {
+    /// A skipper for the entries of `expected`.
+    pub fn new(expected: StoredPrefix) -> Self {
+        Self { expected, seen: 0, digest: 0 }
+    }
+
+    /// Every stored entry has been read again (later entries are new).
+    pub fn is_done(&self) -> bool {
+        self.seen >= self.expected.entries
+    }
+
+    /// Whether the first stored entry has been recognised (entries are being skipped).
+    pub fn started(&self) -> bool {
+        self.seen > 0
+    }
+
+    /// Entries skipped so far.
+    pub fn skipped(&self) -> u64 {
+        self.seen
+    }
+
+    /// Decides for the next entry of the resumed stream.
+    ///
+    /// # Errors
+    /// [`ReplayMismatch`] when the stream does not reproduce the stored entries.
+    pub fn check(&mut self, e: &BuiltEntry) -> Result<Replay, ReplayMismatch> {
+        if self.is_done() {
+            return Ok(Replay::Deliver);
+        }
+        if self.seen == 0 {
+            let Some(first) = &self.expected.first else { return Ok(Replay::Deliver) };
+            let mark = EntryMark::of(e);
+            if mark != *first {
+                // Same event, other kind: entries of one event belong to one transaction, whose
+                // earliest entry is the stored first one, so the stream differs.
+                if mark.position().cmp_in_file_order(&first.position()) == std::cmp::Ordering::Less
+                {
+                    return Ok(Replay::Deliver);
+                }
+                return Err(ReplayMismatch::Missed {
+                    expected: first.to_string(),
+                    found: mark.to_string(),
+                });
+            }
+        }
+        self.digest = fold(self.digest, e);
+        self.seen += 1;
+        if self.seen == self.expected.entries {
+            let mark = EntryMark::of(e);
+            if self.digest != self.expected.digest || Some(&mark) != self.expected.last.as_ref() {
+                return Err(ReplayMismatch::Different {
+                    stored: self.expected.entries,
+                    expected: self
+                        .expected
+                        .last
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                    found: mark.to_string(),
+                });
+            }
+        } else if e.closes {
+            // A stored prefix never holds a closing entry: a flush ending with one moves the
+            // resume point and clears the prefix.
+            return Err(ReplayMismatch::Shorter {
+                stored: self.expected.entries,
+                seen: self.seen,
+                at: EntryMark::of(e).to_string(),
+            });
+        }
+        Ok(Replay::Skip)
     }
 }
 
@@ -374,6 +634,183 @@ mod tests {
         assert_eq!(kinds(&t.push(e(EntryKind::Rows, 1))), [EntryKind::Rows, EntryKind::Rows]);
         assert!(t.push(e(EntryKind::Begin { gtid: false }, 600)).is_empty());
         assert_eq!(t.push(e(EntryKind::Rows, 400)).len(), 2);
+    }
+
+    fn at(kind: EntryKind, file: &str, offset: i64) -> BuiltEntry {
+        BuiltEntry {
+            position: EntryPosition::at(file, offset).with_timestamp(1_700_000_000_000),
+            ..e(kind, 10)
+        }
+    }
+
+    /// An empty transaction, then one of `rows` rows events, then another small one.
+    fn stream(rows: usize) -> Vec<BuiltEntry> {
+        let mut v = vec![
+            at(EntryKind::Begin { gtid: false }, "b.000001", 50),
+            at(EntryKind::End, "b.000001", 80),
+            at(EntryKind::Begin { gtid: false }, "b.000001", 100),
+        ];
+        for i in 0..rows {
+            v.push(at(EntryKind::Rows, "b.000001", 200 + 100 * i as i64));
+        }
+        v.push(at(EntryKind::End, "b.000001", 200 + 100 * rows as i64));
+        v.push(at(EntryKind::Begin { gtid: false }, "b.000002", 4));
+        v.push(at(EntryKind::Rows, "b.000002", 40));
+        v.push(at(EntryKind::End, "b.000002", 80));
+        v
+    }
+
+    fn offsets(v: &[BuiltEntry]) -> Vec<(Option<String>, Option<i64>)> {
+        v.iter().map(|e| (e.position.journal_name.clone(), e.position.position)).collect()
+    }
+
+    /// What the instance does with one session: buffer, store, record the open transaction's
+    /// stored prefix, move the resume index after a closing flush; the session dies after
+    /// `fail_after` stored flushes. Returns whether the stream was consumed to its end.
+    fn session(
+        input: &[BuiltEntry],
+        resume: &mut usize,
+        prefix: &mut StoredPrefix,
+        store: &mut Vec<BuiltEntry>,
+        fail_after: usize,
+        skipped: &mut u64,
+    ) -> Result<bool, ReplayMismatch> {
+        let mut t = TransactionBuffer::new(3, usize::MAX);
+        t.empty_interval = Duration::from_secs(3600); // drop every empty transaction
+        let mut skipper = (!prefix.is_empty()).then(|| PrefixSkipper::new(prefix.clone()));
+        let mut flushes = 0;
+        for (i, entry) in input.iter().enumerate().skip(*resume) {
+            if let Some(s) = skipper.as_mut() {
+                if s.check(entry)? == Replay::Skip {
+                    *skipped += 1;
+                    if s.is_done() {
+                        skipper = None;
+                    }
+                    continue;
+                }
+            }
+            let ready = t.push(entry.clone());
+            if ready.is_empty() {
+                continue;
+            }
+            store.extend(ready.iter().cloned());
+            if ready[ready.len() - 1].closes {
+                *resume = i + 1;
+                if skipper.is_none() {
+                    prefix.clear();
+                }
+            } else {
+                assert!(skipper.is_none(), "only closing flushes come before the prefix");
+                prefix.record(&ready);
+            }
+            flushes += 1;
+            if flushes == fail_after {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    #[test]
+    fn a_reconnect_inside_a_stored_transaction_skips_exactly_the_stored_entries() {
+        let input = stream(10);
+        // Every kill point, and several kills in one run (flushes of 3 entries: the big
+        // transaction takes four).
+        for fail_after in 1..8 {
+            let mut resume = 0;
+            let mut prefix = StoredPrefix::default();
+            let mut store = Vec::new();
+            let mut skipped = 0;
+            let mut sessions = 0;
+            while !session(&input, &mut resume, &mut prefix, &mut store, fail_after, &mut skipped)
+                .unwrap()
+            {
+                sessions += 1;
+                assert!(sessions < 100);
+            }
+            // The empty transaction is dropped; every other entry is stored exactly once.
+            assert_eq!(offsets(&store), offsets(&input[2..]), "fail_after {fail_after}");
+            let begins = store.iter().filter(|e| matches!(e.kind, EntryKind::Begin { .. })).count();
+            assert_eq!(begins, 2, "one BEGIN per transaction");
+            if fail_after < 4 {
+                assert!(skipped > 0, "fail_after {fail_after}: a reconnect inside the transaction");
+            }
+        }
+    }
+
+    #[test]
+    fn the_skipper_delivers_what_precedes_the_prefix_and_what_follows_it() {
+        let input = stream(4);
+        let mut prefix = StoredPrefix::default();
+        prefix.record(&input[2..4]); // BEGIN, rows
+        prefix.record(&input[4..5]); // rows
+        assert_eq!(prefix.entries(), 3);
+        let mut s = PrefixSkipper::new(prefix);
+        let got: Vec<Replay> = input.iter().map(|e| s.check(e).unwrap()).collect();
+        use Replay::{Deliver as D, Skip as S};
+        assert_eq!(got, [D, D, S, S, S, D, D, D, D, D, D]);
+        assert!(s.is_done());
+        assert_eq!(s.skipped(), 3);
+    }
+
+    #[test]
+    fn a_different_stream_is_a_typed_error_never_a_silent_skip() {
+        let input = stream(4);
+        let mut prefix = StoredPrefix::default();
+        prefix.record(&input[2..5]);
+
+        // The source went past the stored BEGIN without producing it.
+        let mut s = PrefixSkipper::new(prefix.clone());
+        let err = s.check(&at(EntryKind::Begin { gtid: false }, "b.000001", 150)).unwrap_err();
+        assert!(matches!(err, ReplayMismatch::Missed { .. }), "{err}");
+        assert!(err.to_string().contains("b.000001:100"), "{err}");
+        // Same event, another kind.
+        let mut s = PrefixSkipper::new(prefix.clone());
+        let err = s.check(&at(EntryKind::Rows, "b.000001", 100)).unwrap_err();
+        assert!(matches!(err, ReplayMismatch::Missed { .. }), "{err}");
+        // Another file sorts after.
+        let mut s = PrefixSkipper::new(prefix.clone());
+        assert!(s.check(&at(EntryKind::Begin { gtid: false }, "b.000002", 4)).is_err());
+
+        // The transaction ends before the stored entries are all read again.
+        let mut s = PrefixSkipper::new(prefix.clone());
+        assert_eq!(s.check(&input[2]).unwrap(), Replay::Skip);
+        let err = s.check(&at(EntryKind::End, "b.000001", 200)).unwrap_err();
+        assert!(matches!(err, ReplayMismatch::Shorter { stored: 3, seen: 2, .. }), "{err}");
+
+        // As many entries, one of them elsewhere: the digest differs.
+        let mut s = PrefixSkipper::new(prefix.clone());
+        assert_eq!(s.check(&input[2]).unwrap(), Replay::Skip);
+        assert_eq!(s.check(&at(EntryKind::Rows, "b.000001", 250)).unwrap(), Replay::Skip);
+        let err = s.check(&input[4]).unwrap_err();
+        assert!(matches!(err, ReplayMismatch::Different { stored: 3, .. }), "{err}");
+        // Same positions, another row count.
+        let mut s = PrefixSkipper::new(prefix.clone());
+        let mut fat = input[3].clone();
+        fat.rows = 7;
+        s.check(&input[2]).unwrap();
+        s.check(&fat).unwrap();
+        assert!(matches!(s.check(&input[4]), Err(ReplayMismatch::Different { .. })));
+        // Same entries except the last one's position.
+        let mut s = PrefixSkipper::new(prefix);
+        s.check(&input[2]).unwrap();
+        s.check(&input[3]).unwrap();
+        assert!(s.check(&at(EntryKind::Rows, "b.000001", 301)).is_err());
+    }
+
+    #[test]
+    fn a_prefix_recorded_flush_by_flush_equals_one_recorded_at_once() {
+        let input = stream(6);
+        let mut a = StoredPrefix::default();
+        a.record(&input[2..4]);
+        a.record(&[]);
+        a.record(&input[4..7]);
+        let mut b = StoredPrefix::default();
+        b.record(&input[2..7]);
+        assert_eq!(a, b);
+        a.clear();
+        assert!(a.is_empty());
+        assert_eq!(PrefixSkipper::new(a).check(&input[0]).unwrap(), Replay::Deliver);
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use canal_core::binlog::replica::ReplicaConfig;
+use canal_core::binlog::replica::{MetaConnection, ReplicaConfig};
 use canal_core::instance::{Instance, InstanceConfig, InstanceState, StartConfig};
+use canal_core::position::{EntryPosition, LogIdentity, LogPosition, SourceAddress};
 use canal_core::protocol::entry::{Entry, EntryType, EventType, RowChange};
 use canal_core::store::{BatchMode, GetWait, StoreConfig};
 use mysql_async::prelude::Queryable;
@@ -97,13 +98,20 @@ struct Seen {
     ends: usize,
     ddl: Vec<String>,
     open: bool,
+    /// BEGINs received while a transaction was open (a transaction's BEGIN sent twice).
+    nested: usize,
+    /// Every entry's binlog file and offset.
+    positions: Vec<(String, i64)>,
 }
 
 impl Seen {
     fn add(&mut self, bytes: &[u8]) {
         let e = Entry::decode(bytes).unwrap();
+        let h = e.header.clone().unwrap_or_default();
+        self.positions.push((h.logfile_name().to_owned(), h.logfile_offset()));
         match e.entry_type() {
             EntryType::Transactionbegin => {
+                self.nested += usize::from(self.open);
                 self.begins += 1;
                 self.open = true;
             }
@@ -350,6 +358,121 @@ async fn killed_dump_connection_resumes_without_gap_or_duplicate() {
     inst.stop().await;
 }
 
+/// Kills the current dump connection from the admin session; returns its id.
+async fn kill_dump(c: &mut Ctx, inst: &Instance) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        if let Some(id) = inst.status().dump_connection_id {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no dump connection: {:?}", inst.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    c.exec(&format!("KILL CONNECTION {id}")).await;
+    id
+}
+
+/// Transactions much larger than one store flush (a 256 KiB store budget: flushes of at most
+/// 32 KiB or 64 entries), the dump connection KILLed inside each of them at a different point:
+/// the reconnect resumes at the transaction's start and skips what the store already holds, so
+/// every row arrives exactly once and every transaction has one BEGIN and one END.
+#[tokio::test]
+async fn killed_inside_big_transactions_every_row_once_one_begin_per_transaction() {
+    let Some(mut c) = Ctx::new("bigtx").await else { return };
+    c.exec("CREATE TABLE $db.t (id INT PRIMARY KEY, pad VARCHAR(1000))").await;
+    let (file, pos) = c.master_status().await;
+    let mut cfg = c.config();
+    cfg.start = StartConfig { journal: Some(file), position: Some(pos), ..StartConfig::default() };
+    cfg.store.memory_budget = 256 * 1024;
+    cfg.transaction_size = 64;
+    // Three transactions of 10 statements × 1000 rows of ~1 KB, ~10 MB of binlog each. After a
+    // KILL the instance still reads what the socket buffers hold (measured: ~4.5 MB on
+    // loopback); a kill at 10, 20 and 30 % of a transaction leaves more than that to read, so
+    // the reconnect happens inside it.
+    const TXNS: usize = 3;
+    const STMTS: usize = 10;
+    const ROWS: usize = 1000;
+    let per_txn = STMTS * ROWS;
+    let total = TXNS * per_txn;
+    for t in 0..TXNS {
+        c.exec("BEGIN").await;
+        for s in 0..STMTS {
+            let first = (t * STMTS + s) * ROWS + 1;
+            c.exec(&format!(
+                "INSERT INTO $db.t SELECT seq, REPEAT(CHAR(97 + seq % 26), 1000) \
+                 FROM $db.seq_{first}_to_{}",
+                first + ROWS - 1
+            ))
+            .await;
+        }
+        c.exec("COMMIT").await;
+    }
+    let inst = Instance::start(cfg, None);
+    // Kill points, in rows received.
+    let mut kills: Vec<usize> =
+        (0..TXNS).rev().map(|t| t * per_txn + per_txn * (t + 1) / 10).collect();
+    let mut seen = Seen::default();
+    // Per kill: rows received at the kill and `replay_skipped` then.
+    let mut at_kill: Vec<(usize, u64)> = Vec::new();
+    let mut killed: Option<u32> = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.changes.len() < total || killed.is_some() {
+        assert!(Instant::now() < deadline, "timed out; status {:?}", inst.status());
+        let status = inst.status();
+        if let InstanceState::Failed { error } = &status.state {
+            panic!("instance failed: {error}");
+        }
+        if killed.is_some_and(|id| status.dump_connection_id.is_some_and(|new| new != id)) {
+            killed = None;
+        }
+        if killed.is_none() && kills.last().is_some_and(|k| seen.changes.len() >= *k) {
+            kills.pop();
+            at_kill.push((seen.changes.len(), status.replay_skipped));
+            killed = Some(kill_dump(&mut c, &inst).await);
+        }
+        let batch =
+            inst.store().get(64, GetWait::Timeout(Duration::from_millis(100))).await.unwrap();
+        if let Some(b) = batch {
+            for e in &b.entries {
+                seen.add(e);
+            }
+            inst.store().ack(b.end_seq).unwrap();
+        }
+    }
+    // Let a duplicate show up before judging.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Some(b) = inst.store().get(1000, GetWait::NonBlocking).await.unwrap() {
+        for e in &b.entries {
+            seen.add(e);
+        }
+        inst.store().ack(b.end_seq).unwrap();
+    }
+    let ids: Vec<usize> =
+        seen.changes.iter().map(|ch| ch.after["id"].as_ref().unwrap().parse().unwrap()).collect();
+    assert_eq!(ids.len(), total, "every row exactly once");
+    assert!(ids.iter().copied().eq(1..=total), "every row exactly once, in order");
+    assert_eq!(seen.nested, 0, "a BEGIN inside an open transaction");
+    assert_eq!(seen.begins, seen.ends, "every BEGIN has its END");
+    assert!(!seen.open);
+    for t in 0..TXNS {
+        let rows = &seen.changes[t * per_txn..(t + 1) * per_txn];
+        assert!(rows.iter().all(|r| r.in_txn && r.txn == rows[0].txn), "transaction {t} split");
+        if t > 0 {
+            assert!(seen.changes[(t - 1) * per_txn].txn < rows[0].txn);
+        }
+    }
+    // Each reconnect resumed inside its transaction and skipped the stored part (a whole
+    // transaction lies between two kill points, so each skip is over before the next kill).
+    assert_eq!(at_kill.len(), TXNS, "{at_kill:?}");
+    let mut skipped: Vec<u64> = at_kill.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    skipped.push(inst.status().replay_skipped - at_kill[at_kill.len() - 1].1);
+    eprintln!(
+        "kills at (rows, skipped before) {at_kill:?}: entries skipped per reconnect {skipped:?}"
+    );
+    assert!(skipped.iter().all(|n| *n > 0), "kills at {at_kill:?} skipped {skipped:?}");
+    inst.stop().await;
+}
+
 #[tokio::test]
 async fn start_by_gtid_and_by_timestamp() {
     let Some(mut c) = Ctx::new("start").await else { return };
@@ -383,6 +506,112 @@ async fn start_by_gtid_and_by_timestamp() {
     drain(&inst, &mut seen, |_| true).await;
     let ids: Vec<_> = seen.changes.iter().map(|c| c.after["id"].clone().unwrap()).collect();
     assert_eq!(ids, ["3"], "timestamp start skips what was written before");
+    inst.stop().await;
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// A cursor recorded against another MySQL address (a master switch) is not replayed as its file
+/// and offset on the configured source: the start is the last transaction boundary before the
+/// cursor's time minus `fallback_interval`, found by a binlog search. In GTID mode the cursor's
+/// GTID set is used as it is. A cursor naming the configured source under another spelling
+/// (`localhost` for 127.0.0.1) or naming no source (older writers) keeps its file and offset.
+#[tokio::test]
+async fn cursor_from_another_source_resumes_by_time_search_or_gtid() {
+    let Some(mut c) = Ctx::new("switch").await else { return };
+    c.exec("CREATE TABLE $db.t (id INT PRIMARY KEY)").await;
+    c.exec("INSERT INTO $db.t VALUES (1)").await;
+    // Binlog times have second precision: a clear second on each side of the search target.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let target = now_ms();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.exec("INSERT INTO $db.t VALUES (2)").await;
+    let gtid_after_2: String =
+        c.admin.query_first("SELECT @@global.gtid_binlog_pos").await.unwrap().unwrap();
+    let (file_before_3, pos_before_3) = c.master_status().await;
+    // The cursor's time is after row 2: without the fallback interval the search would start
+    // after it too.
+    let fallback = Duration::from_secs(3);
+    let cursor_ts = target + 3000;
+    while now_ms() < cursor_ts + 1100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.exec("INSERT INTO $db.t VALUES (3)").await;
+    // Where the search must land, found independently.
+    let hit = {
+        let mut meta = MetaConnection::open(&c.config().source).await.unwrap();
+        let hit = meta.find_position_by_timestamp(target).await.unwrap();
+        meta.close().await.unwrap();
+        hit
+    };
+    let port = c.config().source.port;
+    // A position that does not exist on this source: replaying it would fail ("purged").
+    let elsewhere = EntryPosition::at("elsewhere-bin.000042", 1234)
+        .with_timestamp(cursor_ts)
+        .with_server_id(99)
+        .with_gtid(gtid_after_2.clone());
+    let other = LogPosition::new(SourceAddress::new("192.0.2.10", port), elsewhere.clone());
+
+    let run = |cfg: InstanceConfig, cursor: LogPosition, want: usize| async move {
+        let inst = Instance::start(cfg, Some(cursor));
+        let mut seen = Seen::default();
+        drain(&inst, &mut seen, |s| s.changes.len() >= want).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drain(&inst, &mut seen, |_| true).await;
+        let status = inst.status();
+        inst.stop().await;
+        let ids: Vec<String> =
+            seen.changes.iter().map(|c| c.after["id"].clone().unwrap()).collect();
+        (ids, status, seen)
+    };
+
+    // File/offset mode: the search from the cursor's time minus the fallback interval.
+    let mut cfg = c.config();
+    cfg.fallback_interval = fallback;
+    let (ids, status, seen) = run(cfg.clone(), other.clone(), 2).await;
+    assert_eq!(ids, ["2", "3"], "resumed at the time search, not at the cursor's file/offset");
+    let start = EntryPosition::at(hit.file.clone(), hit.position as i64);
+    assert_eq!(status.start, Some(start.clone()), "started at the timestamp-search position");
+    let first = &seen.positions[0];
+    assert!(
+        EntryPosition::at(first.0.clone(), first.1).cmp_in_file_order(&start).is_ge(),
+        "first entry {first:?} before the start {start:?}"
+    );
+
+    // GTID mode: the cursor's GTID set is host-independent and used as it is.
+    let mut gtid_cfg = cfg.clone();
+    gtid_cfg.gtid_mode = true;
+    let (ids, status, _) = run(gtid_cfg, other.clone(), 1).await;
+    assert_eq!(ids, ["3"], "resumed after the cursor's GTID set");
+    assert_eq!(status.start.and_then(|s| s.gtid), Some(gtid_after_2.clone()));
+
+    // The same source under another name, and a cursor without identity: file and offset.
+    let here = EntryPosition::at(file_before_3.clone(), pos_before_3 as i64).with_timestamp(1);
+    let localhost = LogPosition::new(SourceAddress::new("localhost", port), here.clone());
+    let (ids, status, _) = run(cfg.clone(), localhost, 1).await;
+    assert_eq!(ids, ["3"]);
+    assert_eq!(status.start, Some(EntryPosition::at(file_before_3.clone(), pos_before_3 as i64)));
+    let anonymous = LogPosition { identity: LogIdentity::default(), position: here };
+    let (ids, _, _) = run(cfg.clone(), anonymous, 1).await;
+    assert_eq!(ids, ["3"]);
+
+    // Another source and no time to search by: a typed error naming both, not a guess.
+    let timeless = LogPosition::new(
+        SourceAddress::new("192.0.2.10", port),
+        EntryPosition::at("elsewhere-bin.000042", 1234),
+    );
+    let inst = Instance::start(cfg, Some(timeless));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let InstanceState::Failed { error } = inst.status().state {
+            assert!(error.contains("192.0.2.10") && error.contains("no timestamp"), "{error}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", inst.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     inst.stop().await;
 }
 

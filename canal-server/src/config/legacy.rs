@@ -54,6 +54,7 @@ pub const INSTANCE_KEYS: &[(&str, &str)] = &[
     ("memory.buffer.memunit", "memory.buffer_memunit"),
     ("memory.batch.mode", "memory.batch_mode"),
     ("transaction.size", "transaction_size"),
+    ("fallbackIntervalInSeconds", "fallback_interval_s"),
     ("get.ddl.isolation", "ddl_isolation"),
 ];
 

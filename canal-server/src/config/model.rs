@@ -173,6 +173,9 @@ pub struct InstanceFileConfig {
     pub memory: MemorySection,
     /// Transaction buffer size, a power of two (`canal.instance.transaction.size`, 1024).
     pub transaction_size: Option<usize>,
+    /// Seconds before a cursor's time to search from when the cursor was recorded against
+    /// another source address (`canal.instance.fallbackIntervalInSeconds`, 60).
+    pub fallback_interval_s: Option<u64>,
     /// Deliver each DDL in a batch of its own (`canal.instance.get.ddl.isolation`, false).
     pub ddl_isolation: Option<bool>,
     /// Zone TIMESTAMP values are rendered in: `UTC` (default) or an offset like `+08:00`.

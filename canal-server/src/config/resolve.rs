@@ -58,6 +58,7 @@ pub fn merge(file: &InstanceFileConfig, defaults: &InstanceFileConfig) -> Instan
             memory_budget: or(&f.memory.memory_budget, &d.memory.memory_budget),
         },
         transaction_size: or(&f.transaction_size, &d.transaction_size),
+        fallback_interval_s: or(&f.fallback_interval_s, &d.fallback_interval_s),
         ddl_isolation: or(&f.ddl_isolation, &d.ddl_isolation),
         time_zone: or(&f.time_zone, &d.time_zone),
     }
@@ -173,6 +174,9 @@ pub fn instance_config(
             return Err(bad("transaction_size", format!("{n} is not a power of two")));
         }
         out.transaction_size = n;
+    }
+    if let Some(s) = cfg.fallback_interval_s {
+        out.fallback_interval = std::time::Duration::from_secs(s);
     }
     out.data_dir = Some(data_dir.to_owned());
     Ok(out)

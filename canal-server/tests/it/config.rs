@@ -295,7 +295,7 @@ canal.instance.detecting.heartbeatHaEnable = false
 # support maximum transaction size, more than the size of the transaction will be cut into multiple transactions delivery
 canal.instance.transaction.size =  1024
 # mysql fallback connected to new master should fallback times
-canal.instance.fallbackIntervalInSeconds = 60
+canal.instance.fallbackIntervalInSeconds = 30
 
 # network config
 canal.instance.network.receiveBufferSize = 16384
@@ -411,6 +411,7 @@ canal.mq.partition=0
 "#;
 
 const EQUIVALENT_TOML: &str = r#"
+fallback_interval_s = 30
 [master]
 address = "127.0.0.1:3306"
 [db]
@@ -445,6 +446,7 @@ fn legacy_properties_map_to_the_same_instance_as_toml() {
     let ti = only(&t);
     assert_eq!(li.source.password, "0123", "no type inference");
     assert_eq!(li.source.password, ti.source.password);
+    assert_eq!(li.fallback_interval, std::time::Duration::from_secs(30));
     assert_eq!(li.convert.filter.white().source(), ".*\\..*", "Java \\\\. unescaped");
     assert_eq!(li.convert.filter.black().source(), "mysql\\.slave_.*");
     assert!(!li.convert.filter.accepts("mysql", "slave_relay_log_info"));
@@ -472,9 +474,13 @@ fn legacy_properties_map_to_the_same_instance_as_toml() {
         assert!(all.contains(key), "{key} not in {all}");
     }
     assert!(all.contains("not supported by canal-rs"), "{all}");
-    for quiet in
-        ["canal.serverMode", "canal.instance.gtidon", "canal.aliyun.accessKey", "canal.port"]
-    {
+    for quiet in [
+        "canal.serverMode",
+        "canal.instance.gtidon",
+        "canal.aliyun.accessKey",
+        "canal.port",
+        "canal.instance.fallbackIntervalInSeconds",
+    ] {
         assert!(!all.contains(&format!("{quiet},")) && !all.ends_with(quiet), "{quiet}: {all}");
     }
     assert!(l.warnings.iter().any(|w| w.contains("canal.properties")), "{all}");
