@@ -148,6 +148,9 @@ pub struct InstanceStatus {
     /// Entries read again after reconnects inside partly stored transactions and skipped (they
     /// were in the store already).
     pub replay_skipped: u64,
+    /// Table definitions of the schema history that the binlog's FULL metadata overrode
+    /// ([`crate::binlog::entry::ConvertStats::schema_corrections`]), since the instance started.
+    pub schema_corrections: u64,
 }
 
 /// Why the instance stopped for good.
@@ -297,6 +300,7 @@ impl Instance {
             dump_connection_id: None,
             meta_connection_id: None,
             replay_skipped: 0,
+            schema_corrections: 0,
         };
         let (status_tx, status) = watch::channel(initial);
         let (stop, stop_rx) = watch::channel(false);
@@ -491,16 +495,27 @@ impl Runner {
         });
     }
 
-    async fn open_history(&mut self) -> Result<SchemaHistory, InstanceError> {
+    /// `lower_case_table_names`: whether the source folds table names (read at session start),
+    /// so the history's keys fold them too.
+    async fn open_history(
+        &mut self,
+        lower_case_table_names: bool,
+    ) -> Result<SchemaHistory, InstanceError> {
         if let Some(h) = self.history.take() {
+            if h.options().lower_case_table_names != lower_case_table_names {
+                warn!(
+                    "the source's lower_case_table_names changed while running; the schema history keeps folding names as it did (restart the destination)"
+                );
+            }
             return Ok(h);
         }
+        let options = HistoryOptions { lower_case_table_names, ..HistoryOptions::default() };
         let mut history = match &self.cfg.data_dir {
             Some(dir) => SchemaHistory::open_exclusive(
                 dir.join(&self.cfg.destination).join("schema"),
-                HistoryOptions::default(),
+                options,
             )?,
-            None => SchemaHistory::new(HistoryOptions::default()),
+            None => SchemaHistory::new(options),
         };
         if let Some(shared) = &mut self.shared {
             if shared.opened {
@@ -727,7 +742,10 @@ impl Runner {
             Resume::FilePos(file, _) => file.clone(),
             _ => String::new(),
         };
-        let mut history = self.open_history().await?;
+        // Table names are keys of the history: fold them as the source does (1 and 2 compare
+        // names in lower case).
+        let lower_case_table_names = meta.lower_case_table_names().await? != 0;
+        let mut history = self.open_history(lower_case_table_names).await?;
         let checked = self.check_coverage(&mut meta, &mut history, &start).await;
         let synced = match checked {
             Ok(()) => self.sync_history(&mut history, None).await,
@@ -752,6 +770,7 @@ impl Runner {
             opts.filter = f;
         }
         let mut converter = Converter::new(opts, Some(history), &journal);
+        let corrections_before = self.status.borrow().schema_corrections;
         match &start {
             Resume::Maria(list) => converter.set_gtid_set(list.to_string()),
             Resume::Mysql(set) => converter.set_gtid_set(set.clone()),
@@ -820,8 +839,16 @@ impl Runner {
             }
             // A table fetch may have replaced a killed or broken meta connection.
             let meta_id = meta.connection_id();
-            if self.status.borrow().meta_connection_id != Some(meta_id) {
-                self.status.send_modify(|s| s.meta_connection_id = Some(meta_id));
+            let corrections = corrections_before + converter.stats().schema_corrections;
+            let st = self.status.borrow();
+            let changed =
+                st.meta_connection_id != Some(meta_id) || st.schema_corrections != corrections;
+            drop(st);
+            if changed {
+                self.status.send_modify(|s| {
+                    s.meta_connection_id = Some(meta_id);
+                    s.schema_corrections = corrections;
+                });
             }
             // The history changes of this event are shared before its entries are stored.
             let at = SchemaPosition::new(converter.journal(), u64::from(raw.header.log_pos));

@@ -103,6 +103,12 @@ pub fn metrics(reports: &[DestinationReport]) -> String {
         &|r| r.active.then_some(r.rows as f64),
     );
     family(
+        "canal_instance_schema_corrections_total",
+        "Table definitions of the schema history that the binlog's FULL row metadata overrode",
+        "counter",
+        &|r| r.active.then_some(r.schema_corrections as f64),
+    );
+    family(
         "canal_instance_store_entries",
         "Entries held in the store (not acked)",
         "gauge",

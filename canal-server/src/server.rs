@@ -1066,6 +1066,8 @@ pub struct DestinationReport {
     pub delay_ms: Option<i64>,
     /// Rows put into the store since activation.
     pub rows: u64,
+    /// Table definitions of the schema history the binlog's FULL metadata overrode.
+    pub schema_corrections: u64,
     /// Entries held in the store.
     pub store_entries: usize,
     /// Bytes held in the store.
@@ -1117,6 +1119,7 @@ impl RegistryView {
                     state: None,
                     delay_ms: None,
                     rows: 0,
+                    schema_corrections: 0,
                     store_entries: 0,
                     store_bytes: 0,
                     clients: Vec::new(),
@@ -1145,6 +1148,7 @@ impl RegistryView {
                     });
                     r.delay_ms = status.last_event_ms.map(|t| (now - t).max(0));
                     r.rows = status.rows;
+                    r.schema_corrections = status.schema_corrections;
                     let stats = destination.store().stats();
                     r.store_entries = stats.entries;
                     r.store_bytes = stats.bytes;

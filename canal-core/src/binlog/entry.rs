@@ -17,10 +17,11 @@ use prost::Message;
 use super::decode::{ColumnMeta, TablePlan};
 use super::decode::{
     DecodeError, DecodeOptions, Decoder, Event, EventData, EventHeader, Gtid, MariaGtid, Query,
-    RowImage, RowsKind, TableSchema, event_type,
+    RowImage, RowsKind, TableMap, TableSchema, event_type,
 };
 use super::pbwrite::{self, column as col};
 use super::replica::{GtidSet, MariadbGtid, MariadbGtidList, ServerUuid};
+use super::tiebreak;
 use crate::filter::{FieldFilter, NameFilter};
 use crate::position::EntryPosition;
 use crate::protocol::entry::{
@@ -119,6 +120,20 @@ pub enum ConvertError {
     /// Persisting the schema history failed.
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// The definition in force for a table does not fit its TABLE_MAP (column count, or a type
+    /// the binlog contradicts) and the binlog carries no column names to take instead. The
+    /// pipeline refetches the table once ([`Converter::refresh_table`]) and converts the same
+    /// event again; if that does not help, this is the error, naming table and position.
+    #[error("the definition of {table} does not fit the binlog at {position}: {source}")]
+    TableMismatch {
+        /// The table.
+        table: TableName,
+        /// The rows event's position.
+        position: SchemaPosition,
+        /// The mismatch.
+        #[source]
+        source: Box<DecodeError>,
+    },
 }
 
 /// Counters of what was seen.
@@ -134,6 +149,9 @@ pub struct ConvertStats {
     pub filtered_events: u64,
     /// Rows events skipped because their table could not be decoded (`skip_table_errors`).
     pub skipped_table_errors: u64,
+    /// TABLE_MAPs whose FULL metadata (names, signedness, charsets, members) disagreed with the
+    /// schema history: the binlog's definition was used and recorded in the history.
+    pub schema_corrections: u64,
 }
 
 /// The converter of one binlog stream.
@@ -421,20 +439,7 @@ impl Converter {
                 self.pending_query = None;
                 self.push_end(&h, xid.to_string(), out);
             }
-            EventData::TableMap(map) => {
-                if let Some(history) = &self.history {
-                    let pos = SchemaPosition::new(self.journal.to_string(), start_offset(&h));
-                    if let Lookup::Known(def) = history.lookup(&map.schema, &map.table, &pos) {
-                        let key = (Arc::clone(&map.schema), Arc::clone(&map.table));
-                        let fresh = self.supplied.get(&key).is_none_or(|d| !Arc::ptr_eq(d, &def));
-                        if fresh {
-                            let width = self.opts.implicit_display_width;
-                            self.decoder.put_schema(table_schema(&def, width));
-                            self.supplied.insert(key, def);
-                        }
-                    }
-                }
-            }
+            EventData::TableMap(map) => self.on_table_map(&h, &map)?,
             EventData::Rows(rows) => self.on_rows(&h, &rows, out)?,
             EventData::TransactionPayload(p) => {
                 for inner in p.events() {
@@ -458,6 +463,74 @@ impl Converter {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Supplies the decoder with the history's definition of a mapped table. With FULL metadata
+    /// the binlog is the tie-breaker: a definition that disagrees with it is replaced, for this
+    /// event and in the history, by one built from the binlog (counted in
+    /// [`ConvertStats::schema_corrections`]).
+    fn on_table_map(&mut self, h: &EventHeader, map: &TableMap) -> Result<(), ConvertError> {
+        let Some(history) = &self.history else { return Ok(()) };
+        let pos = SchemaPosition::new(self.journal.to_string(), start_offset(h));
+        let Lookup::Known(mut def) = history.lookup(&map.schema, &map.table, &pos) else {
+            return Ok(());
+        };
+        if let Some(why) = tiebreak::disagreement(&def, map) {
+            let fixed = tiebreak::def_from_binlog(&def, map);
+            tracing::warn!(
+                position = %pos,
+                "schema history disagrees with the binlog's metadata for `{}`.`{}` ({why}); using the binlog's",
+                map.schema,
+                map.table
+            );
+            self.stats.schema_corrections += 1;
+            if let Some(history) = self.history.as_mut() {
+                history.record_table(&pos, fixed.clone())?;
+            }
+            def = Arc::new(fixed);
+        }
+        let key = (Arc::clone(&map.schema), Arc::clone(&map.table));
+        let fresh = self.supplied.get(&key).is_none_or(|d| !Arc::ptr_eq(d, &def));
+        if fresh {
+            let mut schema = table_schema(&def, self.opts.implicit_display_width);
+            // The decoder matches maps by the names the binlog spells (the history may fold them).
+            schema.schema = map.schema.to_string();
+            schema.table = map.table.to_string();
+            self.decoder.put_schema(schema);
+            self.supplied.insert(key, def);
+        }
+        Ok(())
+    }
+
+    /// Supplies the decoder again with the history's definition of `table` at `pos` (after the
+    /// pipeline recorded a fresh `SHOW CREATE TABLE` answering [`ConvertError::TableMismatch`]).
+    pub fn refresh_table(&mut self, table: &TableName, pos: &SchemaPosition) {
+        let Some(history) = &self.history else { return };
+        let lookup = history.lookup(&table.schema, &table.table, pos);
+        let fold = history.options().lower_case_table_names;
+        let same = |a: &str, b: &str| if fold { a.eq_ignore_ascii_case(b) } else { a == b };
+        let mut keys: Vec<(Arc<str>, Arc<str>)> = self
+            .supplied
+            .keys()
+            .filter(|(s, t)| same(s, &table.schema) && same(t, &table.table))
+            .cloned()
+            .collect();
+        self.supplied.retain(|k, _| !keys.contains(k));
+        match lookup {
+            Lookup::Known(def) => {
+                if keys.is_empty() {
+                    keys.push((Arc::from(table.schema.as_str()), Arc::from(table.table.as_str())));
+                }
+                for (s, t) in keys {
+                    let mut schema = table_schema(&def, self.opts.implicit_display_width);
+                    schema.schema = s.to_string();
+                    schema.table = t.to_string();
+                    self.decoder.put_schema(schema);
+                    self.supplied.insert((s, t), Arc::clone(&def));
+                }
+            }
+            _ => self.decoder.remove_schema(&table.schema, &table.table),
+        }
     }
 
     fn on_mysql_gtid(&mut self, g: &Gtid) {
@@ -618,6 +691,19 @@ impl Converter {
         if !self.opts.filter.accepts(plan.schema(), plan.table()) {
             self.stats.filtered_events += 1;
             return Ok(());
+        }
+        // A definition that does not fit: before any state changes, so the pipeline can refetch
+        // the table and convert the same event again.
+        if let Some(e) = plan.mismatch_error() {
+            if self.opts.skip_table_errors {
+                self.stats.skipped_table_errors += 1;
+                return Ok(());
+            }
+            return Err(ConvertError::TableMismatch {
+                table: TableName::new(plan.schema().to_string(), plan.table().to_string()),
+                position: SchemaPosition::new(self.journal.to_string(), start_offset(h)),
+                source: Box::new(e),
+            });
         }
         if let Some((qh, sql)) = self.pending_query.take() {
             let rc = RowChange {

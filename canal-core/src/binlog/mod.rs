@@ -9,3 +9,4 @@ pub mod fuzzing;
 mod pbwrite;
 pub mod pipeline;
 pub mod replica;
+mod tiebreak;

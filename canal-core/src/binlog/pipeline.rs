@@ -59,8 +59,50 @@ pub async fn convert_with_source(
     out: &mut Vec<BuiltEntry>,
 ) -> Result<(), PipelineError> {
     let mut meta = meta;
+    let mut refetched = false;
     loop {
         match converter.convert(raw, out) {
+            // Java's rule, extended to types: a definition that does not fit is fetched again
+            // once; if the source's current definition does not fit either, the error stands.
+            Err(ConvertError::TableMismatch { table, position, source })
+                if !refetched && meta.is_some() && converter.history_mut().is_some() =>
+            {
+                refetched = true;
+                tracing::warn!(
+                    position = %position,
+                    "the definition of {table} does not fit the binlog ({source}); fetching it again"
+                );
+                let ddl = match meta.as_deref_mut() {
+                    Some(m) => m.show_create_table(&table.schema, &table.table).await,
+                    None => Ok(None),
+                };
+                let ddl = match ddl {
+                    Ok(Some(ddl)) => ddl,
+                    // Gone since: nothing better to fetch; the mismatch stands.
+                    Ok(None) => {
+                        return Err(ConvertError::TableMismatch { table, position, source }.into());
+                    }
+                    Err(source) => return Err(PipelineError::TableFetch { table, source }),
+                };
+                if let Some(history) = converter.history_mut() {
+                    let snap = SnapshotTable { schema: table.schema.clone(), ddl: Some(ddl) };
+                    // Fetched now: refused where the history has a later DDL of the table (the
+                    // mismatch then stands).
+                    match history.record_current_snapshot(
+                        &position,
+                        &[snap],
+                        std::slice::from_ref(&table),
+                    ) {
+                        Ok(_) => {}
+                        Err(crate::schema::HistoryError::SnapshotBeforeDdl { .. }) => {
+                            let e = ConvertError::TableMismatch { table, position, source };
+                            return Err(e.into());
+                        }
+                        Err(e) => return Err(ConvertError::from(e).into()),
+                    }
+                }
+                converter.refresh_table(&table, &position);
+            }
             Err(ConvertError::NeedTable { table, position }) => {
                 let ddl = match meta.as_deref_mut() {
                     Some(m) => match m.show_create_table(&table.schema, &table.table).await {

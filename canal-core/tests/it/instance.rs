@@ -40,10 +40,15 @@ impl Ctx {
     async fn new(tag: &str) -> Option<Ctx> {
         let url = support::service("CANAL_TEST_MYSQL")?;
         let admin_url = support::service("CANAL_TEST_MYSQL_ADMIN")?;
+        Some(Ctx::on(url, &admin_url, tag).await)
+    }
+
+    /// A context on another server (a private instance).
+    async fn on(url: String, admin_url: &str, tag: &str) -> Ctx {
         let (db, slave_id) = unique(tag);
-        let mut admin = Conn::new(Opts::from_url(&admin_url).unwrap()).await.expect("admin");
+        let mut admin = Conn::new(Opts::from_url(admin_url).unwrap()).await.expect("admin");
         admin.query_drop(format!("CREATE DATABASE `{db}`")).await.unwrap();
-        Some(Ctx { url, admin, db, slave_id })
+        Ctx { url, admin, db, slave_id }
     }
 
     async fn exec(&mut self, sql: &str) {
@@ -679,6 +684,9 @@ async fn ddl_ending_with_commit_or_begin_reaches_the_history() {
         "{seen:#?}"
     );
     assert!(seen.changes.iter().all(|ch| ch.in_txn), "every row inside BEGIN..END");
+    // The history followed the DDL: the binlog's FULL metadata (the shared server's setting) never
+    // had to correct it.
+    assert_eq!(inst.status().schema_corrections, 0, "{:?}", inst.status());
     for ddl in [
         "ALTER TABLE t DROP COLUMN last_commit",
         "alter table t drop xcommit",
@@ -777,4 +785,226 @@ async fn table_fetch_without_privilege_is_a_typed_error_naming_the_table() {
     assert!(error.contains("1142"), "{error}");
     inst.stop().await;
     c.exec(&format!("DROP USER '{user}'@'%'")).await;
+}
+
+async fn failed_error(inst: &Instance) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let InstanceState::Failed { error } = inst.status().state {
+            return error;
+        }
+        assert!(Instant::now() < deadline, "{:?}", inst.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The binlog is the tie-breaker, FULL metadata (on a private MariaDB, so that no other test's
+/// `SET GLOBAL binlog_row_metadata` interferes): a history learnt from today's `SHOW CREATE TABLE`
+/// for rows written before an ADD+DROP and before a signedness change. The binlog's names and
+/// signedness win, the history is corrected (the ALTERs then apply on top) and the corrections are
+/// counted.
+#[tokio::test]
+async fn full_row_metadata_overrides_a_disagreeing_history() {
+    let Some(server) = PrivateMariadb::start("full", &["binlog_row_metadata=FULL"]) else {
+        return;
+    };
+    let mut c = Ctx::on(server.url.clone(), &server.admin_url, "tiebreak").await;
+    c.exec("CREATE TABLE $db.t (id INT PRIMARY KEY, a VARCHAR(10), b INT)").await;
+    c.exec("CREATE TABLE $db.s (id INT PRIMARY KEY, n INT)").await;
+    let (file, pos) = c.master_status().await;
+    c.exec("INSERT INTO $db.t VALUES (1, 'x', 10)").await;
+    c.exec("INSERT INTO $db.s VALUES (1, 5)").await;
+    c.exec("ALTER TABLE $db.t ADD COLUMN c DECIMAL(5,2) AFTER a, DROP COLUMN b").await;
+    c.exec("ALTER TABLE $db.s MODIFY n INT UNSIGNED").await;
+    c.exec("INSERT INTO $db.t VALUES (2, 'y', 2.50)").await;
+    c.exec("INSERT INTO $db.s VALUES (2, 4294967295)").await;
+    let mut cfg = c.config();
+    cfg.start = StartConfig { journal: Some(file), position: Some(pos), ..StartConfig::default() };
+    let inst = Instance::start(cfg, None);
+    let mut seen = Seen::default();
+    drain(&inst, &mut seen, |s| s.changes.len() >= 4).await;
+    let ch = &seen.changes;
+    assert_eq!(ch[0].after, row(&[("id", Some("1")), ("a", Some("x")), ("b", Some("10"))]));
+    assert_eq!(ch[0].mysql_types["b"], "int(11)");
+    assert_eq!(ch[1].after, row(&[("id", Some("1")), ("n", Some("5"))]));
+    assert_eq!(ch[1].mysql_types["n"], "int(11)");
+    assert_eq!(ch[2].after, row(&[("id", Some("2")), ("a", Some("y")), ("c", Some("2.50"))]));
+    assert_eq!(ch[2].mysql_types["c"], "decimal(5,2)");
+    assert_eq!(ch[3].after, row(&[("id", Some("2")), ("n", Some("4294967295"))]));
+    assert_eq!(ch[3].mysql_types["n"], "int(10) unsigned");
+    assert_eq!(inst.status().schema_corrections, 2, "{:?}", inst.status());
+    inst.stop().await;
+}
+
+/// A MariaDB of the test's own (`cargo xtask services instance up mariadb DIR --set ...`), stopped
+/// by its PID file (`cargo xtask services instance down`) when dropped.
+struct PrivateMariadb {
+    dir: std::path::PathBuf,
+    url: String,
+    admin_url: String,
+}
+
+impl PrivateMariadb {
+    fn xtask(args: &[&str]) -> std::process::Output {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        std::process::Command::new(cargo)
+            .current_dir(root)
+            .args(["xtask", "services", "instance"])
+            .args(args)
+            .output()
+            .expect("run cargo xtask")
+    }
+
+    fn start(tag: &str, settings: &[&str]) -> Option<PrivateMariadb> {
+        // Gated like the shared services: skipped without them unless integration is required.
+        support::service("CANAL_TEST_MYSQL")?;
+        let dir = std::env::temp_dir().join(format!("canal-it-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let dir_s = dir.to_str().unwrap().to_owned();
+        let mut args = vec!["up", "mariadb", dir_s.as_str()];
+        for s in settings {
+            args.extend(["--set", s]);
+        }
+        let out = Self::xtask(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let var = |k: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("{k} missing: {stdout}"))
+                .to_owned()
+        };
+        Some(PrivateMariadb {
+            url: var("CANAL_TEST_MYSQL"),
+            admin_url: var("CANAL_TEST_MYSQL_ADMIN"),
+            dir,
+        })
+    }
+}
+
+impl Drop for PrivateMariadb {
+    fn drop(&mut self) {
+        let out = Self::xtask(&["down", "mariadb", self.dir.to_str().unwrap()]);
+        if out.status.success() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// On a private MariaDB with `binlog_row_metadata=MINIMAL` (no column names to fall back on) and
+/// `lower_case_table_names=1`:
+/// * `ALTER TABLE t DROP COLUMN last_commit` reaches the history (Java's suffix rule would take it
+///   for a COMMIT and then fail on the column count);
+/// * a definition that stopped fitting (DDL not logged, `sql_log_bin=0`) is fetched again once, for
+///   a column-count change and for a type change that keeps the count;
+/// * a fetch that cannot fit either (the table changed after the rows) is a typed error naming
+///   the table and the position;
+/// * table names in DDL (`MixedCase`, `MIXEDCASE`) and in TABLE_MAPs (`mixedcase`) are the same
+///   history key: the ALTER applies to the table the rows use.
+#[tokio::test]
+async fn minimal_metadata_and_lower_case_table_names_on_a_private_server() {
+    let Some(server) = PrivateMariadb::start(
+        "minimal",
+        &["binlog_row_metadata=MINIMAL", "lower_case_table_names=1"],
+    ) else {
+        return;
+    };
+    let mut c = Ctx::on(server.url.clone(), &server.admin_url, "minimal").await;
+    let lctn: Option<u8> = c.admin.query_first("SELECT @@lower_case_table_names").await.unwrap();
+    assert_eq!(lctn, Some(1));
+
+    // DDL ending with COMMIT.
+    let (file, pos) = c.master_status().await;
+    c.exec("CREATE TABLE $db.w (id INT PRIMARY KEY, last_commit INT, v INT)").await;
+    c.exec("INSERT INTO $db.w VALUES (1, 10, 100)").await;
+    c.exec("ALTER TABLE $db.w DROP COLUMN last_commit").await;
+    c.exec("INSERT INTO $db.w VALUES (2, 200)").await;
+    c.exec("CREATE TABLE $db.MixedCase (id INT PRIMARY KEY, a INT)").await;
+    c.exec("INSERT INTO $db.MixedCase VALUES (1, 1)").await;
+    c.exec("ALTER TABLE $db.MIXEDCASE ADD COLUMN b INT").await;
+    c.exec("INSERT INTO $db.mixedcase VALUES (2, 2, 2)").await;
+    let mut cfg = c.config();
+    cfg.start = StartConfig { journal: Some(file), position: Some(pos), ..StartConfig::default() };
+    let inst = Instance::start(cfg, None);
+    let mut seen = Seen::default();
+    drain(&inst, &mut seen, |s| s.changes.len() >= 4).await;
+    let ch = &seen.changes;
+    assert_eq!(
+        ch[0].after,
+        row(&[("id", Some("1")), ("last_commit", Some("10")), ("v", Some("100"))])
+    );
+    assert_eq!(ch[1].after, row(&[("id", Some("2")), ("v", Some("200"))]));
+    assert_eq!(ch[2].table, "mixedcase");
+    assert_eq!(ch[2].after, row(&[("id", Some("1")), ("a", Some("1"))]));
+    assert_eq!(ch[3].after, row(&[("id", Some("2")), ("a", Some("2")), ("b", Some("2"))]));
+    inst.stop().await;
+
+    // Refetch once.
+    c.exec("CREATE TABLE $db.tc (id INT PRIMARY KEY, a INT)").await;
+    c.exec("CREATE TABLE $db.tt (id INT PRIMARY KEY, a INT)").await;
+    let (file, pos) = c.master_status().await;
+    let mut cfg = c.config();
+    cfg.start = StartConfig { journal: Some(file), position: Some(pos), ..StartConfig::default() };
+    let inst = Instance::start(cfg, None);
+    c.exec("INSERT INTO $db.tc VALUES (1, 1)").await;
+    c.exec("INSERT INTO $db.tt VALUES (1, 1)").await;
+    let mut seen = Seen::default();
+    drain(&inst, &mut seen, |s| s.changes.len() >= 2).await;
+    c.exec("SET SESSION sql_log_bin = 0").await;
+    c.exec("ALTER TABLE $db.tc ADD COLUMN b VARCHAR(5)").await;
+    c.exec("ALTER TABLE $db.tt MODIFY a VARCHAR(10)").await;
+    c.exec("SET SESSION sql_log_bin = 1").await;
+    c.exec("INSERT INTO $db.tc VALUES (2, 2, 'two')").await;
+    c.exec("INSERT INTO $db.tt VALUES (2, 'two')").await;
+    drain(&inst, &mut seen, |s| s.changes.len() >= 4).await;
+    assert_eq!(
+        seen.changes[2].after,
+        row(&[("id", Some("2")), ("a", Some("2")), ("b", Some("two"))])
+    );
+    assert_eq!(seen.changes[3].after, row(&[("id", Some("2")), ("a", Some("two"))]));
+    assert_eq!(seen.changes[3].mysql_types["a"], "varchar(10)");
+    assert_eq!(inst.status().schema_corrections, 0);
+    inst.stop().await;
+
+    // A refetch that does not fit either: a typed error naming table and position.
+    c.exec("CREATE TABLE $db.tx (id INT PRIMARY KEY, a INT)").await;
+    let (file, pos) = c.master_status().await;
+    c.exec("INSERT INTO $db.tx VALUES (1, 1)").await;
+    c.exec("ALTER TABLE $db.tx ADD COLUMN b INT").await;
+    let mut cfg = c.config();
+    cfg.start =
+        StartConfig { journal: Some(file.clone()), position: Some(pos), ..StartConfig::default() };
+    let inst = Instance::start(cfg, None);
+    let error = failed_error(&inst).await;
+    assert!(error.contains(&format!("`{}`.`tx`", c.db)), "{error}");
+    assert!(error.contains(&format!("{file}:")), "names the position: {error}");
+    assert!(error.contains("column count mismatch"), "{error}");
+    inst.stop().await;
+}
+
+/// MariaDB's JSON (a LONGTEXT utf8mb4 with a json_valid CHECK) decodes as UTF-8 text whichever way
+/// the history learnt the table: replaying its CREATE statement (type `json`) or from SHOW CREATE
+/// TABLE (`longtext`).
+#[tokio::test]
+async fn mariadb_json_is_utf8_text_from_ddl_and_from_show_create_table() {
+    let Some(mut c) = Ctx::new("json").await else { return };
+    let (before_create, pos0) = c.master_status().await;
+    c.exec("CREATE TABLE $db.j (id INT PRIMARY KEY, doc JSON) DEFAULT CHARSET=latin1").await;
+    let (after_create, pos1) = c.master_status().await;
+    let doc = r#"{"name": "Zoë", "city": "Zürich", "sym": "€✓"}"#;
+    c.exec(&format!("INSERT INTO $db.j VALUES (1, '{doc}')")).await;
+    for (file, pos, how) in
+        [(before_create, pos0, "DDL replay"), (after_create, pos1, "SHOW CREATE TABLE")]
+    {
+        let mut cfg = c.config();
+        cfg.start =
+            StartConfig { journal: Some(file), position: Some(pos), ..StartConfig::default() };
+        let inst = Instance::start(cfg, None);
+        let mut seen = Seen::default();
+        drain(&inst, &mut seen, |s| !s.changes.is_empty()).await;
+        assert_eq!(seen.changes[0].after["doc"].as_deref(), Some(doc), "{how}");
+        inst.stop().await;
+    }
 }

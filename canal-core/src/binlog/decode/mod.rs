@@ -51,8 +51,8 @@ pub use event::{
     TransactionPayload, UserVar, UserVarValue, XaPrepare, event_type,
 };
 pub use file::{BINLOG_MAGIC, BinlogFile, BinlogReader};
-pub use rows::{Cell, ColumnPlan, RowImage, RowsReader, TablePlan, sql_types};
-pub use table_map::{ColumnMeta, TableMap, TableSchema};
+pub use rows::{Cell, ColumnPlan, RowImage, RowsReader, TablePlan, mysql_type_fits, sql_types};
+pub use table_map::{ColumnMeta, MapColumn, TableMap, TableSchema};
 pub use value::{TextCharset, TimeZoneOffset};
 
 /// Why an event (or a row in it) could not be decoded. Offsets are byte offsets inside the event
@@ -133,6 +133,22 @@ pub enum DecodeError {
         binlog: usize,
         /// Columns in the supplied [`TableSchema`].
         supplied: usize,
+    },
+    /// The schema supplied for a table gives a column a type the TABLE_MAP contradicts.
+    #[error(
+        "column type mismatch for `{schema}`.`{table}`: column {column} is binlog type {binlog_type}, supplied schema says `{supplied}`"
+    )]
+    ColumnTypeMismatch {
+        /// Database name.
+        schema: String,
+        /// Table name.
+        table: String,
+        /// 0-based column index.
+        column: usize,
+        /// Real binlog type code of the column.
+        binlog_type: u8,
+        /// The supplied `mysqlType`.
+        supplied: String,
     },
     /// A column type (or a type/meta combination) this decoder cannot read.
     #[error(

@@ -144,6 +144,9 @@ pub struct TablePlan {
     /// A supplied schema had a different column count: `(binlog, supplied)`. Rows of this table then
     /// fail with [`DecodeError::ColumnCountMismatch`] until a matching schema is supplied.
     pub schema_mismatch: Option<(usize, usize)>,
+    /// A supplied schema's column type contradicts the TABLE_MAP: `(column, its mysqlType)`. The
+    /// schema is not used and rows fail with [`DecodeError::ColumnTypeMismatch`].
+    pub type_mismatch: Option<(usize, String)>,
     /// Whether a supplied schema was used.
     pub has_schema: bool,
 }
@@ -173,6 +176,24 @@ impl TablePlan {
                 None
             }
             other => other,
+        };
+        let mut type_mismatch = None;
+        let schema = match schema {
+            Some(s) => {
+                let bad = s
+                    .columns
+                    .iter()
+                    .zip(&map.columns)
+                    .position(|(c, mc)| !mysql_type_fits(&c.mysql_type, mc.real_type));
+                match bad {
+                    Some(i) => {
+                        type_mismatch = Some((i, s.columns[i].mysql_type.clone()));
+                        None
+                    }
+                    None => Some(s),
+                }
+            }
+            None => None,
         };
         let columns = map
             .columns
@@ -208,11 +229,15 @@ impl TablePlan {
                     _ => mc.charset == Some(63),
                 };
                 // TEXT vs BLOB: Canal's `isText` is an exact match on the type text; without a schema
-                // a non-binary charset from metadata marks text.
+                // a non-binary charset from metadata marks text. MariaDB's JSON is a LONGTEXT
+                // (utf8mb4) in the binlog: text too, whether the schema came from its CREATE
+                // statement (`json`) or from SHOW CREATE TABLE (`longtext`); MySQL's JSON has a
+                // binlog type of its own and never reaches this.
                 let text = match &lower_type {
-                    Some(t) => {
-                        matches!(t.as_str(), "tinytext" | "text" | "mediumtext" | "longtext")
-                    }
+                    Some(t) => matches!(
+                        t.as_str(),
+                        "tinytext" | "text" | "mediumtext" | "longtext" | "json"
+                    ),
                     None => mc.charset.is_some_and(|c| c != 63),
                 };
                 let (kind, sql_type, null_sql_type) =
@@ -234,8 +259,106 @@ impl TablePlan {
                 }
             })
             .collect();
-        TablePlan { map, columns, schema_mismatch: mismatch, has_schema: schema.is_some() }
+        TablePlan {
+            map,
+            columns,
+            schema_mismatch: mismatch,
+            type_mismatch,
+            has_schema: schema.is_some(),
+        }
     }
+
+    /// The error rows of this table fail with when the supplied schema did not fit.
+    pub fn mismatch_error(&self) -> Option<DecodeError> {
+        if let Some((binlog, supplied)) = self.schema_mismatch {
+            return Some(DecodeError::ColumnCountMismatch {
+                schema: self.map.schema.to_string(),
+                table: self.map.table.to_string(),
+                binlog,
+                supplied,
+            });
+        }
+        let (column, supplied) = self.type_mismatch.clone()?;
+        Some(DecodeError::ColumnTypeMismatch {
+            schema: self.map.schema.to_string(),
+            table: self.map.table.to_string(),
+            column,
+            binlog_type: self.map.columns.get(column).map_or(0, |c| c.real_type),
+            supplied,
+        })
+    }
+}
+
+/// Every binlog type code the decoder reads; a type outside this list is never a contradiction.
+const KNOWN_TYPES: &[u8] = &[
+    ty::DECIMAL,
+    ty::TINY,
+    ty::SHORT,
+    ty::LONG,
+    ty::FLOAT,
+    ty::DOUBLE,
+    ty::TIMESTAMP,
+    ty::LONGLONG,
+    ty::INT24,
+    ty::DATE,
+    ty::TIME,
+    ty::DATETIME,
+    ty::YEAR,
+    ty::NEWDATE,
+    ty::VARCHAR,
+    ty::BIT,
+    ty::TIMESTAMP2,
+    ty::DATETIME2,
+    ty::TIME2,
+    ty::JSON,
+    ty::NEWDECIMAL,
+    ty::ENUM,
+    ty::SET,
+    ty::TINY_BLOB,
+    ty::MEDIUM_BLOB,
+    ty::LONG_BLOB,
+    ty::BLOB,
+    ty::VAR_STRING,
+    ty::STRING,
+    ty::GEOMETRY,
+];
+
+const BLOBS: &[u8] = &[ty::TINY_BLOB, ty::MEDIUM_BLOB, ty::LONG_BLOB, ty::BLOB];
+
+/// Whether a column type text (`mysqlType`, e.g. `int(10) unsigned`) can describe a column the
+/// TABLE_MAP gives real type `real`. Only a known contradiction is `false` (an `int` column that
+/// the binlog says is a VARCHAR); type names or binlog types this does not know fit.
+pub fn mysql_type_fits(mysql_type: &str, real: u8) -> bool {
+    let t = mysql_type.trim().to_ascii_lowercase();
+    let base = t.split(['(', ' ']).next().unwrap_or("");
+    let expected: &[u8] = match base {
+        "tinyint" | "bool" | "boolean" => &[ty::TINY],
+        "smallint" => &[ty::SHORT],
+        "mediumint" => &[ty::INT24],
+        "int" | "integer" => &[ty::LONG],
+        "bigint" | "serial" => &[ty::LONGLONG],
+        "float" => &[ty::FLOAT, ty::DOUBLE],
+        "double" | "real" => &[ty::DOUBLE],
+        "decimal" | "numeric" | "dec" | "fixed" => &[ty::NEWDECIMAL, ty::DECIMAL],
+        "bit" => &[ty::BIT],
+        "timestamp" => &[ty::TIMESTAMP, ty::TIMESTAMP2],
+        "datetime" => &[ty::DATETIME, ty::DATETIME2],
+        "time" => &[ty::TIME, ty::TIME2],
+        "date" => &[ty::DATE, ty::NEWDATE],
+        "year" => &[ty::YEAR],
+        "enum" => &[ty::ENUM],
+        "set" => &[ty::SET],
+        "char" | "binary" | "inet6" | "inet4" | "uuid" => &[ty::STRING],
+        "varchar" | "varbinary" => &[ty::VARCHAR, ty::VAR_STRING],
+        "tinyblob" | "blob" | "mediumblob" | "longblob" | "tinytext" | "text" | "mediumtext"
+        | "longtext" => BLOBS,
+        // MySQL's JSON type; MariaDB's JSON is a LONGTEXT.
+        "json" => &[ty::JSON, ty::TINY_BLOB, ty::MEDIUM_BLOB, ty::LONG_BLOB, ty::BLOB],
+        "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+        | "multipolygon" | "geometrycollection" | "geomcollection" => &[ty::GEOMETRY],
+        _ => return true,
+    };
+    !KNOWN_TYPES.contains(&real) || expected.contains(&real)
 }
 
 /// Decoder kind, non-NULL sqlType and NULL sqlType for a column (RowsLogBuffer `fetchValue` /
@@ -431,13 +554,8 @@ impl<'e> RowsReader<'e> {
         ev: &'e RowsEvent<'_>,
         opts: &DecodeOptions,
     ) -> Result<Self, DecodeError> {
-        if let Some((binlog, supplied)) = plan.schema_mismatch {
-            return Err(DecodeError::ColumnCountMismatch {
-                schema: plan.map.schema.to_string(),
-                table: plan.map.table.to_string(),
-                binlog,
-                supplied,
-            });
+        if let Some(e) = plan.mismatch_error() {
+            return Err(e);
         }
         if ev.column_count > plan.columns.len() {
             return Err(DecodeError::Invalid {

@@ -340,6 +340,25 @@ impl MetaConnection {
         v.unwrap_or_default().parse()
     }
 
+    /// `@@lower_case_table_names`: 0 (names as written, case-sensitive), 1 (stored in lower case)
+    /// or 2 (stored as written, compared in lower case).
+    ///
+    /// # Errors
+    /// `Meta` for query failures.
+    ///
+    /// # Cancel safety
+    /// Not cancel-safe.
+    pub async fn lower_case_table_names(&mut self) -> Result<u8, ReplicaError> {
+        let v: Option<u8> = self
+            .conn
+            .query_first("SELECT @@lower_case_table_names")
+            .await
+            .map_err(ReplicaError::meta("select lower_case_table_names"))?;
+        v.ok_or_else(|| ReplicaError::UnsupportedServer {
+            reason: "@@lower_case_table_names is empty".into(),
+        })
+    }
+
     /// `@@server_id`.
     ///
     /// # Errors
