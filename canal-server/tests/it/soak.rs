@@ -636,6 +636,13 @@ impl Consumer {
     }
 }
 
+impl Drop for Consumer {
+    /// Also when a check or the writer panics: no `tail` outlives the run.
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writers.
 
