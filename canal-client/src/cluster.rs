@@ -372,7 +372,10 @@ impl ClusterConnector {
         if let Some((_, task)) = self.running.take() {
             task.abort();
         }
-        if let Some(ha) = self.ha.take() {
+        if let Some(mut ha) = self.ha.take() {
+            // Nothing of ours needs flushing before the client node goes: the monitor need not
+            // wait for us to read its last `ActiveExit`.
+            ha.events.close();
             ha.monitor.stop().await;
         }
     }

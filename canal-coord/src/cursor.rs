@@ -327,6 +327,27 @@ impl CursorStore {
         }
     }
 
+    /// Moves the destination's current activation to `fence`, the same activation (epoch) at a
+    /// new version of its running node (an operator's `active:false` rewrote it while it stays
+    /// ours): its queued cursors are written under `fence` from now on. Used for the final
+    /// writes of a graceful exit ([`crate::ExitFlush`]). A fence of another activation is ignored.
+    pub fn refence(&self, dest: &str, fence: &Fence) {
+        let same = |f: &Fence| f.epoch_path == fence.epoch_path && f.epoch == fence.epoch;
+        let mut state = self.state();
+        match state.activations.get_mut(dest) {
+            Some(a) if same(&a.fence) && !a.ended => a.fence = fence.clone(),
+            _ => return,
+        }
+        for ((d, _), slot) in state.slots.iter_mut() {
+            if let Some((_, f)) = &mut slot.pending
+                && d == dest
+                && same(f)
+            {
+                *f = fence.clone();
+            }
+        }
+    }
+
     /// Ends the destination's current activation (call on `ActiveExit`): its cached cursors
     /// and queued writes are dropped (never written; the next `get` re-reads the stored ones),
     /// and later updates under its fence are refused.

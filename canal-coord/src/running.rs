@@ -47,7 +47,7 @@ pub const DEFAULT_DELAY: Duration = Duration::from_secs(5);
 
 /// How long a releasing owner leaves its release marker in place before deleting the node, so
 /// that standbys' watches read it (capped at a fifth of the takeover delay).
-const HANDOVER_NOTICE: Duration = Duration::from_millis(200);
+pub(crate) const HANDOVER_NOTICE: Duration = Duration::from_millis(200);
 
 /// Our node's JSON as a stopped owner leaves it just before deleting it: `"active":false` plus
 /// `"released":true` (keys stay sorted, as fastjson writes them; Java readers ignore the extra
@@ -101,8 +101,66 @@ pub enum RunningEvent {
     ActiveExit {
         /// Why.
         reason: ExitReason,
+        /// On a graceful exit (release, `active:false`, stop): the monitor keeps the node until
+        /// this is done (or dropped, or `delay / 5` passed), so that queued writes still go
+        /// through under [`ExitFlush::fence`]. Inert on the other exits.
+        flush: ExitFlush,
     },
 }
+
+/// "Flush before you let go": handed out with a graceful `ActiveExit`. While it is pending the
+/// monitor neither marks the node released nor deletes it, and nobody else can take a node that
+/// still exists, so writes under [`ExitFlush::fence`] are still an owner's writes. Call
+/// [`ExitFlush::done`] once the queued cursors and subscriptions are written; dropping every
+/// clone counts as done. The monitor waits at most `delay / 5` (and logs when it gave up).
+///
+/// Compares equal to every other `ExitFlush`: it carries no state an event comparison should see.
+#[derive(Clone, Debug, Default)]
+pub struct ExitFlush {
+    inner: Option<Arc<ExitFlushInner>>,
+}
+
+#[derive(Debug)]
+struct ExitFlushInner {
+    fence: Fence,
+    done: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl ExitFlush {
+    fn armed(fence: Fence, done: oneshot::Sender<()>) -> Self {
+        Self {
+            inner: Some(Arc::new(ExitFlushInner {
+                fence,
+                done: std::sync::Mutex::new(Some(done)),
+            })),
+        }
+    }
+
+    /// The fence the final writes must use (`None` on an exit that allows none): the last
+    /// activation's, at the node's current version (an operator's `active:false` rewrote it).
+    pub fn fence(&self) -> Option<&Fence> {
+        self.inner.as_ref().map(|i| &i.fence)
+    }
+
+    /// The final writes are done: the monitor may give the node up now.
+    pub fn done(&self) {
+        if let Some(i) = &self.inner {
+            let tx = i.done.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(tx) = tx {
+                // The monitor may have stopped waiting: nothing to do then.
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+impl PartialEq for ExitFlush {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ExitFlush {}
 
 /// Why an owner stopped serving.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,8 +282,10 @@ impl RunningMonitor {
         matches!(*self.status.borrow(), RunningStatus::Active(_))
     }
 
-    /// Gives the node up (SIGTERM, admin "release"): stops serving (`ActiveExit`), deletes the
-    /// node so a standby takes over, and waits `delay` before competing again.
+    /// Gives the node up (admin "release", too many failures): stops serving (`ActiveExit`, with
+    /// an [`ExitFlush`] to complete), deletes the node so a standby takes over, and waits `delay`
+    /// before competing again. Returns once `ActiveExit` is reported; the node is given up after
+    /// the flush (or `delay / 5`).
     ///
     /// # Cancel safety
     /// Cancel safe: the release still happens.
@@ -501,10 +561,7 @@ impl<D: RunningData> Runner<D> {
                 biased;
                 _ = lost => self.lose(),
                 cmd = self.cmds.recv() => match cmd {
-                    Some(Command::Release(tx)) => {
-                        self.release(&session).await;
-                        let _ = tx.send(());
-                    }
+                    Some(Command::Release(tx)) => self.release(&session, tx).await,
                     Some(Command::Rewrite { data, address, reply }) => {
                         let r = self.rewrite(&session, data, address).await;
                         let _ = reply.send(r);
@@ -711,7 +768,9 @@ impl<D: RunningData> Runner<D> {
         // delete was lost), or a leftover of an older session of ours.
         if deactivated {
             tracing::info!("operator set active:false on our running node; releasing");
-            self.exit(ExitReason::Deactivated);
+            // Still our node (our address, our session): the final writes use its new version.
+            let at = self.active.clone().map(|f| Fence { version: n.version, ..f });
+            self.exit_flushed(ExitReason::Deactivated, at, None).await;
             self.released = true;
         } else if self.released {
             self.exit(ExitReason::Released);
@@ -807,15 +866,21 @@ impl<D: RunningData> Runner<D> {
         }
     }
 
-    async fn release(&mut self, session: &Arc<dyn Session>) {
+    /// Answers `reported` once `ActiveExit` is reported (the caller may be the one that reads
+    /// the events and completes the flush), then gives the node up.
+    async fn release(&mut self, session: &Arc<dyn Session>, reported: oneshot::Sender<()>) {
         self.released = true;
+        let mut reported = Some(reported);
         if let Some(f) = self.active.clone() {
-            self.exit(ExitReason::Released);
+            self.exit_flushed(ExitReason::Released, Some(f.clone()), reported.take()).await;
             let version = self.announce_release(session, f.version).await;
             // A lost delete is retried by `reconcile` (our address + released).
             if let Some(Err(e)) = guard(session, session.delete(&f.path, Some(version))).await {
                 tracing::warn!(error = %e, "deleting the running node on release failed");
             }
+        }
+        if let Some(tx) = reported {
+            let _ = tx.send(());
         }
     }
 
@@ -853,6 +918,8 @@ impl<D: RunningData> Runner<D> {
                 _ => None,
             },
         };
+        // No flush hand-shake: whoever stops the monitor has finished with the node (a server
+        // writes its queued cursors before it stops the monitor).
         self.exit(ExitReason::Stopped);
         if let Some(v) = version {
             // Stopping is a graceful hand-over too (SIGTERM): let standbys compete at once.
@@ -892,7 +959,52 @@ impl<D: RunningData> Runner<D> {
         if self.active.take().is_some() {
             tracing::info!(?reason, "no longer active: stop serving");
             self.status.send_replace(RunningStatus::Standby);
-            let _ = self.events.send(RunningEvent::ActiveExit { reason });
+            let flush = ExitFlush::default();
+            // A closed receiver: nobody serves this node any more.
+            let _ = self.events.send(RunningEvent::ActiveExit { reason, flush });
+        }
+    }
+
+    /// A graceful exit while the node is still ours at `fence`: reports `ActiveExit` with an
+    /// armed [`ExitFlush`] and waits (at most `delay / 5`) until the consumer has written what
+    /// it queued, before the caller marks the node released and deletes it.
+    /// `reported` is answered as soon as the event is sent.
+    async fn exit_flushed(
+        &mut self,
+        reason: ExitReason,
+        fence: Option<Fence>,
+        reported: Option<oneshot::Sender<()>>,
+    ) {
+        let reported = move || {
+            if let Some(tx) = reported {
+                // The caller may have stopped waiting.
+                let _ = tx.send(());
+            }
+        };
+        let Some(fence) = fence else {
+            self.exit(reason);
+            return reported();
+        };
+        if self.active.take().is_none() {
+            return reported();
+        }
+        tracing::info!(?reason, "no longer active: stop serving (flushing first)");
+        self.status.send_replace(RunningStatus::Standby);
+        let (tx, rx) = oneshot::channel();
+        let flush = ExitFlush::armed(fence, tx);
+        let sent = self.events.send(RunningEvent::ActiveExit { reason, flush }).is_ok();
+        reported();
+        if !sent {
+            return;
+        }
+        let limit = self.delay / 5;
+        let started = Instant::now();
+        match tokio::time::timeout(limit, rx).await {
+            // Done, or dropped (nothing to flush).
+            Ok(_) => tracing::debug!(took = ?started.elapsed(), "final writes done"),
+            Err(_) => tracing::warn!(
+                "the final writes did not finish within {limit:?}; releasing the node anyway"
+            ),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::coordinator::Coordinator;
 use crate::cursor::{CursorError, CursorStore, FlushPolicy};
 use crate::data::{RunningData, ServerRunningData};
 use crate::error::{CoordError, Result};
-use crate::running::{ExitReason, RunningEvent, RunningMonitor};
+use crate::running::{ExitReason, HANDOVER_NOTICE, RunningEvent, RunningMonitor};
 use crate::session::{
     Backend, Fence, Node, Session, SessionId, SessionState, Version, Watch, WatchEvent,
 };
@@ -242,7 +242,7 @@ async fn expect_enter(rx: &mut mpsc::UnboundedReceiver<RunningEvent>) -> Fence {
 
 async fn expect_exit(rx: &mut mpsc::UnboundedReceiver<RunningEvent>) -> ExitReason {
     match next_event(rx).await {
-        RunningEvent::ActiveExit { reason } => reason,
+        RunningEvent::ActiveExit { reason, .. } => reason,
         other => panic!("expected ActiveExit, got {other:?}"),
     }
 }
@@ -532,6 +532,62 @@ pub async fn release_hands_over(h: &impl Harness) {
     );
     ma.stop().await;
     mb.stop().await;
+}
+
+/// "Flush before you let go": a graceful exit (`release()`, an operator's `active:false`)
+/// reports `ActiveExit` with an armed [`crate::ExitFlush`] and keeps the node until it is done.
+/// Meanwhile writes under its fence succeed (after `active:false`, at the operator's version,
+/// where the activation's own fence is already refused) and no standby enters; `done` hands
+/// over at once; a flush that never completes is given up after `delay / 5`.
+pub async fn graceful_exit_flushes_first(h: &impl Harness) {
+    let root = h.root("exit_flush");
+    let p = format!("{root}/running");
+    let cursor = format!("{root}/1001/cursor");
+    let (ca, ma, mut ra) = monitor(h, &p, "10.0.0.1:11111");
+    expect_enter(&mut ra).await;
+    let (cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
+    quiet(&mut rb, h.delay() / 5).await;
+    let exit_flush = |ev: RunningEvent, want: ExitReason| match ev {
+        RunningEvent::ActiveExit { reason, flush } if reason == want => {
+            let fence = flush.fence().expect("a graceful exit hands out a fence").clone();
+            (flush, fence)
+        }
+        other => panic!("expected ActiveExit({want:?}) with a flush, got {other:?}"),
+    };
+
+    // Release: the node stays ours until the flush is done.
+    ma.release().await;
+    let (flush, fa) = exit_flush(next_event(&mut ra).await, ExitReason::Released);
+    let sa = ca.session().await.unwrap();
+    sa.put_fenced(&cursor, b"1", &fa).await.expect("written under the still-valid fence");
+    quiet(&mut rb, h.delay() / 10).await;
+    let t0 = Instant::now();
+    flush.done();
+    let fb = expect_enter(&mut rb).await;
+    assert_at(h, "handover after the flush", t0.elapsed(), HANDOVER_NOTICE.min(h.delay() / 5));
+    assert!(matches!(sa.put_fenced(&cursor, b"2", &fa).await, Err(CoordError::Fenced { .. })));
+
+    // active:false: the fence handed out is the operator's version; a flush never completed is
+    // given up after `delay / 5`.
+    let op = open(h).await;
+    let t0 = Instant::now();
+    op.put(&p, br#"{"active":false,"address":"10.0.0.2:11111"}"#, None).await.unwrap();
+    let (flush, fb2) = exit_flush(next_event(&mut rb).await, ExitReason::Deactivated);
+    let sb = cb.session().await.unwrap();
+    assert!(matches!(sb.put_fenced(&cursor, b"3", &fb).await, Err(CoordError::Fenced { .. })));
+    sb.put_fenced(&cursor, b"3", &fb2).await.expect("written at the operator's version");
+    expect_enter(&mut ra).await;
+    assert_at(
+        h,
+        "handover after an unfinished flush",
+        t0.elapsed(),
+        h.delay() / 5 + HANDOVER_NOTICE.min(h.delay() / 5),
+    );
+    drop(flush);
+    assert_eq!(op.get(&cursor).await.unwrap().unwrap().data, b"3");
+    ma.stop().await;
+    mb.stop().await;
+    op.close().await;
 }
 
 /// When the owner's session expires it stops serving at once (fencing), and rejoins on a new

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use canal_coord::{
     Backend, ClusterRegistration, CoordConfig, CoordError, Coordinator, CursorError, CursorStore,
-    Fence, RunningEvent, RunningMonitor, ServerRunningData, path,
+    ExitFlush, Fence, RunningEvent, RunningMonitor, ServerRunningData, path,
 };
 use canal_core::binlog::replica::Backoff;
 use canal_core::filter::{FilterError, NameFilter};
@@ -370,6 +370,23 @@ enum Outcome {
     Released,
 }
 
+impl Outcome {
+    /// A graceful exit's hand-shake: the node is still ours until it is done.
+    fn final_flush(&self) -> Option<&ExitFlush> {
+        match self {
+            Outcome::Event(RunningEvent::ActiveExit { flush, .. }) if flush.fence().is_some() => {
+                Some(flush)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether what the activation queued is still to be written: shutdown, or a graceful exit.
+    fn graceful(&self) -> bool {
+        matches!(self, Outcome::Stop) || self.final_flush().is_some()
+    }
+}
+
 /// How one instance run ended.
 enum RunEnd {
     Outcome(Outcome),
@@ -426,13 +443,16 @@ impl Driver {
                         Outcome::Released => {}
                     }
                 }
-                RunningEvent::ActiveExit { reason } => {
+                RunningEvent::ActiveExit { reason, .. } => {
                     tracing::debug!(?reason, "no longer active (nothing was running)");
                 }
                 _ => {}
             }
         }
         if let Some(m) = self.monitor.take() {
+            // The graceful teardown above wrote what was queued: the monitor need not wait for
+            // us to read its last `ActiveExit`.
+            self.events.close();
             m.stop().await;
         }
     }
@@ -527,8 +547,7 @@ impl Driver {
                 SlotState::Running { instance: instance.clone(), destination: destination.clone() };
             let (error, progressed) = match self.watch_run(&instance, &destination, &sink).await {
                 RunEnd::Outcome(o) => {
-                    let graceful = matches!(o, Outcome::Stop);
-                    self.teardown(Some((instance, destination)), &sink, graceful).await;
+                    self.teardown(Some((instance, destination)), &sink, &o).await;
                     return o;
                 }
                 RunEnd::Failed { error, progressed } => (error, progressed),
@@ -558,7 +577,7 @@ impl Driver {
                 s.last_error = Some(why.clone());
             });
             if failures >= self.cfg.max_failures {
-                self.teardown(None, &sink, true).await;
+                self.teardown(None, &sink, &Outcome::Stop).await;
                 if let Some(old) = failed.take() {
                     old.close();
                 }
@@ -567,8 +586,7 @@ impl Driver {
             let delay = backoff.next_delay();
             info!("restarting the instance in {delay:?}");
             if let Err(o) = self.until_exit(tokio::time::sleep(delay)).await {
-                let graceful = matches!(o, Outcome::Stop);
-                self.teardown(None, &sink, graceful).await;
+                self.teardown(None, &sink, &o).await;
                 if let Some(old) = failed.take() {
                     old.close();
                 }
@@ -662,14 +680,20 @@ impl Driver {
     }
 
     /// Stops serving: closes the destination (and its sessions), stops the instance, then either
-    /// writes what the cursor sink has queued and flushes the cursors (graceful: shutdown or a
-    /// release, while still the owner) or drops it (the node is lost: not ours to write).
+    /// writes what the cursor sink has queued and flushes the cursors (graceful: shutdown, a
+    /// release or `active:false`, while the monitor still holds the node for us — "flush before
+    /// you let go", see [`ExitFlush`]) or drops it (the node is lost: not ours to write).
     async fn teardown(
         &self,
         run: Option<(Arc<Instance>, Arc<Destination>)>,
         sink: &CoordCursorSink,
-        graceful: bool,
+        why: &Outcome,
     ) {
+        let graceful = why.graceful();
+        if let Some(f) = why.final_flush().and_then(ExitFlush::fence) {
+            sink.refence(f);
+            self.cursors.refence(&self.slot.name, f);
+        }
         let old = std::mem::take(&mut *self.slot.lock());
         drop(old);
         if let Some((instance, destination)) = run {
@@ -677,6 +701,10 @@ impl Driver {
             stop_instance(instance).await;
         }
         if graceful {
+            // Every client's latest cursor once more, under the final fence: a write refused
+            // between an operator's `active:false` and our noticing it (fenced by the old
+            // version) is not lost. Unchanged cursors are rewritten as they are.
+            sink.rewrite_latest();
             if !sink.drain(self.cfg.activation_timeout).await {
                 warn!("the cursor writes queued by this activation did not finish in time");
             }
@@ -687,6 +715,9 @@ impl Driver {
         sink.abort().await;
         self.cursors.forget(&self.slot.name);
         self.slot.status.send_modify(|s| s.active = false);
+        if let Some(f) = why.final_flush() {
+            f.done();
+        }
     }
 
     /// Gives the running node up after `failures` consecutive failures so that another server
@@ -704,6 +735,8 @@ impl Driver {
         });
         *self.slot.lock() = SlotState::Standby;
         if let Some(m) = &self.monitor {
+            // Returns once `ActiveExit` is reported; `run` reads (and drops) it, which ends the
+            // monitor's wait for a flush: the teardown wrote (or dropped) everything already.
             m.release().await;
         }
         Outcome::Released
@@ -815,6 +848,8 @@ struct SinkState {
 #[derive(Debug)]
 struct CoordCursorSink {
     state: Mutex<SinkState>,
+    /// The fence of the activation, moved by [`CoordCursorSink::refence`] for the final writes.
+    fence: Arc<Mutex<Fence>>,
     tx: mpsc::UnboundedSender<CursorOp>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -828,15 +863,25 @@ impl CoordCursorSink {
         plan: &Plan,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel::<CursorOp>();
+        let fence = Arc::new(Mutex::new(fence));
         let task = tokio::spawn(
-            write_ops(dest, cursors, coord, fence, rx).instrument(tracing::Span::current()),
+            write_ops(dest, cursors, coord, fence.clone(), rx).instrument(tracing::Span::current()),
         );
         let state = SinkState {
             cursors: plan.known.iter().map(|(id, (c, _))| (*id, c.clone())).collect(),
             filter: plan.filter.clone(),
             instance: std::sync::Weak::new(),
         };
-        Self { state: Mutex::new(state), tx, task: Mutex::new(Some(task)) }
+        Self { state: Mutex::new(state), fence, tx, task: Mutex::new(Some(task)) }
+    }
+
+    /// The same activation at a new version of the running node (see [`ExitFlush::fence`]):
+    /// the writes still queued use it. A fence of another activation is ignored.
+    fn refence(&self, fence: &Fence) {
+        let mut f = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        if f.epoch_path == fence.epoch_path && f.epoch == fence.epoch {
+            *f = fence.clone();
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, SinkState> {
@@ -873,6 +918,16 @@ impl CoordCursorSink {
             if c.is_none() {
                 *c = Some(position.clone());
                 self.send(CursorOp::Update(*id, bytes.clone()));
+            }
+        }
+    }
+
+    /// Queues every known client's latest cursor again (see [`Driver::teardown`]).
+    fn rewrite_latest(&self) {
+        let st = self.state();
+        for (id, c) in &st.cursors {
+            if let Some(c) = c {
+                self.send(CursorOp::Update(*id, c.to_cursor_json().into_bytes()));
             }
         }
     }
@@ -931,7 +986,7 @@ async fn write_ops(
     dest: String,
     cursors: Arc<CursorStore>,
     coord: Arc<Coordinator>,
-    fence: Fence,
+    fence: Arc<Mutex<Fence>>,
     mut rx: mpsc::UnboundedReceiver<CursorOp>,
 ) {
     while let Some(op) = rx.recv().await {
@@ -942,7 +997,8 @@ async fn write_ops(
         }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
-            match apply_op(&dest, &cursors, &coord, &fence, &op).await {
+            let current = fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            match apply_op(&dest, &cursors, &coord, &current, &op).await {
                 Ok(()) => break,
                 Err(OpError::Definite(e)) => {
                     warn!("coordinator write dropped: {e:#}");

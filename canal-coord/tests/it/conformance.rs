@@ -62,6 +62,7 @@ conformance!(
     last_owner_regrabs_at_once,
     active_false_hands_over,
     release_hands_over,
+    graceful_exit_flushes_first,
     indeterminate_create,
     owner_session_expiry_fences,
     owner_crash_takeover,

@@ -187,3 +187,44 @@ async fn cursor_and_running_json_in_zookeeper() {
     coord.close().await;
     a.shutdown().await;
 }
+
+/// "Flush before you let go": an operator's `active:false` lands while the last ack is still
+/// queued (cursor flush period of a minute); the owner writes it before it gives the node up,
+/// so the next owner re-sends nothing that was acked.
+async fn active_false_flushes_acked_cursor(mut coord: CoordConfig, tag: &str) {
+    let Some(mut fx) = fixture(tag).await else { return };
+    coord.cursor_flush_period_ms = 60_000;
+    let a = Server::start(settings(coord.clone()), vec![fx.instance.clone()]).await.unwrap();
+    wait_active(&a, &fx.db, Duration::from_secs(15)).await;
+    let b = Server::start(settings(coord.clone()), vec![fx.instance.clone()]).await.unwrap();
+    for i in 1..=10 {
+        fx.admin.query_drop(format!("INSERT INTO `{}`.t VALUES ({i})", fx.db)).await.unwrap();
+    }
+    assert_eq!(consume(a.local_addr(), &fx.db, 10).await, (1..=10).collect::<Vec<_>>());
+    let op = canal_coord::Coordinator::new(coord.open_backend().unwrap());
+    let s = op.session().await.unwrap();
+    let running = canal_coord::path::server_running(&fx.db);
+    let off = format!("{{\"active\":false,\"address\":\"{}\"}}", a.local_addr());
+    s.put(&running, off.as_bytes(), None).await.unwrap();
+    wait_active(&b, &fx.db, Duration::from_secs(30)).await;
+    for i in 11..=20 {
+        fx.admin.query_drop(format!("INSERT INTO `{}`.t VALUES ({i})", fx.db)).await.unwrap();
+    }
+    let ids = consume(b.local_addr(), &fx.db, 10).await;
+    assert_eq!(ids, (11..=20).collect::<Vec<_>>(), "acked rows re-sent after active:false");
+    op.close().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn zookeeper_active_false_flushes_acked_cursor() {
+    let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
+    active_false_flushes_acked_cursor(zk(servers), "zkoff").await;
+}
+
+#[tokio::test]
+async fn etcd_active_false_flushes_acked_cursor() {
+    let Some(endpoint) = support::service("CANAL_TEST_ETCD") else { return };
+    active_false_flushes_acked_cursor(etcd(endpoint), "etcdoff").await;
+}
