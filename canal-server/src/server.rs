@@ -491,7 +491,10 @@ impl Driver {
                 anyhow::Ok((plan, history))
             });
             let err = match self.until_exit(attempt).await {
-                Err(o) => return o,
+                Err(o) => {
+                    self.cursors.forget(&dest);
+                    return o;
+                }
                 Ok(Ok(Ok(loaded))) => break loaded,
                 Ok(Ok(Err(e))) => e,
                 Ok(Err(_)) => anyhow::anyhow!("reading the clients took longer than {limit:?}"),
@@ -510,6 +513,7 @@ impl Driver {
             let delay = backoff.next_delay();
             info!("retrying the activation in {delay:?}");
             if let Err(o) = self.until_exit(tokio::time::sleep(delay)).await {
+                self.cursors.forget(&dest);
                 return o;
             }
         };
@@ -734,6 +738,8 @@ impl Driver {
             s.released = Some(why);
         });
         *self.slot.lock() = SlotState::Standby;
+        // Ends the cursor store's activation (teardown did already, if the instance had run).
+        self.cursors.forget(&self.slot.name);
         if let Some(m) = &self.monitor {
             // Returns once `ActiveExit` is reported; `run` reads (and drops) it, which ends the
             // monitor's wait for a flush: the teardown wrote (or dropped) everything already.

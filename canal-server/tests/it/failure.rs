@@ -258,6 +258,28 @@ async fn a_failing_instance_restarts_from_the_cursor_then_releases_the_node() {
     fx.admin.query_drop(format!("DROP USER IF EXISTS '{user}'@'%'")).await.unwrap();
 }
 
+/// A server whose instance keeps failing (its source password is wrong) releases the node after
+/// `max_failures` and the standby, configured right, takes over and delivers the rows.
+#[tokio::test]
+async fn a_server_whose_instance_keeps_failing_hands_over_to_a_standby() {
+    let Some(endpoint) = support::service("CANAL_TEST_ETCD") else { return };
+    let Some(mut fx) = fixture("handfail").await else { return };
+    let mut broken = fx.instance.clone();
+    broken.source.password = "wrong password".into();
+    let a = Server::start(fast(etcd(endpoint.clone()), 3), vec![broken]).await.unwrap();
+    wait_active(&a, &fx.db, Duration::from_secs(15)).await;
+    let b = Server::start(fast(etcd(endpoint), 3), vec![fx.instance.clone()]).await.unwrap();
+    insert(&mut fx.admin, &fx.db, 1..=5).await;
+    let r = wait_report(&a, &fx.db, Duration::from_secs(30), |r| r.releases >= 1).await;
+    assert!(r.instance_failures >= 3, "{r:?}");
+    assert!(r.released.as_deref().is_some_and(|w| w.contains("instance failed")), "{r:?}");
+    wait_active(&b, &fx.db, Duration::from_secs(15)).await;
+    assert_eq!(consume(b.local_addr(), &fx.db, 5).await, (1..=5).collect::<Vec<_>>());
+    assert!(a.active_destinations().is_empty(), "never two active");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 fn get_body(dest: &str, fetch: i32, timeout: i64, unit: i32) -> Vec<u8> {
     Get {
         destination: dest.into(),
