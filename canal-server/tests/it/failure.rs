@@ -280,6 +280,46 @@ async fn a_server_whose_instance_keeps_failing_hands_over_to_a_standby() {
     b.shutdown().await;
 }
 
+/// Subscribe writes the client's node, filter and cursor (fenced); unsubscribe deletes them with
+/// fenced deletes.
+#[tokio::test]
+async fn unsubscribe_deletes_the_client_nodes_with_fenced_deletes() {
+    let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
+    let Some(fx) = fixture("unsub").await else { return };
+    let server =
+        Server::start(fast(zk(servers.clone()), 5), vec![fx.instance.clone()]).await.unwrap();
+    wait_active(&server, &fx.db, Duration::from_secs(15)).await;
+    let mut c = Client::connect(server.local_addr()).await;
+    c.auth("", None).await;
+    let filter = format!("{}\\..*", fx.db);
+    let sub = Sub { destination: fx.db.clone(), client_id: "1001".into(), filter: filter.clone() };
+    c.send(PacketType::Subscription, sub.encode_to_vec()).await;
+    assert_eq!(c.ack().await.error_code, None);
+    let coord = canal_coord::Coordinator::new(zk(servers).open_backend().unwrap());
+    let s = coord.session().await.unwrap();
+    let (cpath, fpath) = (path::client_cursor(&fx.db, 1001), path::client_filter(&fx.db, 1001));
+    let t0 = Instant::now();
+    while s.get(&cpath).await.unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(15), "no cursor recorded at subscription");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.get(&fpath).await.unwrap().unwrap().data, filter.as_bytes());
+    let unsub = canal_core::protocol::packet::Unsub {
+        destination: fx.db.clone(),
+        client_id: "1001".into(),
+        filter: String::new(),
+    };
+    c.send(PacketType::Unsubscription, unsub.encode_to_vec()).await;
+    assert_eq!(c.ack().await.error_code, None);
+    let t0 = Instant::now();
+    while s.get(&path::client(&fx.db, 1001)).await.unwrap().is_some() {
+        assert!(t0.elapsed() < Duration::from_secs(15), "client node still there");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+    coord.close().await;
+}
+
 fn get_body(dest: &str, fetch: i32, timeout: i64, unit: i32) -> Vec<u8> {
     Get {
         destination: dest.into(),
