@@ -190,7 +190,12 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// `binlog_row_metadata` is global on the shared MariaDB: the scenarios set it one at a time, so
+/// that one cannot restore another's mode in the middle of its run (or leave MINIMAL behind).
+static ROW_METADATA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn scenario(tag: &str, coord: Coord, mode: &str) {
+    let _serial = ROW_METADATA.lock().await;
     let Some(mut fx) = fixture(tag).await else { return };
     let admin = &mut fx.admin;
     let old: String =
