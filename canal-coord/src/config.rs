@@ -40,7 +40,9 @@ pub struct CoordConfig {
     pub local: LocalConfig,
     /// How long standbys wait after the running node is deleted (Canal: 5000 ms).
     pub takeover_delay_ms: u64,
-    /// Cursor flush period; 0 writes on every ack (Canal: 1000 ms).
+    /// Cursor flush period; 0 (the default) writes on every ack, before the connection's next
+    /// frame is read, so an ack followed by any answered request is durable. Canal (Java)
+    /// flushes every 1000 ms: an ack can be lost with a crash within that period.
     pub cursor_flush_period_ms: u64,
 }
 
@@ -84,7 +86,7 @@ impl Default for CoordConfig {
             etcd: EtcdConfig::default(),
             local: LocalConfig::default(),
             takeover_delay_ms: 5000,
-            cursor_flush_period_ms: 1000,
+            cursor_flush_period_ms: 0,
         }
     }
 }
@@ -281,7 +283,7 @@ mod tests {
         assert_eq!(c.backend_kind(), BackendKind::Local);
         c.validate().unwrap();
         assert_eq!(c.takeover_delay(), Duration::from_secs(5));
-        assert_eq!(c.flush_policy(), FlushPolicy::Periodic(Duration::from_millis(1000)));
+        assert_eq!(c.flush_policy(), FlushPolicy::EveryAck);
     }
 
     #[test]

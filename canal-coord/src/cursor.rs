@@ -169,6 +169,11 @@ impl CursorStore {
         })
     }
 
+    /// When updates reach the coordination service.
+    pub fn policy(&self) -> FlushPolicy {
+        self.policy
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // Every change under the lock is a single map operation or a loop of independent
         // ones, so a poisoned lock still guards consistent maps.

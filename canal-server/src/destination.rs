@@ -12,6 +12,8 @@
 //! still-waiting older GET of that id answer empty instead of taking the next batch.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use canal_core::filter::FilterError;
@@ -24,12 +26,19 @@ use tokio::sync::{Notify, watch};
 pub trait CursorSink: Send + Sync + std::fmt::Debug {
     /// The stored cursor of `client_id`, if any.
     fn load(&self, destination: &str, client_id: i16) -> Option<LogPosition>;
-    /// Records a new cursor after an ack. Implementations may flush later (Canal: every 1000 ms).
+    /// Records a new cursor after an ack. Implementations may flush later (Canal: every 1000 ms;
+    /// [`CursorSink::persisted`] waits for it when writing on every ack).
     fn update(&self, destination: &str, client_id: i16, position: &LogPosition);
     /// Records the client's subscription filter (persisted by Canal, re-applied on restart).
     fn subscribe(&self, destination: &str, client_id: i16, filter: &str);
     /// Forgets the client (Canal deletes its node recursively).
     fn unsubscribe(&self, destination: &str, client_id: i16);
+    /// Waits until what was recorded so far is durable, when this sink persists on every ack
+    /// (the session calls it before it reads the connection's next frame); the error says why
+    /// it is not. Default: nothing to wait for (periodic flushing, or nothing persisted).
+    fn persisted(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// Receives a client's non-empty subscription filter, which replaces the destination's white list.
@@ -86,6 +95,15 @@ pub enum RequestError {
     /// The store refused (closed while stopping, inconsistent ack).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An ack's cursor (or a subscription) could not be made durable: the client must not
+    /// assume it was.
+    #[error("destination:{destination} cursor not persisted: {reason}")]
+    NotPersisted {
+        /// Destination.
+        destination: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -361,6 +379,18 @@ impl Destination {
                 .insert(id, BatchRecord { end_seq: batch.end_seq, ack: batch.ack.clone() });
             return Ok(Some(ClientBatch { id, batch }));
         }
+    }
+
+    /// Waits until the cursors and subscriptions recorded so far are durable (see
+    /// [`CursorSink::persisted`]).
+    ///
+    /// # Errors
+    /// [`RequestError::NotPersisted`].
+    pub async fn persisted(&self) -> Result<(), RequestError> {
+        self.cursors
+            .persisted()
+            .await
+            .map_err(|reason| RequestError::NotPersisted { destination: self.name.clone(), reason })
     }
 
     /// Acks `batch_id`: it must be the oldest outstanding batch. Moves the cursor to the batch's

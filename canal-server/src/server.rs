@@ -15,14 +15,16 @@
 //! so that another server can try, and says why in the log, `/status` and `/metrics`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
 use canal_coord::{
     Backend, ClusterRegistration, CoordConfig, CoordError, Coordinator, CursorError, CursorStore,
-    ExitFlush, Fence, RunningEvent, RunningMonitor, ServerRunningData, path,
+    ExitFlush, Fence, FlushPolicy, RunningEvent, RunningMonitor, ServerRunningData, path,
 };
 use canal_core::binlog::replica::Backoff;
 use canal_core::filter::{FilterError, NameFilter};
@@ -528,6 +530,7 @@ impl Driver {
             self.coord.clone(),
             fence,
             &plan,
+            self.cfg.activation_timeout,
         ));
         let mut start = plan.min_cursor.clone();
         self.slot.status.send_modify(|s| {
@@ -827,8 +830,9 @@ enum CursorOp {
     Update(i16, Vec<u8>),
     Subscribe(i16, String),
     Unsubscribe(i16),
-    /// Answered once every earlier op is done.
-    Drained(oneshot::Sender<()>),
+    /// Answered once every earlier op is done, with the first write refused since the last
+    /// `Drained` (if any).
+    Drained(oneshot::Sender<Option<String>>),
 }
 
 impl std::fmt::Debug for CursorOp {
@@ -856,6 +860,8 @@ struct CoordCursorSink {
     state: Mutex<SinkState>,
     /// The fence of the activation, moved by [`CoordCursorSink::refence`] for the final writes.
     fence: Arc<Mutex<Fence>>,
+    /// With a cursor write on every ack: how long [`CursorSink::persisted`] waits.
+    sync_limit: Option<Duration>,
     tx: mpsc::UnboundedSender<CursorOp>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -867,7 +873,9 @@ impl CoordCursorSink {
         coord: Arc<Coordinator>,
         fence: Fence,
         plan: &Plan,
+        sync_limit: Duration,
     ) -> Self {
+        let sync_limit = (cursors.policy() == FlushPolicy::EveryAck).then_some(sync_limit);
         let (tx, rx) = mpsc::unbounded_channel::<CursorOp>();
         let fence = Arc::new(Mutex::new(fence));
         let task = tokio::spawn(
@@ -878,7 +886,7 @@ impl CoordCursorSink {
             filter: plan.filter.clone(),
             instance: std::sync::Weak::new(),
         };
-        Self { state: Mutex::new(state), fence, tx, task: Mutex::new(Some(task)) }
+        Self { state: Mutex::new(state), fence, sync_limit, tx, task: Mutex::new(Some(task)) }
     }
 
     /// The same activation at a new version of the running node (see [`ExitFlush::fence`]):
@@ -944,7 +952,7 @@ impl CoordCursorSink {
         if self.tx.send(CursorOp::Drained(tx)).is_err() {
             return false;
         }
-        matches!(tokio::time::timeout(limit, rx).await, Ok(Ok(())))
+        matches!(tokio::time::timeout(limit, rx).await, Ok(Ok(_)))
     }
 
     /// Stops the writer; queued writes are dropped.
@@ -995,10 +1003,11 @@ async fn write_ops(
     fence: Arc<Mutex<Fence>>,
     mut rx: mpsc::UnboundedReceiver<CursorOp>,
 ) {
+    let mut refused: Option<String> = None;
     while let Some(op) = rx.recv().await {
         if let CursorOp::Drained(reply) = op {
             // The waiter may have given up: nothing to do then.
-            let _ = reply.send(());
+            let _ = reply.send(refused.take());
             continue;
         }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -1008,6 +1017,7 @@ async fn write_ops(
                 Ok(()) => break,
                 Err(OpError::Definite(e)) => {
                     warn!("coordinator write dropped: {e:#}");
+                    refused.get_or_insert_with(|| format!("{e:#}"));
                     break;
                 }
                 Err(OpError::Retry(e)) => {
@@ -1100,6 +1110,23 @@ impl CursorSink for CoordCursorSink {
     fn unsubscribe(&self, _destination: &str, client_id: i16) {
         self.state().cursors.remove(&client_id);
         self.send(CursorOp::Unsubscribe(client_id));
+    }
+
+    fn persisted(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            // Periodic flushing (Java's behaviour) promises nothing per ack.
+            let Some(limit) = self.sync_limit else { return Ok(()) };
+            let (tx, rx) = oneshot::channel();
+            if self.tx.send(CursorOp::Drained(tx)).is_err() {
+                return Err("the activation ended".into());
+            }
+            match tokio::time::timeout(limit, rx).await {
+                Ok(Ok(None)) => Ok(()),
+                Ok(Ok(Some(refused))) => Err(refused),
+                Ok(Err(_)) => Err("the activation ended".into()),
+                Err(_) => Err(format!("the coordinator did not take the write within {limit:?}")),
+            }
+        })
     }
 }
 

@@ -325,6 +325,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 let Some(dest) = self.running(&sub.destination).await? else { return Ok(()) };
                 match dest.subscribe(client_id, &sub.filter) {
                     Ok(()) => {
+                        // The subscription (and the cursor it starts at) is durable before the
+                        // client hears it succeeded.
+                        if let Err(e) = dest.persisted().await {
+                            return self.request_error(e).await;
+                        }
                         self.subscribed.insert(sub.destination.clone(), dest);
                         self.send(&packets::ack_ok()).await
                     }
@@ -409,7 +414,14 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 };
                 let Some(dest) = self.running(&ack.destination).await? else { return Ok(()) };
                 match dest.ack(client_id, ack.batch_id) {
-                    Ok(()) => Ok(()),
+                    // The cursor is durable before this connection's next frame is read, so an
+                    // ack followed by any answered request is durable. CLIENTACK has no reply:
+                    // a failure is Canal's error ACK, read by the client as the answer to its
+                    // next request (docs/compatibility.md).
+                    Ok(()) => match dest.persisted().await {
+                        Ok(()) => Ok(()),
+                        Err(e) => self.request_error(e).await,
+                    },
                     Err(e) => self.request_error(e).await,
                 }
             }

@@ -137,7 +137,8 @@ pub struct CoordSection {
     /// none (`/name`, default none).
     #[serde(deserialize_with = "text")]
     pub key_prefix: String,
-    /// Cursor flush period in ms; 0 writes on every ack (`canal.zookeeper.flush.period`, 1000).
+    /// Cursor flush period in ms; 0 (the default) writes on every ack before the connection's
+    /// next frame is read (`canal.zookeeper.flush.period`; Java's default is 1000).
     pub cursor_flush_period_ms: u64,
 }
 
@@ -151,7 +152,7 @@ impl Default for CoordSection {
             etcd_lease_ttl_s: 10,
             takeover_delay_ms: 5000,
             key_prefix: String::new(),
-            cursor_flush_period_ms: 1000,
+            cursor_flush_period_ms: 0,
         }
     }
 }

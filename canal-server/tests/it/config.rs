@@ -48,7 +48,7 @@ fn toml_defaults() {
     assert!(!c.auth.requires_password());
     assert_eq!(c.coord.backend_kind(), BackendKind::Local);
     assert_eq!(c.coord.takeover_delay_ms, 5000);
-    assert_eq!(c.coord.cursor_flush_period_ms, 1000);
+    assert_eq!(c.coord.cursor_flush_period_ms, 0);
     assert_eq!(c.coord.zookeeper.session_timeout_ms, 90_000);
     assert_eq!(c.conf_dir, conf);
     assert_eq!(c.data_dir, tmp.path().join("data"));

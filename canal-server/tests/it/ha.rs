@@ -228,3 +228,54 @@ async fn etcd_active_false_flushes_acked_cursor() {
     let Some(endpoint) = support::service("CANAL_TEST_ETCD") else { return };
     active_false_flushes_acked_cursor(etcd(endpoint), "etcdoff").await;
 }
+
+/// With the default (a cursor write on every ack) an ack followed by any answered request on
+/// the same connection is durable: the coordinator holds the cursor at (or past) the acked
+/// batch's last entry as soon as the next GET is answered, without any flush period.
+#[tokio::test]
+async fn ack_then_answered_request_is_durable() {
+    let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
+    let Some(mut fx) = fixture("everyack").await else { return };
+    let mut coord = zk(servers);
+    coord.cursor_flush_period_ms = CoordConfig::default().cursor_flush_period_ms;
+    assert_eq!(coord.cursor_flush_period_ms, 0, "every ack is the default");
+    let a = Server::start(settings(coord.clone()), vec![fx.instance.clone()]).await.unwrap();
+    wait_active(&a, &fx.db, Duration::from_secs(15)).await;
+    let mut c = Client::connect(a.local_addr()).await;
+    c.auth("", None).await;
+    assert_eq!(c.subscribe(&fx.db, "1001").await.error_code, None);
+    let op = canal_coord::Coordinator::new(coord.open_backend().unwrap());
+    let s = op.session().await.unwrap();
+    let cursor_path = canal_coord::path::client_cursor(&fx.db, 1001);
+    for round in 1..=3 {
+        fx.admin.query_drop(format!("INSERT INTO `{}`.t VALUES ({round})", fx.db)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (batch, last) = loop {
+            assert!(Instant::now() < deadline, "row {round} not delivered");
+            let m = messages(c.get(&fx.db, 100, 200).await);
+            let rows = m
+                .messages
+                .iter()
+                .map(|b| Entry::decode(b.clone()).unwrap())
+                .find(|e| e.entry_type() == EntryType::Rowdata);
+            if rows.is_some() {
+                let last = Entry::decode(m.messages.last().unwrap().clone()).unwrap();
+                break (m.batch_id, last);
+            }
+            if m.batch_id != -1 {
+                c.client_ack_on(&fx.db, m.batch_id).await;
+            }
+        };
+        c.client_ack_on(&fx.db, batch).await;
+        // Any answered request: the ack before it is durable now.
+        assert_eq!(c.get(&fx.db, 100, 50).await.r#type, PacketType::Messages as i32);
+        let stored = s.get(&cursor_path).await.unwrap().expect("cursor written");
+        let pos = LogPosition::from_json(&stored.data).unwrap().position;
+        let h = last.header.clone().unwrap();
+        let want = (h.logfile_name().to_owned(), h.logfile_offset());
+        let got = (pos.journal_name.clone().unwrap(), pos.position.unwrap());
+        assert!(got >= want, "round {round}: stored cursor {got:?} is behind the acked {want:?}");
+    }
+    op.close().await;
+    a.shutdown().await;
+}
