@@ -701,7 +701,11 @@ impl Ty {
                 let v = (w % 10_000 * 10 + 7).to_string();
                 (v.clone(), v)
             }
-            Ty::Varchar { .. } => (format!("'v{w}é'"), format!("v{w}é")),
+            // Canal decodes text with the connection charset (UTF-8), not the column's own
+            // (docs/compatibility.md, "Text charset"): the latin1 byte of 'é' arrives as U+FFFD,
+            // exactly as Java Canal delivers it. A utf8mb4 column keeps 'é'.
+            Ty::Varchar { latin1: true, .. } => (format!("'v{w}é'"), format!("v{w}\u{FFFD}")),
+            Ty::Varchar { latin1: false, .. } => (format!("'v{w}é'"), format!("v{w}é")),
             Ty::Decimal => {
                 let v = format!("{}.{:02}", w % 100_000, w % 100);
                 (v.clone(), v)
