@@ -284,24 +284,69 @@ impl Converter {
             return Err(need);
         }
         let header = EventHeader::parse(raw).map_err(|e| self.decode_error(None, e))?;
+        // Decoding a TRANSACTION_PAYLOAD only inflates it; the decoder's state changes when its
+        // inner events are decoded (in `on_event`).
         let event = match self.decoder.decode(raw) {
             Ok(ev) => ev,
             Err(e) => return Err(self.decode_error(Some(&header), e)),
         };
+        // The TABLE_MAPs inside a compressed transaction get the same lookups, also before any
+        // inner event touches state, so that the retry after the answer starts afresh.
+        if let EventData::TransactionPayload(p) = &event.data
+            && self.history.is_some()
+            && let Some(need) = self.payload_table_needed(&event.header, p)
+        {
+            return Err(need);
+        }
         self.stats.events += 1;
         self.on_event(event, out, None)
+    }
+
+    /// A decoder that throws away what it learns, for peeking at table maps.
+    fn probe_decoder(&self) -> Decoder {
+        let mut probe = Decoder::new(self.opts.decode.clone());
+        if let Some(alg) = self.decoder.checksum() {
+            probe.set_checksum(alg);
+        }
+        probe
     }
 
     /// Peeks a TABLE_MAP's names (with a throw-away decode of the event body) and checks the
     /// history. `None` when the table is known, filtered out, or cannot be fetched anyway.
     fn table_needed(&self, raw: &[u8]) -> Option<ConvertError> {
-        let history = self.history.as_ref()?;
-        let mut probe = Decoder::new(self.opts.decode.clone());
-        if let Some(alg) = self.decoder.checksum() {
-            probe.set_checksum(alg);
-        }
-        let ev = probe.decode(raw).ok()?;
+        let ev = self.probe_decoder().decode(raw).ok()?;
         let EventData::TableMap(map) = ev.data else { return None };
+        self.map_needed(&map, start_offset(&ev.header))
+    }
+
+    /// [`Self::table_needed`] for the TABLE_MAPs inside a TRANSACTION_PAYLOAD. Inner events have
+    /// no position of their own: they are looked up, and recorded, at the payload's.
+    fn payload_table_needed(
+        &self,
+        outer: &EventHeader,
+        payload: &super::decode::TransactionPayload,
+    ) -> Option<ConvertError> {
+        let mut probe = None;
+        for inner in payload.events() {
+            // A framing or decode error is reported by `on_event` with its position.
+            let Ok(inner) = inner else { return None };
+            if inner.len() <= 4 || inner[4] != event_type::TABLE_MAP {
+                continue;
+            }
+            let probe = probe.get_or_insert_with(|| self.probe_decoder());
+            let Ok(ev) = probe.decode_payload_event(inner) else { return None };
+            if let EventData::TableMap(map) = ev.data
+                && let Some(need) = self.map_needed(&map, start_offset(outer))
+            {
+                return Some(need);
+            }
+        }
+        None
+    }
+
+    /// Whether the history must learn the table of `map` (at `offset` of the current file).
+    fn map_needed(&self, map: &TableMap, offset: u64) -> Option<ConvertError> {
+        let history = self.history.as_ref()?;
         if !self.opts.filter.accepts(&map.schema, &map.table) {
             return None;
         }
@@ -309,7 +354,7 @@ impl Converter {
         if self.unavailable.contains(&name) {
             return None;
         }
-        let pos = SchemaPosition::new(self.journal.to_string(), start_offset(&ev.header));
+        let pos = SchemaPosition::new(self.journal.to_string(), offset);
         match history.lookup(&map.schema, &map.table, &pos) {
             Lookup::Known(_) | Lookup::Absent => None,
             Lookup::Unknown | Lookup::NotTracked => {
@@ -422,9 +467,16 @@ impl Converter {
         out: &mut Vec<BuiltEntry>,
         outer: Option<&EventHeader>,
     ) -> Result<(), ConvertError> {
-        // Events inside a TRANSACTION_PAYLOAD have no position of their own: use the payload's.
+        // Events inside a TRANSACTION_PAYLOAD have no position of their own: they take the
+        // payload's (file offset and size), but keep their own time and server id, as Java does
+        // (docs/compatibility.md).
         let h = match outer {
-            Some(o) => EventHeader { event_type: event.header.event_type, ..*o },
+            Some(o) => EventHeader {
+                event_type: event.header.event_type,
+                timestamp: event.header.timestamp,
+                server_id: event.header.server_id,
+                ..*o
+            },
             None => event.header,
         };
         match event.data {
