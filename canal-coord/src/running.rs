@@ -189,10 +189,32 @@ enum Command {
     Stop(oneshot::Sender<()>),
 }
 
+/// "May serve now": the owner's lease. The monitor renews it on every read that finds the node
+/// still ours (and re-reads every `delay / 6` while active); it lasts `delay / 2` from when that
+/// read was sent, less than any standby needs to take over (the node must first vanish, a session
+/// timeout after our last heartbeat, then `delay` pass). tokio's `Instant` is monotonic and keeps
+/// counting while the process is stopped (SIGSTOP), so a woken owner sees its lease expired at
+/// once, before its monitor has run at all. Check it right before answering with data.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    status: watch::Receiver<RunningStatus>,
+    expiry: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Lease {
+    /// Active, and ownership confirmed recently enough.
+    pub fn valid(&self) -> bool {
+        let active = matches!(*self.status.borrow(), RunningStatus::Active(_));
+        let expiry = *self.expiry.lock().unwrap_or_else(|p| p.into_inner());
+        active && expiry.is_some_and(|e| Instant::now() < e)
+    }
+}
+
 /// One running node's monitor: competes for it, and reports when this process must serve.
 #[derive(Debug)]
 pub struct RunningMonitor {
     path: String,
+    lease: Lease,
     cmds: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<RunningStatus>,
     task: Option<JoinHandle<()>>,
@@ -210,7 +232,11 @@ impl RunningMonitor {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (st_tx, st_rx) = watch::channel(RunningStatus::Standby);
+        let expiry = Arc::new(std::sync::Mutex::new(None));
+        let lease = Lease { status: st_rx.clone(), expiry: expiry.clone() };
         let runner = Runner {
+            expiry,
+            read_issued: Instant::now(),
             coord,
             path: path.clone(),
             me_bytes: me.to_bytes(),
@@ -235,7 +261,7 @@ impl RunningMonitor {
         };
         let span = tracing::info_span!("running", path = %path);
         let task = tokio::spawn(tracing::Instrument::instrument(runner.run(), span));
-        (RunningMonitor { path, cmds: cmd_tx, status: st_rx, task: Some(task) }, ev_rx)
+        (RunningMonitor { path, lease, cmds: cmd_tx, status: st_rx, task: Some(task) }, ev_rx)
     }
 
     /// A server's monitor of `/otter/canal/destinations/{dest}/running`.
@@ -280,6 +306,16 @@ impl RunningMonitor {
     /// Whether this monitor owns the node now.
     pub fn is_active(&self) -> bool {
         matches!(*self.status.borrow(), RunningStatus::Active(_))
+    }
+
+    /// "May serve now" (see [`Lease`]).
+    pub fn may_serve(&self) -> bool {
+        self.lease.valid()
+    }
+
+    /// A handle on the lease, for the code that answers clients.
+    pub fn lease(&self) -> Lease {
+        self.lease.clone()
     }
 
     /// Gives the node up (admin "release", too many failures): stops serving (`ActiveExit`, with
@@ -344,6 +380,10 @@ impl Drop for RunningMonitor {
 
 struct Runner<D> {
     coord: Arc<Coordinator>,
+    /// The lease's end (see [`Lease`]); `None` while not active.
+    expiry: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// When the last read of the node was sent (an `ActiveEnter` it confirms leases from then).
+    read_issued: Instant,
     path: String,
     /// Our address: a node holding it is ours (Canal compares addresses).
     me_address: String,
@@ -518,6 +558,9 @@ impl<D: RunningData> Runner<D> {
             // An owner that cannot confirm its ownership within half the takeover delay stops
             // serving: a standby may take over `delay` after a delete it has not seen yet.
             let limit = self.active.as_ref().map(|_| self.delay / 2);
+            // The lease counts from when the confirming read was sent.
+            let issued = Instant::now();
+            self.read_issued = issued;
             let read = guard(&session, async {
                 match limit {
                     Some(l) => {
@@ -549,10 +592,16 @@ impl<D: RunningData> Runner<D> {
                     continue;
                 }
             };
-            match self.reconcile(&session, node).await {
+            let next = self.reconcile(&session, node).await;
+            if self.active.is_some() {
+                self.renew(issued);
+            }
+            match next {
                 Next::Again => continue,
                 Next::Wait => {}
             }
+            // While active, ownership is re-confirmed every `delay / 6` (renewing the lease).
+            let reconfirm_at = self.active.as_ref().map(|_| issued + self.delay / 6);
 
             let lost = session_lost(session.state_watcher());
             let grab_at = self.grab_at.filter(|_| self.active.is_none());
@@ -588,6 +637,7 @@ impl<D: RunningData> Runner<D> {
                 }
                 _ = async { tokio::time::sleep_until(grab_at.unwrap_or_else(Instant::now)).await }, if grab_at.is_some() => {}
                 _ = async { tokio::time::sleep_until(recheck_at.unwrap_or_else(Instant::now)).await }, if recheck_at.is_some() => {}
+                _ = async { tokio::time::sleep_until(reconfirm_at.unwrap_or_else(Instant::now)).await }, if reconfirm_at.is_some() => {}
             }
         }
     }
@@ -941,6 +991,7 @@ impl<D: RunningData> Runner<D> {
         self.lost_ownership = false;
         self.released = false;
         self.grab_at = None;
+        self.renew(self.read_issued);
         self.status.send_replace(RunningStatus::Active(fence.clone()));
         let _ = self.events.send(RunningEvent::ActiveEnter { fence });
     }
@@ -955,7 +1006,13 @@ impl<D: RunningData> Runner<D> {
         }
     }
 
+    /// Extends the lease to `delay / 2` after `issued` (see [`Lease`]).
+    fn renew(&mut self, issued: Instant) {
+        *self.expiry.lock().unwrap_or_else(|p| p.into_inner()) = Some(issued + self.delay / 2);
+    }
+
     fn exit(&mut self, reason: ExitReason) {
+        *self.expiry.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if self.active.take().is_some() {
             tracing::info!(?reason, "no longer active: stop serving");
             self.status.send_replace(RunningStatus::Standby);
@@ -981,6 +1038,7 @@ impl<D: RunningData> Runner<D> {
                 let _ = tx.send(());
             }
         };
+        *self.expiry.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let Some(fence) = fence else {
             self.exit(reason);
             return reported();

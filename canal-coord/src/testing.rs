@@ -534,6 +534,32 @@ pub async fn release_hands_over(h: &impl Harness) {
     mb.stop().await;
 }
 
+/// The owner's lease ("may serve now"): valid while active, kept valid by the monitor's
+/// re-confirming reads (it lasts only `delay / 2` from each), void at once on an exit, and
+/// never valid for a standby.
+pub async fn lease_follows_ownership(h: &impl Harness) {
+    let p = format!("{}/running", h.root("lease"));
+    let (_ca, ma, mut ra) = monitor(h, &p, "10.0.0.1:11111");
+    let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
+    expect_enter(&mut ra).await;
+    let lease = ma.lease();
+    assert!(ma.may_serve() && lease.valid(), "the new owner may serve");
+    assert!(!mb.may_serve(), "a standby never may serve");
+    // Well past `delay / 2`: the re-confirming reads renewed the lease all along.
+    let until = Instant::now() + h.delay() * 2;
+    while Instant::now() < until {
+        assert!(lease.valid(), "lease lapsed while the owner was confirming its node");
+        tokio::time::sleep(h.delay() / 20).await;
+    }
+    ma.release().await;
+    assert!(!lease.valid(), "released: no longer may serve");
+    assert_eq!(expect_exit(&mut ra).await, ExitReason::Released);
+    expect_enter(&mut rb).await;
+    assert!(mb.may_serve() && !lease.valid());
+    ma.stop().await;
+    mb.stop().await;
+}
+
 /// "Flush before you let go": a graceful exit (`release()`, an operator's `active:false`)
 /// reports `ActiveExit` with an armed [`crate::ExitFlush`] and keeps the node until it is done.
 /// Meanwhile writes under its fence succeed (after `active:false`, at the operator's version,

@@ -151,6 +151,8 @@ pub struct Destination {
     progress: Option<watch::Receiver<InstanceStatus>>,
     /// Why the instance failed, once it did.
     failure: Mutex<Option<String>>,
+    /// The owner's lease on the running node, when attached: no data is served without it.
+    lease: Option<canal_coord::Lease>,
 }
 
 impl Destination {
@@ -174,6 +176,7 @@ impl Destination {
             floor: Mutex::new(None),
             progress: None,
             failure: Mutex::new(None),
+            lease: None,
         }
     }
 
@@ -182,6 +185,18 @@ impl Destination {
     pub fn with_progress(mut self, progress: watch::Receiver<InstanceStatus>) -> Self {
         self.progress = Some(progress);
         self
+    }
+
+    /// Attaches the running node's lease: [`Destination::may_serve`] follows it.
+    pub fn with_lease(mut self, lease: canal_coord::Lease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Whether this server may answer with data (or apply an ack) now: its lease on the running
+    /// node holds (always, without one attached).
+    pub fn may_serve(&self) -> bool {
+        self.lease.as_ref().is_none_or(canal_coord::Lease::valid)
     }
 
     /// Sets the floor (see [`Destination::floor`]) if it is not known yet, and records it as the

@@ -626,16 +626,19 @@ impl Driver {
         let identity = LogIdentity::new(instance.source().clone());
         let filter = InstanceFilter { instance: Arc::downgrade(&instance), black };
         let cursors: Arc<dyn CursorSink> = sink.clone();
-        let destination = Arc::new(
-            Destination::new(
-                self.slot.name.clone(),
-                instance.store().clone(),
-                identity,
-                cursors,
-                Arc::new(filter),
-            )
-            .with_progress(instance.watch_status()),
-        );
+        let mut destination = Destination::new(
+            self.slot.name.clone(),
+            instance.store().clone(),
+            identity,
+            cursors,
+            Arc::new(filter),
+        )
+        .with_progress(instance.watch_status());
+        if let Some(m) = &self.monitor {
+            // No data leaves this server once its lease on the running node lapses.
+            destination = destination.with_lease(m.lease());
+        }
+        let destination = Arc::new(destination);
         if let Some(c) = start {
             destination.set_floor(c.position.clone());
             sink.fill_missing(&c);

@@ -385,6 +385,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 };
                 match result {
                     Ok(None) => self.send(&packets::empty_messages()).await,
+                    // Our lease lapsed (e.g. the process was stopped past its session timeout):
+                    // another server may be serving; answer like a destination not running here.
+                    Ok(Some(_)) if !dest.may_serve() => {
+                        self.request_error(RequestError::NotStarted(get.destination.clone())).await
+                    }
                     Ok(Some(batch)) => {
                         self.buf.clear();
                         encode_raw_messages_frame(batch.id, &batch.batch.entries, &mut self.buf)
@@ -413,6 +418,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     return Ok(());
                 };
                 let Some(dest) = self.running(&ack.destination).await? else { return Ok(()) };
+                if !dest.may_serve() {
+                    return self
+                        .request_error(RequestError::NotStarted(ack.destination.clone()))
+                        .await;
+                }
                 match dest.ack(client_id, ack.batch_id) {
                     // The cursor is durable before this connection's next frame is read, so an
                     // ack followed by any answered request is durable. CLIENTACK has no reply:

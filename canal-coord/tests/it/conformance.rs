@@ -63,6 +63,7 @@ conformance!(
     active_false_hands_over,
     release_hands_over,
     graceful_exit_flushes_first,
+    lease_follows_ownership,
     indeterminate_create,
     owner_session_expiry_fences,
     owner_crash_takeover,

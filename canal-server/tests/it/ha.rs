@@ -250,17 +250,18 @@ async fn ack_then_answered_request_is_durable() {
     for round in 1..=3 {
         fx.admin.query_drop(format!("INSERT INTO `{}`.t VALUES ({round})", fx.db)).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
+        // Up to the batch holding the row's transaction end: the cursor moves to the last
+        // transaction boundary of an acked batch (a batch may end inside the transaction).
+        let mut seen_row = false;
         let (batch, last) = loop {
             assert!(Instant::now() < deadline, "row {round} not delivered");
             let m = messages(c.get(&fx.db, 100, 200).await);
-            let rows = m
-                .messages
-                .iter()
-                .map(|b| Entry::decode(b.clone()).unwrap())
-                .find(|e| e.entry_type() == EntryType::Rowdata);
-            if rows.is_some() {
-                let last = Entry::decode(m.messages.last().unwrap().clone()).unwrap();
-                break (m.batch_id, last);
+            let entries: Vec<Entry> =
+                m.messages.iter().map(|b| Entry::decode(b.clone()).unwrap()).collect();
+            seen_row |= entries.iter().any(|e| e.entry_type() == EntryType::Rowdata);
+            let end = entries.iter().rev().find(|e| e.entry_type() == EntryType::Transactionend);
+            if seen_row && let Some(end) = end {
+                break (m.batch_id, end.clone());
             }
             if m.batch_id != -1 {
                 c.client_ack_on(&fx.db, m.batch_id).await;
