@@ -797,6 +797,9 @@ impl Runner {
         // as soon as an eighth of it is acked, and one transaction's flush never needs all of it.
         let flush_bytes = self.store.config().memory_budget / 8;
         let mut tbuf = TransactionBuffer::new(self.cfg.transaction_size, flush_bytes);
+        // A compressed transaction is one event: its entries are built a flush at a time, so
+        // that one event never holds more than the buffer would flush (docs/compatibility.md).
+        converter.set_payload_chunk(self.cfg.transaction_size, flush_bytes);
         let mut entries: Vec<BuiltEntry> = Vec::new();
         let mut stop = self.stop.clone();
         let result = loop {
@@ -853,7 +856,7 @@ impl Runner {
             // The history changes of this event are shared before its entries are stored.
             let at = SchemaPosition::new(converter.journal(), u64::from(raw.header.log_pos));
             if let Some(h) = converter.history_mut() {
-                if let Err(e) = self.maintain_history(h, at).await {
+                if let Err(e) = self.maintain_history(h, at.clone()).await {
                     break Err(e);
                 }
             }
@@ -863,72 +866,92 @@ impl Runner {
             }
             let event_end = u64::from(raw.header.log_pos);
             let mut outcome: Option<Result<(), InstanceError>> = None;
-            for e in entries.drain(..) {
-                if let Some(s) = skipper.as_mut() {
-                    match s.check(&e) {
-                        Ok(Replay::Skip) => {
-                            self.status.send_modify(|st| st.replay_skipped += 1);
-                            if s.is_done() {
-                                info!(
-                                    "skipped the {} entries of the open transaction already stored",
-                                    s.skipped()
-                                );
-                                skipper = None;
+            loop {
+                for e in entries.drain(..) {
+                    if let Some(s) = skipper.as_mut() {
+                        match s.check(&e) {
+                            Ok(Replay::Skip) => {
+                                self.status.send_modify(|st| st.replay_skipped += 1);
+                                if s.is_done() {
+                                    info!(
+                                        "skipped the {} entries of the open transaction already stored",
+                                        s.skipped()
+                                    );
+                                    skipper = None;
+                                }
+                                continue;
                             }
-                            continue;
+                            Ok(Replay::Deliver) => {}
+                            Err(m) => {
+                                outcome = Some(Err(m.into()));
+                                break;
+                            }
                         }
-                        Ok(Replay::Deliver) => {}
-                        Err(m) => {
-                            outcome = Some(Err(m.into()));
+                    }
+                    let ready = tbuf.push(e);
+                    if ready.is_empty() {
+                        continue;
+                    }
+                    match self.put(&ready, &mut stop).await {
+                        Ok(()) => {}
+                        Err(None) => {
+                            outcome = Some(Ok(()));
+                            break;
+                        }
+                        Err(Some(e)) => {
+                            outcome = Some(Err(e));
                             break;
                         }
                     }
-                }
-                let ready = tbuf.push(e);
-                if ready.is_empty() {
-                    continue;
-                }
-                match self.put(&ready, &mut stop).await {
-                    Ok(()) => {}
-                    Err(None) => {
-                        outcome = Some(Ok(()));
+                    // After a flush that ends a transaction (or a DDL), a reconnect resumes right
+                    // after this event; after one that leaves it open, the stored part is recorded
+                    // so that a reconnect skips it.
+                    let last = &ready[ready.len() - 1];
+                    if last.closes {
+                        *resume = Some(next_resume(&converter, &start, last, event_end));
+                        let pos = resume_position(resume);
+                        self.status.send_modify(|s| s.resume = pos);
+                        // While the skipper waits for the stored part, what is stored before it
+                        // (an empty transaction the buffer let through) moves the resume point but
+                        // leaves the stored part as it is.
+                        if skipper.is_none() {
+                            self.stored.clear();
+                        }
+                    } else if skipper.is_none() {
+                        self.stored.record(&ready);
+                    } else {
+                        // Before the stored part, only whole (empty) transactions can be stored:
+                        // a flush that leaves one open there would sit between the resume point and
+                        // the stored part, which the first session never produced.
+                        let first = ready[0].position.clone();
+                        outcome = Some(Err(ReplayMismatch::Missed {
+                            expected: format!("{} stored entries", self.stored.entries()),
+                            found: format!(
+                                "an open flush at {}:{}",
+                                first.journal_name.unwrap_or_default(),
+                                first.position.unwrap_or_default()
+                            ),
+                        }
+                        .into()));
                         break;
                     }
-                    Err(Some(e)) => {
-                        outcome = Some(Err(e));
-                        break;
-                    }
                 }
-                // After a flush that ends a transaction (or a DDL), a reconnect resumes right
-                // after this event; after one that leaves it open, the stored part is recorded
-                // so that a reconnect skips it.
-                let last = &ready[ready.len() - 1];
-                if last.closes {
-                    *resume = Some(next_resume(&converter, &start, last, event_end));
-                    let pos = resume_position(resume);
-                    self.status.send_modify(|s| s.resume = pos);
-                    // While the skipper waits for the stored part, what is stored before it
-                    // (an empty transaction the buffer let through) moves the resume point but
-                    // leaves the stored part as it is.
-                    if skipper.is_none() {
-                        self.stored.clear();
-                    }
-                } else if skipper.is_none() {
-                    self.stored.record(&ready);
-                } else {
-                    // Before the stored part, only whole (empty) transactions can be stored:
-                    // a flush that leaves one open there would sit between the resume point and
-                    // the stored part, which the first session never produced.
-                    let first = ready[0].position.clone();
-                    outcome = Some(Err(ReplayMismatch::Missed {
-                        expected: format!("{} stored entries", self.stored.entries()),
-                        found: format!(
-                            "an open flush at {}:{}",
-                            first.journal_name.unwrap_or_default(),
-                            first.position.unwrap_or_default()
-                        ),
-                    }
-                    .into()));
+                if outcome.is_some() || !converter.has_pending() {
+                    break;
+                }
+                // The next piece of a compressed transaction (its tables were fetched before its
+                // first piece).
+                entries.clear();
+                if let Err(e) = converter.convert_pending(&mut entries) {
+                    outcome = Some(Err(PipelineError::from(e).into()));
+                    break;
+                }
+                // Its history changes (binlog tie-break corrections) are shared before its
+                // entries are stored.
+                if let Some(h) = converter.history_mut()
+                    && let Err(e) = self.maintain_history(h, at.clone()).await
+                {
+                    outcome = Some(Err(e));
                     break;
                 }
             }

@@ -182,6 +182,20 @@ pub struct Converter {
     expansion: f64,
     /// Encoded per-column constants of the last plan used.
     consts: Option<(Arc<TablePlan>, Arc<Vec<ColumnConst>>)>,
+    /// The rest of a TRANSACTION_PAYLOAD converted in pieces ([`Converter::convert_pending`]).
+    payload: Option<PendingPayload>,
+    /// Entries and bytes after which one call stops converting a payload's events.
+    payload_chunk: (usize, usize),
+}
+
+/// A TRANSACTION_PAYLOAD whose inner events are not all converted yet.
+#[derive(Debug)]
+struct PendingPayload {
+    payload: super::decode::TransactionPayload,
+    /// Offset of the next inner event in the inflated payload.
+    next: usize,
+    /// The payload event's header (file position of every inner event).
+    outer: EventHeader,
 }
 
 impl Converter {
@@ -204,6 +218,8 @@ impl Converter {
             scratch_cols: Vec::with_capacity(64),
             consts: None,
             expansion: 6.0,
+            payload: None,
+            payload_chunk: (usize::MAX, usize::MAX),
         }
     }
 
@@ -268,6 +284,50 @@ impl Converter {
         ConvertError::Decode { journal: self.journal.to_string(), offset, source }
     }
 
+    /// Bounds what one call converts out of a TRANSACTION_PAYLOAD (a whole compressed
+    /// transaction in one event): once `max_entries` entries or about `max_bytes` bytes are
+    /// built, [`Self::convert`] returns and [`Self::has_pending`] says the rest waits for
+    /// [`Self::convert_pending`]. Unbounded by default.
+    pub fn set_payload_chunk(&mut self, max_entries: usize, max_bytes: usize) {
+        self.payload_chunk = (max_entries.max(1), max_bytes.max(1));
+    }
+
+    /// Whether a TRANSACTION_PAYLOAD has inner events left for [`Self::convert_pending`].
+    pub fn has_pending(&self) -> bool {
+        self.payload.is_some()
+    }
+
+    /// Converts the next piece of a TRANSACTION_PAYLOAD (bounded as [`Self::set_payload_chunk`]
+    /// says) and appends its entries to `out`. Nothing to do when [`Self::has_pending`] is false.
+    ///
+    /// # Errors
+    /// As [`Self::convert`] (never `NeedTable`: the payload's tables were looked up before its
+    /// first event was converted). After an error the rest of the payload is dropped.
+    pub fn convert_pending(&mut self, out: &mut Vec<BuiltEntry>) -> Result<(), ConvertError> {
+        let Some(mut pending) = self.payload.take() else { return Ok(()) };
+        let first = out.len();
+        let mut bytes = 0usize;
+        loop {
+            let mut frames = pending.payload.events_from(pending.next);
+            let Some(inner) = frames.next() else { return Ok(()) };
+            let inner = inner.map_err(|e| self.decode_error(Some(&pending.outer), e))?;
+            pending.next = frames.offset();
+            let ev = match self.decoder.decode_payload_event(inner) {
+                Ok(ev) => ev,
+                Err(e) => return Err(self.decode_error(Some(&pending.outer), e)),
+            };
+            let before = out.len();
+            self.on_event(ev, out, Some(&pending.outer))?;
+            bytes += out[before..].iter().map(|e| e.bytes.len()).sum::<usize>();
+            if out.len() - first >= self.payload_chunk.0 || bytes >= self.payload_chunk.1 {
+                if pending.next < pending.payload.payload.len() {
+                    self.payload = Some(pending);
+                }
+                return Ok(());
+            }
+        }
+    }
+
     /// Converts one raw event (header + body + CRC) and appends its entries to `out`.
     ///
     /// # Errors
@@ -275,6 +335,13 @@ impl Converter {
     /// [`ConvertError::NeedTable`] when the history must learn a table first (nothing changed; call
     /// again), [`ConvertError::History`] when persisting a DDL fails.
     pub fn convert(&mut self, raw: &[u8], out: &mut Vec<BuiltEntry>) -> Result<(), ConvertError> {
+        // A caller that did not finish a payload gets its rest first, so order is kept.
+        if self.payload.is_some() {
+            let chunk = std::mem::replace(&mut self.payload_chunk, (usize::MAX, usize::MAX));
+            let r = self.convert_pending(out);
+            self.payload_chunk = chunk;
+            r?;
+        }
         // A TABLE_MAP whose table the history does not know: ask for it before touching state.
         if self.history.is_some()
             && raw.len() > 4
@@ -493,6 +560,11 @@ impl Converter {
             }
             EventData::TableMap(map) => self.on_table_map(&h, &map)?,
             EventData::Rows(rows) => self.on_rows(&h, &rows, out)?,
+            EventData::TransactionPayload(p) if outer.is_none() => {
+                self.payload = Some(PendingPayload { payload: p, next: 0, outer: h });
+                self.convert_pending(out)?;
+            }
+            // A payload inside a payload (never written by MySQL): converted whole.
             EventData::TransactionPayload(p) => {
                 for inner in p.events() {
                     let inner = inner.map_err(|e| self.decode_error(Some(&h), e))?;

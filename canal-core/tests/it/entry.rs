@@ -294,3 +294,61 @@ fn inner_payload_events_keep_their_header_time_and_server_id() {
         assert!(checked >= 3, "{rel}: only {checked} entries from payloads");
     }
 }
+
+/// A compressed transaction is converted a piece at a time when the converter is bounded
+/// (`set_payload_chunk`, as the instance sets it to its flush size): no call returns more than
+/// the bound plus one inner event's entries, the rest waits in `convert_pending`, and the pieces
+/// put together are byte for byte the entries of the unbounded conversion.
+#[test]
+fn payload_entries_come_in_bounded_pieces() {
+    for rel in PAYLOAD_FIXTURES {
+        let events = raw_events(rel);
+        let name = Path::new(rel).file_name().unwrap().to_str().unwrap();
+        let mut whole = Vec::new();
+        let mut conv = Converter::new(ConvertOptions::default(), None, name);
+        for raw in &events {
+            conv.convert(raw, &mut whole).unwrap();
+            assert!(!conv.has_pending(), "{rel}: unbounded leaves nothing pending");
+        }
+        for (max_entries, max_bytes) in [(1, usize::MAX), (2, usize::MAX), (usize::MAX, 1)] {
+            let mut conv = Converter::new(ConvertOptions::default(), None, name);
+            conv.set_payload_chunk(max_entries, max_bytes);
+            let mut pieces = Vec::new();
+            let mut split_payloads = 0;
+            for raw in &events {
+                let mut out = Vec::new();
+                conv.convert(raw, &mut out).unwrap();
+                let mut calls = vec![out.len()];
+                pieces.append(&mut out);
+                while conv.has_pending() {
+                    conv.convert_pending(&mut out).unwrap();
+                    calls.push(out.len());
+                    pieces.append(&mut out);
+                }
+                if raw[4] == 40 {
+                    assert!(calls.len() > 1, "{rel}: the payload came in pieces: {calls:?}");
+                    split_payloads += 1;
+                }
+                // One inner event gives at most two entries (a statement text and its rows).
+                let bound = max_entries.min(1_000) + 1;
+                assert!(calls.iter().all(|n| *n <= bound), "{rel}: pieces {calls:?} > {bound}");
+            }
+            assert!(split_payloads > 0);
+            assert_eq!(pieces.len(), whole.len(), "{rel}: same entries");
+            for (a, b) in pieces.iter().zip(&whole) {
+                assert_eq!(a.bytes, b.bytes, "{rel}: same entry bytes");
+                assert_eq!(a.closes, b.closes);
+            }
+        }
+        // A caller that converts the next event without asking for the rest gets the rest first.
+        let mut conv = Converter::new(ConvertOptions::default(), None, name);
+        conv.set_payload_chunk(1, usize::MAX);
+        let mut out = Vec::new();
+        for raw in &events {
+            conv.convert(raw, &mut out).unwrap();
+        }
+        conv.convert_pending(&mut out).unwrap();
+        let same = out.iter().zip(&whole).all(|(a, b)| a.bytes == b.bytes);
+        assert!(out.len() == whole.len() && same, "{rel}: order kept");
+    }
+}

@@ -367,7 +367,13 @@ pub struct TransactionPayload {
 impl TransactionPayload {
     /// Frames the inner events; decode each with [`Decoder::decode_payload_event`].
     pub fn events(&self) -> PayloadEvents<'_> {
-        PayloadEvents { buf: &self.payload, pos: 0, failed: false }
+        self.events_from(0)
+    }
+
+    /// Frames the inner events from byte `offset` of the inflated payload (a
+    /// [`PayloadEvents::offset`] returned before).
+    pub fn events_from(&self, offset: usize) -> PayloadEvents<'_> {
+        PayloadEvents { buf: &self.payload, pos: offset, failed: false }
     }
 }
 
@@ -377,6 +383,13 @@ pub struct PayloadEvents<'a> {
     buf: &'a [u8],
     pos: usize,
     failed: bool,
+}
+
+impl PayloadEvents<'_> {
+    /// Offset of the next inner event in the inflated payload.
+    pub fn offset(&self) -> usize {
+        self.pos
+    }
 }
 
 impl<'a> Iterator for PayloadEvents<'a> {
