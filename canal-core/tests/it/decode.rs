@@ -972,7 +972,9 @@ fn generated_mariadb_all_types_with_schema() {
         ("c_enum", "1", 4),
         ("c_set", "0", -7),
         ("c_set64", "0", -7),
-        ("c_json", "[]", 2004),
+        // MariaDB JSON is text (CLOB) whichever way the table was learnt: a deliberate difference
+        // from Java, which reports BLOB for the type text `json` (docs/compatibility.md).
+        ("c_json", "[]", 2005),
         ("c_gen_virtual", "-2147483648", 4),
         ("c_gen_stored", "!", 12),
     ];
