@@ -124,28 +124,28 @@ pub fn metrics(reports: &[DestinationReport]) -> String {
         "canal_instance_activation_failures_total",
         "Activation attempts that failed (coordinator reads); retried with backoff",
         "counter",
-        &|r| Some(r.activation_failures as f64),
+        &|r| Some(r.failures.activation_failures as f64),
     );
     family(
         "canal_instance_failures_total",
         "Instance runs that stopped on an error; restarted from the minimum acked cursor",
         "counter",
-        &|r| Some(r.instance_failures as f64),
+        &|r| Some(r.failures.instance_failures as f64),
     );
     family("canal_instance_restarts_total", "Instance restarts after a failure", "counter", &|r| {
-        Some(r.restarts as f64)
+        Some(r.failures.restarts as f64)
     });
     family(
         "canal_instance_consecutive_failures",
         "Current run of failures without progress; the node is released when it reaches supervisor.max_failures",
         "gauge",
-        &|r| Some(f64::from(r.consecutive_failures)),
+        &|r| Some(f64::from(r.failures.consecutive_failures)),
     );
     family(
         "canal_instance_releases_total",
         "Times this server released the running node after too many consecutive failures",
         "counter",
-        &|r| Some(r.releases as f64),
+        &|r| Some(r.failures.releases as f64),
     );
     out
 }

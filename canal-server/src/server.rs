@@ -91,6 +91,13 @@ pub struct DestinationStatus {
     pub running_owner: Option<String>,
     /// Times this server became active.
     pub activations: u64,
+    /// Failures, restarts and releases (also in `/status` and `/metrics`).
+    pub failures: FailureCounts,
+}
+
+/// A destination's failures on this server, shown by `/status` and `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FailureCounts {
     /// Current run of failures (activation attempts or instance runs) without progress.
     pub consecutive_failures: u32,
     /// Activation attempts that failed (coordinator reads).
@@ -505,9 +512,9 @@ impl Driver {
             let why = format!("cannot read the clients or the schema history: {err:#}");
             warn!(attempt = failures, "activation failed: {why}");
             self.slot.status.send_modify(|s| {
-                s.activation_failures += 1;
-                s.consecutive_failures = failures;
-                s.last_error = Some(why.clone());
+                s.failures.activation_failures += 1;
+                s.failures.consecutive_failures = failures;
+                s.failures.last_error = Some(why.clone());
             });
             if failures >= self.cfg.max_failures {
                 return self.release(failures, why).await;
@@ -536,7 +543,7 @@ impl Driver {
         self.slot.status.send_modify(|s| {
             s.active = true;
             s.activations += 1;
-            s.consecutive_failures = failures;
+            s.failures.consecutive_failures = failures;
         });
         // A failed run's destination: its sessions stay (answering the failure) until the next
         // run starts.
@@ -579,9 +586,9 @@ impl Driver {
             stop_instance(instance).await;
             failed = Some(destination);
             self.slot.status.send_modify(|s| {
-                s.instance_failures += 1;
-                s.consecutive_failures = failures;
-                s.last_error = Some(why.clone());
+                s.failures.instance_failures += 1;
+                s.failures.consecutive_failures = failures;
+                s.failures.last_error = Some(why.clone());
             });
             if failures >= self.cfg.max_failures {
                 self.teardown(None, &sink, &Outcome::Stop).await;
@@ -599,7 +606,7 @@ impl Driver {
                 }
                 return o;
             }
-            self.slot.status.send_modify(|s| s.restarts += 1);
+            self.slot.status.send_modify(|s| s.failures.restarts += 1);
         }
     }
 
@@ -739,9 +746,9 @@ impl Driver {
         );
         self.slot.status.send_modify(|s| {
             s.active = false;
-            s.releases += 1;
-            s.consecutive_failures = failures;
-            s.released = Some(why);
+            s.failures.releases += 1;
+            s.failures.consecutive_failures = failures;
+            s.failures.released = Some(why);
         });
         *self.slot.lock() = SlotState::Standby;
         // Ends the cursor store's activation (teardown did already, if the instance had run).
@@ -1166,20 +1173,9 @@ pub struct DestinationReport {
     pub store_bytes: usize,
     /// Subscribed clients and their cursors.
     pub clients: Vec<ClientReport>,
-    /// Current run of failures without progress (released at `supervisor.max_failures`).
-    pub consecutive_failures: u32,
-    /// Activation attempts that failed.
-    pub activation_failures: u64,
-    /// Instance runs that failed.
-    pub instance_failures: u64,
-    /// Instance restarts after a failure.
-    pub restarts: u64,
-    /// Releases of the running node after too many consecutive failures.
-    pub releases: u64,
-    /// The last failure.
-    pub last_error: Option<String>,
-    /// Why the node was last released after failures.
-    pub released: Option<String>,
+    /// Failures, restarts and releases (flattened into the report's JSON).
+    #[serde(flatten)]
+    pub failures: FailureCounts,
 }
 
 /// One client of a destination.
@@ -1215,13 +1211,7 @@ impl RegistryView {
                     store_entries: 0,
                     store_bytes: 0,
                     clients: Vec::new(),
-                    consecutive_failures: st.consecutive_failures,
-                    activation_failures: st.activation_failures,
-                    instance_failures: st.instance_failures,
-                    restarts: st.restarts,
-                    releases: st.releases,
-                    last_error: st.last_error.clone(),
-                    released: st.released.clone(),
+                    failures: st.failures.clone(),
                 };
                 let state = slot.lock();
                 if let SlotState::Failed { reason } = &*state {

@@ -91,9 +91,9 @@ async fn activation_read_errors(coord: CoordConfig, tag: &str) {
     wait_active(&b, &fx.db, Duration::from_secs(30)).await;
     assert_eq!(backend.pending_path_faults(), 0, "every fault was injected");
     let r = report(&b, &fx.db);
-    assert_eq!(r.activation_failures, 3, "{r:?}");
-    assert_eq!(r.releases, 0, "{r:?}");
-    let last = r.last_error.unwrap_or_default();
+    assert_eq!(r.failures.activation_failures, 3, "{r:?}");
+    assert_eq!(r.failures.releases, 0, "{r:?}");
+    let last = r.failures.last_error.unwrap_or_default();
     assert!(last.contains(&path::client_filter(&fx.db, 1001)), "{last}");
     let ids = sorted(consume(b.local_addr(), &fx.db, 5).await);
     assert_eq!(ids, (6..=10).collect::<Vec<_>>(), "rows written while no server ran");
@@ -121,11 +121,12 @@ async fn unparsable_cursor_is_a_hard_error_then_the_node_is_released() {
     let cpath = path::client_cursor(&fx.db, 1001);
     s.create_persistent(&cpath, b"{not a cursor").await.unwrap();
     let server = Server::start(fast(zk(servers), 2), vec![fx.instance.clone()]).await.unwrap();
-    let r = wait_report(&server, &fx.db, Duration::from_secs(20), |r| r.releases >= 1).await;
-    let why = r.released.unwrap_or_default();
+    let r =
+        wait_report(&server, &fx.db, Duration::from_secs(20), |r| r.failures.releases >= 1).await;
+    let why = r.failures.released.unwrap_or_default();
     assert!(why.contains(&cpath) && why.contains("unreadable cursor"), "{why}");
     assert_eq!(r.activations, 0, "never served from a guessed position");
-    assert!(r.activation_failures >= 2);
+    assert!(r.failures.activation_failures >= 2);
     server.shutdown().await;
     s.delete(&cpath, None).await.unwrap();
     coord.close().await;
@@ -213,7 +214,8 @@ async fn a_failing_instance_restarts_from_the_cursor_then_releases_the_node() {
     fx.admin.query_drop(format!("DROP USER '{user}'@'%'")).await.unwrap();
     kill_user_connections(&mut fx.admin, &user).await;
     insert(&mut fx.admin, &fx.db, 4..=6).await;
-    wait_report(&server, &fx.db, Duration::from_secs(30), |r| r.instance_failures >= 1).await;
+    wait_report(&server, &fx.db, Duration::from_secs(30), |r| r.failures.instance_failures >= 1)
+        .await;
     // While failed (the restart is 1.5 s away), a subscribed client's GET gets Canal's error
     // with the reason, not an empty batch.
     let p = subscribed.get(&fx.db, 10, 100).await;
@@ -237,23 +239,27 @@ async fn a_failing_instance_restarts_from_the_cursor_then_releases_the_node() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let r = report(&server, &fx.db);
-    assert!(r.last_error.as_deref().is_some_and(|e| e.contains("instance failed")), "{r:?}");
-    assert_eq!(r.releases, 0);
+    assert!(
+        r.failures.last_error.as_deref().is_some_and(|e| e.contains("instance failed")),
+        "{r:?}"
+    );
+    assert_eq!(r.failures.releases, 0);
 
     grant(&mut fx.admin, &user).await;
     let r = wait_report(&server, &fx.db, Duration::from_secs(30), |r| {
         r.state.as_deref() == Some("running")
     })
     .await;
-    assert!(r.restarts >= 1, "{r:?}");
+    assert!(r.failures.restarts >= 1, "{r:?}");
     let ids = sorted(consume(server.local_addr(), &fx.db, 3).await);
     assert_eq!(ids, vec![4, 5, 6], "acked rows are not repeated, the rest is not lost");
 
     fx.admin.query_drop(format!("DROP USER '{user}'@'%'")).await.unwrap();
     kill_user_connections(&mut fx.admin, &user).await;
-    let r = wait_report(&server, &fx.db, Duration::from_secs(30), |r| r.releases >= 1).await;
-    assert!(r.released.as_deref().is_some_and(|w| w.contains("instance failed")), "{r:?}");
-    assert!(r.instance_failures >= 4, "{r:?}");
+    let r =
+        wait_report(&server, &fx.db, Duration::from_secs(30), |r| r.failures.releases >= 1).await;
+    assert!(r.failures.released.as_deref().is_some_and(|w| w.contains("instance failed")), "{r:?}");
+    assert!(r.failures.instance_failures >= 4, "{r:?}");
     server.shutdown().await;
     fx.admin.query_drop(format!("DROP USER IF EXISTS '{user}'@'%'")).await.unwrap();
 }
@@ -270,9 +276,9 @@ async fn a_server_whose_instance_keeps_failing_hands_over_to_a_standby() {
     wait_active(&a, &fx.db, Duration::from_secs(15)).await;
     let b = Server::start(fast(etcd(endpoint), 3), vec![fx.instance.clone()]).await.unwrap();
     insert(&mut fx.admin, &fx.db, 1..=5).await;
-    let r = wait_report(&a, &fx.db, Duration::from_secs(30), |r| r.releases >= 1).await;
-    assert!(r.instance_failures >= 3, "{r:?}");
-    assert!(r.released.as_deref().is_some_and(|w| w.contains("instance failed")), "{r:?}");
+    let r = wait_report(&a, &fx.db, Duration::from_secs(30), |r| r.failures.releases >= 1).await;
+    assert!(r.failures.instance_failures >= 3, "{r:?}");
+    assert!(r.failures.released.as_deref().is_some_and(|w| w.contains("instance failed")), "{r:?}");
     wait_active(&b, &fx.db, Duration::from_secs(15)).await;
     assert_eq!(consume(b.local_addr(), &fx.db, 5).await, (1..=5).collect::<Vec<_>>());
     assert!(a.active_destinations().is_empty(), "never two active");

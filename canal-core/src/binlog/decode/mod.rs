@@ -53,8 +53,8 @@ pub use event::{
 pub use file::{BINLOG_MAGIC, BinlogFile, BinlogReader};
 pub use rows::{Cell, ColumnPlan, RowImage, RowsReader, TablePlan, mysql_type_fits, sql_types};
 pub use table_map::{ColumnMeta, MapColumn, TableMap, TableSchema};
-pub use value::{TextCharset, TimeZoneOffset};
 pub(crate) use value::ty;
+pub use value::{TextCharset, TimeZoneOffset};
 
 /// Why an event (or a row in it) could not be decoded. Offsets are byte offsets inside the event
 /// buffer (header included) unless the variant says otherwise.
