@@ -540,8 +540,9 @@ pub async fn release_hands_over(h: &impl Harness) {
 pub async fn lease_follows_ownership(h: &impl Harness) {
     let p = format!("{}/running", h.root("lease"));
     let (_ca, ma, mut ra) = monitor(h, &p, "10.0.0.1:11111");
-    let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
     expect_enter(&mut ra).await;
+    // The standby starts once A owns the node: started together, either may win the create.
+    let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
     let lease = ma.lease();
     assert!(ma.may_serve() && lease.valid(), "the new owner may serve");
     assert!(!mb.may_serve(), "a standby never may serve");
