@@ -1426,7 +1426,25 @@ async fn soak(backend: &'static str, workload: Workload) {
             }
             Kind::CoordRestart => {
                 signal(servers[idx].pid(), "TERM");
-                tokio::time::sleep(Duration::from_millis(rng.below(250))).await;
+                // Every other restart waits for the standby's "active: starting the instance"
+                // line, so that the coordinator dies while the standby reads its clients,
+                // cursors and schema history; the others land at a random point of the takeover.
+                if (i / kinds.len()) % 2 == 0 {
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    let started = || {
+                        servers[other]
+                            .events
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .any(|(t, e)| *e == Ev::ActivateStart && *t >= t_action)
+                    };
+                    while !started() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                } else {
+                    tokio::time::sleep(Duration::from_millis(rng.below(250))).await;
+                }
                 let t_kill = Instant::now();
                 coord_server.kill();
                 let raced = servers[other]
