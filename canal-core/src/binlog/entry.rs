@@ -707,15 +707,8 @@ impl Converter {
         // `ALTER TABLE t DROP COLUMN last_commit` is a DDL (docs/compatibility.md).
         match transaction_control(sql) {
             Some(TxnControl::XaStart { xid }) => {
-                let begin = TransactionBegin {
-                    thread_id: Some(i64::from(q.thread_id)),
-                    props: vec![pair("XA_TYPE", "XA START"), pair("XA_XID", &xid)],
-                    ..Default::default()
-                };
-                let header = self.header(h, "", "", None, None);
-                let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
-                let value = begin.encode_to_vec();
-                self.push(out, header, EntryType::Transactionbegin, &value, kind, 0);
+                let props = vec![pair("XA_TYPE", "XA START"), pair("XA_XID", &xid)];
+                self.push_begin(h, q.thread_id, props, out);
                 return Ok(());
             }
             Some(TxnControl::XaEnd { xid }) => {
@@ -738,14 +731,7 @@ impl Converter {
                 return Ok(());
             }
             Some(TxnControl::Begin) => {
-                let begin = TransactionBegin {
-                    thread_id: Some(i64::from(q.thread_id)),
-                    ..Default::default()
-                };
-                let header = self.header(h, "", "", None, None);
-                let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
-                let value = begin.encode_to_vec();
-                self.push(out, header, EntryType::Transactionbegin, &value, kind, 0);
+                self.push_begin(h, q.thread_id, Vec::new(), out);
                 return Ok(());
             }
             Some(TxnControl::Commit) => {
@@ -933,6 +919,21 @@ impl Converter {
     }
 
     /// A TRANSACTIONEND entry: XID (its id), or a QUERY `COMMIT` (id 0, as Canal writes it).
+    /// A TRANSACTIONBEGIN (a QUERY `BEGIN`, or `XA START` with its props).
+    fn push_begin(
+        &mut self,
+        h: &EventHeader,
+        thread_id: u32,
+        props: Vec<Pair>,
+        out: &mut Vec<BuiltEntry>,
+    ) {
+        let begin =
+            TransactionBegin { thread_id: Some(i64::from(thread_id)), props, ..Default::default() };
+        let header = self.header(h, "", "", None, None);
+        let kind = EntryKind::Begin { gtid: self.opts.gtid_mode };
+        self.push(out, header, EntryType::Transactionbegin, &begin.encode_to_vec(), kind, 0);
+    }
+
     fn push_end(&mut self, h: &EventHeader, transaction_id: String, out: &mut Vec<BuiltEntry>) {
         let end = TransactionEnd { transaction_id: Some(transaction_id), ..Default::default() };
         let header = self.header(h, "", "", None, None);
