@@ -84,16 +84,5 @@ pub fn run(args: &[&str]) -> Result<ExitCode> {
         }
     }
     results.push(("services down".into(), guard.finish()));
-    let ok = results.iter().all(|(_, ok)| *ok);
-    let summary: Vec<String> = results
-        .iter()
-        .map(|(step, ok)| format!("{step} {}", if *ok { "ok" } else { "FAILED" }))
-        .collect();
-    println!(
-        "xtask soak: {} ({}) in {:.0} s; reports in target/soak/",
-        if ok { "PASSED" } else { "FAILED" },
-        summary.join(", "),
-        t0.elapsed().as_secs_f64()
-    );
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(crate::test::summarize("soak", &results, t0, "; reports in target/soak/"))
 }

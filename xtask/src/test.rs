@@ -72,18 +72,29 @@ pub fn run(args: &[&str]) -> Result<ExitCode> {
 
     results.push(("services down", guard.finish()));
 
+    Ok(summarize("test", &results, t0, ""))
+}
+
+/// Prints `xtask <command>: PASSED|FAILED (step ok, step FAILED, …) in N s<suffix>` and gives the
+/// exit code: success only when every step succeeded.
+pub(crate) fn summarize(
+    command: &str,
+    results: &[(impl std::fmt::Display, bool)],
+    t0: std::time::Instant,
+    suffix: &str,
+) -> ExitCode {
     let ok = results.iter().all(|(_, ok)| *ok);
     let summary: Vec<String> = results
         .iter()
         .map(|(step, ok)| format!("{step} {}", if *ok { "ok" } else { "FAILED" }))
         .collect();
     println!(
-        "xtask test: {} ({}) in {:.0} s",
+        "xtask {command}: {} ({}) in {:.0} s{suffix}",
         if ok { "PASSED" } else { "FAILED" },
         summary.join(", "),
         t0.elapsed().as_secs_f64()
     );
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// Runs one cargo step in the workspace root with `env` added; true on success.
