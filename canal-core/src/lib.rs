@@ -7,6 +7,7 @@ pub mod filter;
 pub mod flat;
 #[cfg(feature = "mysql")]
 pub mod instance;
+pub mod mq;
 pub mod position;
 pub mod protocol;
 #[cfg(feature = "mysql")]
