@@ -151,6 +151,7 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
     eprintln!("==> {} binlog file(s), {:.1} MB", files.len(), bytes as f64 / 1e6);
 
     eprintln!("==> building release binaries");
+    services::apt::ensure_build_deps()?;
     let ok = Command::new(services::cargo_bin())
         .args(["build", "--release", "-p", "canal-server", "-p", "canal-client"])
         .current_dir(services::workspace_root())

@@ -60,6 +60,7 @@ fn demo(rounds: u32) -> Result<()> {
     let replica = get("CANAL_TEST_MYSQL").context("no MariaDB endpoint")?;
 
     eprintln!("==> building canal-server and canal-client");
+    services::apt::ensure_build_deps()?;
     let ok = Command::new(services::cargo_bin())
         .args(["build", "--quiet", "-p", "canal-server", "-p", "canal-client"])
         .current_dir(services::workspace_root())

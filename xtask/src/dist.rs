@@ -44,6 +44,7 @@ fn version() -> Result<String> {
 
 /// Builds the archive; returns its path.
 pub fn build() -> Result<PathBuf> {
+    services::apt::ensure_build_deps()?;
     let root = services::workspace_root();
     let status = Command::new(services::cargo_bin())
         .args(["build", "--release", "-p", "canal-server", "-p", "canal-client"])

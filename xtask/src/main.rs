@@ -17,16 +17,20 @@ use crate::services::{Kind, Settings};
 
 const USAGE: &str = "\
 usage:
-  cargo xtask services up     [mysql|zk|etcd]...  start the test services (all by default), install
-                                                  missing Debian packages, write target/services/env
-  cargo xtask services down   [mysql|zk|etcd]...  stop them (only our own processes, by pid)
-  cargo xtask services status [mysql|zk|etcd]...  print their state; exit 0 only if all run
+  cargo xtask services up     [SERVICE]...        start the test services (all by default: mysql,
+                                                  zk, etcd, kafka, rabbitmq), install missing Debian
+                                                  packages (and build the Kafka-protocol broker
+                                                  noida-db once per machine, ~8 min), write
+                                                  target/services/env
+  cargo xtask services down   [SERVICE]...        stop them (only our own processes, by pid)
+  cargo xtask services status [SERVICE]...        print their state; exit 0 only if all run
   cargo xtask services instance up   SERVICE DIR [--port N] [--set KEY=VALUE]... [--keep-data]
                                                   start a private extra instance in DIR and print
                                                   its KEY=VALUE endpoints (e.g. a ZooKeeper with
                                                   --set tickTime=100, a MariaDB with
                                                   --set max_binlog_size=4096); --keep-data
-                                                  restarts a zk/etcd on its earlier data
+                                                  restarts a zk/etcd/kafka/rabbitmq on its earlier
+                                                  data (pass its --port to keep the endpoint)
   cargo xtask services instance down SERVICE DIR
   cargo xtask services instance status SERVICE DIR
   cargo xtask test [CARGO_TEST_ARGS]... [-- TEST_BINARY_ARGS]...
@@ -120,7 +124,7 @@ fn run() -> Result<ExitCode> {
     }
 }
 
-/// Service names from the command line; none means all three.
+/// Service names from the command line; none means all of them.
 fn parse_kinds(args: &[&str]) -> Result<Vec<Kind>> {
     if args.is_empty() {
         return Ok(Kind::ALL.to_vec());

@@ -23,13 +23,19 @@ pub fn run(args: &[&str]) -> Result<ExitCode> {
     let guard = ServicesGuard::arm()?;
 
     let mut results: Vec<(&str, bool)> = Vec::new();
+    // Before any cargo build of the workspace: cmake and curl for rdkafka's librdkafka build.
+    let deps = services::apt::ensure_build_deps();
+    if let Err(e) = &deps {
+        eprintln!("xtask: error: {e:#}");
+    }
+    results.push(("build deps", deps.is_ok()));
     let up = services::begin_test_run(std::process::id());
     if let Err(e) = &up {
         eprintln!("xtask: error: {e:#}");
     }
     results.push(("services up", up.is_ok()));
 
-    if up.is_ok() {
+    if up.is_ok() && deps.is_ok() {
         let mut env = services::read_env(&services::env_file()?)?;
         env.push(("CANAL_REQUIRE_INTEGRATION".into(), "1".into()));
         match protoc_bin_vendored::protoc_bin_path() {

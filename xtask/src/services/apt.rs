@@ -1,5 +1,5 @@
-//! Installs the Debian packages of the test services when their files are missing, without
-//! letting the packages start system services.
+//! Installs the Debian packages of the test services and of the workspace's build when their files
+//! are missing, without letting the packages start system services.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -34,7 +34,24 @@ fn packages(kind: Kind) -> (&'static [&'static str], bool) {
             &["etcd-server", "etcd-client"],
             find_program("etcd").is_some() && find_program("etcdctl").is_some(),
         ),
+        // Built with cargo into a per-machine cache instead (kafka.rs).
+        Kind::Kafka => (&[], true),
+        Kind::Rabbitmq => (&["rabbitmq-server"], super::rabbitmq::installed()),
     }
+}
+
+/// Debian packages that the workspace's build needs: librdkafka is built from source by
+/// rdkafka's `cmake-build` feature (root Cargo.toml), which needs cmake and curl's headers.
+const BUILD_DEPS: [&str; 2] = ["cmake", "libcurl4-openssl-dev"];
+
+/// Are the [`BUILD_DEPS`] present? curl.h is looked for in /usr/include and its multiarch
+/// subdirectories (Debian puts it in /usr/include/x86_64-linux-gnu/curl/).
+fn build_deps_present() -> bool {
+    let curl_h = Path::new("/usr/include/curl/curl.h").is_file()
+        || fs::read_dir("/usr/include").is_ok_and(|dirs| {
+            dirs.filter_map(Result::ok).any(|d| d.path().join("curl/curl.h").is_file())
+        });
+    find_program("cmake").is_some() && curl_h
 }
 
 /// Installs the packages of `kinds` whose files are missing. Not root: prints the command to run
@@ -47,6 +64,31 @@ pub fn ensure_installed(kinds: &[Kind]) -> Result<()> {
             missing.extend_from_slice(pkgs);
         }
     }
+    install_missing(&missing, "the test services")?;
+    for &k in kinds {
+        if !packages(k).1 {
+            bail!("{k}: files still missing after installing {}", packages(k).0.join(" "));
+        }
+    }
+    Ok(())
+}
+
+/// Installs the Debian packages that building the workspace needs ([`BUILD_DEPS`]) when they
+/// are missing; call before any `cargo build` of the workspace. Not root: prints the command
+/// to run and fails.
+pub fn ensure_build_deps() -> Result<()> {
+    if build_deps_present() {
+        return Ok(());
+    }
+    install_missing(&BUILD_DEPS, "building the workspace (rdkafka's librdkafka)")?;
+    if !build_deps_present() {
+        bail!("cmake or curl/curl.h still missing after installing {}", BUILD_DEPS.join(" "));
+    }
+    Ok(())
+}
+
+/// `apt-get install`s `missing` under the machine-wide install lock (nothing when empty).
+fn install_missing(missing: &[&str], what: &str) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
@@ -57,7 +99,7 @@ pub fn ensure_installed(kinds: &[Kind]) -> Result<()> {
     );
     if !is_root() {
         bail!(
-            "packages for the test services are missing and this is not root; as root run:\n  \
+            "packages for {what} are missing and this is not root; as root run:\n  \
              {line}\n(with /usr/sbin/policy-rc.d exiting 101 so that no system service starts)"
         );
     }
@@ -67,16 +109,11 @@ pub fn ensure_installed(kinds: &[Kind]) -> Result<()> {
         .arg(LOCK)
         .arg(&exe)
         .args(["services", "apt-install-locked"])
-        .args(&missing)
+        .args(missing)
         .status()
         .context("running flock (util-linux)")?;
     if !status.success() {
         bail!("installing {} failed ({status}); the command was:\n  {line}", missing.join(" "));
-    }
-    for &k in kinds {
-        if !packages(k).1 {
-            bail!("{k}: files still missing after installing {}", packages(k).0.join(" "));
-        }
     }
     Ok(())
 }

@@ -75,6 +75,7 @@ pub fn start_etcd(
         env_remove: vec![],
         env_remove_prefixes: vec!["ETCD_".into(), "ETCDCTL_".into()],
         env_set: vec![("ETCDCTL_API".into(), "3".into())],
+        pid_file: super::PID_FILE,
     })?;
     let pid = spawned.wait_ready("etcd", dir, || healthy(port))?;
     Ok(Instance {

@@ -136,6 +136,7 @@ pub fn start_mariadb(dir: &Path, port: Option<u16>, settings: &Settings) -> Resu
         env_remove: ENV_REMOVE.map(String::from).to_vec(),
         env_remove_prefixes: vec![],
         env_set: vec![],
+        pid_file: super::PID_FILE,
     })?;
     let pid = spawned.wait_ready("mariadbd", dir, || {
         socket.exists() && run_sql(&client, &socket, "SELECT 1").is_ok()

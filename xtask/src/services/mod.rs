@@ -1,5 +1,5 @@
-//! Real test services on loopback (MariaDB, ZooKeeper, etcd): start, stop, status, and the env
-//! file that integration tests read.
+//! Real test services on loopback (MariaDB, ZooKeeper, etcd, a Kafka-protocol broker, RabbitMQ):
+//! start, stop, status, and the env file that integration tests read.
 //!
 //! Every instance lives in its own directory (`target/services/<name>/` for the default ones):
 //! config, data, log, `server.pid` and an `env` file with its endpoints. Servers run under
@@ -9,9 +9,11 @@
 
 pub mod apt;
 mod etcd;
+mod kafka;
 mod lock;
 mod mariadb;
 mod proc;
+mod rabbitmq;
 mod zookeeper;
 
 use std::collections::BTreeMap;
@@ -27,11 +29,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 pub use etcd::start_etcd;
+pub use kafka::start_kafka;
 pub use mariadb::start_mariadb;
+pub use rabbitmq::start_rabbitmq;
 pub use zookeeper::start_zookeeper;
 
 /// Overrides of a service's defaults: my.cnf lines for MariaDB, zoo.cfg lines for ZooKeeper,
-/// `--KEY=VALUE` flags for etcd.
+/// `--KEY=VALUE` flags for etcd, rabbitmq.conf lines for RabbitMQ (none for Kafka).
 pub type Settings = BTreeMap<String, String>;
 
 /// The internal subcommand behind [`guard_until_stdin_closes`].
@@ -43,10 +47,14 @@ pub enum Kind {
     Mariadb,
     Zookeeper,
     Etcd,
+    /// A Kafka-protocol broker (noida-db).
+    Kafka,
+    Rabbitmq,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Mariadb, Kind::Zookeeper, Kind::Etcd];
+    pub const ALL: [Kind; 5] =
+        [Kind::Mariadb, Kind::Zookeeper, Kind::Etcd, Kind::Kafka, Kind::Rabbitmq];
 
     /// Directory name of the default instance under `target/services/`.
     fn dir_name(self) -> &'static str {
@@ -54,6 +62,8 @@ impl Kind {
             Kind::Mariadb => "mariadb",
             Kind::Zookeeper => "zookeeper",
             Kind::Etcd => "etcd",
+            Kind::Kafka => "kafka",
+            Kind::Rabbitmq => "rabbitmq",
         }
     }
 
@@ -61,7 +71,7 @@ impl Kind {
     fn stop_timeout(self) -> Duration {
         match self {
             Kind::Mariadb => Duration::from_secs(60),
-            Kind::Zookeeper | Kind::Etcd => Duration::from_secs(30),
+            Kind::Zookeeper | Kind::Etcd | Kind::Kafka | Kind::Rabbitmq => Duration::from_secs(30),
         }
     }
 }
@@ -72,6 +82,8 @@ impl fmt::Display for Kind {
             Kind::Mariadb => "mariadb",
             Kind::Zookeeper => "zookeeper",
             Kind::Etcd => "etcd",
+            Kind::Kafka => "kafka",
+            Kind::Rabbitmq => "rabbitmq",
         })
     }
 }
@@ -83,7 +95,9 @@ impl FromStr for Kind {
             "mysql" | "mariadb" | "db" => Kind::Mariadb,
             "zk" | "zookeeper" => Kind::Zookeeper,
             "etcd" => Kind::Etcd,
-            _ => bail!("unknown service `{s}` (expected mysql, zk or etcd)"),
+            "kafka" => Kind::Kafka,
+            "rabbitmq" | "rabbit" | "amqp" => Kind::Rabbitmq,
+            _ => bail!("unknown service `{s}` (expected mysql, zk, etcd, kafka or rabbitmq)"),
         })
     }
 }
@@ -250,8 +264,8 @@ pub fn print_instance_status(kind: Kind, dir: &Path) -> Result<bool> {
 
 /// Starts a fresh instance of `kind` in `dir` (reusing it when it already runs) on `port`, or on a
 /// free port when `None`. Data from an earlier run in `dir` is wiped first, unless `keep_data`
-/// (ZooKeeper and etcd only: a restart of a stopped instance on its data, as the soak harness
-/// does to restart a coordinator under load); logs are kept beside. This is the entry point for
+/// (all but MariaDB: a restart of a stopped instance on its data, as the soak harness does to
+/// restart a coordinator under load, and the MQ tests a broker); logs are kept beside. This is the entry point for
 /// test harnesses that need a private extra instance.
 pub fn start_instance(
     kind: Kind,
@@ -267,10 +281,12 @@ pub fn start_instance(
     }
     let t0 = std::time::Instant::now();
     let inst = match kind {
-        Kind::Mariadb if keep_data => bail!("--keep-data is for zk and etcd only"),
+        Kind::Mariadb if keep_data => bail!("--keep-data is not supported for mariadb"),
         Kind::Mariadb => start_mariadb(&dir, port, settings),
         Kind::Zookeeper => start_zookeeper(&dir, port, settings, keep_data),
         Kind::Etcd => start_etcd(&dir, port, settings, keep_data),
+        Kind::Kafka => start_kafka(&dir, port, settings, keep_data),
+        Kind::Rabbitmq => start_rabbitmq(&dir, port, settings, keep_data),
     }
     .with_context(|| format!("starting {kind} in {}", dir.display()))?;
     let env: String = inst.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
@@ -284,25 +300,35 @@ pub fn start_instance(
     Ok(inst)
 }
 
-/// Stops the instance in `dir` if it runs: SIGTERM, wait, then SIGKILL.
+/// Stops the instance in `dir` if it runs: SIGTERM, wait, then SIGKILL. Then the helper
+/// processes of the instance (RabbitMQ's epmd), also when the server itself was already gone.
 pub fn stop_instance(kind: Kind, dir: &Path) -> Result<()> {
     if !dir.exists() {
         eprintln!("{kind}: not running (no {})", dir.display());
         return Ok(());
     }
     let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    let server = stop_server(kind, &dir);
+    let helpers = match kind {
+        Kind::Rabbitmq => rabbitmq::stop_epmd(&dir),
+        Kind::Mariadb | Kind::Zookeeper | Kind::Etcd | Kind::Kafka => Ok(()),
+    };
+    server.and(helpers)
+}
+
+fn stop_server(kind: Kind, dir: &Path) -> Result<()> {
     let pid_file = dir.join(PID_FILE);
     let Some(pid) = proc::read_pid(&pid_file)? else {
         eprintln!("{kind}: not running");
         return Ok(());
     };
-    if !proc::is_ours(pid, &dir) {
+    if !proc::is_ours(pid, dir) {
         eprintln!("{kind}: not running (stale pid file, pid {pid} is gone or not ours)");
         let _ = fs::remove_file(&pid_file);
         return Ok(());
     }
     let t0 = std::time::Instant::now();
-    proc::terminate(pid, &dir, kind.stop_timeout())
+    proc::terminate(pid, dir, kind.stop_timeout())
         .with_context(|| format!("stopping {kind} (pid {pid})"))?;
     let _ = fs::remove_file(&pid_file);
     let _ = fs::remove_file(dir.join(ENV_FILE));
@@ -520,6 +546,14 @@ fn free_port_pair() -> Result<(u16, u16)> {
     Ok((a.local_addr()?.port(), b.local_addr()?.port()))
 }
 
+/// `n` distinct free ports (all held while picking, so they differ).
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding 127.0.0.1:0"))
+        .collect::<Result<_>>()?;
+    held.iter().map(|l| Ok(l.local_addr().context("reading a bound address")?.port())).collect()
+}
+
 /// Fails when something already listens on `port` (a clash would otherwise show up only as a
 /// server that exits during start).
 fn check_port_free(port: u16) -> Result<()> {
@@ -558,6 +592,8 @@ mod tests {
         assert_eq!("mysql".parse::<Kind>().unwrap(), Kind::Mariadb);
         assert_eq!("zk".parse::<Kind>().unwrap(), Kind::Zookeeper);
         assert_eq!("etcd".parse::<Kind>().unwrap(), Kind::Etcd);
+        assert_eq!("kafka".parse::<Kind>().unwrap(), Kind::Kafka);
+        assert_eq!("rabbitmq".parse::<Kind>().unwrap(), Kind::Rabbitmq);
         for k in Kind::ALL {
             assert_eq!(k.to_string().parse::<Kind>().unwrap(), k, "Display round-trips");
         }
@@ -582,6 +618,8 @@ mod tests {
     fn free_ports_are_free_and_distinct() {
         let (a, b) = free_port_pair().unwrap();
         assert_ne!(a, b);
+        let three = free_ports(3).unwrap();
+        assert!(three[0] != three[1] && three[1] != three[2] && three[0] != three[2]);
         check_port_free(a).unwrap();
         let held = std::net::TcpListener::bind(("127.0.0.1", free_port().unwrap())).unwrap();
         assert!(check_port_free(held.local_addr().unwrap().port()).is_err());

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{PID_FILE, START_TIMEOUT};
+use super::START_TIMEOUT;
 
 /// What to run for a server.
 #[derive(Debug)]
@@ -28,6 +28,8 @@ pub struct Launch {
     /// Variables removed by prefix (e.g. `ETCD_`).
     pub env_remove_prefixes: Vec<String>,
     pub env_set: Vec<(String, String)>,
+    /// The pid file's name in `dir` (`server.pid` for the server itself).
+    pub pid_file: &'static str,
 }
 
 /// A server that was spawned but may not be ready yet.
@@ -35,6 +37,7 @@ pub struct Launch {
 pub struct Spawned {
     child: Child,
     pub pid: u32,
+    pid_file: PathBuf,
     log: PathBuf,
     log_start: u64,
 }
@@ -69,25 +72,32 @@ pub fn spawn(l: &Launch) -> Result<Spawned> {
     }
     let child = cmd.spawn().with_context(|| format!("spawning setsid {}", l.program.display()))?;
     let pid = child.id();
-    let pid_file = l.dir.join(PID_FILE);
+    let pid_file = l.dir.join(l.pid_file);
     fs::write(&pid_file, format!("{pid}\n"))
         .with_context(|| format!("writing {}", pid_file.display()))?;
-    Ok(Spawned { child, pid, log: l.log.clone(), log_start })
+    Ok(Spawned { child, pid, pid_file, log: l.log.clone(), log_start })
 }
 
 impl Spawned {
     /// Polls `ready` until it returns true, failing with the log tail if the server exits or the
-    /// deadline passes. The server is left running on success; on failure it is stopped.
-    pub fn wait_ready(
+    /// deadline ([`START_TIMEOUT`]) passes. The server is left running on success; on failure it
+    /// is stopped.
+    pub fn wait_ready(self, what: &str, dir: &Path, ready: impl FnMut() -> bool) -> Result<u32> {
+        self.wait_ready_within(what, dir, START_TIMEOUT, ready)
+    }
+
+    /// [`Spawned::wait_ready`] with a deadline of `timeout` (for slow starters like RabbitMQ).
+    pub fn wait_ready_within(
         mut self,
         what: &str,
         dir: &Path,
+        timeout: Duration,
         mut ready: impl FnMut() -> bool,
     ) -> Result<u32> {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().context("polling the server process")? {
-                let _ = fs::remove_file(dir.join(PID_FILE));
+                let _ = fs::remove_file(&self.pid_file);
                 bail!(
                     "{what} exited during start ({status}); log {}:\n{}",
                     self.log.display(),
@@ -100,10 +110,10 @@ impl Spawned {
             if Instant::now() > deadline {
                 let tail = self.log_tail();
                 let _ = terminate(self.pid, dir, Duration::from_secs(10));
-                let _ = fs::remove_file(dir.join(PID_FILE));
+                let _ = fs::remove_file(&self.pid_file);
                 bail!(
                     "{what} was not ready after {} s; log {}:\n{tail}",
-                    START_TIMEOUT.as_secs(),
+                    timeout.as_secs(),
                     self.log.display()
                 );
             }

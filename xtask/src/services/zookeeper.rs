@@ -112,6 +112,7 @@ pub fn start_zookeeper(
         env_remove: vec!["JAVA_TOOL_OPTIONS".into(), "JDK_JAVA_OPTIONS".into()],
         env_remove_prefixes: vec![],
         env_set: vec![],
+        pid_file: super::PID_FILE,
     })?;
     let pid = spawned.wait_ready("zookeeper", dir, || {
         four_letter(port, "srvr").is_ok_and(|r| r.contains("Mode: standalone"))
