@@ -147,5 +147,26 @@ pub fn metrics(reports: &[DestinationReport]) -> String {
         "counter",
         &|r| Some(r.failures.releases as f64),
     );
+    family(
+        "canal_mq_batches_total",
+        "MQ mode: store batches the broker confirmed (then acked)",
+        "counter",
+        &|r| r.mq.as_ref().map(|m| m.batches as f64),
+    );
+    family("canal_mq_messages_total", "MQ mode: messages the broker confirmed", "counter", &|r| {
+        r.mq.as_ref().map(|m| m.messages as f64)
+    });
+    family(
+        "canal_mq_skipped_entries_total",
+        "MQ mode: entries skipped at a resume because an earlier activation had published them",
+        "counter",
+        &|r| r.mq.as_ref().map(|m| m.skipped as f64),
+    );
+    family(
+        "canal_mq_send_failures_total",
+        "MQ mode: failed sends; each rolls back what was in flight and sends it again",
+        "counter",
+        &|r| r.mq.as_ref().map(|m| m.send_failures as f64),
+    );
     out
 }

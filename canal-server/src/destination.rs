@@ -280,6 +280,11 @@ impl Destination {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The source the destination's entries come from.
+    pub fn identity(&self) -> &LogIdentity {
+        &self.identity
+    }
+
     /// Subscribes `client_id` (or updates its filter). A client without a cursor gets one
     /// recorded at the first position it can receive (Canal records the store's first position),
     /// so that a failover before its first ack resumes there and not at the source's head; when

@@ -6,5 +6,6 @@ pub mod cli;
 pub mod config;
 pub mod destination;
 pub mod history_store;
+pub mod mq;
 pub mod server;
 pub mod session;

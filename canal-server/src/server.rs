@@ -55,6 +55,8 @@ pub struct ServerSettings {
     pub metrics_bind: Option<SocketAddr>,
     /// Retries, restarts and when to hand a destination over.
     pub supervisor: SupervisorConfig,
+    /// MQ mode: publish every destination into a broker instead of serving TCP clients.
+    pub mq: Option<crate::mq::MqSettings>,
 }
 
 /// A destination's place in the server.
@@ -64,6 +66,8 @@ struct Slot {
     config: InstanceConfig,
     state: Mutex<SlotState>,
     status: watch::Sender<DestinationStatus>,
+    /// MQ mode counters of this destination on this server.
+    mq: Arc<crate::mq::MqMetrics>,
 }
 
 #[derive(Debug, Default)]
@@ -124,12 +128,18 @@ impl Slot {
 #[derive(Debug)]
 struct ServerRegistry {
     slots: BTreeMap<String, Arc<Slot>>,
+    /// MQ mode: the store of every destination belongs to its MQ worker.
+    mq_mode: bool,
 }
 
 impl Registry for ServerRegistry {
     fn lookup(&self, name: &str) -> Lookup {
         match self.slots.get(name) {
             None => Lookup::Unknown,
+            // The store has one reader; in MQ mode that is the MQ worker.
+            Some(_) if self.mq_mode => Lookup::Failed(format!(
+                "destination:{name} is in MQ mode: consume it from the broker"
+            )),
             Some(slot) => match &*slot.lock() {
                 SlotState::Running { destination, .. } => Lookup::Running(destination.clone()),
                 SlotState::Failed { reason } => Lookup::Failed(reason.clone()),
@@ -216,10 +226,12 @@ impl Server {
                 config: cfg,
                 state: Mutex::new(SlotState::Standby),
                 status,
+                mq: Arc::default(),
             });
             slots.insert(slot.name.clone(), slot);
         }
-        let registry = Arc::new(ServerRegistry { slots });
+        let registry = Arc::new(ServerRegistry { slots, mq_mode: settings.mq.is_some() });
+        let mq = settings.mq.clone().map(Arc::new);
         let mut reg_paths = vec![path::server_cluster_node(&address)];
         reg_paths
             .extend(registry.slots.keys().map(|d| path::destination_cluster_node(d, &address)));
@@ -242,6 +254,7 @@ impl Server {
                 events,
                 stop: stop_rx.clone(),
                 cfg: settings.supervisor.clone(),
+                mq: mq.clone(),
             };
             let span = tracing::info_span!("destination", destination = %slot.name);
             drivers.push(tokio::spawn(driver.run().instrument(span)));
@@ -424,6 +437,68 @@ struct Driver {
     events: mpsc::UnboundedReceiver<RunningEvent>,
     stop: watch::Receiver<bool>,
     cfg: SupervisorConfig,
+    mq: Option<Arc<crate::mq::MqSettings>>,
+}
+
+/// A destination's MQ worker of one instance run.
+struct MqRun {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), crate::mq::MqError>>,
+}
+
+impl MqRun {
+    /// Graceful: lets the worker finish what is in flight (bounded by its drain limit).
+    async fn finish(self) {
+        self.stop.send_replace(true);
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!("MQ worker ended with: {e}"),
+            Err(e) if e.is_panic() => tracing::error!("the MQ worker panicked: {e}"),
+            Err(_) => {}
+        }
+    }
+
+    async fn abort(self) {
+        self.task.abort();
+        if let Err(e) = self.task.await
+            && e.is_panic()
+        {
+            tracing::error!("the MQ worker panicked: {e}");
+        }
+    }
+}
+
+/// The resume marker of a destination's MQ worker, in the coordinator beside client 1001's
+/// cursor, written through the activation's ordered, fenced writer.
+#[derive(Debug)]
+struct CoordMarkerStore {
+    dest: String,
+    coord: Arc<Coordinator>,
+    sink: Arc<CoordCursorSink>,
+}
+
+fn marker_path(dest: &str) -> String {
+    format!("{}/mq_marker", path::client(dest, crate::mq::MQ_CLIENT_ID))
+}
+
+#[async_trait::async_trait]
+impl crate::mq::MarkerStore for CoordMarkerStore {
+    async fn load(&self) -> Result<Option<crate::mq::ResumeMarker>, crate::mq::MqError> {
+        let p = marker_path(&self.dest);
+        let read = async {
+            let s = self.coord.session().await?;
+            s.get(&p).await
+        };
+        match read.await {
+            Ok(Some(node)) => crate::mq::ResumeMarker::from_bytes(&node.data).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(crate::mq::MqError::Transient(format!("reading {p}: {e}"))),
+        }
+    }
+
+    fn store(&self, marker: &crate::mq::ResumeMarker) {
+        self.sink.send(CursorOp::Put(marker_path(&self.dest), marker.to_bytes()));
+    }
 }
 
 impl Driver {
@@ -559,13 +634,18 @@ impl Driver {
             }
             *self.slot.lock() =
                 SlotState::Running { instance: instance.clone(), destination: destination.clone() };
-            let (error, progressed) = match self.watch_run(&instance, &destination, &sink).await {
-                RunEnd::Outcome(o) => {
-                    self.teardown(Some((instance, destination)), &sink, &o).await;
-                    return o;
-                }
-                RunEnd::Failed { error, progressed } => (error, progressed),
-            };
+            let mut mq = self.start_mq(&destination, &sink);
+            let (error, progressed) =
+                match self.watch_run(&instance, &destination, &sink, mq.as_mut()).await {
+                    RunEnd::Outcome(o) => {
+                        self.teardown(Some((instance, destination)), &sink, &o, mq).await;
+                        return o;
+                    }
+                    RunEnd::Failed { error, progressed } => (error, progressed),
+                };
+            if let Some(w) = mq.take() {
+                w.abort().await;
+            }
             // Restart from the minimum acked cursor: what the store held un-acked is read again.
             start = min_position(
                 sink.min_cursor(),
@@ -591,7 +671,7 @@ impl Driver {
                 s.failures.last_error = Some(why.clone());
             });
             if failures >= self.cfg.max_failures {
-                self.teardown(None, &sink, &Outcome::Stop).await;
+                self.teardown(None, &sink, &Outcome::Stop, None).await;
                 if let Some(old) = failed.take() {
                     old.close();
                 }
@@ -600,7 +680,7 @@ impl Driver {
             let delay = backoff.next_delay();
             info!("restarting the instance in {delay:?}");
             if let Err(o) = self.until_exit(tokio::time::sleep(delay)).await {
-                self.teardown(None, &sink, &o).await;
+                self.teardown(None, &sink, &o, None).await;
                 if let Some(old) = failed.take() {
                     old.close();
                 }
@@ -653,13 +733,69 @@ impl Driver {
         (instance, destination)
     }
 
-    /// Follows the instance until it fails or the activation ends. Records the start position as
-    /// the cursor of clients without one as soon as the instance has resolved it.
+    /// In MQ mode, starts the destination's MQ worker: it opens the producer (retrying a broker
+    /// that cannot be reached) and publishes until stopped.
+    fn start_mq(
+        &self,
+        destination: &Arc<Destination>,
+        sink: &Arc<CoordCursorSink>,
+    ) -> Option<MqRun> {
+        let settings = self.mq.clone()?;
+        let dest = self.slot.name.clone();
+        let routing = settings.routing.get(&dest).cloned().unwrap_or_default();
+        let markers: Arc<dyn crate::mq::MarkerStore> = Arc::new(CoordMarkerStore {
+            dest: dest.clone(),
+            coord: self.coord.clone(),
+            sink: sink.clone(),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let destination = destination.clone();
+        let metrics = self.slot.mq.clone();
+        let task = tokio::spawn(
+            async move {
+                let router = canal_core::mq::Router::new(routing)?;
+                let mut backoff =
+                    Backoff::new(settings.worker.backoff, settings.worker.backoff_max);
+                let producer = loop {
+                    match crate::mq::open_producer(&settings, &dest).await {
+                        Ok(p) => break p,
+                        Err(e) if e.is_transient() => {
+                            let delay = backoff.next_delay();
+                            warn!("cannot open the MQ producer, retrying in {delay:?}: {e}");
+                            let mut stop = stop_rx.clone();
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => {}
+                                _ = stop.wait_for(|s| *s) => return Ok(()),
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                crate::mq::Worker {
+                    destination,
+                    router,
+                    producer,
+                    markers,
+                    config: settings.worker.clone(),
+                    metrics,
+                }
+                .run(stop_rx)
+                .await
+            }
+            .instrument(tracing::Span::current()),
+        );
+        Some(MqRun { stop, task })
+    }
+
+    /// Follows the instance (and its MQ worker) until it fails or the activation ends. Records
+    /// the start position as the cursor of clients without one as soon as the instance has
+    /// resolved it.
     async fn watch_run(
         &mut self,
         instance: &Instance,
         destination: &Destination,
         sink: &CoordCursorSink,
+        mut mq: Option<&mut MqRun>,
     ) -> RunEnd {
         let mut status = instance.watch_status();
         let identity = LogIdentity::new(instance.source().clone());
@@ -674,10 +810,30 @@ impl Driver {
             if let InstanceState::Failed { error } = st.state {
                 return RunEnd::Failed { error, progressed: st.entries > 0 };
             }
-            match self.until_exit(status.changed()).await {
+            let worker_end = async {
+                match mq.as_mut() {
+                    Some(w) => (&mut w.task).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let changed = async {
+                tokio::select! {
+                    r = status.changed() => Ok(r),
+                    w = worker_end => Err(w),
+                }
+            };
+            match self.until_exit(changed).await {
                 Err(o) => return RunEnd::Outcome(o),
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
+                Ok(Err(worker)) => {
+                    let error = match worker {
+                        Ok(Ok(())) => "the MQ worker stopped".to_owned(),
+                        Ok(Err(e)) => format!("MQ: {e}"),
+                        Err(e) => format!("the MQ worker ended abnormally: {e}"),
+                    };
+                    return RunEnd::Failed { error, progressed: st.entries > 0 };
+                }
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(_))) => {
                     // The pipeline thread ended without saying it failed (nothing stops it but
                     // us): treat it as a failure rather than serve a destination that reads
                     // nothing.
@@ -705,11 +861,17 @@ impl Driver {
         run: Option<(Arc<Instance>, Arc<Destination>)>,
         sink: &CoordCursorSink,
         why: &Outcome,
+        mq: Option<MqRun>,
     ) {
         let graceful = why.graceful();
         if let Some(f) = why.final_flush().and_then(ExitFlush::fence) {
             sink.refence(f);
             self.cursors.refence(&self.slot.name, f);
+        }
+        if let Some(w) = mq {
+            // Graceful: what the broker confirms in time is acked, so the cursor written below
+            // covers it; the rest is published again by the next owner.
+            if graceful { w.finish().await } else { w.abort().await }
         }
         let old = std::mem::take(&mut *self.slot.lock());
         drop(old);
@@ -838,6 +1000,8 @@ impl FilterSink for InstanceFilter {
 
 enum CursorOp {
     Update(i16, Vec<u8>),
+    /// A node of the activation's own (the MQ resume marker), written fenced.
+    Put(String, Vec<u8>),
     Subscribe(i16, String),
     Unsubscribe(i16),
     /// Answered once every earlier op is done, with the first write refused since the last
@@ -1085,6 +1249,10 @@ async fn apply_op(
             }
             Ok(())
         }
+        CursorOp::Put(p, bytes) => {
+            let s = coord.session().await.map_err(classify_coord)?;
+            s.put_fenced(p, bytes, fence).await.map(drop).map_err(classify_coord)
+        }
         CursorOp::Drained(_) => Ok(()),
     }
 }
@@ -1144,10 +1312,11 @@ impl CursorSink for CoordCursorSink {
 #[derive(Debug, Clone)]
 pub struct RegistryView {
     slots: Vec<Arc<Slot>>,
+    mq_mode: bool,
 }
 
 fn registry_view(r: &ServerRegistry) -> RegistryView {
-    RegistryView { slots: r.slots.values().cloned().collect() }
+    RegistryView { slots: r.slots.values().cloned().collect(), mq_mode: r.mq_mode }
 }
 
 /// One destination's numbers for `/metrics` and `/status`.
@@ -1173,9 +1342,24 @@ pub struct DestinationReport {
     pub store_bytes: usize,
     /// Subscribed clients and their cursors.
     pub clients: Vec<ClientReport>,
+    /// MQ mode: what this server published for the destination.
+    pub mq: Option<MqReport>,
     /// Failures, restarts and releases (flattened into the report's JSON).
     #[serde(flatten)]
     pub failures: FailureCounts,
+}
+
+/// MQ mode counters of a destination on this server (since the server started).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MqReport {
+    /// Store batches the broker confirmed (then acked).
+    pub batches: u64,
+    /// Messages the broker confirmed.
+    pub messages: u64,
+    /// Entries skipped at resumes because an earlier activation had published them.
+    pub skipped: u64,
+    /// Failed sends (each rolled back what was in flight and sent it again).
+    pub send_failures: u64,
 }
 
 /// One client of a destination.
@@ -1211,6 +1395,15 @@ impl RegistryView {
                     store_entries: 0,
                     store_bytes: 0,
                     clients: Vec::new(),
+                    mq: self.mq_mode.then(|| {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        MqReport {
+                            batches: slot.mq.batches.load(Relaxed),
+                            messages: slot.mq.messages.load(Relaxed),
+                            skipped: slot.mq.skipped.load(Relaxed),
+                            send_failures: slot.mq.send_failures.load(Relaxed),
+                        }
+                    }),
                     failures: st.failures.clone(),
                 };
                 let state = slot.lock();

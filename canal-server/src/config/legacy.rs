@@ -26,6 +26,40 @@ pub const SERVER_KEYS: &[(&str, &str)] = &[
     // A non-empty connect string selects the zookeeper backend (inferred when `backend` is unset).
     ("canal.zkServers", "coord.zk_servers"),
     ("canal.zookeeper.flush.period", "coord.cursor_flush_period_ms"),
+    // MQ mode (docs/configuration.md, "MQ mode").
+    ("canal.serverMode", "mq.mode"),
+    ("canal.mq.flatMessage", "mq.flat_message"),
+    ("canal.mq.canalBatchSize", "mq.batch_size"),
+    ("canal.mq.canalGetTimeout", "mq.get_timeout_ms"),
+    ("canal.mq.database.hash", "mq.database_hash"),
+    ("kafka.bootstrap.servers", "mq.kafka.bootstrap_servers"),
+    ("kafka.acks", "mq.kafka.acks"),
+    ("kafka.compression.type", "mq.kafka.compression_type"),
+    ("kafka.batch.size", "mq.kafka.batch_size"),
+    ("kafka.linger.ms", "mq.kafka.linger_ms"),
+    ("kafka.max.request.size", "mq.kafka.max_request_size"),
+    ("kafka.retries", "mq.kafka.retries"),
+    ("kafka.transactional", "mq.kafka.transactional"),
+    ("kafka.position.topic", "mq.kafka.position_topic"),
+    ("rabbitmq.host", "mq.rabbitmq.host"),
+    ("rabbitmq.virtual.host", "mq.rabbitmq.virtual_host"),
+    ("rabbitmq.exchange", "mq.rabbitmq.exchange"),
+    ("rabbitmq.username", "mq.rabbitmq.username"),
+    ("rabbitmq.password", "mq.rabbitmq.password"),
+    ("rabbitmq.queue", "mq.rabbitmq.queue"),
+    ("rabbitmq.routingKey", "mq.rabbitmq.routing_key"),
+    ("rabbitmq.deliveryMode", "mq.rabbitmq.delivery_mode"),
+];
+
+/// A destination's MQ routing keys (in `instance.properties`; in `canal.properties` they set the
+/// `[instance.mq]` defaults) and the key they set in `instance.toml`.
+pub const MQ_INSTANCE_KEYS: &[(&str, &str)] = &[
+    ("canal.mq.topic", "mq.topic"),
+    ("canal.mq.dynamicTopic", "mq.dynamic_topic"),
+    ("canal.mq.partition", "mq.partition"),
+    ("canal.mq.partitionsNum", "mq.partitions_num"),
+    ("canal.mq.partitionHash", "mq.partition_hash"),
+    ("canal.mq.dynamicTopicPartitionNum", "mq.dynamic_topic_partition_num"),
 ];
 
 /// Instance-scope Canal keys (`canal.instance.` stripped) and the key they set in
@@ -63,7 +97,6 @@ pub const INSTANCE_KEYS: &[(&str, &str)] = &[
 /// of these keys are reported as not supported.
 const NO_OP_KEYS: &[(&str, Option<&str>)] = &[
     ("canal.id", None),
-    ("canal.serverMode", Some("tcp")),
     ("canal.withoutNetty", Some("false")),
     ("canal.instance.global.mode", Some("spring")),
     ("canal.instance.global.lazy", Some("false")),
@@ -114,6 +147,12 @@ pub fn map_key(key: &str, scope: Scope) -> Option<String> {
         return Some(match scope {
             Scope::Server => format!("instance.{ours}"),
             Scope::Instance => ours.to_owned(),
+        });
+    }
+    if let Some((_, ours)) = MQ_INSTANCE_KEYS.iter().find(|(k, _)| *k == key) {
+        return Some(match scope {
+            Scope::Server => format!("instance.{ours}"),
+            Scope::Instance => (*ours).to_owned(),
         });
     }
     match scope {
@@ -331,7 +370,7 @@ mod tests {
             Some("instance.memory.buffer_size")
         );
         assert_eq!(map_key("canal.instance.gtidon", Scope::Instance).as_deref(), Some("gtid_mode"));
-        assert_eq!(map_key("canal.mq.topic", Scope::Instance), None);
+        assert_eq!(map_key("canal.mq.accessChannel", Scope::Instance), None);
         // Canal keys are case-sensitive.
         assert_eq!(map_key("canal.zkservers", Scope::Server), None);
     }
@@ -344,14 +383,14 @@ mod tests {
             [
                 ("canal.instance.dbPassword".to_owned(), "0123".to_owned()),
                 ("canal.instance.master.journal.name".to_owned(), "  ".to_owned()),
-                ("canal.mq.topic".to_owned(), "example".to_owned()),
+                ("canal.mq.accessChannel".to_owned(), "local".to_owned()),
                 ("canal.instance.tsdb.enable".to_owned(), "true".to_owned()),
                 ("canal.instance.tsdb.enable.x".to_owned(), "true".to_owned()),
             ],
         );
         assert_eq!(f.values().get("db.password").map(String::as_str), Some("0123"));
         assert!(!f.values().contains_key("master.journal_name"));
-        assert_eq!(f.ignored(), ["canal.instance.tsdb.enable.x", "canal.mq.topic"]);
+        assert_eq!(f.ignored(), ["canal.instance.tsdb.enable.x", "canal.mq.accessChannel"]);
         assert_eq!(f.canal_key("db.password"), Some("canal.instance.dbPassword"));
     }
 

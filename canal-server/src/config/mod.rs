@@ -24,8 +24,9 @@ use figment::{Figment, Provider};
 
 pub use check::{CheckArgs, ConfigCommand, check, run};
 pub use model::{
-    CoordSection, DbSection, FilterSection, InstanceFileConfig, MasterSection, MemorySection,
-    ServerConfig, SupervisorSection,
+    CoordSection, DbSection, FilterSection, InstanceFileConfig, InstanceMqSection, KafkaSection,
+    MasterSection, MemorySection, MqSection, RabbitmqSection, ServerConfig, ServerMode,
+    SupervisorSection,
 };
 
 use legacy::{PropertiesFile, Scope};
@@ -138,6 +139,8 @@ pub struct DestinationConfig {
     pub file: PathBuf,
     /// The settings the instance runs with.
     pub instance: InstanceConfig,
+    /// Its MQ routing (used in MQ mode only; checked then).
+    pub mq: canal_core::mq::RoutingConfig,
 }
 
 /// Everything the server needs, checked.
@@ -199,7 +202,30 @@ impl LoadedConfig {
                 ),
                 ..Default::default()
             },
+            mq: self.mq_settings(),
         }
+    }
+
+    /// MQ mode settings, `None` in TCP mode.
+    pub fn mq_settings(&self) -> Option<crate::mq::MqSettings> {
+        let m = &self.server.mq;
+        if m.mode == ServerMode::Tcp {
+            return None;
+        }
+        Some(crate::mq::MqSettings {
+            mode: m.mode,
+            worker: crate::mq::WorkerConfig {
+                batch_size: m.batch_size,
+                get_timeout: std::time::Duration::from_millis(m.get_timeout_ms),
+                max_in_flight: m.max_in_flight_batches,
+                backoff: std::time::Duration::from_millis(m.retry_backoff_ms),
+                backoff_max: std::time::Duration::from_millis(m.retry_backoff_max_ms),
+                ..Default::default()
+            },
+            kafka: m.kafka.clone(),
+            rabbitmq: m.rabbitmq.clone(),
+            routing: self.destinations.iter().map(|d| (d.name.clone(), d.mq.clone())).collect(),
+        })
     }
 
     /// The instance settings of every destination, in order.
@@ -288,6 +314,30 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
     }
     if server.metrics_port != 0 && server.metrics_port == server.port {
         return Err(bad("metrics_port", format!("{} is also the client port", server.port)));
+    }
+    if server.mq.mode != ServerMode::Tcp {
+        if server.mq.batch_size == 0 {
+            return Err(bad("mq.batch_size", "must be at least 1".into()));
+        }
+        if server.mq.max_in_flight_batches == 0 {
+            return Err(bad("mq.max_in_flight_batches", "must be at least 1".into()));
+        }
+        if server.mq.retry_backoff_ms == 0
+            || server.mq.retry_backoff_max_ms < server.mq.retry_backoff_ms
+        {
+            return Err(bad(
+                "mq.retry_backoff_max_ms",
+                "backoffs must be positive and the maximum at least the first".into(),
+            ));
+        }
+        if server.mq.mode == ServerMode::Kafka
+            && server.mq.kafka.bootstrap_servers.trim().is_empty()
+        {
+            return Err(bad("mq.kafka.bootstrap_servers", "is required in kafka mode".into()));
+        }
+        if server.mq.mode == ServerMode::Rabbitmq && server.mq.rabbitmq.host.trim().is_empty() {
+            return Err(bad("mq.rabbitmq.host", "is required in rabbitMQ mode".into()));
+        }
     }
     if !server.ip.trim().is_empty() && server.ip.trim().parse::<std::net::IpAddr>().is_err() {
         return Err(bad("ip", format!("{:?} is not an IP address (empty = all)", server.ip)));
@@ -391,7 +441,20 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
             let (o, k) = origin("master.gtid");
             warnings.push(format!("{o}: '{k}' is only used with gtid_mode = true"));
         }
-        destinations.push(DestinationConfig { name, file, instance });
+        let mq = routing_config(&server.mq, &merged.mq);
+        if server.mq.mode != ServerMode::Tcp
+            && let Err(e) = canal_core::mq::Router::new(mq.clone())
+        {
+            let key = match &e {
+                canal_core::mq::RoutingError::Config { key, .. } => {
+                    legacy::MQ_INSTANCE_KEYS.iter().find(|(k, _)| k == key).map_or("mq", |(_, v)| v)
+                }
+                _ => "mq",
+            };
+            let (origin, key) = origin(key);
+            return Err(ConfigError::Invalid { origin, key, message: e.to_string() });
+        }
+        destinations.push(DestinationConfig { name, file, instance, mq });
     }
 
     if destinations.is_empty() {
@@ -412,6 +475,24 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
         destinations,
         warnings,
     })
+}
+
+/// The routing of one destination: the server's format keys and the instance's routing keys.
+pub fn routing_config(
+    server: &model::MqSection,
+    instance: &model::InstanceMqSection,
+) -> canal_core::mq::RoutingConfig {
+    let d = canal_core::mq::RoutingConfig::default();
+    canal_core::mq::RoutingConfig {
+        flat_message: server.flat_message,
+        topic: instance.topic.clone().unwrap_or(d.topic),
+        dynamic_topic: instance.dynamic_topic.clone(),
+        partition: instance.partition.unwrap_or(d.partition),
+        partitions_num: instance.partitions_num,
+        partition_hash: instance.partition_hash.clone(),
+        dynamic_topic_partition_num: instance.dynamic_topic_partition_num.clone(),
+        database_hash: server.database_hash,
+    }
 }
 
 /// Every key `canal.toml` knows (dotted; `instance.*` included), from the structs themselves.

@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub supervisor: SupervisorSection,
     /// Defaults for every instance (`canal.instance.*` in `canal.properties`).
     pub instance: InstanceFileConfig,
+    /// MQ mode (`canal.serverMode`, `canal.mq.*`, `kafka.*`, `rabbitmq.*`).
+    pub mq: MqSection,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -67,6 +69,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("coord", &self.coord)
             .field("supervisor", &self.supervisor)
             .field("instance", &self.instance)
+            .field("mq", &self.mq)
             .finish()
     }
 }
@@ -90,8 +93,222 @@ impl Default for ServerConfig {
             coord: CoordSection::default(),
             supervisor: SupervisorSection::default(),
             instance: InstanceFileConfig::default(),
+            mq: MqSection::default(),
         }
     }
+}
+
+/// Where changes go (`canal.serverMode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerMode {
+    /// Canal's TCP protocol: clients GET and ACK.
+    #[default]
+    Tcp,
+    /// Publish into Kafka.
+    Kafka,
+    /// Publish into RabbitMQ.
+    Rabbitmq,
+}
+
+impl<'de> Deserialize<'de> for ServerMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = text(d)?;
+        // Canal spells them `tcp`, `kafka`, `rabbitMQ` (and `rocketMQ`, `pulsarMQ`).
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tcp" => Ok(ServerMode::Tcp),
+            "kafka" => Ok(ServerMode::Kafka),
+            "rabbitmq" => Ok(ServerMode::Rabbitmq),
+            "rocketmq" | "pulsarmq" => Err(serde::de::Error::custom(format!(
+                "server mode {s:?} is not supported by canal-rs (tcp, kafka, rabbitMQ)"
+            ))),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown server mode {s:?} (tcp, kafka, rabbitMQ)"
+            ))),
+        }
+    }
+}
+
+/// `[mq]`: MQ mode. In `kafka` or `rabbitmq` mode the active server of each destination reads
+/// its store as client 1001 and publishes every change; a batch is acked (and the cursor moves)
+/// only once the broker confirmed all of its messages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MqSection {
+    /// `canal.serverMode`.
+    pub mode: ServerMode,
+    /// FlatMessage JSON instead of protobuf (`canal.mq.flatMessage`, true).
+    pub flat_message: bool,
+    /// Entries (ITEMSIZE) or memunits (MEMSIZE) per store batch (`canal.mq.canalBatchSize`, 50).
+    pub batch_size: usize,
+    /// How long a store GET waits for a full batch, in ms (`canal.mq.canalGetTimeout`, 100).
+    pub get_timeout_ms: u64,
+    /// Without a matching hash rule, partition by database name (`canal.mq.database.hash`, true).
+    pub database_hash: bool,
+    /// Batches sent and not yet confirmed, at most (back-pressure; canal-rs only, default 8).
+    pub max_in_flight_batches: usize,
+    /// Pause before the first retry of a failed send, in ms; doubles up to `retry_backoff_max_ms`.
+    pub retry_backoff_ms: u64,
+    /// Longest pause between retries of a failed send, in ms.
+    pub retry_backoff_max_ms: u64,
+    /// Kafka producer settings (`kafka.*`).
+    pub kafka: KafkaSection,
+    /// RabbitMQ producer settings (`rabbitmq.*`).
+    pub rabbitmq: RabbitmqSection,
+}
+
+impl Default for MqSection {
+    fn default() -> Self {
+        Self {
+            mode: ServerMode::Tcp,
+            flat_message: true,
+            batch_size: 50,
+            get_timeout_ms: 100,
+            database_hash: true,
+            max_in_flight_batches: 8,
+            retry_backoff_ms: 500,
+            retry_backoff_max_ms: 10_000,
+            kafka: KafkaSection::default(),
+            rabbitmq: RabbitmqSection::default(),
+        }
+    }
+}
+
+/// `[mq.kafka]`: the Kafka producer (librdkafka). `properties` are passed to librdkafka as they
+/// are and override the named keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaSection {
+    /// `kafka.bootstrap.servers` (`host:port,...`).
+    #[serde(deserialize_with = "text")]
+    pub bootstrap_servers: String,
+    /// `kafka.acks` (`all`). Idempotence needs `all`.
+    #[serde(deserialize_with = "text")]
+    pub acks: String,
+    /// `kafka.compression.type`: none, gzip, snappy, lz4, zstd.
+    #[serde(deserialize_with = "text")]
+    pub compression_type: String,
+    /// `kafka.batch.size` in bytes (16384).
+    pub batch_size: u64,
+    /// `kafka.linger.ms` (1).
+    pub linger_ms: u64,
+    /// `kafka.max.request.size` in bytes (1048576; librdkafka's `message.max.bytes`).
+    pub max_request_size: u64,
+    /// `kafka.retries`: librdkafka's internal resends of a failed produce request (unset: its
+    /// default). Sends that still fail are retried by the worker with backoff.
+    pub retries: Option<u32>,
+    /// Idempotent producer (default true; needs `acks=all`).
+    pub idempotence: bool,
+    /// `kafka.transactional`: each batch's messages and the destination's position in one Kafka
+    /// transaction (see docs/configuration.md).
+    pub transactional: bool,
+    /// Topic holding the positions of transactional mode (compacted, one key per destination).
+    #[serde(deserialize_with = "text")]
+    pub position_topic: String,
+    /// More librdkafka properties, e.g. `"message.timeout.ms" = "60000"`.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            acks: "all".into(),
+            compression_type: "none".into(),
+            batch_size: 16_384,
+            linger_ms: 1,
+            max_request_size: 1_048_576,
+            retries: None,
+            idempotence: true,
+            transactional: false,
+            position_topic: "canal_positions".into(),
+            properties: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// `[mq.rabbitmq]`: the RabbitMQ producer. Messages are published to `exchange` with the topic
+/// as routing key, persistent, with publisher confirms.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RabbitmqSection {
+    /// `rabbitmq.host`: `host` or `host:port` (port 5672 by default).
+    #[serde(deserialize_with = "text")]
+    pub host: String,
+    /// `rabbitmq.virtual.host` (`/`).
+    #[serde(deserialize_with = "text")]
+    pub virtual_host: String,
+    /// `rabbitmq.exchange` (empty = the default exchange: the routing key names a queue).
+    #[serde(deserialize_with = "text")]
+    pub exchange: String,
+    /// `rabbitmq.username`.
+    #[serde(deserialize_with = "text")]
+    pub username: String,
+    /// `rabbitmq.password`.
+    #[serde(deserialize_with = "text")]
+    pub password: String,
+    /// `rabbitmq.queue`: when set, declared durable and bound to `exchange` with `routing_key`.
+    #[serde(deserialize_with = "opt_text")]
+    pub queue: Option<String>,
+    /// `rabbitmq.routingKey`: the binding key of `queue`.
+    #[serde(deserialize_with = "opt_text")]
+    pub routing_key: Option<String>,
+    /// `rabbitmq.deliveryMode`: as in Java Canal, the TYPE of `exchange` (direct, fanout, topic,
+    /// headers); when set, the exchange is declared durable with it.
+    #[serde(deserialize_with = "opt_text")]
+    pub delivery_mode: Option<String>,
+}
+
+impl Default for RabbitmqSection {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            virtual_host: "/".into(),
+            exchange: String::new(),
+            username: "guest".into(),
+            password: "guest".into(),
+            queue: None,
+            routing_key: None,
+            delivery_mode: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RabbitmqSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitmqSection")
+            .field("host", &self.host)
+            .field("virtual_host", &self.virtual_host)
+            .field("exchange", &self.exchange)
+            .field("username", &self.username)
+            .field("password", &redacted(!self.password.is_empty()))
+            .field("queue", &self.queue)
+            .field("routing_key", &self.routing_key)
+            .field("delivery_mode", &self.delivery_mode)
+            .finish()
+    }
+}
+
+/// An instance's `[mq]` routing (`canal.mq.*` of `instance.properties`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceMqSection {
+    /// `canal.mq.topic` (default `example`).
+    #[serde(deserialize_with = "opt_text")]
+    pub topic: Option<String>,
+    /// `canal.mq.dynamicTopic`.
+    #[serde(deserialize_with = "opt_text")]
+    pub dynamic_topic: Option<String>,
+    /// `canal.mq.partition` (0).
+    pub partition: Option<i32>,
+    /// `canal.mq.partitionsNum`.
+    pub partitions_num: Option<u32>,
+    /// `canal.mq.partitionHash`.
+    #[serde(deserialize_with = "opt_text")]
+    pub partition_hash: Option<String>,
+    /// `canal.mq.dynamicTopicPartitionNum`.
+    #[serde(deserialize_with = "opt_text")]
+    pub dynamic_topic_partition_num: Option<String>,
 }
 
 /// `[supervisor]`: how failed activations and instances are retried, and when this server gives
@@ -182,6 +399,8 @@ pub struct InstanceFileConfig {
     /// Zone TIMESTAMP values are rendered in: `UTC` (default) or an offset like `+08:00`.
     #[serde(deserialize_with = "opt_text")]
     pub time_zone: Option<String>,
+    /// MQ routing of this destination (MQ mode only).
+    pub mq: InstanceMqSection,
 }
 
 /// `[master]`: where to read from and where to start without a cursor.

@@ -12,7 +12,9 @@ use canal_core::instance::{InstanceConfig, StartConfig};
 use canal_core::store::{BatchMode, StoreConfig};
 
 use super::ConfigError;
-use super::model::{DbSection, FilterSection, InstanceFileConfig, MasterSection, MemorySection};
+use super::model::{
+    DbSection, FilterSection, InstanceFileConfig, InstanceMqSection, MasterSection, MemorySection,
+};
 
 /// Canal's default table white list: every table.
 pub const DEFAULT_FILTER_REGEX: &str = ".*\\..*";
@@ -61,6 +63,17 @@ pub fn merge(file: &InstanceFileConfig, defaults: &InstanceFileConfig) -> Instan
         fallback_interval_s: or(&f.fallback_interval_s, &d.fallback_interval_s),
         ddl_isolation: or(&f.ddl_isolation, &d.ddl_isolation),
         time_zone: or(&f.time_zone, &d.time_zone),
+        mq: InstanceMqSection {
+            topic: or(&f.mq.topic, &d.mq.topic),
+            dynamic_topic: or(&f.mq.dynamic_topic, &d.mq.dynamic_topic),
+            partition: or(&f.mq.partition, &d.mq.partition),
+            partitions_num: or(&f.mq.partitions_num, &d.mq.partitions_num),
+            partition_hash: or(&f.mq.partition_hash, &d.mq.partition_hash),
+            dynamic_topic_partition_num: or(
+                &f.mq.dynamic_topic_partition_num,
+                &d.mq.dynamic_topic_partition_num,
+            ),
+        },
     }
 }
 

@@ -151,5 +151,9 @@ pub fn walk(dict: &Dict, prefix: &str, out: &mut BTreeSet<String>) {
 
 /// Keys `provider` sets that are not in `known`, sorted.
 pub fn unknown_keys(provider: &impl Provider, known: &BTreeSet<String>) -> Vec<String> {
-    leaf_keys(provider).into_iter().filter(|k| !known.contains(k)).collect()
+    leaf_keys(provider)
+        .into_iter()
+        // Passed to librdkafka as they are; it names the ones it does not know.
+        .filter(|k| !known.contains(k) && !k.starts_with("mq.kafka.properties."))
+        .collect()
 }

@@ -27,6 +27,7 @@ async fn canal_python_consumes_live_changes() {
         session: SessionConfig::default(),
         coord: CoordConfig::default(),
         metrics_bind: None,
+        mq: None,
         supervisor: Default::default(),
     };
     let server = Server::start(settings, vec![fx.instance.clone()]).await.unwrap();

@@ -59,6 +59,7 @@ pub fn settings(coord: CoordConfig) -> ServerSettings {
         session: SessionConfig::default(),
         coord,
         metrics_bind: Some("127.0.0.1:0".parse().unwrap()),
+        mq: None,
         supervisor: Default::default(),
     }
 }
