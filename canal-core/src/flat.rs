@@ -89,6 +89,19 @@ pub struct FlatError {
     source: prost::DecodeError,
 }
 
+impl FlatError {
+    /// The error for `entry`, naming its binlog position.
+    pub(crate) fn new(entry: &Entry, source: prost::DecodeError) -> Self {
+        let h = entry.header.as_ref();
+        // A header-less entry has no position to name; empty/0 only label the message.
+        Self {
+            file: h.map(|h| h.logfile_name().to_owned()).unwrap_or_default(),
+            offset: h.map(|h| h.logfile_offset()).unwrap_or_default(),
+            source,
+        }
+    }
+}
+
 /// Canal's name of an event type (Java's `EventType.toString()`).
 pub fn event_type_name(t: EventType) -> &'static str {
     match t {
@@ -126,20 +139,37 @@ impl FlatMessage {
         if entry.entry_type() != EntryType::Rowdata {
             return Ok(None);
         }
-        let rc = RowChange::decode(entry.store_value()).map_err(|source| {
-            let h = entry.header.as_ref();
-            FlatError {
-                file: h.map(|h| h.logfile_name().to_owned()).unwrap_or_default(),
-                offset: h.map(|h| h.logfile_offset()).unwrap_or_default(),
-                source,
-            }
-        })?;
+        let rc = RowChange::decode(entry.store_value())
+            .map_err(|source| FlatError::new(entry, source))?;
         Ok(Self::from_decoded(entry, &rc, id, ts))
     }
 
     /// As [`from_entry`](Self::from_entry), with the entry's RowChange already decoded (`rc`),
     /// for callers that decoded it anyway.
     pub fn from_decoded(entry: &Entry, rc: &RowChange, id: i64, ts: i64) -> Option<Self> {
+        Self::build(entry, rc, id, ts, None)
+    }
+
+    /// As [`from_decoded`](Self::from_decoded), also telling, for each element of `old`, the
+    /// index in `data` of the row it belongs to (`None` for a row without a data image), so that
+    /// MQ partitioning can split rows and their old images together.
+    pub(crate) fn from_decoded_with_old_rows(
+        entry: &Entry,
+        rc: &RowChange,
+        id: i64,
+        ts: i64,
+        old_rows: &mut Vec<Option<usize>>,
+    ) -> Option<Self> {
+        Self::build(entry, rc, id, ts, Some(old_rows))
+    }
+
+    fn build(
+        entry: &Entry,
+        rc: &RowChange,
+        id: i64,
+        ts: i64,
+        old_rows: Option<&mut Vec<Option<usize>>>,
+    ) -> Option<Self> {
         if entry.entry_type() != EntryType::Rowdata {
             return None;
         }
@@ -154,6 +184,7 @@ impl FlatMessage {
             header.execute_time(),
             header.gtid(),
             header.event_type(),
+            old_rows,
         ))
     }
 
@@ -167,6 +198,7 @@ impl FlatMessage {
         es: i64,
         gtid: &str,
         header_type: EventType,
+        mut old_rows: Option<&mut Vec<Option<usize>>>,
     ) -> Self {
         let event_type = if rc.event_type.is_some() { rc.event_type() } else { header_type };
         let mut msg = FlatMessage {
@@ -229,7 +261,8 @@ impl FlatMessage {
                     updated.push(c.name().to_owned());
                 }
             }
-            if !image.is_empty() {
+            let has_image = !image.is_empty();
+            if has_image {
                 data.push(image);
             }
             if event_type == EventType::Update {
@@ -241,6 +274,9 @@ impl FlatMessage {
                 }
                 if !before.is_empty() {
                     old.push(before);
+                    if let Some(rows) = old_rows.as_deref_mut() {
+                        rows.push(has_image.then(|| data.len() - 1));
+                    }
                 }
             }
         }
