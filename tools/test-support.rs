@@ -4,7 +4,8 @@
 #![allow(dead_code)]
 
 /// Endpoint of a test service from its environment variable (`CANAL_TEST_MYSQL`,
-/// `CANAL_TEST_MYSQL_ADMIN`, `CANAL_TEST_ZK`, `CANAL_TEST_ETCD`, ...).
+/// `CANAL_TEST_MYSQL_ADMIN`, `CANAL_TEST_ZK`, `CANAL_TEST_ETCD`, `CANAL_TEST_KAFKA`,
+/// `CANAL_TEST_RABBITMQ`, ...).
 ///
 /// When the variable is unset: with `CANAL_REQUIRE_INTEGRATION=1` (as `cargo xtask test` sets) the
 /// test fails; otherwise it prints why it skips and returns `None`.
@@ -39,9 +40,17 @@ pub fn shared_file(rel: &str) -> Option<std::path::PathBuf> {
     }
 }
 
+/// The Python venv of the MQ tests: the third-party clients that read what canal-rs publishes
+/// (PyPI confluent-kafka for Kafka, pika for RabbitMQ). One name and one pinned list, so that
+/// every MQ test shares one venv: `python_venv(MQ_VENV, MQ_VENV_REQUIREMENTS)`.
+pub const MQ_VENV: &str = "mq-venv";
+/// Versions that install here (confluent-kafka ships manylinux wheels with librdkafka inside).
+pub const MQ_VENV_REQUIREMENTS: &[&str] = &["confluent-kafka==2.16.1", "pika==1.3.2"];
+
 /// A Python venv under the target dir with `requirements` installed (built once, reused while the
 /// requirements are unchanged; built in a private directory and renamed into place so concurrent
-/// test binaries neither see a half-built venv nor fight over one). `CANAL_TEST_PYTHON` picks the
+/// test binaries neither see a half-built venv nor fight over one; tests of one binary asking at
+/// the same time wait for one build). `CANAL_TEST_PYTHON` picks the
 /// interpreter. Without python3/pip/PyPI: skip with a message, or fail when
 /// `CANAL_REQUIRE_INTEGRATION=1`.
 pub fn python_venv(name: &str, requirements: &[&str]) -> Option<std::path::PathBuf> {
@@ -60,6 +69,10 @@ pub fn python_venv(name: &str, requirements: &[&str]) -> Option<std::path::PathB
 fn build_venv(name: &str, requirements: &[&str]) -> Result<std::path::PathBuf, String> {
     use std::path::{Path, PathBuf};
     use std::process::Command;
+    // Tests run as threads of one process: without this, two of them would build into the same
+    // private directory (named by the pid) at once. A panicking holder leaves nothing to repair.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .map(Path::to_path_buf)
@@ -96,6 +109,11 @@ fn build_venv(name: &str, requirements: &[&str]) -> Result<std::path::PathBuf, S
     if let Err(err) = result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(err);
+    }
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted) {
+        // Another test binary finished the same venv meanwhile (and may be using it).
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(venv);
     }
     let _ = std::fs::remove_dir_all(&venv);
     if std::fs::rename(&tmp, &venv).is_err() {

@@ -3,6 +3,7 @@
 #[path = "../../../tools/test-support.rs"]
 mod support;
 
+mod brokers;
 mod canal_python;
 mod config;
 mod ddl_failover;
