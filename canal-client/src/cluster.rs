@@ -517,13 +517,13 @@ impl ClusterConnector {
         started: Instant,
         pause: &mut Duration,
     ) -> Result<(), ClientError> {
-        if let Some(deadline) = self.config.backoff.deadline {
-            if started.elapsed() + *pause > deadline {
-                return Err(ClientError::DeadlineExceeded {
-                    elapsed: started.elapsed(),
-                    last: Box::new(error),
-                });
-            }
+        if let Some(deadline) = self.config.backoff.deadline
+            && started.elapsed() + *pause > deadline
+        {
+            return Err(ClientError::DeadlineExceeded {
+                elapsed: started.elapsed(),
+                last: Box::new(error),
+            });
         }
         tracing::warn!(error = %error, pause = ?*pause, "canal server unavailable; reconnecting");
         tokio::time::sleep(*pause).await;
@@ -590,10 +590,10 @@ impl ClusterConnector {
                         Op::Subscribe(f) => self.filter = Some(f.clone()),
                         Op::Unsubscribe => self.filter = None,
                         Op::Get(..) => {
-                            if let Some(m) = &v {
-                                if m.id != EMPTY_BATCH_ID {
-                                    self.outstanding.insert(m.id);
-                                }
+                            if let Some(m) = &v
+                                && m.id != EMPTY_BATCH_ID
+                            {
+                                self.outstanding.insert(m.id);
                             }
                         }
                         Op::Ack(id) | Op::Rollback(id) => {
@@ -625,16 +625,16 @@ impl ClusterConnector {
                     continue;
                 }
             };
-            if let ClientError::AckFailed { .. } = error {
-                if self.user_unconfirmed {
-                    // The caller's ack/rollback failed: say so (after renewing the connection,
-                    // whose rollback makes the un-acked batches come again).
-                    self.drop_conn();
-                    return Err(error);
-                }
-                // Only our own on-connect rollback was unconfirmed (e.g. a standby that does not
-                // run the destination): an ordinary reconnect.
+            if let ClientError::AckFailed { .. } = error
+                && self.user_unconfirmed
+            {
+                // The caller's ack/rollback failed: say so (after renewing the connection,
+                // whose rollback makes the un-acked batches come again).
+                self.drop_conn();
+                return Err(error);
             }
+            // Only our own on-connect rollback was unconfirmed (e.g. a standby that does not
+            // run the destination): an ordinary reconnect.
             let connection_ok = self.connected();
             if error.is_transient() || matches!(error, ClientError::AckFailed { .. }) {
                 tracing::debug!(op = op.name(), error = %error, "operation failed; reconnecting");

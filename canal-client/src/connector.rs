@@ -564,10 +564,11 @@ impl SimpleConnector {
     /// # Cancel safety
     /// Cancel safe: the connection is closed either way.
     pub async fn disconnect(&mut self) {
-        if self.config.rollback_on_disconnect && self.is_connected() {
-            if let Err(e) = self.rollback(0).await {
-                tracing::debug!(error = %e, "rollback on disconnect failed");
-            }
+        if self.config.rollback_on_disconnect
+            && self.is_connected()
+            && let Err(e) = self.rollback(0).await
+        {
+            tracing::debug!(error = %e, "rollback on disconnect failed");
         }
         if let Some(mut c) = self.conn.take() {
             use tokio::io::AsyncWriteExt;

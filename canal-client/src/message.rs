@@ -449,10 +449,10 @@ mod tests {
         let bytes = e.store_value().to_vec();
         for cut in 0..bytes.len() {
             let part = &bytes[..cut];
-            if let Some(n) = count_row_datas(part) {
-                if let Ok(full) = RowChange::decode(part) {
-                    assert_eq!(full.row_datas.len(), n, "cut at {cut}");
-                }
+            if let Some(n) = count_row_datas(part)
+                && let Ok(full) = RowChange::decode(part)
+            {
+                assert_eq!(full.row_datas.len(), n, "cut at {cut}");
             }
         }
         assert_eq!(count_row_datas(&[0x00]), None, "field 0");

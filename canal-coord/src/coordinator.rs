@@ -41,10 +41,10 @@ impl Coordinator {
     /// Cancel safe.
     pub async fn session(&self) -> Result<Arc<dyn Session>> {
         let mut cur = self.current.lock().await;
-        if let Some(s) = cur.as_ref() {
-            if !s.state().is_terminal() {
-                return Ok(s.clone());
-            }
+        if let Some(s) = cur.as_ref()
+            && !s.state().is_terminal()
+        {
+            return Ok(s.clone());
         }
         let s = self.backend.open_session().await?;
         tracing::info!(

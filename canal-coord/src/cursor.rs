@@ -242,10 +242,10 @@ impl CursorStore {
             // Re-checked: `forget` or a newer activation may have come while we read.
             state.admit(dest, &cursor_path, fence)?;
             let slot = state.slots.entry((dest.to_owned(), client_id)).or_default();
-            if let Some(cur) = &slot.latest {
-                if self.order.compare(cur, &cursor) == Some(Ordering::Greater) {
-                    return Err(CursorError::Backwards { destination: dest.to_owned(), client_id });
-                }
+            if let Some(cur) = &slot.latest
+                && self.order.compare(cur, &cursor) == Some(Ordering::Greater)
+            {
+                return Err(CursorError::Backwards { destination: dest.to_owned(), client_id });
             }
             slot.latest = Some(cursor.clone());
             slot.pending = Some((cursor, fence.clone()));

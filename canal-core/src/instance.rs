@@ -344,10 +344,10 @@ impl Instance {
             }
             let _ = done_tx.send(());
         });
-        if let Err(e) = spawned {
-            if let Some(runner) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                runner.fail(format!("cannot start the pipeline thread: {e}"));
-            }
+        if let Err(e) = spawned
+            && let Some(runner) = slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+        {
+            runner.fail(format!("cannot start the pipeline thread: {e}"));
         }
         Self { store, status, stop, filter, done: Some(done), source, floor }
     }
@@ -855,10 +855,10 @@ impl Runner {
             }
             // The history changes of this event are shared before its entries are stored.
             let at = SchemaPosition::new(converter.journal(), u64::from(raw.header.log_pos));
-            if let Some(h) = converter.history_mut() {
-                if let Err(e) = self.maintain_history(h, at.clone()).await {
-                    break Err(e);
-                }
+            if let Some(h) = converter.history_mut()
+                && let Err(e) = self.maintain_history(h, at.clone()).await
+            {
+                break Err(e);
             }
             let ts = i64::from(raw.header.timestamp) * 1000;
             if ts > 0 {

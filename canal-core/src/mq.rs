@@ -151,10 +151,10 @@ impl Router {
         if config.partition < 0 {
             return Err(bad("canal.mq.partition", config.partition.to_string(), "negative"));
         }
-        if let Some(n) = config.partitions_num {
-            if n == 0 || n > i32::MAX as u32 {
-                return Err(bad("canal.mq.partitionsNum", n.to_string(), "must be 1..=2147483647"));
-            }
+        if let Some(n) = config.partitions_num
+            && (n == 0 || n > i32::MAX as u32)
+        {
+            return Err(bad("canal.mq.partitionsNum", n.to_string(), "must be 1..=2147483647"));
         }
         let dynamic_topics =
             present(&config.dynamic_topic).map(DynamicTopics::parse).transpose()?;

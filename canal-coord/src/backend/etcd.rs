@@ -483,16 +483,15 @@ impl Drop for EtcdSession {
         }
         // Like ZooKeeper's client: dropping an open session closes it (best effort, in the
         // background); a crashed, closed or expired one is left alone.
-        if !self.state.borrow().is_terminal() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let mut client = self.client.clone();
-                let lease = self.lease;
-                rt.spawn(async move {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease))
-                            .await;
-                });
-            }
+        if !self.state.borrow().is_terminal()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let mut client = self.client.clone();
+            let lease = self.lease;
+            rt.spawn(async move {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(lease)).await;
+            });
         }
     }
 }

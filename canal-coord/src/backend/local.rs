@@ -264,12 +264,12 @@ impl Tree {
         let mut p = parent(path);
         while let Some(pp) = p {
             if pp == "/" || self.nodes.contains_key(pp) {
-                if let Some(e) = self.nodes.get(pp) {
-                    if e.owner.is_some() {
-                        return Err(CoordError::Backend {
-                            reason: format!("ephemeral node '{pp}' cannot have children"),
-                        });
-                    }
+                if let Some(e) = self.nodes.get(pp)
+                    && e.owner.is_some()
+                {
+                    return Err(CoordError::Backend {
+                        reason: format!("ephemeral node '{pp}' cannot have children"),
+                    });
                 }
                 break;
             }

@@ -82,11 +82,11 @@ async fn run(seed: u64) -> (usize, usize) {
         match rng.random_range(0..100) {
             0..=2 => monitors[rng.random_range(0..MONITORS)].release().await,
             3..=4 => {
-                if let Ok(Some(n)) = op.get(&path).await {
-                    if let Ok(mut d) = ServerRunningData::from_bytes(&n.data) {
-                        d.active = false;
-                        let _ = op.put(&path, &d.to_bytes(), Some(n.version)).await;
-                    }
+                if let Ok(Some(n)) = op.get(&path).await
+                    && let Ok(mut d) = ServerRunningData::from_bytes(&n.data)
+                {
+                    d.active = false;
+                    let _ = op.put(&path, &d.to_bytes(), Some(n.version)).await;
                 }
             }
             5..=6 => {

@@ -722,14 +722,14 @@ mod tests {
         let mut skipper = (!prefix.is_empty()).then(|| PrefixSkipper::new(prefix.clone()));
         let mut flushes = 0;
         for (i, entry) in input.iter().enumerate().skip(*resume) {
-            if let Some(s) = skipper.as_mut() {
-                if s.check(entry)? == Replay::Skip {
-                    *skipped += 1;
-                    if s.is_done() {
-                        skipper = None;
-                    }
-                    continue;
+            if let Some(s) = skipper.as_mut()
+                && s.check(entry)? == Replay::Skip
+            {
+                *skipped += 1;
+                if s.is_done() {
+                    skipper = None;
                 }
+                continue;
             }
             let ready = t.push(entry.clone());
             if ready.is_empty() {

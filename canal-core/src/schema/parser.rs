@@ -643,12 +643,13 @@ impl<'t> Parser<'t> {
                         || t.is_kw("TABLE")))
             {
                 select = true;
-            } else if depth == 0 && !select {
-                if let Some((cs, co)) = self.charset_option() {
-                    charset = cs.or(charset);
-                    collation = co.or(collation);
-                    continue;
-                }
+            } else if depth == 0
+                && !select
+                && let Some((cs, co)) = self.charset_option()
+            {
+                charset = cs.or(charset);
+                collation = co.or(collation);
+                continue;
             }
             self.pos += 1;
         }

@@ -572,11 +572,13 @@ fn compare_with_mysqlbinlog(d: &Dump, sidecar: &str, ordinals: &[Vec<u32>]) -> u
                     compared += 1;
                 }
                 st::CHAR | st::VARCHAR | st::CLOB => {
-                    if let Some(s) = tv.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
-                        if !s.contains('\\') && s.is_ascii() && !ov_val.starts_with('{') {
-                            assert_eq!(ov_val, s, "image {k} @{n}");
-                            compared += 1;
-                        }
+                    if let Some(s) = tv.strip_prefix('\'').and_then(|s| s.strip_suffix('\''))
+                        && !s.contains('\\')
+                        && s.is_ascii()
+                        && !ov_val.starts_with('{')
+                    {
+                        assert_eq!(ov_val, s, "image {k} @{n}");
+                        compared += 1;
                     }
                 }
                 _ => {}

@@ -366,7 +366,7 @@ fn hex(bytes: &[u8]) -> String {
 fn unhex(text: &str) -> Result<Vec<u8>, String> {
     canal_core::protocol::auth::hex_decode(text)
         .ok()
-        .filter(|_| text.len() % 2 == 0)
+        .filter(|_| text.len().is_multiple_of(2))
         .ok_or_else(|| format!("bad hex from python: {text:?}"))
 }
 

@@ -178,10 +178,11 @@ async fn dump_from_file_pos_receives_row_events() {
     let mut ours = None;
     let mut kinds = Vec::new();
     read_until(&mut stream, Duration::from_secs(20), |ev| {
-        if let Some((d, t)) = table_map_names(ev) {
-            if d == db && t == tbl {
-                ours = table_id(ev);
-            }
+        if let Some((d, t)) = table_map_names(ev)
+            && d == db
+            && t == tbl
+        {
+            ours = table_id(ev);
         }
         let ty = ev.header.event_type;
         let rows = (event_type::WRITE_ROWS_V1..=event_type::DELETE_ROWS_V1).contains(&ty)
@@ -440,10 +441,10 @@ struct Tracker {
 
 impl Tracker {
     fn see(&mut self, stream: &BinlogStream, ev: &RawEvent, db: &str) {
-        if let Some(t) = annotate_text(ev) {
-            if t.contains(db) {
-                self.texts.push(t);
-            }
+        if let Some(t) = annotate_text(ev)
+            && t.contains(db)
+        {
+            self.texts.push(t);
         }
         if let Some(f) = stream.current_file() {
             self.boundary_file = f.to_string();
@@ -801,10 +802,11 @@ async fn events_over_16_mib_span_several_packets() {
     let db = cx.db.clone().into_bytes();
     let mut ours = None;
     let events = read_until(&mut stream, Duration::from_secs(30), |ev| {
-        if let Some((d, t)) = table_map_names(ev) {
-            if d == db && t == b"b" {
-                ours = table_id(ev);
-            }
+        if let Some((d, t)) = table_map_names(ev)
+            && d == db
+            && t == b"b"
+        {
+            ours = table_id(ev);
         }
         ev.header.event_type == event_type::WRITE_ROWS_V1 && ours.is_some() && table_id(ev) == ours
     })

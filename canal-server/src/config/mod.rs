@@ -492,6 +492,8 @@ pub fn routing_config(
         partition_hash: instance.partition_hash.clone(),
         dynamic_topic_partition_num: instance.dynamic_topic_partition_num.clone(),
         database_hash: server.database_hash,
+        // Java's MQ mode forces `canal.instance.filter.transaction.entry` on.
+        filter_transaction_entry: true,
     }
 }
 
@@ -592,10 +594,10 @@ pub fn scan_destinations(conf_dir: &Path) -> Result<Vec<String>, ConfigError> {
         if !path.is_dir() {
             continue;
         }
-        if path.join(INSTANCE_TOML).is_file() || path.join(INSTANCE_PROPERTIES).is_file() {
-            if let Some(name) = entry.file_name().to_str() {
-                out.push(name.to_owned());
-            }
+        if (path.join(INSTANCE_TOML).is_file() || path.join(INSTANCE_PROPERTIES).is_file())
+            && let Some(name) = entry.file_name().to_str()
+        {
+            out.push(name.to_owned());
         }
     }
     out.sort();

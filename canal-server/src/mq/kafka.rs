@@ -242,11 +242,10 @@ impl Transactional for KafkaProducer {
                 }
                 match consumer.poll(Duration::from_millis(200)) {
                     None => {}
-                    Some(Ok(m)) => {
-                        if m.key() == Some(dest.as_bytes()) {
-                            last = m.payload().map(<[u8]>::to_vec);
-                        }
+                    Some(Ok(m)) if m.key() == Some(dest.as_bytes()) => {
+                        last = m.payload().map(<[u8]>::to_vec);
                     }
+                    Some(Ok(_)) => {}
                     Some(Err(KafkaError::PartitionEOF(_))) => return Ok(last),
                     Some(Err(e)) => return Err(classify(&e)),
                 }

@@ -141,6 +141,12 @@ pub trait Producer: Send + Sync + fmt::Debug {
     /// [`MqError`] when the records cannot be handed over.
     async fn send(&self, records: Vec<MqRecord>) -> Result<Confirmation, MqError>;
 
+    /// Whether records go to partitions (Kafka) or only to a routing key (RabbitMQ, where
+    /// Canal's partition keys do not apply).
+    fn partitioned(&self) -> bool {
+        true
+    }
+
     /// The transactional side, when this producer commits batches in broker transactions.
     fn transactional(&self) -> Option<&dyn Transactional> {
         None
@@ -411,7 +417,11 @@ impl Worker {
                                 Some(next_marker(&source, &entries, last_marker.as_ref())?)
                             };
                             let now = now_ms();
-                            let records = self.router.route(batch.id, &entries, now)?;
+                            let records = if self.producer.partitioned() {
+                                self.router.route(batch.id, &entries, now)?
+                            } else {
+                                self.router.route_unpartitioned(batch.id, &entries, now)?
+                            };
                             let messages = records.len() as u64;
                             let sent = match (transactional, &marker) {
                                 (Some(t), Some(m)) => match t.commit(records, m.to_bytes()).await {

@@ -147,6 +147,10 @@ impl RabbitProducer {
 
 #[async_trait::async_trait]
 impl Producer for RabbitProducer {
+    fn partitioned(&self) -> bool {
+        false
+    }
+
     async fn send(&self, records: Vec<MqRecord>) -> Result<Confirmation, MqError> {
         let mut link = self.link.lock().await;
         let usable =

@@ -76,11 +76,11 @@ pub async fn owner(coord: &Coordinator, dest: &str) -> Option<(String, String)> 
 async fn wait_owner(coord: &Coordinator, dest: &str, who: &str, limit: Duration) -> Duration {
     let t0 = Instant::now();
     loop {
-        if let Some((addr, json)) = owner(coord, dest).await {
-            if addr == who {
-                assert_eq!(json, format!("{{\"active\":true,\"address\":\"{who}\"}}"));
-                return t0.elapsed();
-            }
+        if let Some((addr, json)) = owner(coord, dest).await
+            && addr == who
+        {
+            assert_eq!(json, format!("{{\"active\":true,\"address\":\"{who}\"}}"));
+            return t0.elapsed();
         }
         assert!(t0.elapsed() < limit, "{who} did not take over within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1311,14 +1311,14 @@ async fn soak(backend: &'static str, workload: Workload) {
                     continue;
                 };
                 let now = (j, p);
-                if let Some(b) = &best {
-                    if now < *b {
-                        regressions.lock().unwrap().push(format!(
-                            "{:.3} s: cursor {now:?} after {b:?}",
-                            since(t0, Instant::now())
-                        ));
-                        continue;
-                    }
+                if let Some(b) = &best
+                    && now < *b
+                {
+                    regressions.lock().unwrap().push(format!(
+                        "{:.3} s: cursor {now:?} after {b:?}",
+                        since(t0, Instant::now())
+                    ));
+                    continue;
                 }
                 best = Some(now);
             }
@@ -1429,7 +1429,7 @@ async fn soak(backend: &'static str, workload: Workload) {
                 // Every other restart waits for the standby's "active: starting the instance"
                 // line, so that the coordinator dies while the standby reads its clients,
                 // cursors and schema history; the others land at a random point of the takeover.
-                if (i / kinds.len()) % 2 == 0 {
+                if (i / kinds.len()).is_multiple_of(2) {
                     let deadline = Instant::now() + Duration::from_secs(10);
                     let started = || {
                         servers[other]
@@ -1845,12 +1845,11 @@ async fn active_index(
 ) -> Option<usize> {
     let t0 = Instant::now();
     while t0.elapsed() < limit {
-        if let Some((addr, _)) = owner(coord, dest).await {
-            if let Some(i) = servers.iter().position(|s| s.addr == addr) {
-                if status_active(&servers[i].metrics, dest).await == Some(true) {
-                    return Some(i);
-                }
-            }
+        if let Some((addr, _)) = owner(coord, dest).await
+            && let Some(i) = servers.iter().position(|s| s.addr == addr)
+            && status_active(&servers[i].metrics, dest).await == Some(true)
+        {
+            return Some(i);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -544,10 +544,8 @@ async fn scan_file_for_timestamp(
                 let q = String::from_utf8_lossy(q);
                 let q = q.trim();
                 if q.eq_ignore_ascii_case("BEGIN") {
-                    if !in_txn {
-                        if let Some(start) = h.start_pos() {
-                            hit(start, BoundaryKind::TransactionStart);
-                        }
+                    if !in_txn && let Some(start) = h.start_pos() {
+                        hit(start, BoundaryKind::TransactionStart);
                     }
                     in_txn = true;
                     standalone = false;
