@@ -11,6 +11,7 @@ mod failure;
 mod ha;
 mod ha_harness;
 mod ha_process;
+mod mq;
 mod schema_history;
 mod session;
 mod soak;
