@@ -10,9 +10,12 @@
 //! broker state is one JSON snapshot, `DATA/kafka.json` (topics, record batches, producer
 //! sequence numbers, committed group offsets), loaded at start when present. It is written
 //! atomically (temp file + rename) on SIGTERM/SIGINT and, while running, about one second after a
-//! data-changing request. So a SIGTERM restart loses nothing; a SIGKILL loses what was acked in
-//! the last ~1 s (no fsync either). Transactions open at save time come back aborted, and
-//! producer epochs (fencing) are not saved.
+//! data-changing request. So a SIGTERM restart loses nothing (checked: 6 keyed records in a
+//! 3-partition topic read back with confluent-kafka after `instance down` + `instance up
+//! --keep-data`); a SIGKILL loses what was acked in the last ~1 s (checked: records produced with
+//! acks=all 0.1 s before a SIGKILL were gone after the restart, their topic too; no fsync
+//! either). Transactions open at save time come back aborted, and producer epochs (fencing) are
+//! not saved.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
