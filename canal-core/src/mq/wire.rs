@@ -253,16 +253,25 @@ pub(crate) fn one_row_entry(
     let rc_len: usize = rc.before_rows.iter().map(|b| b.len()).sum::<usize>()
         + row.whole.len()
         + rc.after_rows.iter().map(|b| b.len()).sum::<usize>();
-    let mut out = Vec::with_capacity(entry.len() + 16);
+    let mut early: [&[u8]; 2] = [&[], &[]];
     let mut later: Vec<&[u8]> = Vec::new();
     for f in fields(entry) {
         let f = f?;
         match f.number {
-            1 | 2 => out.extend_from_slice(f.whole),
+            1 | 2 => early[f.number as usize - 1] = f.whole,
             3 => {}
             _ => later.push(f.whole),
         }
     }
+    let len = early[0].len()
+        + early[1].len()
+        + 1
+        + varint_len(rc_len as u64)
+        + rc_len
+        + later.iter().map(|b| b.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(early[0]);
+    out.extend_from_slice(early[1]);
     out.push(0x1a); // field 3, length-delimited
     put_varint(&mut out, rc_len as u64);
     for b in &rc.before_rows {
