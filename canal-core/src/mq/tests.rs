@@ -755,14 +755,10 @@ type GenRow = (usize, usize, EventType, u8, usize);
 
 /// Rows seen in the output, per (schema, table, key): the (topic, partition) they were in and
 /// their sequence numbers in output order.
-fn collect_rows(
-    out: &[MqRecord],
-    flat: bool,
-) -> std::collections::BTreeMap<(String, String, String), (Vec<(String, i32)>, Vec<usize>)> {
-    let mut seen: std::collections::BTreeMap<
-        (String, String, String),
-        (Vec<(String, i32)>, Vec<usize>),
-    > = Default::default();
+type Seen = std::collections::BTreeMap<(String, String, String), (Vec<(String, i32)>, Vec<usize>)>;
+
+fn collect_rows(out: &[MqRecord], flat: bool) -> Seen {
+    let mut seen = Seen::default();
     let mut note = |db: &str, t: &str, id: String, seq: usize, rec: &MqRecord| {
         let slot = seen.entry((db.to_owned(), t.to_owned(), id)).or_default();
         let place = (rec.topic.clone(), rec.partition);
