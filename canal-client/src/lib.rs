@@ -32,6 +32,7 @@ pub mod cluster;
 pub mod connector;
 pub mod error;
 pub mod message;
+pub mod mq;
 
 pub use cluster::{Backoff, ClusterConfig, ClusterConnector, Discovery};
 pub use connector::{ConnectorConfig, DEFAULT_CLIENT_ID, SimpleConnector, TimeUnit};

@@ -9,4 +9,5 @@ mod fake;
 mod fuzz;
 mod ha;
 mod interop;
+mod mq_flat;
 mod simple;
