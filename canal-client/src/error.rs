@@ -141,6 +141,31 @@ pub enum ClientError {
         /// The last failure.
         last: Box<ClientError>,
     },
+    /// A record read from a broker is not a Canal MQ message (neither FlatMessage JSON nor a
+    /// protobuf MESSAGES packet, or malformed).
+    #[error("record {topic}/{partition}@{offset} is not a Canal message")]
+    BadRecord {
+        /// Topic (Kafka) or queue.
+        topic: String,
+        /// Partition (0 where the broker has none).
+        partition: i32,
+        /// Offset in the partition.
+        offset: i64,
+        /// What is wrong with it.
+        #[source]
+        source: crate::mq::RecordError,
+    },
+    /// The batch id is not one of the connector's outstanding batches (already acked, rolled
+    /// back, or never taken).
+    #[error("batch {batch_id} is not outstanding")]
+    NoSuchBatch {
+        /// The batch.
+        batch_id: i64,
+    },
+    /// The Kafka client failed (configuration, subscription, commit, seek, consume).
+    #[cfg(feature = "kafka")]
+    #[error("Kafka client failed")]
+    Kafka(#[from] rdkafka::error::KafkaError),
     /// The connector was shut down.
     #[error("connector is stopped")]
     Stopped,

@@ -9,6 +9,9 @@
 //!   bounded exponential backoff (re-subscribing and rolling back, as Java's cluster connector),
 //!   and optionally takes part in client HA (one active consumer per client id).
 //! * [`Message`] and the row-change view ([`RowChangeView`], [`RowView`], [`Columns`]).
+//! * [`mq`]: what Canal's MQ mode publishes (FlatMessage JSON, protobuf MESSAGES packets) back
+//!   into entries; with the `kafka` feature, `kafka::KafkaConnector` consumes Kafka topics as
+//!   [`Message`]s with get / ack / rollback mapped onto the group's offsets.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), canal_client::ClientError> {
@@ -31,6 +34,8 @@
 pub mod cluster;
 pub mod connector;
 pub mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod message;
 pub mod mq;
 

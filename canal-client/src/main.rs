@@ -1,6 +1,7 @@
 //! The `canal-client` binary: `tail` a destination (FlatMessage JSON lines or a readable table,
-//! acking after printing) and show a destination's `status` from the coordinator (active server,
-//! client running node, cursor and lag).
+//! acking after printing) from a canal server or, with the `kafka` feature, from the Kafka topics
+//! canal-server's MQ mode publishes to; and show a destination's `status` from the coordinator
+//! (active server, client running node, cursor and lag).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -28,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print a destination's changes as they come, acking each batch after printing it.
-    Tail(TailArgs),
+    Tail(Box<TailArgs>),
     /// Show a destination's active server, client running node, cursor and lag.
     Status(StatusArgs),
 }
@@ -98,8 +99,18 @@ struct ClientArgs {
 #[derive(Debug, Args)]
 struct TailArgs {
     /// Canal server(s), `host:port` (comma-separated or repeated: tried in turn).
-    #[arg(long, value_delimiter = ',', required_unless_present_any = ["zk", "etcd"])]
+    #[cfg_attr(
+        feature = "kafka",
+        arg(long, value_delimiter = ',', required_unless_present_any = ["zk", "etcd", "kafka"])
+    )]
+    #[cfg_attr(
+        not(feature = "kafka"),
+        arg(long, value_delimiter = ',', required_unless_present_any = ["zk", "etcd"])
+    )]
     server: Vec<String>,
+    #[cfg(feature = "kafka")]
+    #[command(flatten)]
+    kafka: KafkaArgs,
     #[command(flatten)]
     coord: CoordArgs,
     #[command(flatten)]
@@ -107,7 +118,7 @@ struct TailArgs {
     /// Subscription filter (empty keeps the server's).
     #[arg(long, default_value = "")]
     filter: String,
-    /// Batch size (in the server's batch mode units).
+    /// Batch size (in the server's batch mode units; with --kafka: records).
     #[arg(long, default_value_t = 1000)]
     batch_size: i32,
     /// How long one GET waits for its batch to fill before taking what there is (ms): the
@@ -133,6 +144,59 @@ struct TailArgs {
     /// Take part in client HA (with a coordinator): only one instance of the client id consumes.
     #[arg(long)]
     ha: bool,
+}
+
+/// Reading the Kafka topics of canal-server's MQ mode instead of a canal server.
+#[cfg(feature = "kafka")]
+#[derive(Debug, Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers (`host:port[,host:port]`): consume the MQ topics instead of a
+    /// canal server; acks commit the group's offsets.
+    #[arg(long, value_name = "BOOTSTRAP", conflicts_with_all = ["server", "zk", "etcd", "ha"])]
+    kafka: Option<String>,
+    /// With --kafka: topic(s) to read (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    topic: Vec<String>,
+    /// With --kafka: consumer group, whose committed offsets are where the next run resumes
+    /// [default: canal-client-tail].
+    #[arg(long)]
+    group: Option<String>,
+    /// With --kafka: format of the records, `auto` (per record), `flat` (FlatMessage JSON) or
+    /// `protobuf` [default: auto].
+    #[arg(long)]
+    record_format: Option<canal_client::mq::RecordFormat>,
+    /// With --kafka: where a group without committed offsets starts [default: earliest].
+    #[arg(long, value_enum)]
+    start: Option<Start>,
+    /// With --kafka: also show records of aborted or open transactions (default:
+    /// read_committed).
+    #[arg(long)]
+    read_uncommitted: bool,
+    /// With --kafka: log and skip records that are not Canal messages instead of stopping.
+    #[arg(long)]
+    skip_bad_records: bool,
+}
+
+#[cfg(feature = "kafka")]
+impl KafkaArgs {
+    /// Whether a Kafka-only flag was given.
+    fn any(&self) -> bool {
+        !self.topic.is_empty()
+            || self.group.is_some()
+            || self.record_format.is_some()
+            || self.start.is_some()
+            || self.read_uncommitted
+            || self.skip_bad_records
+    }
+}
+
+#[cfg(feature = "kafka")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Start {
+    /// The oldest record kept.
+    Earliest,
+    /// Records produced from now on.
+    Latest,
 }
 
 #[derive(Debug, Args)]
@@ -161,7 +225,7 @@ fn main() -> Result<()> {
         .context("starting the tokio runtime")?;
     rt.block_on(async {
         match cli.command {
-            Command::Tail(args) => tail(args).await,
+            Command::Tail(args) => tail(*args).await,
             Command::Status(args) => status(args).await,
         }
     })
@@ -177,6 +241,16 @@ fn now_ms() -> i64 {
 }
 
 async fn tail(args: TailArgs) -> Result<()> {
+    #[cfg(feature = "kafka")]
+    match args.kafka.kafka.clone() {
+        Some(bootstrap) => return tail_kafka(&bootstrap, &args).await,
+        None if args.kafka.any() => {
+            bail!(
+                "--topic, --group, --record-format, --start, --read-uncommitted and --skip-bad-records need --kafka"
+            )
+        }
+        None => {}
+    }
     let mut conn_config = ConnectorConfig::new(args.who.destination.clone())
         .client_id(args.who.client_id)
         .credentials(args.user.clone(), password(args.password.clone()));
@@ -254,6 +328,90 @@ async fn consume(
             }
         } else {
             // Stopped inside the batch: what was not printed must come again.
+            client.rollback(batch.id).await.context("rolling back")?;
+        }
+        if args.max.is_some_and(|m| printed >= m) {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(feature = "kafka")]
+async fn tail_kafka(bootstrap: &str, args: &TailArgs) -> Result<()> {
+    use canal_client::kafka::{Isolation, KafkaConfig, KafkaConnector, StartFrom};
+    let k = &args.kafka;
+    if k.topic.is_empty() {
+        bail!("--kafka needs --topic");
+    }
+    if !args.filter.is_empty() {
+        bail!("--filter does not apply to --kafka (the server filters what it publishes)");
+    }
+    let group = k.group.clone().unwrap_or_else(|| "canal-client-tail".to_owned());
+    let config = KafkaConfig::new(bootstrap, "", group)
+        .topics(k.topic.clone())
+        .format(k.record_format.unwrap_or_default())
+        .isolation(if k.read_uncommitted {
+            Isolation::ReadUncommitted
+        } else {
+            Isolation::ReadCommitted
+        })
+        .start(match k.start {
+            Some(Start::Latest) => StartFrom::Latest,
+            Some(Start::Earliest) | None => StartFrom::Earliest,
+        })
+        .skip_bad_records(k.skip_bad_records);
+    let mut client = KafkaConnector::connect(config).await.context("Kafka consumer settings")?;
+    let idle = args.timeout.map(Duration::from_secs_f64);
+    let result = tokio::select! {
+        r = consume_kafka(&mut client, args, idle) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
+    client.close().await;
+    result
+}
+
+#[cfg(feature = "kafka")]
+async fn consume_kafka(
+    client: &mut canal_client::kafka::KafkaConnector,
+    args: &TailArgs,
+    idle: Option<Duration>,
+) -> Result<()> {
+    let mut printed: u64 = 0;
+    let mut last_data = tokio::time::Instant::now();
+    let stdout = std::io::stdout();
+    let max_records = usize::try_from(args.batch_size).unwrap_or(0).max(1);
+    loop {
+        let wait = idle.map_or(args.wait_ms, |d| (d.as_millis() as u64).min(args.wait_ms)).max(1);
+        let batch = match client.get_without_ack(max_records, Duration::from_millis(wait)).await {
+            Ok(b) => b,
+            Err(e @ ClientError::BadRecord { .. }) => {
+                return Err(anyhow::Error::new(e).context(
+                    "stopping at a record that does not decode (--skip-bad-records skips such \
+                     records)",
+                ));
+            }
+            Err(e) => return Err(e).context("reading from Kafka"),
+        };
+        if batch.id == canal_client::EMPTY_BATCH_ID {
+            if idle.is_some_and(|d| last_data.elapsed() >= d) {
+                return Ok(());
+            }
+            continue;
+        }
+        last_data = tokio::time::Instant::now();
+        let remaining = args.max.map(|m| m.saturating_sub(printed));
+        let (rows, whole) = {
+            let mut out = stdout.lock();
+            let r = print_batch(&mut out, &batch, args.format, remaining)?;
+            out.flush().context("writing to stdout")?;
+            r
+        };
+        printed += rows;
+        if whole {
+            client.ack(batch.id).await.context("committing the offsets")?;
+        } else {
+            // Stopped inside the batch: not committed, so the next run prints its rest again
+            // (from the start of the batch, as the TCP path's rollback).
             client.rollback(batch.id).await.context("rolling back")?;
         }
         if args.max.is_some_and(|m| printed >= m) {

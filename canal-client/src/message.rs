@@ -54,6 +54,13 @@ impl Message {
         Message { id, entries, raw }
     }
 
+    /// A message from entries and their bytes (which the caller guarantees match).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) fn from_parts(id: i64, entries: Vec<Entry>, raw: Vec<Bytes>) -> Self {
+        debug_assert_eq!(entries.len(), raw.len());
+        Message { id, entries, raw }
+    }
+
     /// The entries' bytes as the server sent them.
     pub fn raw_entries(&self) -> &[Bytes] {
         &self.raw

@@ -9,5 +9,7 @@ mod fake;
 mod fuzz;
 mod ha;
 mod interop;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod mq_flat;
 mod simple;
