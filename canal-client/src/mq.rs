@@ -721,10 +721,15 @@ mod tests {
         );
         let raw: Vec<Bytes> =
             [&begin, &ins].iter().map(|e| Bytes::from(e.encode_to_vec())).collect();
-        let proto = Router::new(RoutingConfig { flat_message: false, ..RoutingConfig::default() })
-            .unwrap()
-            .route(5, &raw, 6)
-            .unwrap();
+        // Transaction entries kept, so that a packet of several entries of each type is read.
+        let proto = Router::new(RoutingConfig {
+            flat_message: false,
+            filter_transaction_entry: false,
+            ..RoutingConfig::default()
+        })
+        .unwrap()
+        .route(5, &raw, 6)
+        .unwrap();
         assert_eq!(proto.len(), 1);
         let d = decode_record(&proto[0].payload, RecordFormat::Auto).unwrap();
         assert_eq!(d.format, RecordFormat::Protobuf);
