@@ -444,11 +444,16 @@ struct Driver {
 struct MqRun {
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), crate::mq::MqError>>,
+    /// The task's result was taken (by [`Driver::watch_run`]): it must not be awaited again.
+    ended: bool,
 }
 
 impl MqRun {
     /// Graceful: lets the worker finish what is in flight (bounded by its drain limit).
     async fn finish(self) {
+        if self.ended {
+            return;
+        }
         self.stop.send_replace(true);
         match self.task.await {
             Ok(Ok(())) => {}
@@ -459,6 +464,9 @@ impl MqRun {
     }
 
     async fn abort(self) {
+        if self.ended {
+            return;
+        }
         self.task.abort();
         if let Err(e) = self.task.await
             && e.is_panic()
@@ -784,7 +792,7 @@ impl Driver {
             }
             .instrument(tracing::Span::current()),
         );
-        Some(MqRun { stop, task })
+        Some(MqRun { stop, task, ended: false })
     }
 
     /// Follows the instance (and its MQ worker) until it fails or the activation ends. Records
@@ -812,8 +820,12 @@ impl Driver {
             }
             let worker_end = async {
                 match mq.as_mut() {
-                    Some(w) => (&mut w.task).await,
-                    None => std::future::pending().await,
+                    Some(w) if !w.ended => {
+                        let r = (&mut w.task).await;
+                        w.ended = true;
+                        r
+                    }
+                    _ => std::future::pending().await,
                 }
             };
             let changed = async {

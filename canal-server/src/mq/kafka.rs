@@ -81,6 +81,8 @@ fn classify(e: &KafkaError) -> MqError {
                     | C::TransactionalIdAuthorizationFailed
                     | C::ProducerFenced
                     | C::InvalidProducerEpoch
+                    | C::OutOfOrderSequenceNumber
+                    | C::InvalidTransactionalState
                     | C::Fatal
             )
         ),
@@ -175,7 +177,7 @@ impl KafkaProducer {
                         self.producer.poll(Duration::from_millis(10));
                         record = back;
                     }
-                    Err((e, _)) => return Err(classify(&e)),
+                    Err((e, _)) => return Err(producer_error(&self.producer, &e)),
                 }
             }
         }
@@ -183,11 +185,23 @@ impl KafkaProducer {
     }
 }
 
-async fn confirm_all(futures: Vec<rdkafka::producer::DeliveryFuture>) -> Result<(), MqError> {
+/// The error of a failed call, fatal when the producer itself is in a fatal state (librdkafka
+/// then refuses everything: only a new producer can go on, which a new run opens).
+fn producer_error(producer: &FutureProducer, e: &KafkaError) -> MqError {
+    if let Some((code, reason)) = producer.client().fatal_error() {
+        return MqError::Fatal(format!("{e} (the producer is in a fatal state: {code}: {reason})"));
+    }
+    classify(e)
+}
+
+async fn confirm_all(
+    producer: FutureProducer,
+    futures: Vec<rdkafka::producer::DeliveryFuture>,
+) -> Result<(), MqError> {
     for f in futures {
         match f.await {
             Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => return Err(classify(&e)),
+            Ok(Err((e, _))) => return Err(producer_error(&producer, &e)),
             Err(_) => return Err(MqError::Transient("the producer was dropped".into())),
         }
     }
@@ -198,7 +212,7 @@ async fn confirm_all(futures: Vec<rdkafka::producer::DeliveryFuture>) -> Result<
 impl Producer for KafkaProducer {
     async fn send(&self, records: Vec<MqRecord>) -> Result<Confirmation, MqError> {
         let futures = self.enqueue(&records)?;
-        Ok(Box::pin(confirm_all(futures)))
+        Ok(Box::pin(confirm_all(self.producer.clone(), futures)))
     }
 
     fn transactional(&self) -> Option<&dyn Transactional> {
@@ -269,7 +283,7 @@ impl Transactional for KafkaProducer {
                 .await
                 .map_err(|e| MqError::Transient(format!("commit task: {e}")))?
                 .map_err(|e| classify(&e))?;
-            confirm_all(futures).await
+            confirm_all(self.producer.clone(), futures).await
         }
         .await;
         if let Err(e) = &sent {

@@ -34,7 +34,7 @@ pub fn spawn(conf: &Path) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_canal-server"))
         .args(["run", "--conf"])
         .arg(conf)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("CANAL_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -12,6 +12,7 @@ mod ha;
 mod ha_harness;
 mod ha_process;
 mod mq;
+mod mq_failover;
 mod schema_history;
 mod session;
 mod soak;

@@ -150,6 +150,7 @@ pub mod kafka {
     use rdkafka::client::DefaultClientContext;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message as _;
+    use rdkafka::{Offset, TopicPartitionList};
 
     /// Creates `topic` with `partitions`.
     pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
@@ -162,8 +163,9 @@ pub mod kafka {
         }
     }
 
-    /// Reads every partition of `topic` from the start until `done` says so (or `limit`);
-    /// returns (partition, offset, payload) in consumption order.
+    /// Reads every partition of `topic` from the start (assigned explicitly: no consumer group)
+    /// until `done` says so (or `limit`); returns (partition, offset, payload) in consumption
+    /// order.
     pub fn read(
         bootstrap: &str,
         topic: &str,
@@ -175,25 +177,42 @@ pub mod kafka {
             .set("bootstrap.servers", bootstrap)
             .set("group.id", super::unique("canal-test"))
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
             .set(
                 "isolation.level",
                 if read_committed { "read_committed" } else { "read_uncommitted" },
             )
             .create()
             .unwrap();
-        consumer.subscribe(&[topic]).unwrap();
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        let partitions = md.topics()[0].partitions().len() as i32;
+        assert!(partitions > 0, "topic {topic} has no partitions");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
         let deadline = Instant::now() + limit;
         let mut out = Vec::new();
-        while !done(&out) && Instant::now() < deadline {
+        // `done` looks at everything read: asked when the topic is idle or every 1000 messages,
+        // not after each one (that would be quadratic).
+        let mut check = true;
+        while !(check && done(&out)) && Instant::now() < deadline {
+            check = false;
             match consumer.poll(Duration::from_millis(100)) {
-                None => {}
+                None => check = true,
                 Some(Ok(m)) => out.push((
                     m.partition(),
                     m.offset(),
                     m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 )),
                 Some(Err(e)) => eprintln!("consumer: {e}"),
+            }
+            check |= out.len() % 1000 == 0;
+        }
+        if !done(&out) {
+            for p in 0..partitions {
+                let w = consumer.fetch_watermarks(topic, p, Duration::from_secs(5));
+                eprintln!("{topic}[{p}] watermarks {w:?}");
             }
         }
         out

@@ -132,15 +132,20 @@ fn xtask() -> Command {
     }
 }
 
-struct CoordServer {
+pub(crate) struct CoordServer {
     service: &'static str,
     dir: PathBuf,
     port: u16,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl CoordServer {
-    fn start(service: &'static str, dir: &Path, port: Option<u16>, keep: bool) -> CoordServer {
+    pub(crate) fn start(
+        service: &'static str,
+        dir: &Path,
+        port: Option<u16>,
+        keep: bool,
+    ) -> CoordServer {
         let endpoint = Self::launch(service, dir, port, keep);
         let port = endpoint.rsplit(':').next().unwrap().parse().unwrap();
         CoordServer { service, dir: dir.to_owned(), port, endpoint }
@@ -169,7 +174,7 @@ impl CoordServer {
     }
 
     /// Kills the coordinator server by its pid (SIGKILL) and waits until it is gone.
-    fn kill(&self) {
+    pub(crate) fn kill(&self) {
         let pid = self.pid().expect("coordinator pid file");
         signal(pid, "KILL");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -184,8 +189,23 @@ impl CoordServer {
         }
     }
 
+    /// Sends `sig` (e.g. `STOP`, `CONT`) to the server process.
+    pub(crate) fn signal(&self, sig: &str) {
+        signal(self.pid().expect("service pid file"), sig);
+    }
+
+    /// Stops it gracefully (`xtask services instance down`, SIGTERM by pid), keeping its data.
+    pub(crate) fn stop(&self) {
+        let ok = xtask()
+            .args(["services", "instance", "down", self.service])
+            .arg(&self.dir)
+            .status()
+            .expect("xtask runs");
+        assert!(ok.success(), "xtask services instance down {} failed", self.service);
+    }
+
     /// Starts it again on its port and data.
-    fn start_again(&mut self) {
+    pub(crate) fn start_again(&mut self) {
         let again = Self::launch(self.service, &self.dir, Some(self.port), true);
         assert_eq!(again, self.endpoint);
     }
@@ -203,7 +223,7 @@ impl Drop for CoordServer {
 /// can bind that very port as its local end and connect to itself (TCP simultaneous open), and
 /// the coordinator can then no longer bind it ("Address already in use"), as seen in this
 /// harness's first runs.
-fn port_below_ephemeral() -> u16 {
+pub(crate) fn port_below_ephemeral() -> u16 {
     let mut rng = Rng(std::process::id() as u64 * 7919 + 1);
     for _ in 0..1000 {
         let port = 20_000 + rng.below(12_000) as u16;
