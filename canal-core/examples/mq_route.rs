@@ -2,6 +2,9 @@
 //! for protobuf and FlatMessage, without and with a `$pk$` partition hash, for one-row and
 //! 50-row entries. No broker involved: this is the CPU cost the MQ worker adds per row.
 //!
+//! Rows per second of wall time and of process CPU time (from /proc, Linux) are printed: on a
+//! shared machine the CPU figure is the one to compare.
+//!
 //! `cargo run --release -p canal-core --example mq_route -- [ROWS]`
 
 use std::time::Instant;
@@ -67,6 +70,16 @@ fn entry(first_id: u64, rows: usize) -> Bytes {
     .into()
 }
 
+/// User + system CPU seconds of this process (Linux `/proc/self/stat`, 100 ticks per second).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
     for rows_per_entry in [1usize, 50] {
@@ -75,6 +88,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let batch: Vec<Bytes> =
             (0..per_batch).map(|e| entry((e * rows_per_entry) as u64, rows_per_entry)).collect();
         let batches = total / (per_batch * rows_per_entry);
+        // The reference: prost decode + FlatMessage + serde_json (what the router did before it
+        // wrote FlatMessage JSON from the entry bytes).
+        {
+            let start = Instant::now();
+            let cpu_start = cpu_seconds();
+            let mut bytes = 0usize;
+            for b in 0..batches {
+                for e in &batch {
+                    let entry = Entry::decode(e.clone())?;
+                    if let Some(f) = canal_core::flat::FlatMessage::from_entry(&entry, b as i64, 0)?
+                    {
+                        bytes += serde_json::to_vec(&f)?.len();
+                    }
+                }
+            }
+            let rows = batches * per_batch * rows_per_entry;
+            println!(
+                "{rows_per_entry:>2} rows/entry  reference FlatMessage+serde_json {:>10.0} rows/s  {:>10.0} rows/cpu-s  {:.1} MB",
+                rows as f64 / start.elapsed().as_secs_f64(),
+                rows as f64 / (cpu_seconds() - cpu_start).max(0.01),
+                bytes as f64 / 1e6
+            );
+        }
         for flat in [false, true] {
             for hash in [false, true] {
                 let router = Router::new(RoutingConfig {
@@ -84,6 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ..RoutingConfig::default()
                 })?;
                 let start = Instant::now();
+                let cpu_start = cpu_seconds();
                 let mut bytes = 0usize;
                 let mut records = 0usize;
                 for b in 0..batches {
@@ -93,10 +130,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 }
                 let secs = start.elapsed().as_secs_f64();
+                let cpu = (cpu_seconds() - cpu_start).max(0.01);
                 let rows = batches * per_batch * rows_per_entry;
                 println!(
-                    "{rows_per_entry:>2} rows/entry  flat={flat:<5} hash={hash:<5}  {:>10.0} rows/s  {records} records  {:.1} MB",
+                    "{rows_per_entry:>2} rows/entry  flat={flat:<5} hash={hash:<5}  {:>10.0} rows/s  {:>10.0} rows/cpu-s  {records} records  {:.1} MB",
                     rows as f64 / secs,
+                    rows as f64 / cpu,
                     bytes as f64 / 1e6
                 );
             }

@@ -152,7 +152,9 @@ impl FlatMessage {
 
     /// As [`from_decoded`](Self::from_decoded), also telling, for each element of `old`, the
     /// index in `data` of the row it belongs to (`None` for a row without a data image), so that
-    /// MQ partitioning can split rows and their old images together.
+    /// MQ partitioning can split rows and their old images together (the reference the MQ
+    /// tests compare the MQ path's own FlatMessage writer with).
+    #[cfg(test)]
     pub(crate) fn from_decoded_with_old_rows(
         entry: &Entry,
         rc: &RowChange,

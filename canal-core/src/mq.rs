@@ -8,16 +8,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
-use crate::flat::{FlatError, FlatMessage, OrderedMap};
-use crate::protocol::entry::{Entry, RowChange};
+use crate::flat::FlatError;
+#[cfg(test)]
+use crate::flat::{FlatMessage, OrderedMap};
 
+mod flatjson;
 pub mod hash;
 mod rules;
 mod wire;
 
+use flatjson::FlatRows;
 pub use hash::{java_partition, java_string_hash};
 use rules::{DynamicTopics, HashMode, PartitionHash, TopicPartitions};
 use wire::{EntryView, RowChangeView};
@@ -349,35 +351,34 @@ impl Router {
         };
         if self.config.flat_message {
             for &i in indices {
+                let v = &views[i];
                 // BEGIN/END and other non-row entries have no FlatMessage.
-                if views[i].entry_type != wire::ENTRY_ROWDATA {
+                if v.entry_type != wire::ENTRY_ROWDATA {
                     continue;
                 }
-                let entry = Entry::decode(raw[i].clone())?;
-                let rc = RowChange::decode(entry.store_value())
-                    .map_err(|source| FlatError::new(&entry, source))?;
-                let mut old_rows = Vec::new();
-                let Some(flat) = FlatMessage::from_decoded_with_old_rows(
-                    &entry,
-                    &rc,
-                    batch_id,
-                    now_ms,
-                    &mut old_rows,
-                ) else {
-                    continue;
-                };
+                let rc = wire::row_change_view(v.store_value)?;
+                let flat = FlatRows::parse(v, &rc)?;
                 match hash {
                     None => out.push(MqRecord {
                         topic: topic.to_owned(),
                         partition: fixed_partition,
-                        payload: serde_json::to_vec(&flat)?,
+                        payload: flat.json(batch_id, now_ms),
                     }),
                     Some(h) => {
                         let rule = route_of(i).and_then(|r| r.hash_rule).map(|r| h.mode(r));
-                        for (p, part) in
-                            split_flat(flat, &old_rows, rule, partitions, self.config.database_hash)
-                        {
-                            out.push(record(p, serde_json::to_vec(&part)?));
+                        let db_hash = self.config.database_hash;
+                        match flat_partitions(&flat, rule, partitions, db_hash) {
+                            FlatParts::Whole(p) => out.push(record(p, flat.json(batch_id, now_ms))),
+                            FlatParts::Rows(parts) => {
+                                let mut ps: Vec<u32> = parts.clone();
+                                ps.sort_unstable();
+                                ps.dedup();
+                                for p in ps {
+                                    let json =
+                                        flat.json_of(batch_id, now_ms, &mut |r| parts[r] == p);
+                                    out.push(record(p, json));
+                                }
+                            }
                         }
                     }
                 }
@@ -487,7 +488,58 @@ fn row_partition(
     Ok(java_partition(h, partitions))
 }
 
+/// Where the rows of one FlatMessage go.
+enum FlatParts {
+    /// The message unchanged, to one partition.
+    Whole(u32),
+    /// Row i to partition `parts[i]` (at least two distinct partitions).
+    Rows(Vec<u32>),
+}
+
+/// Java's `messagePartition` over a FlatMessage: DDL, row-less messages and tables without a
+/// rule to partition 0, a table rule by the table's hash, a column rule row by row (the database
+/// hash XOR each named column's value hash, NULL or absent counting as nothing).
+fn flat_partitions(
+    flat: &FlatRows<'_>,
+    rule: Option<&HashMode>,
+    partitions: u32,
+    database_hash: bool,
+) -> FlatParts {
+    let mode = match rule {
+        _ if flat.is_ddl() || flat.rows() == 0 => return FlatParts::Whole(0),
+        None => return FlatParts::Whole(0),
+        Some(HashMode::Table) => {
+            return FlatParts::Whole(java_partition(java_string_hash(flat.table()), partitions));
+        }
+        Some(m) => m,
+    };
+    let db_hash = if database_hash { java_string_hash(flat.database()) } else { 0 };
+    let parts: Vec<u32> = (0..flat.rows())
+        .map(|row| {
+            let mut h = db_hash;
+            let mut mix = |name: &str| {
+                if let Some(value) = flat.value(row, name) {
+                    h ^= java_string_hash(value);
+                }
+            };
+            match mode {
+                HashMode::Columns(names) => names.iter().for_each(|n| mix(n)),
+                _ => flat.pk_names().iter().for_each(|n| mix(n)),
+            }
+            java_partition(h, partitions)
+        })
+        .collect();
+    if parts.iter().all(|&p| p == parts[0]) {
+        // Java's single part holds the same fields, rows and old images: the same JSON.
+        FlatParts::Whole(parts[0])
+    } else {
+        FlatParts::Rows(parts)
+    }
+}
+
 /// Java's `messagePartition` over a FlatMessage: the parts, in ascending partition order.
+/// The reference the differential tests compare [`flat_partitions`] and [`FlatRows`] with.
+#[cfg(test)]
 /// `old_rows[k]` is the data row that `flat.old[k]` belongs to.
 fn split_flat(
     mut flat: FlatMessage,

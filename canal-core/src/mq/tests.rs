@@ -6,7 +6,7 @@ use prost::Message as _;
 use serde_json::Value;
 
 use super::*;
-use crate::protocol::entry::{Column, EntryType, EventType, Header, RowData};
+use crate::protocol::entry::{Column, Entry, EntryType, EventType, Header, RowChange, RowData};
 use crate::protocol::packet::{Messages, Packet, PacketType};
 
 /// Same order as `SAMPLES` in tests/java/MqHash.java.
@@ -868,5 +868,145 @@ proptest::proptest! {
         for rec in &out {
             proptest::prop_assert!((rec.partition as u32) < partitions);
         }
+    }
+}
+
+// ---------------------------------------------------------------- FlatMessage writer vs flat.rs
+
+fn arb_text() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(String::new()),
+        "[a-z0-9_]{1,6}",
+        Just("q\"uote\\back/slash".to_owned()),
+        Just("ctl\u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f}".to_owned()),
+        Just("\u{4e2d}\u{6587} caf\u{e9} \u{1F600}".to_owned()),
+    ]
+}
+
+fn arb_column() -> impl proptest::strategy::Strategy<Value = Column> {
+    use proptest::prelude::*;
+    (
+        prop::sample::select(vec!["id", "v", "Name", "\u{fc}\"x", "id2"]),
+        proptest::option::of(-10i32..100),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(arb_text()),
+        proptest::option::of(prop::sample::select(vec!["int(11)", "varchar(3)", ""])),
+    )
+        .prop_map(|(name, sql_type, is_key, updated, is_null, value, mysql_type)| Column {
+            index: Some(0),
+            sql_type,
+            name: Some(name.to_owned()),
+            is_key,
+            updated,
+            is_null,
+            value,
+            mysql_type: mysql_type.map(str::to_owned),
+            ..Default::default()
+        })
+}
+
+fn arb_entry() -> impl proptest::strategy::Strategy<Value = Entry> {
+    use proptest::prelude::*;
+    let row = (
+        proptest::collection::vec(arb_column(), 0..4),
+        proptest::collection::vec(arb_column(), 0..4),
+    )
+        .prop_map(|(before_columns, after_columns)| RowData {
+            before_columns,
+            after_columns,
+            ..Default::default()
+        });
+    let rc = (
+        proptest::option::of(prop::sample::select(vec![0i32, 1, 2, 3, 4, 7, 99])),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(arb_text()),
+        proptest::collection::vec(row, 0..5),
+    )
+        .prop_map(|(event_type, is_ddl, sql, row_datas)| RowChange {
+            table_id: Some(1),
+            event_type,
+            is_ddl,
+            sql,
+            row_datas,
+            ..Default::default()
+        });
+    let header = (
+        arb_text(),
+        arb_text(),
+        proptest::option::of(any::<i64>()),
+        proptest::option::of(arb_text()),
+        proptest::option::of(prop::sample::select(vec![1i32, 2, 3, 5])),
+    )
+        .prop_map(|(schema, table, execute_time, gtid, event_type)| Header {
+            schema_name: Some(schema),
+            table_name: Some(table),
+            execute_time,
+            gtid,
+            event_type,
+            ..Default::default()
+        });
+    (proptest::option::of(header), rc).prop_map(|(header, rc)| Entry {
+        header,
+        entry_type: Some(EntryType::Rowdata as i32),
+        store_value: Some(rc.encode_to_vec().into()),
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// The MQ path's FlatMessage bytes equal flat.rs + serde_json's, whole and split by
+    /// partition (against the FlatMessage-based reference split).
+    #[test]
+    fn flat_json_equals_flat_message(
+        entry in arb_entry(),
+        id in proptest::prelude::any::<i64>(),
+        ts in proptest::prelude::any::<i64>(),
+        partitions in 1u32..6,
+        database_hash in proptest::bool::ANY,
+        rule in 0usize..4,
+    ) {
+        let bytes = entry.encode_to_vec();
+        let view = wire::entry_view(&bytes).unwrap();
+        let rcv = wire::row_change_view(view.store_value).unwrap();
+        let fast = FlatRows::parse(&view, &rcv).unwrap();
+        let rc = RowChange::decode(entry.store_value()).unwrap();
+        let mut old_rows = Vec::new();
+        let reference =
+            FlatMessage::from_decoded_with_old_rows(&entry, &rc, id, ts, &mut old_rows).unwrap();
+        proptest::prop_assert_eq!(
+            String::from_utf8(fast.json(id, ts)).unwrap(),
+            serde_json::to_string(&reference).unwrap()
+        );
+        let mode = [
+            HashMode::Columns(vec!["id".into()]),
+            HashMode::PrimaryKey,
+            HashMode::Columns(vec!["v".into(), "Name".into(), "id".into()]),
+            HashMode::Table,
+        ];
+        let want: Vec<(u32, String)> =
+            split_flat(reference, &old_rows, Some(&mode[rule]), partitions, database_hash)
+                .into_iter()
+                .map(|(p, f)| (p, serde_json::to_string(&f).unwrap()))
+                .collect();
+        let got: Vec<(u32, String)> =
+            match flat_partitions(&fast, Some(&mode[rule]), partitions, database_hash) {
+                FlatParts::Whole(p) => vec![(p, String::from_utf8(fast.json(id, ts)).unwrap())],
+                FlatParts::Rows(parts) => {
+                    let mut ps = parts.clone();
+                    ps.sort_unstable();
+                    ps.dedup();
+                    ps.into_iter()
+                        .map(|p| {
+                            let json = fast.json_of(id, ts, &mut |r| parts[r] == p);
+                            (p, String::from_utf8(json).unwrap())
+                        })
+                        .collect()
+                }
+            };
+        proptest::prop_assert_eq!(got, want);
     }
 }

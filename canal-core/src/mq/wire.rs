@@ -92,7 +92,7 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-fn utf8(b: &[u8]) -> Result<&str, RoutingError> {
+pub(crate) fn utf8(b: &[u8]) -> Result<&str, RoutingError> {
     std::str::from_utf8(b).map_err(|_| malformed("string field is not UTF-8"))
 }
 
@@ -112,6 +112,8 @@ pub(crate) struct EntryView<'a> {
     pub(crate) table: &'a str,
     /// The header's event type (proto2 default UPDATE).
     pub(crate) header_event_type: u64,
+    pub(crate) execute_time: i64,
+    pub(crate) gtid: &'a str,
     pub(crate) store_value: &'a [u8],
 }
 
@@ -127,6 +129,8 @@ pub(crate) fn entry_view(bytes: &[u8]) -> Result<EntryView<'_>, RoutingError> {
         schema: "",
         table: "",
         header_event_type: EVENT_UPDATE,
+        execute_time: 0,
+        gtid: "",
         store_value: &[],
     };
     for f in fields(bytes) {
@@ -136,14 +140,20 @@ pub(crate) fn entry_view(bytes: &[u8]) -> Result<EntryView<'_>, RoutingError> {
                 for h in fields(f.bytes) {
                     let h = h?;
                     match h.number {
+                        6 => v.execute_time = h.varint as i64,
                         8 => v.schema = utf8(h.bytes)?,
                         9 => v.table = utf8(h.bytes)?,
                         11 => v.header_event_type = h.varint,
+                        13 => v.gtid = utf8(h.bytes)?,
                         _ => {}
                     }
                 }
             }
-            2 => v.entry_type = f.varint,
+            // prost's getter: 0 or an unknown number reads as the default, ROWDATA.
+            2 => {
+                let t = f.varint as i32;
+                v.entry_type = if (1..=5).contains(&t) { t as u64 } else { ENTRY_ROWDATA };
+            }
             3 => v.store_value = f.bytes,
             _ => {}
         }
@@ -157,6 +167,7 @@ pub(crate) struct RowChangeView<'a> {
     /// Event type if present.
     pub(crate) event_type: Option<u64>,
     pub(crate) is_ddl: bool,
+    pub(crate) sql: &'a str,
     /// The whole `rowDatas` fields (tag, length, payload), in order.
     pub(crate) rows: Vec<Field<'a>>,
     /// Fields numbered below `rowDatas` (12), and above it, in wire order.
@@ -168,6 +179,7 @@ pub(crate) fn row_change_view(bytes: &[u8]) -> Result<RowChangeView<'_>, Routing
     let mut v = RowChangeView {
         event_type: None,
         is_ddl: false,
+        sql: "",
         rows: Vec::new(),
         before_rows: Vec::new(),
         after_rows: Vec::new(),
@@ -177,6 +189,7 @@ pub(crate) fn row_change_view(bytes: &[u8]) -> Result<RowChangeView<'_>, Routing
         match f.number {
             2 => v.event_type = Some(f.varint),
             10 => v.is_ddl = f.varint != 0,
+            11 => v.sql = utf8(f.bytes)?,
             _ => {}
         }
         match f.number.cmp(&12) {
