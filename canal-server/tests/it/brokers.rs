@@ -13,7 +13,7 @@ use crate::support;
 
 /// Runs `python script args` in the MQ venv and returns its stdout lines as JSON values;
 /// panics with its stderr when it fails or outlives `limit`.
-fn run_python(
+pub fn run_python(
     venv: &Path,
     script: &str,
     args: &[String],

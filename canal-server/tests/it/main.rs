@@ -13,6 +13,7 @@ mod ha_harness;
 mod ha_process;
 mod mq;
 mod mq_failover;
+mod mq_types;
 mod schema_history;
 mod session;
 mod soak;
