@@ -1021,10 +1021,21 @@ async fn run_route_case(
     })
     .await;
     let changes: Vec<Change> = records.iter().flat_map(changes_of).collect();
+    check_routed(fx, &changes, &expect, min_targets);
+    let report = server.reports().into_iter().find(|r| r.destination == dest).unwrap();
+    let mq = report.mq.expect("an MQ report");
+    assert_eq!(mq.send_failures, 0, "{mq:?}");
+    server.shutdown().await;
+    changes
+}
+
+/// Every change in the place `expect` gives; every row of `fx` once, in binlog order per key;
+/// at least `min_targets` places used.
+fn check_routed(fx: &RouteFixture, changes: &[Change], expect: &Expect, min_targets: usize) {
     let mut misrouted = Vec::new();
     let mut seen: BTreeMap<(String, String, String), Vec<(String, i64)>> = BTreeMap::new();
     let mut targets = std::collections::BTreeSet::new();
-    for c in &changes {
+    for c in changes {
         let want = expect(&c.schema, &c.table, &c.row);
         if (c.topic.clone(), c.partition) != want {
             misrouted.push(format!(
@@ -1056,11 +1067,6 @@ async fn run_route_case(
         targets.len() >= min_targets,
         "only {targets:?} used: the case does not exercise its rule"
     );
-    let report = server.reports().into_iter().find(|r| r.destination == dest).unwrap();
-    let mq = report.mq.expect("an MQ report");
-    assert_eq!(mq.send_failures, 0, "{mq:?}");
-    server.shutdown().await;
-    changes
 }
 
 fn flat_routing(topic: &str) -> RoutingConfig {
@@ -1321,4 +1327,97 @@ async fn partition_hash_without_database_hash() {
         })
         .count();
     assert!(moved > 0, "database.hash would not change any partition here");
+}
+
+/// RabbitMQ (Java's `CanalRabbitMQProducer`): the dynamic topic, with `.` → `_`, is the routing
+/// key on `rabbitmq.exchange`; partition rules do not apply (nothing is split or hashed).
+async fn rabbitmq_dynamic_topic_routing_keys(flat: bool) {
+    use lapin::options::ExchangeDeclareOptions;
+    use lapin::types::FieldTable;
+
+    let Some(amqp) = support::service("CANAL_TEST_RABBITMQ") else { return };
+    let Some(zk_servers) = support::service("CANAL_TEST_ZK") else { return };
+    let Some(fx) = route_fixture(if flat { "rdt" } else { "rdtp" }).await else { return };
+    let a = fx.a.clone();
+    let default = format!("{a}-default");
+    let (orders, items) = (format!("{a}_orders"), format!("{a}_it"));
+    let routing = RoutingConfig {
+        flat_message: flat,
+        dynamic_topic: Some(format!("{a}\\.orders,{a}.it:{a}\\.items")),
+        partitions_num: Some(3),
+        partition_hash: Some(format!("{a}.orders:$pk$")),
+        ..flat_routing(&default)
+    };
+    let conn =
+        lapin::Connection::connect(&amqp, lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let exchange = format!("{a}-x");
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        lapin::ExchangeKind::Direct,
+        ExchangeDeclareOptions { durable: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let keys = [orders.clone(), items.clone(), default.clone()];
+    for k in &keys {
+        declare_queue(&ch, k, Some((&exchange, k))).await;
+    }
+    let dest = format!("{a}_d");
+    let inst = instance(&dest, &[&fx.a, &fx.b], &fx.file, fx.pos);
+    let mut mq = mq_settings(ServerMode::Rabbitmq, &dest, routing);
+    mq.rabbitmq.exchange = exchange;
+    let server = start(&zk_servers, Some(mq), vec![inst]).await;
+    // Each queue in turn until every row arrived.
+    let mut changes: Vec<Change> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while changes.len() < fx.rows() {
+        assert!(Instant::now() < deadline, "RabbitMQ: {} of {} rows", changes.len(), fx.rows());
+        let mut got = false;
+        for k in &keys {
+            use lapin::options::{BasicAckOptions, BasicGetOptions};
+            if let Some(m) =
+                ch.basic_get(k.as_str().into(), BasicGetOptions::default()).await.unwrap()
+            {
+                let r = Record {
+                    topic: k.clone(),
+                    partition: 0,
+                    offset: 0,
+                    payload: m.delivery.data.clone(),
+                };
+                changes.extend(if flat { flat_changes(&r) } else { packet_changes(&r) });
+                m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+                got = true;
+            }
+        }
+        if !got {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let ea = a.clone();
+    let expect: Expect = Box::new(move |s, t, _| {
+        let key = match t {
+            _ if s != ea => default.clone(),
+            "orders" => orders.clone(),
+            _ => items.clone(),
+        };
+        (key, 0)
+    });
+    check_routed(&fx, &changes, &expect, 3);
+    let report = server.reports().into_iter().find(|r| r.destination == dest).unwrap();
+    let mq = report.mq.expect("an MQ report");
+    assert_eq!(mq.send_failures, 0, "{mq:?}");
+    server.shutdown().await;
+    conn.close(0, "done".into()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_dynamic_topic_routing_keys_flat() {
+    rabbitmq_dynamic_topic_routing_keys(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_dynamic_topic_routing_keys_protobuf() {
+    rabbitmq_dynamic_topic_routing_keys(false).await;
 }
