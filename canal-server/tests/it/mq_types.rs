@@ -831,25 +831,38 @@ struct Change {
     table: String,
     kind: String,
     row: Row,
+    /// UPDATE: the old values of the changed columns (FlatMessage `old`, or the before image's
+    /// columns whose after column is flagged `updated`).
+    old: Option<Row>,
+}
+
+fn to_row(v: &Value) -> Row {
+    v.as_object()
+        .expect("a row object")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned)))
+        .collect()
 }
 
 /// The row changes of a FlatMessage payload.
 fn flat_changes(r: &Record) -> Vec<Change> {
     let v: Value = serde_json::from_slice(&r.payload).expect("FlatMessage JSON");
     let Some(data) = v["data"].as_array() else { return Vec::new() };
+    let old = v["old"].as_array();
+    if let Some(old) = old {
+        // Java keeps `old[i]` with `data[i]`, also in the parts of a split message.
+        assert_eq!(old.len(), data.len(), "one old image per row: {v}");
+    }
     data.iter()
-        .map(|row| Change {
+        .enumerate()
+        .map(|(i, row)| Change {
             topic: r.topic.clone(),
             partition: r.partition,
             schema: v["database"].as_str().unwrap().to_owned(),
             table: v["table"].as_str().unwrap().to_owned(),
             kind: v["type"].as_str().unwrap().to_owned(),
-            row: row
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned)))
-                .collect(),
+            row: to_row(row),
+            old: old.map(|o| to_row(&o[i])),
         })
         .collect()
 }
@@ -875,6 +888,17 @@ fn packet_changes(r: &Record) -> Vec<Change> {
                     .iter()
                     .map(|c| (c.name().to_owned(), (!c.is_null()).then(|| c.value().to_owned())))
                     .collect(),
+                old: (kind == EventType::Update).then(|| {
+                    rd.before_columns
+                        .iter()
+                        .filter(|b| {
+                            rd.after_columns.iter().any(|a| a.name() == b.name() && a.updated())
+                        })
+                        .map(|c| {
+                            (c.name().to_owned(), (!c.is_null()).then(|| c.value().to_owned()))
+                        })
+                        .collect()
+                }),
             });
         }
     }
@@ -1047,6 +1071,10 @@ fn check_routed(fx: &RouteFixture, changes: &[Change], expect: &Expect, min_targ
         let v = |k: &str| c.row.get(k).cloned().flatten().unwrap_or_default();
         let key = if c.table == "items" { format!("{}|{}", v("a"), v("b")) } else { v("id") };
         let seq: i64 = v("seq").parse().unwrap();
+        // Every update of the workload changes `seq` only, by one.
+        let old_seq: Row = [("seq".to_owned(), Some((seq - 1).to_string()))].into();
+        let want_old = (c.kind == "UPDATE").then_some(old_seq);
+        assert_eq!(c.old, want_old, "old image of {c:?}");
         seen.entry((c.schema.clone(), c.table.clone(), key))
             .or_default()
             .push((c.kind.clone(), seq));
