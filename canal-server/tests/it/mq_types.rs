@@ -200,7 +200,8 @@ fn is_transaction_edge(bytes: &[u8]) -> bool {
 
 /// Every column type MariaDB has: the `all_types` table of the MariaDB fixtures
 /// (`fixtures/binlog/mariadb-10.11-generated/mariadb-all-types.sql` in ../shared, also used by
-/// canal-core's `all_types` test), plus tables with a composite key and without a key.
+/// canal-core's `all_types` test), an ENUM of 300 members (2-byte storage), and tables with a
+/// composite key and without a key.
 const ALL_TYPES_DDL: &[&str] = &[
     "CREATE TABLE all_types (
   id            INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
@@ -223,6 +224,10 @@ const ALL_TYPES_DDL: &[&str] = &[
   c_tinyblob    TINYBLOB, c_blob BLOB, c_mediumblob MEDIUMBLOB, c_longblob LONGBLOB,
   c_tinytext    TINYTEXT, c_text TEXT, c_mediumtext MEDIUMTEXT, c_longtext LONGTEXT,
   c_enum        ENUM('red','green','blue'), c_set SET('a','b','c','d'),
+  c_set64       SET('s01','s02','s03','s04','s05','s06','s07','s08','s09','s10','s11','s12','s13','s14','s15','s16',
+                    's17','s18','s19','s20','s21','s22','s23','s24','s25','s26','s27','s28','s29','s30','s31','s32',
+                    's33','s34','s35','s36','s37','s38','s39','s40','s41','s42','s43','s44','s45','s46','s47','s48',
+                    's49','s50','s51','s52','s53','s54','s55','s56','s57','s58','s59','s60','s61','s62','s63','s64'),
   c_json        JSON,
   c_geometry    GEOMETRY, c_point POINT, c_linestring LINESTRING, c_polygon POLYGON,
   c_multipoint  MULTIPOINT, c_geomcoll GEOMETRYCOLLECTION,
@@ -241,7 +246,7 @@ const ALL_TYPES_COLUMNS: &str = "c_tinyint, c_tinyint_u, c_bool, c_smallint, c_s
   c_time6, c_datetime, c_datetime3, c_datetime6, c_timestamp, c_timestamp6, c_year, c_char10,
   c_char255_mb4, c_varchar, c_varchar_long, c_varchar_latin1, c_varchar_gbk, c_binary8, c_varbinary,
   c_tinyblob, c_blob, c_mediumblob, c_longblob, c_tinytext, c_text, c_mediumtext, c_longtext, c_enum,
-  c_set, c_json, c_geometry, c_point, c_linestring, c_polygon, c_multipoint, c_geomcoll, c_inet6,
+  c_set, c_set64, c_json, c_geometry, c_point, c_linestring, c_polygon, c_multipoint, c_geomcoll, c_inet6,
   c_uuid, c_inet4";
 
 /// The fixture workload's rows (typical values; extremes; all NULL; zero dates with a 70 000-byte
@@ -255,7 +260,7 @@ fn all_types_workload() -> Vec<String> {
   '2024-02-29', '12:34:56', '12:34:56.789', '-01:02:03.000004', '2024-02-29 23:59:59', '2024-02-29 23:59:59.123', '2024-02-29 23:59:59.654321',
   '2024-02-29 12:00:00', '2038-01-19 03:14:07.999999', 2024, 'char10', 'utf8mb4 😀 你好 éàü', 'hello, world', REPEAT('x', 300), 'café latin1', '中文gbk',
   x'0102030405060708', x'DEADBEEF', x'00FF', 'blob value', x'0001020304', x'FFFEFD', 'tiny text', 'text value', 'medium text', 'long text 😀',
-  'green', 'a,c', '{\"k\": \"v\", \"n\": 1, \"arr\": [1, 2.5, null, true], \"nested\": {\"x\": \"y\"}}',
+  'green', 'a,c', 's01,s33,s64', '{\"k\": \"v\", \"n\": 1, \"arr\": [1, 2.5, null, true], \"nested\": {\"x\": \"y\"}}',
   ST_GeomFromText('POINT(1 1)'), ST_GeomFromText('POINT(1.5 -2.25)'), ST_GeomFromText('LINESTRING(0 0,1 1,2 2)'),
   ST_GeomFromText('POLYGON((0 0,10 0,10 10,0 10,0 0))'), ST_GeomFromText('MULTIPOINT(0 0,1 1)'),
   ST_GeomFromText('GEOMETRYCOLLECTION(POINT(1 2),LINESTRING(0 0,1 1))'),
@@ -268,7 +273,7 @@ fn all_types_workload() -> Vec<String> {
   '1000-01-01', '-838:59:59', '838:59:58.999', '-838:59:59.000000', '1000-01-01 00:00:00', '9999-12-31 23:59:59.999', '9999-12-31 23:59:59.999999',
   '1970-01-01 00:00:01', '1970-01-01 00:00:01.000001', 1901, '', '', '', '', '', '',
   x'0000000000000000', x'', x'', x'', x'', x'', '', '', '', '',
-  'red', '', '[]', ST_GeomFromText('POINT(0 0)'), ST_GeomFromText('POINT(-180 -90)'), ST_GeomFromText('LINESTRING(0 0,0 0)'),
+  'red', '', '', '[]', ST_GeomFromText('POINT(0 0)'), ST_GeomFromText('POINT(-180 -90)'), ST_GeomFromText('LINESTRING(0 0,0 0)'),
   ST_GeomFromText('POLYGON((0 0,1 0,0 1,0 0))'), ST_GeomFromText('MULTIPOINT(0 0)'), ST_GeomFromText('GEOMETRYCOLLECTION EMPTY'),
   '::', '00000000-0000-0000-0000-000000000000', '0.0.0.0')";
     vec![
@@ -295,6 +300,8 @@ WHERE id = 1".into(),
         "DELETE FROM order_items WHERE order_id = 1 AND line_no = 2".into(),
         "INSERT INTO no_pk VALUES (1, 'no key'), (2, NULL)".into(),
         "UPDATE no_pk SET b = 'no key (upd)' WHERE a = 2".into(),
+        "INSERT INTO big_enum VALUES (1, 'v001'), (2, 'v255'), (3, 'v256'), (4, 'v300')".into(),
+        "UPDATE big_enum SET e = 'v299' WHERE id = 4".into(),
         "DELETE FROM all_types WHERE id = 2".into(),
         "COMMIT".into(),
         "CREATE TABLE zz_done (id INT PRIMARY KEY)".into(),
@@ -341,8 +348,13 @@ async fn all_types(tag: &str) -> Option<AllTypes> {
         .await
         .unwrap();
     admin.query_drop(format!("USE `{db}`")).await.unwrap();
-    for s in ALL_TYPES_DDL {
-        admin.query_drop(*s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+    let members: Vec<String> = (1..=300).map(|i| format!("'v{i:03}'")).collect();
+    let big_enum = format!(
+        "CREATE TABLE big_enum (id INT PRIMARY KEY, e ENUM({})) ENGINE=InnoDB",
+        members.join(",")
+    );
+    for s in ALL_TYPES_DDL.iter().copied().chain([big_enum.as_str()]) {
+        admin.query_drop(s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
     }
     let (file, pos) = master_status(&mut admin).await;
     for s in all_types_workload() {
@@ -580,6 +592,8 @@ fn check_values_present(tcp: &[Bytes]) {
         "\"c_time6\":\"-838:59:59.000000\"",
         "\"c_date\":\"0000-00-00\"",
         "\"c_varchar\":\"updated\"",
+        "\"c_set64\":\"",
+        "\"e\":\"300\"",
         "\"pkNames\":null",
         "\"old\":[{",
         "\"c_tinyint\":null",
