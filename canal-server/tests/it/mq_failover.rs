@@ -26,11 +26,12 @@ use crate::soak::{CoordServer, port_below_ephemeral};
 use crate::support;
 
 const PARTITIONS: i32 = 3;
-/// Store batch size and in-flight window of the servers (bounds at-least-once duplicates).
+/// Store batch size (entries) and in-flight window of the servers: they bound at-least-once
+/// duplicates.
 const BATCH: usize = 20;
 const IN_FLIGHT: usize = 4;
 
-fn write_conf(dir: &Path, coord: &str, db: &str, instance: &str, bootstrap: &str, txn: bool) {
+fn write_conf(dir: &Path, coord: &str, db: &str, instance: &str, broker: &str) {
     std::fs::create_dir_all(dir.join(db)).unwrap();
     std::fs::write(
         dir.join("canal.toml"),
@@ -38,11 +39,8 @@ fn write_conf(dir: &Path, coord: &str, db: &str, instance: &str, bootstrap: &str
             "ip = \"127.0.0.1\"\nport = 0\nmetrics_port = 0\ndata_dir = \"{}\"\n\
              [coord]\n{coord}\ntakeover_delay_ms = {DELAY_MS}\n\
              [supervisor]\nbackoff_ms = 200\nbackoff_max_ms = 2000\nmax_failures = 100\n\
-             [mq]\nmode = \"kafka\"\nbatch_size = {BATCH}\nmax_in_flight_batches = {IN_FLIGHT}\n\
-             retry_backoff_ms = 200\nretry_backoff_max_ms = 2000\n\
-             [mq.kafka]\nbootstrap_servers = \"{bootstrap}\"\ntransactional = {txn}\n\
-             position_topic = \"{db}-positions\"\n\
-             [mq.kafka.properties]\n\"message.timeout.ms\" = \"60000\"\n",
+             [mq]\nbatch_size = {BATCH}\nmax_in_flight_batches = {IN_FLIGHT}\n\
+             retry_backoff_ms = 200\nretry_backoff_max_ms = 2000\n{broker}",
             dir.join("data").display()
         ),
     )
@@ -117,28 +115,99 @@ fn read_ids(bootstrap: &str, topic: &str, txn: bool, want: i64, limit: Duration)
     seen.len() as i64
 }
 
-async fn failover_under_load(txn: bool) {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    KafkaAtLeastOnce,
+    KafkaTransactional,
+    Rabbitmq,
+}
+
+/// Reads every message of the RabbitMQ queue `queue` (consuming them) until `want` distinct ids
+/// arrived or `limit`.
+async fn drain_queue(
+    url: &str,
+    queue: &str,
+    want: i64,
+    limit: Duration,
+) -> Vec<(i32, i64, Vec<u8>)> {
+    use lapin::options::{BasicAckOptions, BasicGetOptions};
+    let conn =
+        lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let deadline = Instant::now() + limit;
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    while (seen.len() as i64) < want && Instant::now() < deadline {
+        match ch.basic_get(queue.into(), BasicGetOptions::default()).await.unwrap() {
+            Some(m) => {
+                for r in flat_rows(0, &m.delivery.data) {
+                    seen.insert(r.id);
+                }
+                out.push((0, out.len() as i64, m.delivery.data.clone()));
+                m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    conn.close(0, "done".into()).await.unwrap();
+    out
+}
+
+async fn failover_under_load(mode: Mode) {
     let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
-    // The broker of this test is private: it is restarted and taken away.
-    if support::service("CANAL_TEST_KAFKA").is_none() {
+    // The broker of this test is private (restarted and frozen); the shared one's variable says
+    // whether brokers are part of this run.
+    let shared = if mode == Mode::Rabbitmq { "CANAL_TEST_RABBITMQ" } else { "CANAL_TEST_KAFKA" };
+    if support::service(shared).is_none() {
         return;
     }
-    let Some(fx) = fixture(if txn { "mqft" } else { "mqfa" }).await else { return };
+    let txn = mode == Mode::KafkaTransactional;
+    let tag = match mode {
+        Mode::KafkaAtLeastOnce => "mqfa",
+        Mode::KafkaTransactional => "mqft",
+        Mode::Rabbitmq => "mqfr",
+    };
+    let Some(fx) = fixture(tag).await else { return };
     let root: PathBuf = std::env::temp_dir().join(format!("canal-mqf-{}", fx.db));
+    let service = if mode == Mode::Rabbitmq { "rabbitmq" } else { "kafka" };
     let mut broker =
-        CoordServer::start("kafka", &root.join("broker"), Some(port_below_ephemeral()), false);
-    let bootstrap = broker.endpoint.clone();
+        CoordServer::start(service, &root.join("broker"), Some(port_below_ephemeral()), false);
+    let endpoint = broker.endpoint.clone();
     let topic = unique("canal-mqf");
-    kafka::create_topic(&bootstrap, &topic, PARTITIONS).await;
+    let (broker_toml, routing) = match mode {
+        Mode::Rabbitmq => {
+            // amqp://guest:guest@127.0.0.1:PORT/%2f; the producer declares the durable queue and
+            // the default exchange routes by its name (the topic).
+            let hostport = endpoint.split('@').nth(1).unwrap().split('/').next().unwrap();
+            (
+                format!(
+                    "mode = \"rabbitmq\"\n[mq.rabbitmq]\nhost = \"{hostport}\"\nqueue = \"{topic}\"\n"
+                ),
+                format!("[mq]\ntopic = \"{topic}\"\n"),
+            )
+        }
+        _ => {
+            kafka::create_topic(&endpoint, &topic, PARTITIONS).await;
+            (
+                format!(
+                    "mode = \"kafka\"\n[mq.kafka]\nbootstrap_servers = \"{endpoint}\"\n\
+                     transactional = {txn}\nposition_topic = \"{}-positions\"\n\
+                     [mq.kafka.properties]\n\"message.timeout.ms\" = \"60000\"\n",
+                    fx.db
+                ),
+                format!(
+                    "[mq]\ntopic = \"{topic}\"\npartitions_num = {PARTITIONS}\npartition_hash = \"{}.t:id\"\n",
+                    fx.db
+                ),
+            )
+        }
+    };
     let (coord_cfg, coord_toml) = zk_coord(&servers);
-    let instance = format!(
-        "{}[mq]\ntopic = \"{topic}\"\npartitions_num = {PARTITIONS}\npartition_hash = \"{}.t:id\"\n",
-        instance_toml(&fx),
-        fx.db
-    );
+    // ITEMSIZE: a store batch is BATCH entries, so the in-flight window is exact.
+    let instance = format!("{}[memory]\nbatch_mode = \"ITEMSIZE\"\n{routing}", instance_toml(&fx));
     let (conf_a, conf_b) = (root.join("a"), root.join("b"));
-    write_conf(&conf_a, &coord_toml, &fx.db, &instance, &bootstrap, txn);
-    write_conf(&conf_b, &coord_toml, &fx.db, &instance, &bootstrap, txn);
+    write_conf(&conf_a, &coord_toml, &fx.db, &instance, &broker_toml);
+    write_conf(&conf_b, &coord_toml, &fx.db, &instance, &broker_toml);
     let coord = Coordinator::new(coord_cfg.open_backend().unwrap());
     let dest = fx.db.clone();
     let limit = Duration::from_millis(SESSION_MS + 2 * DELAY_MS + 10_000);
@@ -156,12 +225,12 @@ async fn failover_under_load(txn: bool) {
     rows_flow(&next, 300).await;
 
     let mut log = Vec::new();
+    let at = |next: &AtomicI64| format!(" (at row {})", next.load(Ordering::Relaxed));
     // 1. SIGTERM of the active server (A).
     let t0 = Instant::now();
     sigterm(a.as_ref().unwrap());
     wait_for(&coord, &dest, b.as_ref().unwrap().addr.clone(), limit).await;
-    log.push(format!("SIGTERM {:.2?}", t0.elapsed()));
-    log.last_mut().unwrap().push_str(&format!(" (at row {})", next.load(Ordering::Relaxed)));
+    log.push(format!("SIGTERM {:.2?}{}", t0.elapsed(), at(&next)));
     a = None;
     a.replace(spawn(&conf_a));
     rows_flow(&next, 300).await;
@@ -170,8 +239,7 @@ async fn failover_under_load(txn: bool) {
     let t0 = Instant::now();
     b = None;
     wait_for(&coord, &dest, a.as_ref().unwrap().addr.clone(), limit).await;
-    log.push(format!("kill -9 {:.2?}", t0.elapsed()));
-    log.last_mut().unwrap().push_str(&format!(" (at row {})", next.load(Ordering::Relaxed)));
+    log.push(format!("kill -9 {:.2?}{}", t0.elapsed(), at(&next)));
     b.replace(spawn(&conf_b));
     rows_flow(&next, 300).await;
 
@@ -184,29 +252,34 @@ async fn failover_under_load(txn: bool) {
     let data = format!("{{\"active\":false,\"address\":\"{active}\"}}");
     s.put(&p, data.as_bytes(), Some(n.version)).await.unwrap();
     wait_for(&coord, &dest, b.as_ref().unwrap().addr.clone(), limit).await;
-    log.push(format!("active:false {:.2?}", t0.elapsed()));
-    log.last_mut().unwrap().push_str(&format!(" (at row {})", next.load(Ordering::Relaxed)));
+    log.push(format!("active:false {:.2?}{}", t0.elapsed(), at(&next)));
     rows_flow(&next, 300).await;
 
-    // 4. Broker restart, on its port and data. The test broker (noida-db) snapshots on SIGTERM
-    //    while it still serves, so what it acknowledges during its shutdown is lost (a Kafka
-    //    broker keeps it: that loss would be the broker's, not ours): the writer pauses and the
-    //    restart happens once the topic holds every row written so far. Sends in flight during
-    //    an outage are what step 5 covers.
-    pause.store(true, Ordering::Relaxed);
-    let written = next.load(Ordering::Relaxed);
-    let (bs, tp) = (bootstrap.clone(), topic.clone());
-    tokio::task::spawn_blocking(move || {
-        let got = read_ids(&bs, &tp, txn, written, Duration::from_secs(60));
-        assert!(got >= written, "before the broker restart: {got} of {written} rows in the topic");
-    })
-    .await
-    .unwrap();
+    // 4. Broker restart, on its port and data. The Kafka test broker (noida-db) snapshots on
+    //    SIGTERM while it still serves, so what it acknowledges during its shutdown is lost (a
+    //    Kafka broker keeps it: that loss would be the broker's, not ours): the writer pauses and
+    //    the restart happens once the topic holds every row written so far. RabbitMQ restarts
+    //    under load (it confirms persistent messages of durable queues once stored). Sends in
+    //    flight during an outage are what step 5 covers.
+    if mode != Mode::Rabbitmq {
+        pause.store(true, Ordering::Relaxed);
+        let written = next.load(Ordering::Relaxed);
+        let (bs, tp) = (endpoint.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || {
+            let got = read_ids(&bs, &tp, txn, written, Duration::from_secs(60));
+            assert!(
+                got >= written,
+                "before the broker restart: {got} of {written} rows in the topic"
+            );
+        })
+        .await
+        .unwrap();
+    }
+    let t0 = Instant::now();
     broker.stop();
     broker.start_again();
     pause.store(false, Ordering::Relaxed);
-    log.push("broker restart".into());
-    log.last_mut().unwrap().push_str(&format!(" (at row {})", next.load(Ordering::Relaxed)));
+    log.push(format!("broker restart {:.2?}{}", t0.elapsed(), at(&next)));
     rows_flow(&next, 300).await;
 
     // 5. Broker unreachable for 10 s under load: frozen (SIGSTOP), then thawed (SIGCONT).
@@ -216,32 +289,34 @@ async fn failover_under_load(txn: bool) {
     let rest = Duration::from_secs(10).saturating_sub(t0.elapsed());
     tokio::time::sleep(rest).await; // the outage itself, not a synchronisation
     broker.signal("CONT");
-    log.push("broker unreachable 10 s".into());
-    log.last_mut().unwrap().push_str(&format!(" (at row {})", next.load(Ordering::Relaxed)));
+    log.push(format!("broker unreachable 10 s{}", at(&next)));
     rows_flow(&next, 300).await;
 
     stop.store(true, Ordering::Relaxed);
     w.await.unwrap();
     let total = next.load(Ordering::Relaxed);
-    eprintln!("{} rows written; {}", total, log.join(", "));
+    eprintln!("{mode:?}: {total} rows written; {}", log.join(", "));
     assert!(owner(&coord, &dest).await.is_some(), "someone still owns the destination");
 
-    // Every row reaches the topic.
-    let bs = bootstrap.clone();
-    let tp = topic.clone();
-    let msgs = tokio::task::spawn_blocking(move || {
-        kafka::read(&bs, &tp, txn, Duration::from_secs(120), |m| {
-            let mut seen = std::collections::HashSet::new();
-            for (p, _, payload) in m {
-                for r in flat_rows(*p, payload) {
-                    seen.insert(r.id);
+    // Every row reaches the broker.
+    let msgs = if mode == Mode::Rabbitmq {
+        drain_queue(&endpoint, &topic, total, Duration::from_secs(120)).await
+    } else {
+        let (bs, tp) = (endpoint.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || {
+            kafka::read(&bs, &tp, txn, Duration::from_secs(120), |m| {
+                let mut seen = std::collections::HashSet::new();
+                for (p, _, payload) in m {
+                    for r in flat_rows(*p, payload) {
+                        seen.insert(r.id);
+                    }
                 }
-            }
-            seen.len() as i64 >= total
+                seen.len() as i64 >= total
+            })
         })
-    })
-    .await
-    .unwrap();
+        .await
+        .unwrap()
+    };
     let mut count: BTreeMap<i64, usize> = BTreeMap::new();
     let mut partition_of: BTreeMap<i64, i32> = BTreeMap::new();
     for (p, _, payload) in &msgs {
@@ -256,33 +331,15 @@ async fn failover_under_load(txn: bool) {
         }
     }
     let lost: Vec<i64> = (0..total).filter(|i| !count.contains_key(i)).collect();
-    if !lost.is_empty() {
-        // What each partition holds, to tell a publishing gap from a broker or reading problem.
-        let mut per: BTreeMap<i32, (usize, i64, i64, i64)> = BTreeMap::new();
-        for (p, off, payload) in &msgs {
-            let e = per.entry(*p).or_insert((0, i64::MAX, -1, -1));
-            e.0 += 1;
-            e.1 = e.1.min(*off);
-            e.2 = e.2.max(*off);
-            for r in flat_rows(*p, payload) {
-                e.3 = e.3.max(r.id);
-            }
-        }
-        eprintln!("per partition (messages, first offset, last offset, max id): {per:?}");
-    }
     let dups: usize = count.values().map(|n| n - 1).sum();
-    eprintln!(
-        "MQ failover ({}): {total} rows, lost {}, duplicates {dups}",
-        if txn { "transactional, read_committed" } else { "at-least-once" },
-        lost.len()
-    );
+    eprintln!("MQ failover {mode:?}: {total} rows, lost {}, duplicates {dups}", lost.len());
     assert!(lost.is_empty(), "{} rows lost: {:?}", lost.len(), &lost[..lost.len().min(20)]);
     if txn {
         assert_eq!(dups, 0, "a read_committed consumer sees every row once");
     } else {
-        // A kill -9 and the broker outages may leave what was in flight unconfirmed:
-        // at most the in-flight window of rows per event (batches of BATCH entries).
-        let bound = 3 * IN_FLIGHT * BATCH;
+        // A kill -9 and the two broker outages may each leave what was in flight unconfirmed:
+        // at most the in-flight window, IN_FLIGHT batches of BATCH entries of at most 12 rows.
+        let bound = 3 * IN_FLIGHT * BATCH * 12;
         assert!(
             dups <= bound,
             "{dups} duplicates, more than the in-flight window allows ({bound})"
@@ -297,10 +354,16 @@ async fn failover_under_load(txn: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_at_least_once_through_failovers_and_broker_outages() {
-    failover_under_load(false).await;
+    failover_under_load(Mode::KafkaAtLeastOnce).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_transactional_exactly_once_through_failovers_and_broker_outages() {
-    failover_under_load(true).await;
+    failover_under_load(Mode::KafkaTransactional).await;
+}
+
+#[cfg(feature = "rabbitmq")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_at_least_once_through_failovers_and_broker_outages() {
+    failover_under_load(Mode::Rabbitmq).await;
 }

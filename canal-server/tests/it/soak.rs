@@ -147,7 +147,10 @@ impl CoordServer {
         keep: bool,
     ) -> CoordServer {
         let endpoint = Self::launch(service, dir, port, keep);
-        let port = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+        // `host:port`, or a URL with the port after the last `:` (amqp://u:p@host:port/vhost).
+        let tail = endpoint.rsplit(':').next().unwrap();
+        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+        let port = digits.parse().unwrap_or_else(|_| panic!("no port in {endpoint}"));
         CoordServer { service, dir: dir.to_owned(), port, endpoint }
     }
 
