@@ -205,7 +205,8 @@ pub struct RecordInfo {
     pub offset: i64,
     /// The format it was in.
     pub format: RecordFormat,
-    /// Canal's batch id it carried (FlatMessage `id`; 0 in Canal's protobuf packets).
+    /// Canal's batch id it carried (FlatMessage `id`; a protobuf packet's `Messages.batchId`,
+    /// 0 after a split by topic or partition).
     pub canal_batch_id: i64,
     /// Its entries: `message.entries[entries.0..entries.1]`.
     pub entries: (usize, usize),

@@ -1,7 +1,7 @@
 //! Reading what Canal's MQ mode publishes (Kafka, RabbitMQ), broker-independent: a record's bytes
 //! back into [`Entry`]s.
 //!
-//! Canal's MQ producers write one of two formats (docs/client.md, "Consuming from Kafka"):
+//! Canal's MQ producers write one of two formats (docs/client.md, "Consuming MQ topics"):
 //!
 //! * **FlatMessage** JSON (`canal.mq.flatMessage = true`): one record per ROWDATA entry.
 //!   [`parse_flat_message`] reads it and [`flat_to_entry`] turns it back into an [`Entry`]
@@ -132,8 +132,8 @@ pub enum RecordError {
 pub struct DecodedRecord {
     /// The format it was in.
     pub format: RecordFormat,
-    /// Canal's batch id: the FlatMessage's `id`, or the packet's `Messages.batchId` (Canal's
-    /// MQ producers leave it 0).
+    /// Canal's batch id: the FlatMessage's `id`, or the packet's `Messages.batchId` (set when
+    /// the server sent the batch whole, 0 after a split by topic or partition).
     pub batch_id: i64,
     /// The entries, decoded.
     pub entries: Vec<Entry>,

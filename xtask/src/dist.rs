@@ -48,6 +48,8 @@ pub fn build() -> Result<PathBuf> {
     let root = services::workspace_root();
     let status = Command::new(services::cargo_bin())
         .args(["build", "--release", "-p", "canal-server", "-p", "canal-client"])
+        // The shipped client reads canal-server's MQ topics too (`tail --kafka`).
+        .args(["--features", "canal-client/kafka"])
         .current_dir(root)
         .status()?;
     if !status.success() {
@@ -118,6 +120,13 @@ pub fn check(archive: &Path) -> Result<()> {
             bail!("unexpected --version output {v:?}");
         }
         run(Command::new(top.join("bin/canal-client")).arg("--version"), "canal-client --version")?;
+        let help = run(
+            Command::new(top.join("bin/canal-client")).args(["tail", "--help"]),
+            "canal-client tail --help",
+        )?;
+        if !help.contains("--kafka") {
+            bail!("the shipped canal-client lacks `tail --kafka` (feature kafka)");
+        }
         // Run from an unrelated directory: nothing may depend on the checkout.
         let summary = run(
             Command::new(top.join("bin/canal-server"))

@@ -1,6 +1,7 @@
 //! Keeps the dependency direction of ARCHITECTURE.md true: canal-coord knows no other workspace
 //! crate and no MySQL; canal-core may use canal-coord; canal-client builds without any MySQL
-//! crate; only binaries read config files (figment); xtask depends on no workspace crate.
+//! crate (and, without its `kafka` feature, without librdkafka); only binaries read config files
+//! (figment); xtask depends on no workspace crate.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -68,6 +69,11 @@ fn declared_dependency_direction() {
             assert!(optional, "canal-core's {name} must sit behind the `mysql` feature");
         }
     }
+    for (name, optional) in &deps["canal-client"] {
+        if name == "rdkafka" {
+            assert!(optional, "canal-client's rdkafka must sit behind the `kafka` feature");
+        }
+    }
     let client = names(&deps["canal-client"]);
     assert!(!client.contains(&"canal-server"), "canal-client must not depend on canal-server");
     for m in MYSQL {
@@ -104,4 +110,7 @@ fn canal_client_tree_has_no_mysql_code() {
     );
     let mysql: Vec<&str> = tree.lines().filter(|l| l.starts_with("mysql")).collect();
     assert!(mysql.is_empty(), "canal-client's dependency tree contains MySQL crates: {mysql:?}");
+    // The Kafka consumer is the `kafka` feature's: the default client builds no librdkafka.
+    let kafka: Vec<&str> = tree.lines().filter(|l| l.starts_with("rdkafka")).collect();
+    assert!(kafka.is_empty(), "canal-client's default tree contains {kafka:?}");
 }
