@@ -436,7 +436,9 @@ impl KafkaConnector {
     }
 
     /// Acks batch `batch_id` and every earlier outstanding batch: commits, per partition, the
-    /// offset after their last record (synchronously).
+    /// offset after their last record (synchronously). Partitions that a rebalance has moved to
+    /// another group member are left out (logged): that member reads them from the group's
+    /// committed offset, so their records are delivered again there.
     ///
     /// # Errors
     /// [`ClientError::NoSuchBatch`] when the batch is not outstanding (already acked, rolled
@@ -455,11 +457,32 @@ impl KafkaConnector {
                 *slot = (*slot).max(*v);
             }
         }
-        for ((topic, partition), offset) in offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))?;
-        }
+        let offsets: Vec<(Partition, i64)> =
+            offsets.into_iter().map(|(k, v)| (k.clone(), v)).collect();
         let consumer = Arc::clone(&self.consumer);
-        blocking(move || consumer.commit(&tpl, CommitMode::Sync)).await?;
+        blocking(move || {
+            // Only partitions still assigned: one that a rebalance moved to another member is
+            // read there from the group's committed offset (its records come again, at least
+            // once), and committing our older offset could move that member's progress back.
+            let assigned = consumer.assignment()?;
+            for ((topic, partition), offset) in &offsets {
+                if assigned.find_partition(topic, *partition).is_some() {
+                    tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+                } else {
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        offset,
+                        "not committing a partition that is no longer assigned to this consumer"
+                    );
+                }
+            }
+            if tpl.count() == 0 {
+                return Ok(());
+            }
+            consumer.commit(&tpl, CommitMode::Sync)
+        })
+        .await?;
         self.outstanding.drain(..=pos);
         Ok(())
     }

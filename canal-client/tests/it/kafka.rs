@@ -586,3 +586,52 @@ async fn tail_kafka_prints_what_tail_prints_for_the_tcp_path() {
     .await;
     assert_eq!(skipped, "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_after_a_rebalance_commits_only_the_partitions_still_assigned() {
+    let Some(bootstrap) = broker() else { return };
+    let topic = create_topic(&bootstrap, 2).await;
+    let p = producer(&bootstrap, None);
+    for partition in 0..2 {
+        for i in 0..2 {
+            let r = payloads(true, i, &[row_entry(EventType::Insert, vec![], i)]).pop().unwrap();
+            send(&p, &topic, partition, &r).await;
+        }
+    }
+    let group = unique("g");
+    let config = || KafkaConfig::new(&bootstrap, &topic, &group);
+    let mut a = KafkaConnector::connect(config()).await.unwrap();
+    let read = take(&mut a, 4, 10).await;
+    let mut seen = offsets(&read);
+    seen.sort();
+    assert_eq!(seen, [(0, 0), (0, 1), (1, 0), (1, 1)]);
+    // B joins: the group rebalances while A keeps polling; B gets one partition and, nothing
+    // being committed, reads it from the start.
+    let mut b = KafkaConnector::connect(config()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let b_read = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no rebalance within 60 s");
+        // (An eager rebalance revokes A's partitions too: A may read its kept one again.)
+        a.get_records_without_ack(10, Duration::from_millis(100)).await.unwrap();
+        let got = b.get_records_without_ack(10, Duration::from_millis(100)).await.unwrap();
+        if !got.records.is_empty() {
+            break got;
+        }
+    };
+    let moved = b_read.records[0].partition;
+    // A acks everything it read: only its remaining partition is committed.
+    let last = *a.outstanding().last().unwrap();
+    a.ack(last).await.unwrap();
+    assert!(a.outstanding().is_empty());
+    b.close().await;
+    a.close().await;
+    let mut c = KafkaConnector::connect(config()).await.unwrap();
+    let again = take(&mut c, 2, 10).await;
+    assert_eq!(
+        offsets(&again),
+        [(moved, 0), (moved, 1)],
+        "A's ack did not commit partition {moved}"
+    );
+    assert_nothing(&mut c, Duration::from_secs(2)).await;
+    c.close().await;
+}
