@@ -1033,6 +1033,8 @@ type Expect = Box<dyn Fn(&str, &str, &Row) -> (String, i32) + Send>;
 /// `topics` (created first with their partition counts), and checks: every row arrives once,
 /// in the topic and partition `expect` gives, in binlog order per key; at least
 /// `min_targets` distinct (topic, partition) pairs are used (so the rule is really exercised).
+/// `batch_size` replaces the worker's store batch (default 50; the store counts 1 KiB units):
+/// 1 makes every few entries a batch of its own, so many batches are in flight at once.
 /// Returns the changes seen.
 async fn run_route_case(
     fx: &RouteFixture,
@@ -1040,6 +1042,7 @@ async fn run_route_case(
     topics: &[(&str, i32)],
     min_targets: usize,
     expect: Expect,
+    batch_size: Option<usize>,
 ) -> Vec<Change> {
     let bootstrap = support::service("CANAL_TEST_KAFKA").expect("checked by the caller");
     let zk_servers = support::service("CANAL_TEST_ZK").expect("checked by the caller");
@@ -1049,8 +1052,11 @@ async fn run_route_case(
     let flat = routing.flat_message;
     let dest = format!("{}_d", fx.a);
     let inst = instance(&dest, &[&fx.a, &fx.b], &fx.file, fx.pos);
-    let server =
-        start(&zk_servers, Some(mq_settings(ServerMode::Kafka, &dest, routing)), vec![inst]).await;
+    let mut mq = mq_settings(ServerMode::Kafka, &dest, routing);
+    if let Some(b) = batch_size {
+        mq.worker.batch_size = b;
+    }
+    let server = start(&zk_servers, Some(mq), vec![inst]).await;
     let changes_of = move |r: &Record| if flat { flat_changes(r) } else { packet_changes(r) };
     let total = fx.rows();
     let topics: Vec<(String, i32)> = topics.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect();
@@ -1063,6 +1069,9 @@ async fn run_route_case(
     let report = server.reports().into_iter().find(|r| r.destination == dest).unwrap();
     let mq = report.mq.expect("an MQ report");
     assert_eq!(mq.send_failures, 0, "{mq:?}");
+    if batch_size == Some(1) {
+        assert!(mq.batches >= 5, "small batches were asked for: {mq:?}");
+    }
     server.shutdown().await;
     changes
 }
@@ -1125,7 +1134,7 @@ async fn dynamic_topic_schema_name() {
     let (ea, ed) = (a.clone(), default.clone());
     let expect: Expect =
         Box::new(move |s, _, _| (if s == ea { ea.clone() } else { ed.clone() }, 0));
-    run_route_case(&fx, routing, &[(&a, 1), (&default, 1)], 2, expect).await;
+    run_route_case(&fx, routing, &[(&a, 1), (&default, 1)], 2, expect, None).await;
 }
 
 /// `canal.mq.dynamicTopic = schema.table` (matched case-insensitively): the topic is the
@@ -1141,7 +1150,7 @@ async fn dynamic_topic_schema_dot_table_becomes_underscored_topic() {
     let (t, d) = (topic.clone(), default.clone());
     let expect: Expect =
         Box::new(move |s, tb, _| (if s == a && tb == "orders" { t.clone() } else { d.clone() }, 0));
-    run_route_case(&fx, routing, &[(&topic, 1), (&default, 1)], 2, expect).await;
+    run_route_case(&fx, routing, &[(&topic, 1), (&default, 1)], 2, expect, None).await;
 }
 
 /// `canal.mq.dynamicTopic` regexes: one with `\.` matches `schema.table` names only (topic
@@ -1165,7 +1174,7 @@ async fn dynamic_topic_regex_table_and_schema_forms() {
         (topic, 0)
     });
     let topics = [(items.as_str(), 1), (a.as_str(), 1), (b.as_str(), 1), (default.as_str(), 1)];
-    run_route_case(&fx, routing, &topics, 3, expect).await;
+    run_route_case(&fx, routing, &topics, 3, expect, None).await;
 }
 
 /// `canal.mq.dynamicTopic = topic:regex` lists (`,` and `;` separated): the first matching
@@ -1188,7 +1197,7 @@ async fn dynamic_topic_topic_colon_regex_list_first_match_wins() {
         (topic, 0)
     });
     let topics = [(one.as_str(), 1), (two.as_str(), 1), (three.as_str(), 1), (default.as_str(), 1)];
-    run_route_case(&fx, routing, &topics, 3, expect).await;
+    run_route_case(&fx, routing, &topics, 3, expect, None).await;
 }
 
 /// `canal.mq.partitionHash = db.table:c1^c2`: rows hashed by the named columns (multi-byte
@@ -1214,7 +1223,7 @@ async fn partition_hash_columns(flat: bool) {
         };
         (t.clone(), p)
     });
-    run_route_case(&fx, routing, &[(&topic, 4)], 4, expect).await;
+    run_route_case(&fx, routing, &[(&topic, 4)], 4, expect, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1244,7 +1253,7 @@ async fn partition_hash_pk(flat: bool) {
         let pk: &[&str] = if tb == "items" { &["a", "b"] } else { &["id"] };
         (t.clone(), java_row_partition(Some(s), row, pk, 5))
     });
-    run_route_case(&fx, routing, &[(&topic, 5)], 5, expect).await;
+    run_route_case(&fx, routing, &[(&topic, 5)], 5, expect, Some(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1279,7 +1288,7 @@ async fn partition_hash_table_only() {
     let t = topic.clone();
     let expect: Expect =
         Box::new(move |s, tb, _| (t.clone(), if s == a { java_table_partition(tb, n) } else { 0 }));
-    run_route_case(&fx, routing, &[(&topic, n as i32)], 3, expect).await;
+    run_route_case(&fx, routing, &[(&topic, n as i32)], 3, expect, None).await;
 }
 
 /// `canal.mq.partitionHash` with regex table patterns (`.*\.orders:id`, `db\.it[a-z]+:$pk$`).
@@ -1298,7 +1307,7 @@ async fn partition_hash_regex_patterns() {
         let cols: &[&str] = if tb == "items" { &["a", "b"] } else { &["id"] };
         (t.clone(), java_row_partition(Some(s), row, cols, 3))
     });
-    run_route_case(&fx, routing, &[(&topic, 3)], 3, expect).await;
+    run_route_case(&fx, routing, &[(&topic, 3)], 3, expect, None).await;
 }
 
 /// `canal.mq.dynamicTopicPartitionNum` (plain and regex topic names) gives each dynamic topic
@@ -1326,7 +1335,7 @@ async fn dynamic_topic_partition_num(flat: bool) {
         }
     });
     let topics = [(orders.as_str(), 4), (items.as_str(), 2), (default.as_str(), 3)];
-    run_route_case(&fx, routing, &topics, 9, expect).await;
+    run_route_case(&fx, routing, &topics, 9, expect, Some(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1358,7 +1367,7 @@ async fn partition_hash_without_database_hash() {
             if s == ea && tb == "orders" { java_row_partition(None, row, &["id"], 5) } else { 0 };
         (t.clone(), p)
     });
-    let changes = run_route_case(&fx, routing, &[(&topic, 5)], 5, expect).await;
+    let changes = run_route_case(&fx, routing, &[(&topic, 5)], 5, expect, None).await;
     // The case tells the two settings apart: with the database hash some rows would move.
     let moved = changes
         .iter()
