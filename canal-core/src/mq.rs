@@ -350,6 +350,7 @@ impl Router {
             payload,
         };
         if self.config.flat_message {
+            let mut flat = FlatRows::new();
             for &i in indices {
                 let v = &views[i];
                 // BEGIN/END and other non-row entries have no FlatMessage.
@@ -357,7 +358,7 @@ impl Router {
                     continue;
                 }
                 let rc = wire::row_change_view(v.store_value)?;
-                let flat = FlatRows::parse(v, &rc)?;
+                flat.parse(v, &rc)?;
                 match hash {
                     None => out.push(MqRecord {
                         topic: topic.to_owned(),

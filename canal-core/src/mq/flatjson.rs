@@ -89,20 +89,23 @@ pub(crate) struct FlatRows<'a> {
     /// Cells of all old images; `old[k]` is its range and the data row it belongs to.
     old_cells: Vec<(&'a str, Option<&'a str>)>,
     old: Vec<(Range<usize>, Option<usize>)>,
+    /// Scratch: the columns of the current row's images and the updated-column set.
+    cols: Vec<Col<'a>>,
+    before: Vec<Col<'a>>,
+    updated: Vec<&'a str>,
 }
 
 impl<'a> FlatRows<'a> {
-    /// The FlatMessage of the ROWDATA entry `v` whose RowChange is `rc` (flat.rs's rules).
-    pub(crate) fn parse(v: &EntryView<'a>, rc: &RowChangeView<'a>) -> Result<Self, RoutingError> {
-        let et = event_type(rc.event_type.unwrap_or(v.header_event_type));
-        let mut m = FlatRows {
-            database: v.schema,
-            table: v.table,
-            gtid: v.gtid,
-            es: v.execute_time,
-            sql: rc.sql,
-            is_ddl: rc.is_ddl,
-            kind: event_type_name(et),
+    /// An empty message whose buffers [`parse`](Self::parse) reuses entry after entry.
+    pub(crate) fn new() -> Self {
+        FlatRows {
+            database: "",
+            table: "",
+            gtid: "",
+            es: 0,
+            sql: "",
+            is_ddl: false,
+            kind: "",
             pk_names: Vec::new(),
             sql_type: Vec::new(),
             mysql_type: Vec::new(),
@@ -110,15 +113,43 @@ impl<'a> FlatRows<'a> {
             data: Vec::new(),
             old_cells: Vec::new(),
             old: Vec::new(),
-        };
+            cols: Vec::new(),
+            before: Vec::new(),
+            updated: Vec::new(),
+        }
+    }
+
+    /// Becomes the FlatMessage of the ROWDATA entry `v` whose RowChange is `rc` (flat.rs's rules).
+    pub(crate) fn parse(
+        &mut self,
+        v: &EntryView<'a>,
+        rc: &RowChangeView<'a>,
+    ) -> Result<(), RoutingError> {
+        let et = event_type(rc.event_type.unwrap_or(v.header_event_type));
+        let m = self;
+        m.database = v.schema;
+        m.table = v.table;
+        m.gtid = v.gtid;
+        m.es = v.execute_time;
+        m.sql = rc.sql;
+        m.is_ddl = rc.is_ddl;
+        m.kind = event_type_name(et);
+        m.pk_names.clear();
+        m.sql_type.clear();
+        m.mysql_type.clear();
+        m.cells.clear();
+        m.data.clear();
+        m.old_cells.clear();
+        m.old.clear();
+        m.updated.clear();
         if rc.is_ddl || !matches!(et, EventType::Insert | EventType::Update | EventType::Delete) {
-            return Ok(m);
+            return Ok(());
         }
         let image = if et == EventType::Delete { 1 } else { 2 };
-        let mut cols = Vec::new();
-        let mut before = Vec::new();
+        let mut cols = std::mem::take(&mut m.cols);
+        let mut before = std::mem::take(&mut m.before);
         // Java accumulates the updated-column set across the rows of one entry.
-        let mut updated: Vec<&'a str> = Vec::new();
+        let mut updated = std::mem::take(&mut m.updated);
         for (i, row) in rc.rows.iter().enumerate() {
             read_columns(row.bytes, image, &mut cols)?;
             // Same columns, same order as the type maps (distinct names): slots by position.
@@ -159,7 +190,10 @@ impl<'a> FlatRows<'a> {
                 }
             }
         }
-        Ok(m)
+        m.cols = cols;
+        m.before = before;
+        m.updated = updated;
+        Ok(())
     }
 
     pub(crate) fn is_ddl(&self) -> bool {

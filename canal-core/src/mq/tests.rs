@@ -972,7 +972,13 @@ proptest::proptest! {
         let bytes = entry.encode_to_vec();
         let view = wire::entry_view(&bytes).unwrap();
         let rcv = wire::row_change_view(view.store_value).unwrap();
-        let fast = FlatRows::parse(&view, &rcv).unwrap();
+        let mut fast = FlatRows::new();
+        // A reused message must not keep anything of the previous entry.
+        let other = insert("x", "y", &[("1", "a"), ("2", "b")]);
+        let ov = wire::entry_view(&other).unwrap();
+        let orc = wire::row_change_view(ov.store_value).unwrap();
+        fast.parse(&ov, &orc).unwrap();
+        fast.parse(&view, &rcv).unwrap();
         let rc = RowChange::decode(entry.store_value()).unwrap();
         let mut old_rows = Vec::new();
         let reference =

@@ -19,6 +19,13 @@ fn malformed(what: &'static str) -> RoutingError {
 }
 
 fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, RoutingError> {
+    // Most keys and lengths are one byte.
+    if let Some(&b) = buf.get(*pos)
+        && b < 0x80
+    {
+        *pos += 1;
+        return Ok(u64::from(b));
+    }
     let mut v: u64 = 0;
     for shift in (0..64).step_by(7) {
         let b = *buf.get(*pos).ok_or_else(|| malformed("truncated varint"))?;
