@@ -2,7 +2,12 @@
 //! the bytes of each message (FlatMessage JSON or the protobuf `Message` packet), as Java Canal's
 //! MQ producers write them. canal-server's MQ workers hand the records to Kafka or RabbitMQ.
 //!
-//! Routing rules and formats are described in docs/configuration.md (MQ section).
+//! Routing rules and formats are described in docs/configuration.md ("MQ routing").
+//!
+//! Entries are read in place (`wire`): only entries that a partition rule splits are re-encoded,
+//! and FlatMessage JSON is written straight from the entry bytes (`flatjson`), byte for byte what
+//! [`crate::flat::FlatMessage`] + serde_json give. `hash` is Java's `String.hashCode` and
+//! partition formula; `rules` parses the `canal.mq.*` lists.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -82,10 +87,11 @@ pub enum RoutingError {
         /// Why it is refused.
         reason: String,
     },
-    /// An entry's RowChange does not decode.
+    /// An entry's RowChange does not decode (for callers decoding FlatMessages themselves; the
+    /// router reports undecodable bytes as [`RoutingError::Malformed`]).
     #[error(transparent)]
     Flat(#[from] FlatError),
-    /// An entry's bytes do not decode.
+    /// An entry's bytes do not decode (for callers decoding entries with prost themselves).
     #[error("undecodable entry: {0}")]
     Entry(#[from] prost::DecodeError),
     /// An entry's bytes are not valid protobuf (found while reading them in place).
