@@ -329,7 +329,9 @@ impl KafkaConnector {
     ///
     /// # Errors
     /// [`ClientError::BadRecord`] for a record that does not decode (unless skipping),
-    /// [`ClientError::Kafka`] for a consumer error (e.g. the topic does not exist).
+    /// [`ClientError::Kafka`] for a consumer error other than the transient ones (broker down or
+    /// unreachable, leader or coordinator moving, topic not created yet), which librdkafka
+    /// recovers from: those are logged and the call keeps waiting until `wait` is over.
     ///
     /// # Cancel safety
     /// Not cancel safe: records read before the cancellation are neither returned nor acked;
@@ -365,12 +367,25 @@ impl KafkaConnector {
         let mut records = Vec::new();
         let mut next: BTreeMap<Partition, i64> = BTreeMap::new();
         let mut taken = 0usize;
+        let deadline = tokio::time::Instant::now() + wait;
         while taken < max_records {
-            let limit = if taken == 0 { wait } else { Duration::ZERO };
             // tokio's timeout polls the receive once before looking at the clock, so a zero
             // limit takes a record that is already there.
-            let msg = match tokio::time::timeout(limit, consumer.recv()).await {
+            let msg = match tokio::time::timeout_at(
+                if taken == 0 { deadline } else { tokio::time::Instant::now() },
+                consumer.recv(),
+            )
+            .await
+            {
                 Err(_) => break,
+                Ok(Err(e)) if is_transient(&e) => {
+                    // librdkafka reconnects and retries on its own; these only report it.
+                    tracing::warn!(error = %e, "Kafka consumer: transient error, still waiting");
+                    if taken == 0 {
+                        continue;
+                    }
+                    break;
+                }
                 Ok(Err(e)) => {
                     if taken == 0 {
                         return Err(e.into());
@@ -558,6 +573,32 @@ impl KafkaConnector {
             tracing::warn!(error = %e, "closing the Kafka consumer failed");
         }
     }
+}
+
+/// Whether a consumer error only reports a condition librdkafka recovers from by itself
+/// (broker down or unreachable, leader or coordinator moving, a topic not created yet): `get`
+/// logs it and keeps waiting instead of failing.
+fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::Resolve
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::NetworkException
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+                | C::UnknownTopicOrPartition
+                | C::UnknownTopic
+                | C::UnknownPartition
+        )
+    )
 }
 
 /// Runs a blocking librdkafka call off the async runtime's worker.

@@ -635,3 +635,123 @@ async fn an_ack_after_a_rebalance_commits_only_the_partitions_still_assigned() {
     assert_nothing(&mut c, Duration::from_secs(2)).await;
     c.close().await;
 }
+
+/// `cargo xtask` as a command: the binary in `CANAL_XTASK` when set, else `cargo run -p xtask`
+/// (as canal-server's broker tests start theirs).
+fn xtask() -> std::process::Command {
+    match std::env::var("CANAL_XTASK") {
+        Ok(p) if !p.is_empty() => std::process::Command::new(p),
+        _ => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut c = std::process::Command::new(cargo);
+            c.args(["run", "-q", "-p", "xtask", "--"]);
+            c.current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+            c
+        }
+    }
+}
+
+/// A private Kafka-protocol broker (`cargo xtask services instance up kafka DIR`), stopped by
+/// `instance down` (by pid) when dropped.
+struct PrivateKafka {
+    dir: std::path::PathBuf,
+    endpoint: String,
+}
+
+impl PrivateKafka {
+    fn up(dir: &std::path::Path, extra: &[&str]) -> String {
+        let out = xtask()
+            .args(["services", "instance", "up", "kafka"])
+            .arg(dir)
+            .args(extra)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("xtask runs");
+        assert!(out.status.success(), "xtask services instance up kafka failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.split_once('=').map(|(_, v)| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no endpoint in {text:?}"))
+    }
+
+    fn start() -> Self {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("kafka"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let endpoint = Self::up(&dir, &[]);
+        PrivateKafka { dir, endpoint }
+    }
+
+    fn down(&self) {
+        let status = xtask()
+            .args(["services", "instance", "down", "kafka"])
+            .arg(&self.dir)
+            .status()
+            .expect("xtask runs");
+        assert!(status.success(), "xtask services instance down kafka failed");
+    }
+
+    fn up_again(&self) {
+        let port = self.endpoint.rsplit(':').next().unwrap().to_owned();
+        let again = Self::up(&self.dir, &["--port", &port, "--keep-data"]);
+        assert_eq!(again, self.endpoint, "same endpoint after the restart");
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        let _ = xtask().args(["services", "instance", "down", "kafka"]).arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_waited_out_then_reading_resumes() {
+    if broker().is_none() {
+        return;
+    }
+    let kafka = tokio::task::spawn_blocking(PrivateKafka::start).await.unwrap();
+    let bootstrap = kafka.endpoint.clone();
+    let topic = create_topic(&bootstrap, 1).await;
+    let record = |i| payloads(true, i, &[row_entry(EventType::Insert, vec![], i)]).pop().unwrap();
+    {
+        let p = producer(&bootstrap, None);
+        send(&p, &topic, 0, &record(0)).await;
+        send(&p, &topic, 0, &record(1)).await;
+    }
+    let mut c = KafkaConnector::connect(
+        KafkaConfig::new(&bootstrap, &topic, unique("g")).set("reconnect.backoff.max.ms", "500"),
+    )
+    .await
+    .unwrap();
+    let first = take(&mut c, 2, 10).await;
+    c.ack(first.last().unwrap().message.id).await.unwrap();
+
+    let k = tokio::task::spawn_blocking(move || {
+        kafka.down();
+        kafka
+    })
+    .await
+    .unwrap();
+    // While the broker is down a get waits its time and returns an empty batch, not an error.
+    let down = tokio::time::Instant::now();
+    while down.elapsed() < Duration::from_secs(3) {
+        let m = c.get_without_ack(10, Duration::from_millis(500)).await.expect("no error");
+        assert!(m.is_empty());
+    }
+    let k = tokio::task::spawn_blocking(move || {
+        k.up_again();
+        k
+    })
+    .await
+    .unwrap();
+    {
+        let p = producer(&bootstrap, None);
+        send(&p, &topic, 0, &record(2)).await;
+        send(&p, &topic, 0, &record(3)).await;
+    }
+    let rest = take(&mut c, 2, 10).await;
+    assert_eq!(offsets(&rest), [(0, 2), (0, 3)], "after the outage, from where it was");
+    c.ack(rest.last().unwrap().message.id).await.unwrap();
+    c.close().await;
+    drop(k);
+}
