@@ -514,3 +514,88 @@ fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use canal_core::protocol::entry::Header;
+
+    use super::*;
+
+    fn entry_at(file: &str, offset: i64) -> bytes::Bytes {
+        let e = Entry {
+            header: Some(Header {
+                logfile_name: Some(file.to_owned()),
+                logfile_offset: Some(offset),
+                ..Header::default()
+            }),
+            ..Entry::default()
+        };
+        e.encode_to_vec().into()
+    }
+
+    fn marker(file: &str, offset: i64, at_last: u64) -> ResumeMarker {
+        ResumeMarker {
+            source: "s".into(),
+            last: EntryPosition {
+                journal_name: Some(file.into()),
+                position: Some(offset),
+                ..EntryPosition::default()
+            },
+            at_last,
+        }
+    }
+
+    #[test]
+    fn the_skipper_drops_exactly_what_the_marker_covers() {
+        let mut entries =
+            vec![entry_at("b.000001", 100), entry_at("b.000001", 200), entry_at("b.000001", 300)];
+        let mut s = Skipper { marker: Some(marker("b.000001", 200, 1)), seen_at_last: 0 };
+        assert_eq!(s.apply(&mut entries).unwrap(), 2);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entry_position(&entries[0]).unwrap().position, Some(300));
+        // Spent: later batches are left alone even if they were to go backwards.
+        let mut later = vec![entry_at("b.000001", 150)];
+        assert_eq!(s.apply(&mut later).unwrap(), 0);
+        assert_eq!(later.len(), 1);
+    }
+
+    #[test]
+    fn the_skipper_counts_entries_sharing_the_last_position_across_batches() {
+        // A payload transaction: four entries at one position, two of them published.
+        let mut s = Skipper { marker: Some(marker("b.000002", 50, 2)), seen_at_last: 0 };
+        let mut first = vec![entry_at("b.000002", 50)];
+        assert_eq!(s.apply(&mut first).unwrap(), 1);
+        assert!(first.is_empty());
+        let mut second = vec![entry_at("b.000002", 50), entry_at("b.000002", 50)];
+        assert_eq!(s.apply(&mut second).unwrap(), 1, "the second of two published");
+        assert_eq!(second.len(), 1, "the third is new");
+        // A later binlog file is after the marker.
+        let mut s = Skipper { marker: Some(marker("b.000002", 50, 1)), seen_at_last: 0 };
+        let mut next_file = vec![entry_at("b.000003", 4)];
+        assert_eq!(s.apply(&mut next_file).unwrap(), 0);
+    }
+
+    #[test]
+    fn markers_count_trailing_entries_at_the_last_position() {
+        let batch = vec![entry_at("b.1", 10), entry_at("b.1", 20), entry_at("b.1", 20)];
+        let m = next_marker("s", &batch, None).unwrap();
+        assert_eq!((m.last.position, m.at_last), (Some(20), 2));
+        // A batch wholly at the previous marker's position continues its count.
+        let more = vec![entry_at("b.1", 20)];
+        let m2 = next_marker("s", &more, Some(&m)).unwrap();
+        assert_eq!(m2.at_last, 3);
+        // ... but not the count of another source's marker.
+        let other = ResumeMarker { source: "t".into(), ..m.clone() };
+        assert_eq!(next_marker("s", &more, Some(&other)).unwrap().at_last, 1);
+        let round = ResumeMarker::from_bytes(&m2.to_bytes()).unwrap();
+        assert_eq!(round, m2);
+        assert!(matches!(ResumeMarker::from_bytes(b"{"), Err(MqError::Marker(_))));
+    }
+
+    #[test]
+    fn an_undecodable_entry_is_a_routing_error_not_a_skip() {
+        let mut s = Skipper { marker: Some(marker("b.1", 1, 1)), seen_at_last: 0 };
+        let mut bad = vec![bytes::Bytes::from_static(&[0xff, 0xff, 0xff])];
+        assert!(matches!(s.apply(&mut bad), Err(MqError::Routing(_))));
+    }
+}

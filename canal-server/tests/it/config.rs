@@ -356,6 +356,7 @@ canal.aliyun.accessKey =
 canal.aliyun.secretKey =
 canal.mq.flatMessage = true
 canal.mq.canalBatchSize = 50
+canal.mq.accessChannel = local
 kafka.bootstrap.servers = 127.0.0.1:9092
 kafka.acks = all
 "#;
@@ -407,6 +408,7 @@ canal.mq.topic=example
 # dynamic topic route by schema or table regex
 #canal.mq.dynamicTopic=mytest1.user,topic2:mytest2\\..*,.*\\..*
 canal.mq.partition=0
+canal.mq.enableDynamicQueuePartition=false
 #################################################
 "#;
 
@@ -459,6 +461,14 @@ fn legacy_properties_map_to_the_same_instance_as_toml() {
     };
     assert_eq!(strip(li), strip(ti));
 
+    // MQ keys map (the mode stays tcp: the sample's serverMode).
+    assert_eq!(l.server.mq.kafka.bootstrap_servers, "127.0.0.1:9092");
+    assert_eq!(l.server.mq.kafka.acks, "all");
+    assert_eq!(l.server.mq.batch_size, 50);
+    assert_eq!(l.destinations[0].mq.topic, "example");
+    assert_eq!(l.destinations[0].mq.partition, 0);
+    assert!(l.mq_settings().is_none(), "tcp mode has no MQ settings");
+
     // Every key canal-rs does not act on is reported, by its Canal name, in one warning per file.
     let all = l.warnings.join("\n");
     for key in [
@@ -467,8 +477,7 @@ fn legacy_properties_map_to_the_same_instance_as_toml() {
         "canal.instance.detecting.sql",
         "canal.instance.tsdb.url",
         "canal.auto.scan",
-        "kafka.bootstrap.servers",
-        "canal.mq.topic",
+        "canal.mq.accessChannel",
         "canal.instance.filter.dml.insert",
     ] {
         assert!(all.contains(key), "{key} not in {all}");
@@ -532,7 +541,7 @@ fn unknown_keys_are_warned_with_file_and_key() {
     write(
         conf,
         "example/instance.toml",
-        "[master]\naddress = \"h:1\"\nadress = \"h:2\"\n[mq]\ntopic = \"t\"\n",
+        "[master]\naddress = \"h:1\"\nadress = \"h:2\"\n[mq]\ntopicc = \"t\"\n",
     );
     let c = load(conf);
     let all = c.warnings.join("\n");
@@ -541,7 +550,7 @@ fn unknown_keys_are_warned_with_file_and_key() {
         ("canal.toml", "'coord.backnd'"),
         ("canal.toml", "'instance.filter.regexp'"),
         ("example/instance.toml", "'master.adress'"),
-        ("example/instance.toml", "'mq.topic'"),
+        ("example/instance.toml", "'mq.topicc'"),
     ] {
         assert!(
             c.warnings.iter().any(|w| w.contains(file) && w.contains(key) && w.contains("unknown")),
@@ -717,7 +726,7 @@ fn canal_keys_in_the_environment_override_both_files() {
         ("canal.port", "11120"),
         ("canal.instance.master.address", "mysql:3307"),
         ("canal.instance.dbPassword", "007"),
-        ("canal.mq.topic", "t"),
+        ("canal.mq.accessChannel", "local"),
         ("CANAL_METRICS_PORT", "0"),
     ];
     let c = config::load(conf, &LoadOptions::new().with_env(env)).unwrap();
@@ -727,7 +736,9 @@ fn canal_keys_in_the_environment_override_both_files() {
     assert_eq!((i.source.host.as_str(), i.source.port), ("mysql", 3307));
     assert_eq!(i.source.password, "007");
     assert!(
-        c.warnings.iter().any(|w| w.starts_with("environment") && w.contains("canal.mq.topic")),
+        c.warnings
+            .iter()
+            .any(|w| w.starts_with("environment") && w.contains("canal.mq.accessChannel")),
         "{:?}",
         c.warnings
     );
@@ -801,4 +812,83 @@ fn check_args_and_start_warnings() {
     assert!(all.contains("'master.position' is set without a journal name"), "{all}");
     assert!(all.contains("'master.gtid' is only used with gtid_mode"), "{all}");
     assert!(all.contains("example/instance.toml"), "{all}");
+}
+
+#[test]
+fn mq_mode_settings_and_errors_name_file_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path();
+    write(
+        conf,
+        "canal.toml",
+        "[mq]\nmode = \"kafka\"\nflat_message = false\nbatch_size = 7\n\
+         [mq.kafka]\nbootstrap_servers = \"k1:9092,k2:9092\"\ntransactional = true\n\
+         [mq.kafka.properties]\n\"message.timeout.ms\" = \"60000\"\n",
+    );
+    write(
+        conf,
+        "example/instance.toml",
+        "[master]\naddress = \"h:1\"\n[mq]\ntopic = \"t1\"\npartitions_num = 3\npartition_hash = \"db.t:id\"\n",
+    );
+    let c = load(conf);
+    assert!(c.warnings.is_empty(), "librdkafka properties are not unknown keys: {:?}", c.warnings);
+    let mq = c.mq_settings().expect("kafka mode");
+    assert_eq!(mq.worker.batch_size, 7);
+    assert!(mq.kafka.transactional);
+    assert_eq!(mq.kafka.properties.get("message.timeout.ms").map(String::as_str), Some("60000"));
+    let r = &mq.routing["example"];
+    assert!(!r.flat_message);
+    assert_eq!((r.topic.as_str(), r.partitions_num), ("t1", Some(3)));
+    assert!(c.server_settings().mq.is_some());
+
+    // Canal's spelling of the mode, in a properties file.
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = &tmp.path().join("conf");
+    write(
+        conf,
+        "canal.properties",
+        "canal.serverMode = rabbitMQ\nrabbitmq.host = mq:5673\nrabbitmq.exchange = ex\n",
+    );
+    write(
+        conf,
+        "example/instance.properties",
+        "canal.instance.master.address=h:1\ncanal.mq.topic=orders\n",
+    );
+    let c = load(conf);
+    let mq = c.mq_settings().expect("rabbitmq mode");
+    assert_eq!(mq.mode, config::ServerMode::Rabbitmq);
+    assert_eq!((mq.rabbitmq.host.as_str(), mq.rabbitmq.exchange.as_str()), ("mq:5673", "ex"));
+    assert_eq!(mq.routing["example"].topic, "orders");
+
+    // Errors name the file and key.
+    let bad = |server: &str, instance: &str| {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "canal.toml", server);
+        write(
+            tmp.path(),
+            "example/instance.toml",
+            &format!("[master]\naddress = \"h:1\"\n{instance}"),
+        );
+        load_err(tmp.path())
+    };
+    let e = bad("[mq]\nmode = \"rocketMQ\"\n", "");
+    assert!(
+        e.contains("canal.toml") && e.contains("rocketMQ") && e.contains("not supported"),
+        "{e}"
+    );
+    let e = bad("[mq]\nmode = \"kafka\"\n[mq.kafka]\nbootstrap_servers = \"\"\n", "");
+    assert!(e.contains("mq.kafka.bootstrap_servers"), "{e}");
+    let e = bad("[mq]\nmode = \"kafka\"\nmax_in_flight_batches = 0\n", "");
+    assert!(e.contains("mq.max_in_flight_batches"), "{e}");
+    let e = bad("[mq]\nmode = \"kafka\"\n", "[mq]\npartitions_num = 0\n");
+    assert!(e.contains("instance.toml") && e.contains("mq.partitions_num"), "{e}");
+    // In tcp mode routing keys are not checked (they are not used).
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "canal.toml", "");
+    write(
+        tmp.path(),
+        "example/instance.toml",
+        "[master]\naddress = \"h:1\"\n[mq]\npartitions_num = 0\n",
+    );
+    load(tmp.path());
 }
