@@ -325,7 +325,9 @@ impl KafkaConnector {
     }
 
     /// Takes up to `max_records` records (0 means 1) as one batch, waiting up to `wait` for the
-    /// first; then takes only what has already arrived. An empty batch has id -1.
+    /// first; then takes only what has already arrived. An empty batch has id -1; a batch of
+    /// records that were all skipped (`skip_bad_records`) has an id and no entries: ack it to
+    /// commit past them.
     ///
     /// # Errors
     /// [`ClientError::BadRecord`] for a record that does not decode (unless skipping),
@@ -610,5 +612,42 @@ async fn blocking<T: Send + 'static>(
         // The closure panicked (librdkafka calls do not) or the runtime is shutting down.
         Err(e) => Err(ClientError::Stopped)
             .inspect_err(|_| tracing::warn!(error = %e, "Kafka call did not complete")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unusable_settings_are_typed_errors() {
+        for (config, key) in [
+            (KafkaConfig::new(" ", "t", "g"), "bootstrap_servers"),
+            (KafkaConfig::new("127.0.0.1:9", "", "g"), "topics"),
+            (KafkaConfig::new("127.0.0.1:9", "t", "g").topics(Vec::<String>::new()), "topics"),
+            (KafkaConfig::new("127.0.0.1:9", "t", ""), "group_id"),
+        ] {
+            match KafkaConnector::connect(config).await {
+                Err(ClientError::Config { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+        let bad = KafkaConfig::new("127.0.0.1:9", "t", "g").set("no.such.setting", "1");
+        assert!(matches!(KafkaConnector::connect(bad).await, Err(ClientError::Kafka(_))));
+        let bad = KafkaConfig::new("127.0.0.1:9", "t", "g").set("session.timeout.ms", "x");
+        assert!(matches!(KafkaConnector::connect(bad).await, Err(ClientError::Kafka(_))));
+    }
+
+    #[tokio::test]
+    async fn acks_and_rollbacks_of_unknown_batches_are_refused_without_a_broker() {
+        let mut c =
+            KafkaConnector::connect(KafkaConfig::new("127.0.0.1:9", "t", "g")).await.unwrap();
+        assert!(matches!(c.ack(1).await, Err(ClientError::NoSuchBatch { batch_id: 1 })));
+        assert!(matches!(c.rollback(3).await, Err(ClientError::NoSuchBatch { batch_id: 3 })));
+        assert!(c.outstanding().is_empty());
+        // Nothing reachable: an empty batch after the wait, not an error (the broker may come).
+        let m = c.get_without_ack(5, Duration::from_millis(300)).await.unwrap();
+        assert_eq!(m.id, EMPTY_BATCH_ID);
+        c.close().await;
     }
 }
