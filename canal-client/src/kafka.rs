@@ -41,6 +41,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+#[cfg(test)]
+use std::time::Instant;
 
 use bytes::Bytes;
 use canal_core::protocol::entry::Entry;
@@ -243,6 +245,8 @@ pub struct KafkaConnector {
     read_to: BTreeMap<Partition, i64>,
     /// A bad record met after other records of the same call; returned by the next call.
     stashed: Option<ClientError>,
+    /// A get is under way, or was cancelled (its records were read but never handed out).
+    interrupted: bool,
 }
 
 impl std::fmt::Debug for KafkaConnector {
@@ -289,6 +293,7 @@ impl KafkaConnector {
             first_read: BTreeMap::new(),
             read_to: BTreeMap::new(),
             stashed: None,
+            interrupted: false,
         })
     }
 
@@ -336,8 +341,9 @@ impl KafkaConnector {
     /// recovers from: those are logged and the call keeps waiting until `wait` is over.
     ///
     /// # Cancel safety
-    /// Not cancel safe: records read before the cancellation are neither returned nor acked;
-    /// roll back to read them again.
+    /// Records read before a cancellation are lost to this call; the next `get` (or an explicit
+    /// [`rollback`](Self::rollback)) rolls back to the committed offsets so that they come
+    /// again (batches outstanding before are then forgotten, as by any rollback).
     pub async fn get_without_ack(
         &mut self,
         max_records: usize,
@@ -355,6 +361,23 @@ impl KafkaConnector {
     /// # Cancel safety
     /// As [`get_without_ack`](Self::get_without_ack).
     pub async fn get_records_without_ack(
+        &mut self,
+        max_records: usize,
+        wait: Duration,
+    ) -> Result<KafkaBatch, ClientError> {
+        if self.interrupted {
+            // An earlier call was cancelled after reading records it never handed out: a later
+            // ack would commit past them. Read everything un-acked again instead.
+            tracing::warn!("an earlier get was cancelled; rolling back to the committed offsets");
+            self.rollback(0).await?;
+        }
+        self.interrupted = true;
+        let result = self.take_records(max_records, wait).await;
+        self.interrupted = false;
+        result
+    }
+
+    async fn take_records(
         &mut self,
         max_records: usize,
         wait: Duration,
@@ -558,6 +581,7 @@ impl KafkaConnector {
         // Read again from the sought offsets: they are the new starting points.
         self.first_read.clear();
         self.read_to.clear();
+        self.interrupted = false;
         Ok(())
     }
 
@@ -618,6 +642,74 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `CANAL_TEST_KAFKA`, with tools/test-support.rs's rule (which needs an integration-test
+    /// build): unset fails under `CANAL_REQUIRE_INTEGRATION=1`, else skips.
+    fn kafka_service() -> Option<String> {
+        match std::env::var("CANAL_TEST_KAFKA") {
+            Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+            _ => {
+                assert!(
+                    std::env::var("CANAL_REQUIRE_INTEGRATION").as_deref() != Ok("1"),
+                    "CANAL_TEST_KAFKA is not set but CANAL_REQUIRE_INTEGRATION=1"
+                );
+                eprintln!("skipping: CANAL_TEST_KAFKA is not set");
+                None
+            }
+        }
+    }
+
+    /// Records a get read and never handed out (its future was dropped) come again: the next
+    /// get rolls back instead of letting a later ack commit past them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_of_a_cancelled_get_come_again() {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+
+        let Some(bootstrap) = kafka_service() else { return };
+        let topic = format!("canal-client-cancel-{}-{:?}", std::process::id(), Instant::now());
+        let topic = topic.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "");
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+        for r in admin
+            .create_topics(
+                [&NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap()
+        {
+            r.unwrap();
+        }
+        let p: FutureProducer =
+            ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+        for i in 0..3 {
+            let json = format!(r#"{{"type":"QUERY","sql":"q{i}"}}"#);
+            let record = FutureRecord::<(), str>::to(&topic).partition(0).payload(&json);
+            p.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+        }
+        let group = format!("{topic}-g");
+        let mut c =
+            KafkaConnector::connect(KafkaConfig::new(&bootstrap, &topic, &group)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut first = KafkaBatch::default();
+        while first.records.is_empty() {
+            assert!(Instant::now() < deadline, "no record came");
+            first = c.get_records_without_ack(1, Duration::from_millis(200)).await.unwrap();
+        }
+        assert_eq!(first.records[0].offset, 0);
+        // A get that read offset 1 and was dropped before returning it.
+        c.interrupted = true;
+        let lost = c.take_records(1, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(lost.records[0].offset, 1);
+        drop(lost);
+        // The next get rolls back (nothing committed: to the first offset read) and reads 0 again.
+        let again = c.get_records_without_ack(3, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(again.records.first().map(|r| r.offset), Some(0), "{again:?}");
+        assert!(matches!(c.ack(first.message.id).await, Err(ClientError::NoSuchBatch { .. })));
+        c.close().await;
+    }
 
     #[tokio::test]
     async fn unusable_settings_are_typed_errors() {

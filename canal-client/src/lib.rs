@@ -36,9 +36,9 @@ pub mod connector;
 pub mod error;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+
 pub mod message;
 pub mod mq;
-
 pub use cluster::{Backoff, ClusterConfig, ClusterConnector, Discovery};
 pub use connector::{ConnectorConfig, DEFAULT_CLIENT_ID, SimpleConnector, TimeUnit};
 pub use error::ClientError;
