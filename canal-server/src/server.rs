@@ -483,6 +483,9 @@ struct CoordMarkerStore {
     dest: String,
     coord: Arc<Coordinator>,
     sink: Arc<CoordCursorSink>,
+    /// The latest marker this activation stored: an instance restart within the activation
+    /// resumes from it even when its write is still queued.
+    latest: Mutex<Option<crate::mq::ResumeMarker>>,
 }
 
 fn marker_path(dest: &str) -> String {
@@ -492,6 +495,9 @@ fn marker_path(dest: &str) -> String {
 #[async_trait::async_trait]
 impl crate::mq::MarkerStore for CoordMarkerStore {
     async fn load(&self) -> Result<Option<crate::mq::ResumeMarker>, crate::mq::MqError> {
+        if let Some(m) = self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(Some(m));
+        }
         let p = marker_path(&self.dest);
         let read = async {
             let s = self.coord.session().await?;
@@ -505,6 +511,7 @@ impl crate::mq::MarkerStore for CoordMarkerStore {
     }
 
     fn store(&self, marker: &crate::mq::ResumeMarker) {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(marker.clone());
         self.sink.send(CursorOp::Put(marker_path(&self.dest), marker.to_bytes()));
     }
 }
@@ -622,6 +629,15 @@ impl Driver {
             &plan,
             self.cfg.activation_timeout,
         ));
+        // The MQ resume marker of this activation (kept across its instance restarts).
+        let markers = self.mq.as_ref().map(|_| {
+            Arc::new(CoordMarkerStore {
+                dest: dest.clone(),
+                coord: self.coord.clone(),
+                sink: sink.clone(),
+                latest: Mutex::new(None),
+            })
+        });
         let mut start = plan.min_cursor.clone();
         self.slot.status.send_modify(|s| {
             s.active = true;
@@ -642,7 +658,7 @@ impl Driver {
             }
             *self.slot.lock() =
                 SlotState::Running { instance: instance.clone(), destination: destination.clone() };
-            let mut mq = self.start_mq(&destination, &sink);
+            let mut mq = self.start_mq(&destination, &markers);
             let (error, progressed) =
                 match self.watch_run(&instance, &destination, &sink, mq.as_mut()).await {
                     RunEnd::Outcome(o) => {
@@ -746,21 +762,20 @@ impl Driver {
     fn start_mq(
         &self,
         destination: &Arc<Destination>,
-        sink: &Arc<CoordCursorSink>,
+        markers: &Option<Arc<CoordMarkerStore>>,
     ) -> Option<MqRun> {
         let settings = self.mq.clone()?;
         let dest = self.slot.name.clone();
-        let routing = settings.routing.get(&dest).cloned().unwrap_or_default();
-        let markers: Arc<dyn crate::mq::MarkerStore> = Arc::new(CoordMarkerStore {
-            dest: dest.clone(),
-            coord: self.coord.clone(),
-            sink: sink.clone(),
-        });
+        let routing = settings.routing.get(&dest).cloned();
+        let markers: Arc<dyn crate::mq::MarkerStore> = markers.clone()?;
         let (stop, stop_rx) = watch::channel(false);
         let destination = destination.clone();
         let metrics = self.slot.mq.clone();
         let task = tokio::spawn(
             async move {
+                let routing = routing.ok_or_else(|| {
+                    crate::mq::MqError::Config(format!("no MQ routing configured for {dest}"))
+                })?;
                 let router = canal_core::mq::Router::new(routing)?;
                 let mut backoff =
                     Backoff::new(settings.worker.backoff, settings.worker.backoff_max);
@@ -1190,7 +1205,35 @@ async fn write_ops(
     mut rx: mpsc::UnboundedReceiver<CursorOp>,
 ) {
     let mut refused: Option<String> = None;
-    while let Some(op) = rx.recv().await {
+    let mut queue: std::collections::VecDeque<CursorOp> = Default::default();
+    loop {
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(op) => queue.push_back(op),
+                None => break,
+            }
+        }
+        // What else is queued: a cursor (or marker) superseded by a later one of the same client
+        // (path) is not written — cursors only move forward, so the latest says it all. This keeps
+        // the coordinator from lagging behind fast acks (MQ mode acks many batches a second).
+        while let Ok(op) = rx.try_recv() {
+            queue.push_back(op);
+        }
+        let op = queue.pop_front().expect("not empty");
+        // Only up to the next `Drained`: a waiter must find what was queued before it written.
+        let before_drained = || queue.iter().take_while(|o| !matches!(o, CursorOp::Drained(_)));
+        let superseded = match &op {
+            CursorOp::Update(id, _) => before_drained()
+                .take_while(|o| {
+                    !matches!(o, CursorOp::Unsubscribe(u) | CursorOp::Subscribe(u, _) if u == id)
+                })
+                .any(|o| matches!(o, CursorOp::Update(u, _) if u == id)),
+            CursorOp::Put(p, _) => before_drained().any(|o| matches!(o, CursorOp::Put(q, _) if q == p)),
+            _ => false,
+        };
+        if superseded {
+            continue;
+        }
         if let CursorOp::Drained(reply) = op {
             // The waiter may have given up: nothing to do then.
             let _ = reply.send(refused.take());

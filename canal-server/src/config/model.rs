@@ -143,7 +143,8 @@ pub struct MqSection {
     pub batch_size: usize,
     /// How long a store GET waits for a full batch, in ms (`canal.mq.canalGetTimeout`, 100).
     pub get_timeout_ms: u64,
-    /// Without a matching hash rule, partition by database name (`canal.mq.database.hash`, true).
+    /// Mix the database name's hash into the column hashes of `partitionHash` rules, as Java
+    /// does (`canal.mq.database.hash`, true).
     pub database_hash: bool,
     /// Batches sent and not yet confirmed, at most (back-pressure; canal-rs only, default 8).
     pub max_in_flight_batches: usize,

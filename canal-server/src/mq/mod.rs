@@ -116,6 +116,11 @@ pub enum MqError {
     /// The destination refused a request (closed, failed).
     #[error(transparent)]
     Request(#[from] RequestError),
+    /// This server's lease on the running node lapsed (e.g. it was stopped past its session
+    /// timeout): another server may own the destination, so nothing is published until the
+    /// lease is renewed (or the activation ends).
+    #[error("the lease on the running node lapsed: not publishing")]
+    LeaseLapsed,
     /// The resume marker read back does not parse.
     #[error("unreadable MQ resume marker: {0}")]
     Marker(String),
@@ -124,7 +129,7 @@ pub enum MqError {
 impl MqError {
     /// Whether sending again may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, MqError::Transient(_))
+        matches!(self, MqError::Transient(_) | MqError::LeaseLapsed)
     }
 }
 
@@ -407,6 +412,8 @@ impl Worker {
                 got = dest.get(MQ_CLIENT_ID, self.config.batch_size, wait), if can_get => {
                     match got? {
                         None => Ok(()),
+                        // A lapsed lease: another server may be publishing; hand nothing over.
+                        Some(_) if !dest.may_serve() => Err(MqError::LeaseLapsed),
                         Some(batch) => {
                             let mut entries = batch.batch.entries;
                             let skipped = skipper.apply(&mut entries)?;
