@@ -459,7 +459,8 @@ impl MqRun {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!("MQ worker ended with: {e}"),
             Err(e) if e.is_panic() => tracing::error!("the MQ worker panicked: {e}"),
-            Err(_) => {}
+            // Cancelled: only `abort` cancels it, and that consumed the handle.
+            Err(e) => tracing::debug!("the MQ worker was cancelled: {e}"),
         }
     }
 
