@@ -3,7 +3,9 @@
 //! * `decode`: `canal-server decode --format count` (binlog → Canal entries, single thread) vs
 //!   `mysqlbinlog -v --base64-output=DECODE-ROWS` on the same files;
 //! * `e2e`: MariaDB → `canal-server run` → a client that acks every batch (`canal-client tail`),
-//!   with the server's peak RSS.
+//!   with the server's peak RSS;
+//! * `mq`: MariaDB → `canal-server run` in kafka / rabbitMQ mode → a private broker, beside a
+//!   producer-only baseline of the same messages into the same kind of broker (`bench::mq`).
 //!
 //! Results go to stdout and, as markdown plus an SVG chart, to `target/bench/`. Figures are
 //! wall-clock best-of-N on a shared machine: compare ratios from the same run, not absolutes.
@@ -19,6 +21,7 @@ use anyhow::{Context, Result, bail};
 use crate::services::{self, Kind};
 
 mod latency;
+mod mq;
 
 const TABLE: &str = "CREATE TABLE canal_bench.t (id BIGINT PRIMARY KEY, a INT, b INT UNSIGNED, \
     c VARCHAR(64), d DECIMAL(12,2), e DATETIME(3), f TIMESTAMP NULL, g TEXT, h TINYINT, i DOUBLE)";
@@ -48,9 +51,10 @@ enum Only {
     All,
     Decode,
     E2e,
+    Mq,
 }
 
-/// Entry point: `cargo xtask bench [--rows N] [--runs N] [--only decode|e2e]`.
+/// Entry point: `cargo xtask bench [--rows N] [--runs N] [--only decode|e2e|mq]`.
 pub fn run(args: &[&str]) -> Result<()> {
     let mut rows: u64 = 1_000_000;
     let mut runs = 3;
@@ -61,14 +65,17 @@ pub fn run(args: &[&str]) -> Result<()> {
             "--rows" => rows = it.next().context("--rows needs a number")?.parse()?,
             "--runs" => runs = it.next().context("--runs needs a number")?.parse()?,
             "--only" => {
-                only = match *it.next().context("--only needs decode or e2e")? {
+                only = match *it.next().context("--only needs decode, e2e or mq")? {
                     "decode" => Only::Decode,
                     "e2e" => Only::E2e,
-                    other => bail!("--only {other}: use decode or e2e"),
+                    "mq" => Only::Mq,
+                    other => bail!("--only {other}: use decode, e2e or mq"),
                 }
             }
             other => {
-                bail!("unknown bench option `{other}` (use --rows N, --runs N, --only decode|e2e)")
+                bail!(
+                    "unknown bench option `{other}` (use --rows N, --runs N, --only decode|e2e|mq)"
+                )
             }
         }
     }
@@ -165,7 +172,8 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
 
     let mut results = Vec::new();
     let mut latencies = Vec::new();
-    if only != Only::E2e {
+    let mut mq_results = Vec::new();
+    if matches!(only, Only::All | Only::Decode) {
         decode_side_by_side(
             &mut results,
             runs,
@@ -177,7 +185,7 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
             &start_file,
         )?;
     }
-    if only != Only::Decode {
+    if matches!(only, Only::All | Only::E2e) {
         eprintln!("==> end to end: MariaDB → canal-server → canal-client (ack every batch)");
         // The JSON client is the slow side: one run each, which fills the store (peak RSS under
         // back-pressure), with Canal's default budget and with a quarter of it.
@@ -221,7 +229,31 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
             latencies.push(l);
         }
     }
-    report(&results, &latencies, &out_dir, rows, bytes)
+    if matches!(only, Only::All | Only::Mq) {
+        eprintln!(
+            "==> MQ: MariaDB → canal-server → broker, beside a producer-only baseline (median of {runs})"
+        );
+        let helper_bin = mq::build_helper(&release)?;
+        use mq::{Broker, Variant};
+        let variants = [
+            Variant { broker: Broker::Kafka, flat: false, partitions: 1 },
+            Variant { broker: Broker::Kafka, flat: true, partitions: 1 },
+            Variant { broker: Broker::Kafka, flat: false, partitions: 3 },
+            Variant { broker: Broker::Rabbitmq, flat: false, partitions: 1 },
+            Variant { broker: Broker::Rabbitmq, flat: true, partitions: 1 },
+        ];
+        mq_results = mq::measure(&mq::Run {
+            server_bin: &server_bin,
+            helper_bin: &helper_bin,
+            out_dir: &out_dir,
+            replica: &replica,
+            start_file: &start_file,
+            rows,
+            runs,
+            variants: &variants,
+        })?;
+    }
+    report(&results, &latencies, &mq_results, &out_dir, rows, bytes)
 }
 
 /// canal-rs decode, mysqlbinlog and python-mysql-replication over the same binlog.
@@ -371,6 +403,8 @@ impl BenchServer {
         replica: &(String, String, String, u16),
         (journal, position): (&str, u64),
         budget: Option<usize>,
+        server_extra: &str,
+        instance_extra: &str,
     ) -> Result<BenchServer> {
         let conf = out_dir.join("conf");
         let _ = std::fs::remove_dir_all(&conf);
@@ -379,7 +413,7 @@ impl BenchServer {
         std::fs::write(
             conf.join("canal.toml"),
             format!(
-                "ip = \"127.0.0.1\"\nport = 0\nmetrics_port = 0\ndata_dir = \"{}\"\n",
+                "ip = \"127.0.0.1\"\nport = 0\nmetrics_port = 0\ndata_dir = \"{}\"\n{server_extra}",
                 out_dir.join("data").display()
             ),
         )?;
@@ -389,7 +423,7 @@ impl BenchServer {
             format!(
                 "[master]\naddress = \"{host}:{port}\"\njournal_name = \"{journal}\"\n\
                  position = {position}\n[db]\nusername = \"{user}\"\npassword = \"{pass}\"\n\
-                 [filter]\nregex = 'canal_bench\\..*'\n{}",
+                 [filter]\nregex = 'canal_bench\\..*'\n{}{instance_extra}",
                 budget.map(|b| format!("[memory]\nmemory_budget = {b}\n")).unwrap_or_default()
             ),
         )?;
@@ -429,7 +463,7 @@ impl Drop for BenchServer {
 
 fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
     let E2e { server_bin, client_bin, out_dir, replica, start_file, rows, format, budget } = *e;
-    let server = BenchServer::start(server_bin, out_dir, replica, (start_file, 4), budget)?;
+    let server = BenchServer::start(server_bin, out_dir, replica, (start_file, 4), budget, "", "")?;
     let (pid, addr) = (server.pid, server.addr.clone());
     let mariadb_pid =
         services::running(Kind::Mariadb, &services::default_dir(Kind::Mariadb)?)?.map(|i| i.pid);
@@ -530,6 +564,7 @@ fn cpu_text(cpu: &[(&str, f64)]) -> String {
 fn report(
     results: &[Measure],
     latencies: &[latency::Latency],
+    mq_results: &[mq::MqResult],
     out_dir: &Path,
     rows: u64,
     bytes: u64,
@@ -591,10 +626,53 @@ fn report(
             )?;
         }
     }
+    if !mq_results.is_empty() {
+        mq_report(&mut md, mq_results)?;
+    }
     print!("{md}");
     std::fs::write(out_dir.join("results.md"), &md)?;
     std::fs::write(out_dir.join("results.svg"), svg(results))?;
     eprintln!("==> wrote {0}/results.md and {0}/results.svg", out_dir.display());
+    Ok(())
+}
+
+fn mq_report(md: &mut String, mq_results: &[mq::MqResult]) -> Result<()> {
+    let runs = mq_results.iter().map(|r| r.canal.len()).max().unwrap_or(0);
+    writeln!(
+        md,
+        "\nMQ mode, MariaDB → canal-server → broker (first to last message confirmed by the \
+         broker, every row read back), beside a producer-only baseline of the same messages \
+         (count, sizes, partitions, producer settings) into the same kind of broker; median of \
+         {runs} runs, ratio = median of canal/baseline within each run:\n"
+    )?;
+    writeln!(
+        md,
+        "| broker, format | messages | MB | canal-server rows/s | baseline rows/s | canal / baseline | server CPU | broker CPU (canal, baseline) |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---|")?;
+    let secs = |c: Option<f64>| c.map(|c| format!("{c:.2} s")).unwrap_or_else(|| "–".into());
+    for r in mq_results {
+        writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.0} | {:.0} | {:.2} | {} | {}, {} |",
+            r.variant.name(),
+            r.messages(),
+            r.megabytes(),
+            r.canal_rows_per_sec(),
+            r.baseline_rows_per_sec(),
+            r.ratio(),
+            secs(r.server_cpu()),
+            secs(r.broker_cpu(false)),
+            secs(r.broker_cpu(true)),
+        )?;
+    }
+    writeln!(
+        md,
+        "\nBrokers: a private noida-db (Kafka protocol; a fresh one per measurement) and a private \
+         RabbitMQ (a fresh durable queue per measurement, persistent messages, publisher \
+         confirms). Kafka: acks=all, idempotent, canal-server's default librdkafka settings on \
+         both sides."
+    )?;
     Ok(())
 }
 

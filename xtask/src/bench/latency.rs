@@ -49,7 +49,8 @@ pub(super) fn measure(r: &Run<'_>) -> Result<Latency> {
     let mut fields = status.split_whitespace();
     let file = fields.next().context("no SHOW MASTER STATUS")?.to_owned();
     let pos: u64 = fields.next().context("no position")?.parse()?;
-    let server = BenchServer::start(r.server_bin, r.out_dir, r.replica, (&file, pos), None)?;
+    let server =
+        BenchServer::start(r.server_bin, r.out_dir, r.replica, (&file, pos), None, "", "")?;
     let mut client = Command::new(r.client_bin)
         .args(["tail", "--server", &server.addr, "--destination", "bench", "--format", "json"])
         .args(["--batch-size", &r.batch_size.to_string(), "--wait-ms", &r.wait_ms.to_string()])
