@@ -666,6 +666,19 @@ fn mq_report(md: &mut String, mq_results: &[mq::MqResult]) -> Result<()> {
             secs(r.broker_cpu(true)),
         )?;
     }
+    for r in mq_results {
+        let n: u64 = r.canal.iter().map(|s| s.unverified).max().unwrap_or(0);
+        if n > 0 {
+            writeln!(
+                md,
+                "\n{}: up to {n} of {} messages could not be read back from noida-db (its \
+                 \"Bad message format\" batches), so their rows were not counted; the end is \
+                 the broker's count once still for 2 s.",
+                r.variant.name(),
+                r.messages()
+            )?;
+        }
+    }
     writeln!(
         md,
         "\nBrokers: a private noida-db (Kafka protocol; a fresh one per measurement) and a private \

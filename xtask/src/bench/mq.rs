@@ -64,6 +64,8 @@ pub struct Sample {
     pub server_cpu: Option<f64>,
     /// The broker's CPU seconds over the whole run.
     pub broker_cpu: Option<f64>,
+    /// Messages the watcher could not read back (rows not counted in them).
+    pub unverified: u64,
 }
 
 /// The measurements of one variant: canal-server and baseline, pairwise from the same run.
@@ -211,6 +213,7 @@ fn sample_of(v: &serde_json::Value) -> Result<Sample> {
         bytes: v["bytes"].as_u64().unwrap_or(0),
         server_cpu: None,
         broker_cpu: None,
+        unverified: v["unverified"].as_u64().unwrap_or(0),
     })
 }
 
