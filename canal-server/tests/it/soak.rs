@@ -227,7 +227,11 @@ impl Drop for CoordServer {
 /// the coordinator can then no longer bind it ("Address already in use"), as seen in this
 /// harness's first runs.
 pub(crate) fn port_below_ephemeral() -> u16 {
-    let mut rng = Rng(std::process::id() as u64 * 7919 + 1);
+    // Several tests of one process pick ports: each call draws from its own sequence, so that two
+    // tests asking at the same moment do not both get the same still-free port.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut rng = Rng(std::process::id() as u64 * 7919 + 1 + call * 104_729);
     for _ in 0..1000 {
         let port = 20_000 + rng.below(12_000) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
