@@ -48,6 +48,10 @@ struct Until {
     /// Where to write `partition size` per message (with `--rows`).
     #[arg(long)]
     sizes: Option<PathBuf>,
+    /// A file where the bench writes canal-server's metrics address (`host:port`) once it
+    /// runs: the end signal when the topic cannot be read back.
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
@@ -234,13 +238,27 @@ fn watch(mut broker: impl Broker, until: &Until) -> Result<()> {
         });
         if let Err(e) = read {
             // noida-db 0.2.3 serves some record batches of a long topic as "Bad message format"
-            // to librdkafka consumers. Then the rows cannot be counted: the final count is the
-            // broker's once it has not moved for 2 s, and the unread messages' sizes are the
-            // mean of the read ones (reported as `unverified`).
-            if still_since.0.elapsed() < Duration::from_secs(2) {
-                continue;
+            // to librdkafka consumers. Then the rows cannot be counted from the topic: the end is
+            // canal-server's own word (every row stored and the store empty, i.e. every batch
+            // confirmed by the broker and acked), its confirmed message count must equal the
+            // broker's, and the unread messages' sizes are the mean of the read ones (reported
+            // as `unverified`).
+            let Some(file) = &until.metrics_file else { break Err(e) };
+            eprintln!("cannot read every message back ({e:#}); asking canal-server");
+            let want = expect_rows.expect("checked");
+            let final_count = match server_done(file, want, deadline) {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
+            while latest.load(Ordering::Relaxed) < final_count && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            eprintln!("cannot read every message back ({e:#}); taking {now} as the final count");
+            let now = latest.load(Ordering::Relaxed);
+            if now != final_count {
+                break Err(anyhow::anyhow!(
+                    "canal-server confirmed {final_count} messages, the broker holds {now}"
+                ));
+            }
             unverified = now - messages;
             let mean = bytes.checked_div(messages).unwrap_or(0) as usize;
             let parts: Vec<i32> = {
@@ -292,6 +310,37 @@ fn watch(mut broker: impl Broker, until: &Until) -> Result<()> {
         })
     );
     Ok(())
+}
+
+/// Waits until canal-server's `/metrics` say every one of `want` rows was stored and the store
+/// is empty (every batch confirmed by the broker and acked); returns the messages it confirmed.
+fn server_done(file: &Path, want: u64, deadline: Instant) -> Result<u64> {
+    loop {
+        if Instant::now() > deadline {
+            bail!("canal-server did not publish {want} rows in time");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let Ok(addr) = std::fs::read_to_string(file) else { continue };
+        let mut conn = std::net::TcpStream::connect(addr.trim())
+            .with_context(|| format!("connecting to canal-server's metrics at {addr}"))?;
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut conn, &mut text)?;
+        let value = |name: &str| -> Option<f64> {
+            let mut found = None;
+            for l in text.lines().filter(|l| l.starts_with(name)) {
+                let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
+                *found.get_or_insert(0.0) += v;
+            }
+            found
+        };
+        let rows = value("canal_instance_rows_total").unwrap_or(0.0) as u64;
+        let stored = value("canal_instance_store_entries").unwrap_or(f64::NAN);
+        let Some(messages) = value("canal_mq_messages_total") else { continue };
+        if rows >= want && stored == 0.0 {
+            return Ok(messages as u64);
+        }
+    }
 }
 
 /// The baseline's messages: (partition, payload) filled from the watcher's sample payload.

@@ -394,6 +394,8 @@ struct BenchServer {
     child: std::process::Child,
     pid: u32,
     addr: String,
+    /// The `/metrics` address (`host:port`).
+    metrics: String,
 }
 
 impl BenchServer {
@@ -438,10 +440,12 @@ impl BenchServer {
         let pid = child.id();
         let mut line = String::new();
         let stdout = child.stdout.take().context("server stdout")?;
-        let mut server = BenchServer { child, pid, addr: String::new() };
+        let mut server = BenchServer { child, pid, addr: String::new(), metrics: String::new() };
         BufReader::new(stdout).read_line(&mut line)?;
         server.addr =
             line.split_whitespace().nth(3).unwrap_or_default().trim_end_matches(',').to_owned();
+        // "canal-server listening on ADDR, metrics on MADDR"
+        server.metrics = line.split_whitespace().nth(6).unwrap_or_default().to_owned();
         if server.addr.is_empty() {
             bail!("canal-server did not say where it listens: {line:?}");
         }
@@ -672,8 +676,9 @@ fn mq_report(md: &mut String, mq_results: &[mq::MqResult]) -> Result<()> {
             writeln!(
                 md,
                 "\n{}: up to {n} of {} messages could not be read back from noida-db (its \
-                 \"Bad message format\" batches), so their rows were not counted; the end is \
-                 the broker's count once still for 2 s.",
+                 \"Bad message format\" batches), so their rows were not counted there; the end is \
+                 canal-server's /metrics saying every row was stored and acked (acks follow \
+                 broker confirms), with its confirmed message count equal to the broker's.",
                 r.variant.name(),
                 r.messages()
             )?;

@@ -298,6 +298,8 @@ fn one(
             .arg(sizes),
         Side::Baseline { messages, .. } => watch.args(["--messages", &messages.to_string()]),
     };
+    let metrics_file = r.out_dir.join("mq-metrics-addr");
+    let _ = std::fs::remove_file(&metrics_file);
     let watcher = Watcher::start(watch)?;
     let mut sample = match side {
         Side::Canal { .. } => {
@@ -311,6 +313,7 @@ fn one(
                 &server_conf,
                 &instance_conf,
             )?;
+            std::fs::write(&metrics_file, &server.metrics)?;
             let out = watcher.finish();
             let cpu = proc_cpu_secs(server.pid);
             drop(server);
