@@ -235,12 +235,18 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
         );
         let helper_bin = mq::build_helper(&release)?;
         use mq::{Broker, Variant};
+        let v =
+            |broker, flat, partitions, in_flight| Variant { broker, flat, partitions, in_flight };
+        // The defaults, then protobuf with a wider in-flight window (one protobuf message per
+        // store batch, so the default 8 batches are 8 messages awaiting confirmation).
         let variants = [
-            Variant { broker: Broker::Kafka, flat: false, partitions: 1 },
-            Variant { broker: Broker::Kafka, flat: true, partitions: 1 },
-            Variant { broker: Broker::Kafka, flat: false, partitions: 3 },
-            Variant { broker: Broker::Rabbitmq, flat: false, partitions: 1 },
-            Variant { broker: Broker::Rabbitmq, flat: true, partitions: 1 },
+            v(Broker::Kafka, false, 1, None),
+            v(Broker::Kafka, true, 1, None),
+            v(Broker::Kafka, false, 3, None),
+            v(Broker::Kafka, false, 1, Some(64)),
+            v(Broker::Rabbitmq, false, 1, None),
+            v(Broker::Rabbitmq, true, 1, None),
+            v(Broker::Rabbitmq, false, 1, Some(64)),
         ];
         mq_results = mq::measure(&mq::Run {
             server_bin: &server_bin,

@@ -33,6 +33,8 @@ pub struct Variant {
     pub flat: bool,
     /// Kafka partitions; above 1 the topic is hashed by primary key (`partitionHash`).
     pub partitions: u32,
+    /// `[mq] max_in_flight_batches` when not the default.
+    pub in_flight: Option<usize>,
 }
 
 impl Variant {
@@ -46,7 +48,8 @@ impl Variant {
         } else {
             String::new()
         };
-        format!("{broker}, flatMessage={}{hash}", self.flat)
+        let window = self.in_flight.map(|n| format!(", {n} batches in flight")).unwrap_or_default();
+        format!("{broker}, flatMessage={}{hash}{window}", self.flat)
     }
 
     fn format(&self) -> &'static str {
@@ -350,6 +353,9 @@ fn one(
 /// The `[mq]` of canal.toml and of the destination's instance.toml.
 fn canal_conf(v: &Variant, endpoint: &str, topic: &str) -> Result<(String, String)> {
     let mut server = format!("[mq]\nflat_message = {}\n", v.flat);
+    if let Some(n) = v.in_flight {
+        server.push_str(&format!("max_in_flight_batches = {n}\n"));
+    }
     match v.broker {
         Broker::Kafka => {
             server.push_str(&format!(
