@@ -295,14 +295,16 @@ fn one(
             .args(["--partitions", &v.partitions.to_string()]),
         Broker::Rabbitmq => watch.args(["rabbit-watch", "--uri", &endpoint, "--queue", name]),
     };
+    let metrics_file = r.out_dir.join("mq-metrics-addr");
+    let _ = std::fs::remove_file(&metrics_file);
     match &side {
         Side::Canal { sizes } => watch
             .args(["--rows", &r.rows.to_string(), "--format", v.format(), "--sizes"])
-            .arg(sizes),
+            .arg(sizes)
+            .arg("--metrics-file")
+            .arg(&metrics_file),
         Side::Baseline { messages, .. } => watch.args(["--messages", &messages.to_string()]),
     };
-    let metrics_file = r.out_dir.join("mq-metrics-addr");
-    let _ = std::fs::remove_file(&metrics_file);
     let watcher = Watcher::start(watch)?;
     let mut sample = match side {
         Side::Canal { .. } => {
