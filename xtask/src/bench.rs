@@ -421,7 +421,9 @@ impl BenchServer {
         std::fs::write(
             conf.join("canal.toml"),
             format!(
-                "ip = \"127.0.0.1\"\nport = 0\nmetrics_port = 0\ndata_dir = \"{}\"\n{server_extra}",
+                "ip = \"127.0.0.1\"\nport = 0\n{}data_dir = \"{}\"\n{server_extra}",
+                // `server_extra` may choose a metrics port (top-level keys first).
+                if server_extra.starts_with("metrics_port") { "" } else { "metrics_port = 0\n" },
                 out_dir.join("data").display()
             ),
         )?;

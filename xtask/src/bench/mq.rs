@@ -354,7 +354,9 @@ fn one(
 
 /// The `[mq]` of canal.toml and of the destination's instance.toml.
 fn canal_conf(v: &Variant, endpoint: &str, topic: &str) -> Result<(String, String)> {
-    let mut server = format!("[mq]\nflat_message = {}\n", v.flat);
+    // A metrics port of its own: the watcher's end signal when the topic cannot be read back.
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut server = format!("metrics_port = {metrics_port}\n[mq]\nflat_message = {}\n", v.flat);
     if let Some(n) = v.in_flight {
         server.push_str(&format!("max_in_flight_batches = {n}\n"));
     }
