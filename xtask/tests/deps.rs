@@ -114,3 +114,42 @@ fn canal_client_tree_has_no_mysql_code() {
     let kafka: Vec<&str> = tree.lines().filter(|l| l.starts_with("rdkafka")).collect();
     assert!(kafka.is_empty(), "canal-client's default tree contains {kafka:?}");
 }
+
+#[test]
+fn canal_server_without_default_features_has_no_broker_clients() {
+    // The lean TCP-only server: MQ producers are the `kafka` and `rabbitmq` features'.
+    let tree = |extra: &[&str]| {
+        let out = cargo()
+            .args([
+                "tree",
+                "-p",
+                "canal-server",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "--format",
+                "{p}",
+            ])
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let brokers = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("rdkafka ") || l.starts_with("lapin "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let lean = tree(&["--no-default-features"]);
+    assert!(brokers(&lean).is_empty(), "lean canal-server has {:?}", brokers(&lean));
+    let full = tree(&[]);
+    assert_eq!(brokers(&full).len(), 2, "default canal-server has rdkafka and lapin: {full}");
+}
