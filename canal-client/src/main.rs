@@ -310,14 +310,7 @@ async fn consume(
             continue;
         }
         last_data = tokio::time::Instant::now();
-        let remaining = args.max.map(|m| m.saturating_sub(printed));
-        let (rows, whole) = {
-            let mut out = stdout.lock();
-            let r = print_batch(&mut out, &batch, args.format, remaining)?;
-            out.flush().context("writing to stdout")?;
-            r
-        };
-        printed += rows;
+        let whole = print_next(&stdout, &batch, args, &mut printed)?;
         if whole {
             match client.ack(batch.id).await {
                 Ok(()) | Err(ClientError::BatchRolledBack { .. }) => {}
@@ -399,14 +392,7 @@ async fn consume_kafka(
             continue;
         }
         last_data = tokio::time::Instant::now();
-        let remaining = args.max.map(|m| m.saturating_sub(printed));
-        let (rows, whole) = {
-            let mut out = stdout.lock();
-            let r = print_batch(&mut out, &batch, args.format, remaining)?;
-            out.flush().context("writing to stdout")?;
-            r
-        };
-        printed += rows;
+        let whole = print_next(&stdout, &batch, args, &mut printed)?;
         if whole {
             client.ack(batch.id).await.context("committing the offsets")?;
         } else {
@@ -421,6 +407,22 @@ async fn consume_kafka(
 }
 
 /// Prints a batch; returns the rows printed and whether the whole batch was printed.
+/// Prints `batch` (up to what is left of `--max`) and flushes stdout; adds the rows printed to
+/// `printed`. True when the whole batch was printed (then it may be acked).
+fn print_next(
+    stdout: &std::io::Stdout,
+    batch: &Message,
+    args: &TailArgs,
+    printed: &mut u64,
+) -> Result<bool> {
+    let remaining = args.max.map(|m| m.saturating_sub(*printed));
+    let mut out = stdout.lock();
+    let (rows, whole) = print_batch(&mut out, batch, args.format, remaining)?;
+    out.flush().context("writing to stdout")?;
+    *printed += rows;
+    Ok(whole)
+}
+
 fn print_batch(
     out: &mut impl Write,
     batch: &Message,
