@@ -26,7 +26,8 @@
 //!   lines never goes back (a BEGIN … BEGIN of one transaction in one session);
 //! - re-sent acked rows: after a reconnect, a row seen before may come again only if it was in a
 //!   batch that was not known to be acked (the last batch of a connection), or belongs to the
-//!   transaction of such a batch re-sent whole from its first row;
+//!   transaction of such a batch (or one whose END entry may have been in it: its last row ends
+//!   the batch before) re-sent whole from its first row;
 //! - never two active: `/status` of both servers polled every 25 ms (a definite overlap: one server
 //!   reports active in a sample taken entirely between two active samples of the other), and the
 //!   servers' own log lines ("active: starting the instance" against the other's "no longer
@@ -576,6 +577,8 @@ fn strip_ansi(line: &str) -> String {
 struct Consumer {
     child: Child,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// Its last log lines (not rows): quoted when it exits by itself.
+    tail: Arc<Mutex<std::collections::VecDeque<String>>>,
 }
 
 impl Consumer {
@@ -603,6 +606,8 @@ impl Consumer {
             .expect("canal-client starts");
         let r = child.stdout.take().unwrap();
         let mut logf = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let tail_w = tail.clone();
         let reader = std::thread::spawn(move || {
             let mut conn = 0usize;
             let mut server = String::new();
@@ -610,6 +615,12 @@ impl Consumer {
                 if !line.starts_with('{') {
                     let line = strip_ansi(&line);
                     let _ = writeln!(logf, "consumer {n}: {line}");
+                    let mut t = tail_w.lock().unwrap();
+                    if t.len() == 5 {
+                        t.pop_front();
+                    }
+                    t.push_back(line.clone());
+                    drop(t);
                     if line.contains("connected to canal server") {
                         conn += 1;
                         server = line
@@ -651,7 +662,7 @@ impl Consumer {
                 }
             }
         });
-        Consumer { child, reader: Some(reader) }
+        Consumer { child, reader: Some(reader), tail }
     }
 
     fn kill(&mut self) {
@@ -960,6 +971,14 @@ fn delivery_checks(
     // Unacked: the last batch of each connection (it may not have been acked before it ended).
     let mut unacked_keys = BTreeSet::new();
     let mut unacked_txns = BTreeSet::new();
+    // A transaction's last row (every row is received at least once, or `lost` says so).
+    let mut last_index: HashMap<i64, i64> = HashMap::new();
+    for g in got {
+        if let Some((t, i)) = key_of(g, w).and_then(txn_of) {
+            let m = last_index.entry(t).or_insert(i);
+            *m = (*m).max(i);
+        }
+    }
     for rows in conns.values() {
         let Some(last) = rows.last() else { continue };
         for g in rows.iter().filter(|g| g.batch == last.batch) {
@@ -968,6 +987,20 @@ fn delivery_checks(
                 if let Some((t, _)) = txn_of(k) {
                     unacked_txns.insert(t);
                 }
+            }
+        }
+        // A transaction whose last row ends the batch before the last one has its END entry
+        // (the ack boundary: the cursor moves to the last BEGIN/END of an acked batch) in the
+        // unacked last batch: the cursor stays at its BEGIN and the whole transaction comes
+        // again. Rows show no END entry, so any transaction ending in that batch counts.
+        let Some(prev) = rows.iter().rev().map(|g| g.batch).find(|b| *b != last.batch) else {
+            continue;
+        };
+        for g in rows.iter().filter(|g| g.batch == prev) {
+            if let Some((t, i)) = key_of(g, w).and_then(txn_of)
+                && last_index.get(&t) == Some(&i)
+            {
+                unacked_txns.insert(t);
             }
         }
     }
@@ -1568,8 +1601,13 @@ async fn soak(backend: &'static str, workload: Workload) {
         for c in consumers.iter_mut() {
             if let Ok(Some(st)) = c.child.try_wait() {
                 consumer_exits += 1;
+                // Its last words are read to the end of its output first.
+                if let Some(r) = c.reader.take() {
+                    let _ = r.join();
+                }
+                let last: Vec<String> = c.tail.lock().unwrap().iter().cloned().collect();
                 violations.push(format!(
-                    "round {i} ({}): a consumer exited by itself ({st}); see consumers.log",
+                    "round {i} ({}): a consumer exited by itself ({st}); its last lines: {last:#?}",
                     kind.name()
                 ));
                 c.kill();
