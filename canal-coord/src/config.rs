@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "etcd")]
 use crate::backend::etcd::EtcdBackend;
 use crate::backend::local::LocalBackend;
+#[cfg(feature = "zookeeper")]
 use crate::backend::zk::ZkBackend;
 use crate::cursor::FlushPolicy;
 use crate::error::CoordError;
@@ -156,6 +158,13 @@ impl CoordConfig {
         match self.backend_kind() {
             BackendKind::Zookeeper => {
                 let s = self.zookeeper.servers.trim();
+                if !cfg!(feature = "zookeeper") {
+                    return err(
+                        "backend",
+                        "zookeeper".into(),
+                        "canal-coord was built without its `zookeeper` feature",
+                    );
+                }
                 if s.is_empty() {
                     return err(
                         "zookeeper.servers",
@@ -185,6 +194,13 @@ impl CoordConfig {
                 }
             }
             BackendKind::Etcd => {
+                if !cfg!(feature = "etcd") {
+                    return err(
+                        "backend",
+                        "etcd".into(),
+                        "canal-coord was built without its `etcd` feature",
+                    );
+                }
                 if self.etcd.endpoints.is_empty() {
                     return err(
                         "etcd.endpoints",
@@ -248,15 +264,26 @@ impl CoordConfig {
                     None => Arc::new(LocalBackend::in_memory(timeout)),
                 }
             }
+            #[cfg(feature = "zookeeper")]
             BackendKind::Zookeeper => Arc::new(ZkBackend::new(
                 self.zookeeper.servers.trim(),
                 Duration::from_millis(self.zookeeper.session_timeout_ms),
             )),
+            #[cfg(feature = "etcd")]
             BackendKind::Etcd => Arc::new(EtcdBackend::new(
                 self.etcd.endpoints.clone(),
                 self.etcd.lease_ttl_secs,
                 &self.etcd.prefix,
             )),
+            // `validate` already refuses a backend this build lacks; refuse it here too.
+            #[cfg(not(all(feature = "zookeeper", feature = "etcd")))]
+            kind => {
+                return Err(OpenError::Config(ConfigError {
+                    key: "backend",
+                    value: format!("{kind:?}").to_lowercase(),
+                    reason: "canal-coord was built without this backend's feature",
+                }));
+            }
         })
     }
 }
@@ -307,5 +334,24 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().key, "etcd.endpoints");
         assert!(serde_json::from_str::<CoordConfig>(r#"{"backend":"consul"}"#).is_err());
         assert!(serde_json::from_str::<CoordConfig>(r#"{"zk":{}}"#).is_err());
+    }
+
+    /// A backend left out of the build is a config error naming it, never a panic.
+    #[test]
+    fn a_backend_without_its_feature_is_a_config_error() {
+        let zk: CoordConfig =
+            serde_json::from_str(r#"{"zookeeper":{"servers":"127.0.0.1:2181"}}"#).unwrap();
+        let etcd: CoordConfig =
+            serde_json::from_str(r#"{"etcd":{"endpoints":["http://127.0.0.1:2379"]}}"#).unwrap();
+        for (c, built) in [(zk, cfg!(feature = "zookeeper")), (etcd, cfg!(feature = "etcd"))] {
+            match c.validate() {
+                Ok(()) => assert!(built),
+                Err(e) => {
+                    assert!(!built, "{e}");
+                    assert_eq!(e.key, "backend");
+                    assert!(matches!(c.open_backend(), Err(OpenError::Config(_))));
+                }
+            }
+        }
     }
 }

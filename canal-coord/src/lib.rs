@@ -3,7 +3,9 @@
 //! written once above the trait, and fenced cursor storage ([`CursorStore`]).
 //!
 //! This crate stores bytes and knows nothing of MySQL; `canal-core` depends on it, not the
-//! other way round.
+//! other way round. The ZooKeeper and etcd backends are the `zookeeper` and `etcd` features
+//! (default on); the local backend is always built, and a config naming a backend this build
+//! lacks is a [`ConfigError`].
 
 pub mod backend;
 pub mod config;

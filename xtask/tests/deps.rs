@@ -153,3 +153,44 @@ fn canal_server_without_default_features_has_no_broker_clients() {
     let full = tree(&[]);
     assert_eq!(brokers(&full).len(), 2, "default canal-server has rdkafka and lapin: {full}");
 }
+
+#[test]
+fn canal_client_without_default_features_has_no_coordinator_clients() {
+    // A downstream crate with a static server list: neither ZooKeeper's nor etcd's client (nor
+    // etcd's protobuf build) is in the tree; with the default features, both are.
+    let tree = |extra: &[&str]| {
+        let out = cargo()
+            .args([
+                "tree",
+                "-p",
+                "canal-client",
+                "-e",
+                "normal,build",
+                "--prefix",
+                "none",
+                "--format",
+                "{p}",
+            ])
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coord = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("zookeeper-client ") || l.starts_with("etcd-client "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let lean = tree(&["--no-default-features"]);
+    assert!(lean.lines().any(|l| l.starts_with("canal-coord ")), "lean client uses canal-coord");
+    assert!(coord(&lean).is_empty(), "lean canal-client has {:?}", coord(&lean));
+    let full = tree(&[]);
+    assert_eq!(coord(&full).len(), 2, "default canal-client has both coordinator clients: {full}");
+}

@@ -374,6 +374,7 @@ pub fn row_name(e: &Entry) -> String {
 }
 
 /// A ZooKeeper-style ServerRunningData JSON.
+#[cfg(all(feature = "zookeeper", feature = "etcd"))]
 pub fn running_json(address: &str) -> Vec<u8> {
     format!(r#"{{"active":true,"address":"{address}"}}"#).into_bytes()
 }

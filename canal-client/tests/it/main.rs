@@ -3,9 +3,12 @@
 #[path = "../../../tools/test-support.rs"]
 mod support;
 
+#[cfg(all(feature = "zookeeper", feature = "etcd"))]
 mod cli;
+#[cfg(all(feature = "zookeeper", feature = "etcd"))]
 mod cluster;
 mod fake;
+mod features;
 mod fuzz;
 mod ha;
 mod interop;
