@@ -18,14 +18,18 @@ pub fn service(var: &str) -> Option<String> {
                     "{var} is not set but CANAL_REQUIRE_INTEGRATION=1: run `cargo xtask services up`"
                 );
             }
-            eprintln!("skipping: {var} is not set (run the tests through `cargo xtask test`)");
+            skip(&format!("{var} is not set (run the tests through `cargo xtask test`)"));
             None
         }
     }
 }
 
-/// Path of a file under `../shared` (the project's reference material), or `None` with a message
-/// when that directory is absent (it is not part of the repository).
+/// Path of a file under `../shared` (the project's reference material, outside the repository:
+/// only fixtures whose licence keeps them out of the repository are read from there; the
+/// permissively licensed ones are vendored under `canal-core/tests/fixtures`).
+///
+/// When the file is absent: with `CANAL_REQUIRE_SHARED=1` (as `cargo xtask test` sets whenever
+/// `../shared` exists) the test fails; otherwise it records a skip ([`skip`]) and returns `None`.
 pub fn shared_file(rel: &str) -> Option<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
     let p = root.join(rel);
@@ -35,9 +39,41 @@ pub fn shared_file(rel: &str) -> Option<std::path::PathBuf> {
         if std::env::var("CANAL_REQUIRE_SHARED").as_deref() == Ok("1") {
             panic!("{} is missing but CANAL_REQUIRE_SHARED=1", p.display());
         }
-        eprintln!("skipping: {} is absent (../shared is not part of the repository)", p.display());
+        skip(&format!("{} is absent (../shared is not part of the repository)", p.display()));
         None
     }
+}
+
+/// Records that the running test skips (part of) its work: prints `SKIP: <test>: <why>` and,
+/// when `CANAL_TEST_LOG` names a file (as `cargo xtask test` sets), appends a `skip` line to it,
+/// so the run's summary counts skips even though libtest hides a passing test's output.
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    eprintln!("SKIP: {test}: {why}");
+    log_line("skip", &format!("{test}: {why}"));
+}
+
+/// Records that the running test compared our decoding of one fixture with an independent oracle
+/// (a `mysqlbinlog` sidecar, upstream expectations, python-mysql-replication); counted by
+/// `cargo xtask test`'s summary.
+pub fn oracle_checked(what: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    log_line("oracle", &format!("{test}: {what}"));
+}
+
+/// Appends `<kind>\t<text>` to `$CANAL_TEST_LOG` (one `write` of one line with O_APPEND, so the
+/// lines of concurrent tests and test binaries do not interleave). A log that cannot be written
+/// fails the test: the summary would otherwise undercount.
+fn log_line(kind: &str, text: &str) {
+    use std::io::Write;
+    let Ok(path) = std::env::var("CANAL_TEST_LOG") else { return };
+    let line = format!("{kind}\t{}\n", text.replace(['\n', '\t'], " "));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .unwrap_or_else(|e| panic!("CANAL_TEST_LOG {path}: {e}"));
 }
 
 /// The Python venv of the MQ tests: the third-party clients that read what canal-rs publishes
@@ -60,7 +96,7 @@ pub fn python_venv(name: &str, requirements: &[&str]) -> Option<std::path::PathB
             if std::env::var("CANAL_REQUIRE_INTEGRATION").as_deref() == Ok("1") {
                 panic!("python venv {name} unavailable but CANAL_REQUIRE_INTEGRATION=1: {err}");
             }
-            eprintln!("skipping: python venv {name} unavailable: {err}");
+            skip(&format!("python venv {name} unavailable: {err}"));
             None
         }
     }

@@ -27,6 +27,7 @@ pub fn run(args: &[&str]) -> Result<ExitCode> {
     let guard = ServicesGuard::arm()?;
 
     let mut results: Vec<(&str, bool)> = Vec::new();
+    let mut test_log: Option<(PathBuf, bool)> = None;
     // Before any cargo build of the workspace: cmake and curl for rdkafka's librdkafka build.
     let deps = services::apt::ensure_build_deps();
     if let Err(e) = &deps {
@@ -42,6 +43,23 @@ pub fn run(args: &[&str]) -> Result<ExitCode> {
     if up.is_ok() && deps.is_ok() {
         let mut env = services::read_env(&services::env_file()?)?;
         env.push(("CANAL_REQUIRE_INTEGRATION".into(), "1".into()));
+        // The reference material beside the repository (fixtures whose licence keeps them out of
+        // it): when it is there, a test that cannot find its file fails instead of skipping.
+        let shared = services::workspace_root().join("../shared");
+        if shared.is_dir() {
+            env.push(("CANAL_REQUIRE_SHARED".into(), "1".into()));
+        }
+        // Tests append `skip` and `oracle` lines here (tools/test-support.rs); the summary
+        // counts them.
+        let log =
+            services::target_dir()?.join(format!("xtask-test-log-{}.txt", std::process::id()));
+        if let Err(e) = std::fs::remove_file(&log)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(e).with_context(|| format!("removing {}", log.display()));
+        }
+        env.push(("CANAL_TEST_LOG".into(), log.display().to_string()));
+        test_log = Some((log, shared.is_dir()));
         match protoc_bin_vendored::protoc_bin_path() {
             Ok(p) => env.push(("PROTOC".into(), p.display().to_string())),
             Err(e) => eprintln!("xtask: warning: no vendored protoc ({e}); using tools/protoc"),
@@ -94,7 +112,58 @@ pub fn run(args: &[&str]) -> Result<ExitCode> {
 
     results.push(("services down", guard.finish()));
 
-    Ok(summarize("test", &results, t0, ""))
+    let suffix = match &test_log {
+        Some((log, shared)) => {
+            // Absent when no test wrote to it (no skip, no oracle): that is zero of each.
+            let text = match std::fs::read_to_string(log) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", log.display())),
+            };
+            let counts = TestLog::parse(&text);
+            for line in &counts.skipped {
+                eprintln!("xtask: skipped: {line}");
+            }
+            let _ = std::fs::remove_file(log);
+            counts.summary(*shared)
+        }
+        None => String::new(),
+    };
+    Ok(summarize("test", &results, t0, &suffix))
+}
+
+/// What the tests recorded in `CANAL_TEST_LOG` (tools/test-support.rs): one `kind\ttext` line
+/// per skip or oracle comparison.
+#[derive(Debug, Default, PartialEq)]
+struct TestLog {
+    /// Fixtures compared with an independent oracle (mysqlbinlog, upstream expectations, pmr).
+    oracle: usize,
+    /// What skipped, as `test: why`.
+    skipped: Vec<String>,
+}
+
+impl TestLog {
+    fn parse(text: &str) -> Self {
+        let mut log = TestLog::default();
+        for line in text.lines() {
+            match line.split_once('\t') {
+                Some(("oracle", _)) => log.oracle += 1,
+                Some(("skip", what)) => log.skipped.push(what.to_owned()),
+                _ => {}
+            }
+        }
+        log
+    }
+
+    /// `; oracle checks: N, skipped: M (../shared absent)` for the summary line.
+    fn summary(&self, shared: bool) -> String {
+        format!(
+            "; oracle checks: {}, skipped: {}{}",
+            self.oracle,
+            self.skipped.len(),
+            if shared { "" } else { " (../shared absent)" }
+        )
+    }
 }
 
 /// Prints `xtask <command>: PASSED|FAILED (step ok, step FAILED, …) in N s<suffix>` and gives the
@@ -262,7 +331,21 @@ impl Drop for ServicesGuard {
 
 #[cfg(test)]
 mod tests {
-    use super::killed_by_signal;
+    use super::{TestLog, killed_by_signal};
+
+    #[test]
+    fn counts_oracle_checks_and_skips_from_the_test_log() {
+        let log = TestLog::parse(
+            "oracle\tdecode::a: x.mysqlbinlog.txt: 12 values\n\
+             skip\tdecode::b: ../shared/f is absent\n\
+             oracle\tdecode::c: y\n\
+             garbage line\n",
+        );
+        assert_eq!(log.oracle, 2);
+        assert_eq!(log.skipped, ["decode::b: ../shared/f is absent"]);
+        assert_eq!(log.summary(false), "; oracle checks: 2, skipped: 1 (../shared absent)");
+        assert_eq!(TestLog::parse("").summary(true), "; oracle checks: 0, skipped: 0");
+    }
 
     #[test]
     fn names_the_binary_and_signal_of_a_killed_test_binary() {

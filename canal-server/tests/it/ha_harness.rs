@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support;
 use canal_coord::config::CoordConfig;
 use canal_coord::{Coordinator, path};
 use mysql_async::prelude::Queryable;
@@ -33,7 +34,7 @@ fn client_bin() -> Option<PathBuf> {
     if std::env::var("CANAL_REQUIRE_INTEGRATION").as_deref() == Ok("1") {
         panic!("{} is missing: build the workspace (cargo test --workspace)", bin.display());
     }
-    eprintln!("skipping: {} is missing (run with --workspace)", bin.display());
+    support::skip(&format!("{} is missing (run with --workspace)", bin.display()));
     None
 }
 
