@@ -21,7 +21,6 @@ use mysql_async::prelude::Queryable;
 
 use crate::ha::fixture;
 use crate::ha_process::{DELAY_MS, SESSION_MS, etcd_coord, owner, spawn, write_conf, zk_coord};
-use crate::support;
 
 const FAILOVERS: usize = 10;
 
