@@ -63,8 +63,6 @@ pub struct SessionConfig {
     pub auth_timeout: Duration,
     /// Idle timeout when the client's ClientAuth names none (Java: 1 h).
     pub default_idle: Duration,
-    /// How long a started destination may take to become active after a SUBSCRIPTION asked for it.
-    pub start_wait: Duration,
 }
 
 impl Default for SessionConfig {
@@ -74,7 +72,6 @@ impl Default for SessionConfig {
             max_frame_len: 16 * 1024 * 1024,
             auth_timeout: Duration::from_secs(60),
             default_idle: Duration::from_secs(3600),
-            start_wait: Duration::from_millis(0),
         }
     }
 }
@@ -234,7 +231,6 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                         )));
                     }
                     _ => {
-                        self.registry.request_start(&auth.destination);
                         return Err(End::Protocol(format!(
                             "ClientAuth subscribes to destination:{} which is not running here",
                             auth.destination
@@ -287,6 +283,45 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         }
     }
 
+    /// Java's MISSING_IDENTITY check of every request: `Ok(true)` when the destination or the
+    /// client id is empty and the error ACK (with `message`) was written.
+    async fn missing_identity(
+        &mut self,
+        destination: &str,
+        client_id: &str,
+        message: impl FnOnce() -> String,
+    ) -> Result<bool, End> {
+        if destination.is_empty() || client_id.is_empty() {
+            self.error(ERROR_MISSING_IDENTITY, message()).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The client id parsed and the destination running here; `Ok(None)` means an error ACK was
+    /// already written.
+    async fn target(
+        &mut self,
+        destination: &str,
+        client_id: &str,
+    ) -> Result<Option<(i16, Arc<Destination>)>, End> {
+        let Some(id) = self.client_id(client_id).await? else { return Ok(None) };
+        Ok(self.running(destination).await?.map(|d| (id, d)))
+    }
+
+    /// The whole preamble of GET and CLIENTROLLBACK: [`Self::missing_identity`] with Java's
+    /// message, then [`Self::target`].
+    async fn checked_target(
+        &mut self,
+        destination: &str,
+        client_id: &str,
+    ) -> Result<Option<(i16, Arc<Destination>)>, End> {
+        if self.missing_identity(destination, client_id, missing_identity_message).await? {
+            return Ok(None);
+        }
+        self.target(destination, client_id).await
+    }
+
     async fn request_error(&mut self, e: RequestError) -> Result<(), End> {
         if let RequestError::Store(_) = e {
             // The destination stopped under us: the client should fail over.
@@ -308,21 +343,21 @@ impl<W: AsyncWrite + Unpin> Session<W> {
         };
         match body {
             Body::Sub(sub) => {
-                if sub.destination.is_empty() || sub.client_id.is_empty() {
-                    let msg = format!(
+                let missing = || {
+                    format!(
                         "destination or clientId is null. Sub: destination={:?} clientId={:?}",
                         sub.destination, sub.client_id
-                    );
-                    return self.error(ERROR_MISSING_IDENTITY, msg).await;
+                    )
+                };
+                if self.missing_identity(&sub.destination, &sub.client_id, missing).await? {
+                    return Ok(());
                 }
-                let Some(client_id) = self.client_id(&sub.client_id).await? else { return Ok(()) };
-                if matches!(self.registry.lookup(&sub.destination), Lookup::NotRunning) {
-                    self.registry.request_start(&sub.destination);
-                    if !self.config.start_wait.is_zero() {
-                        self.wait_started(&sub.destination).await;
-                    }
-                }
-                let Some(dest) = self.running(&sub.destination).await? else { return Ok(()) };
+                // A standby answers "should start first": every configured destination competes
+                // for its running node from boot, so the client goes to the active server.
+                let Some((client_id, dest)) = self.target(&sub.destination, &sub.client_id).await?
+                else {
+                    return Ok(());
+                };
                 match dest.subscribe(client_id, &sub.filter) {
                     Ok(()) => {
                         // The subscription (and the cursor it starts at) is durable before the
@@ -337,10 +372,15 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 }
             }
             Body::Unsub(unsub) => {
-                if unsub.destination.is_empty() || unsub.client_id.is_empty() {
-                    return self
-                        .error(ERROR_MISSING_IDENTITY, "destination or clientId is null")
-                        .await;
+                if self
+                    .missing_identity(
+                        &unsub.destination,
+                        &unsub.client_id,
+                        missing_identity_message,
+                    )
+                    .await?
+                {
+                    return Ok(());
                 }
                 let Some(client_id) = self.client_id(&unsub.client_id).await? else {
                     return Ok(());
@@ -352,15 +392,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 self.send(&packets::ack_ok()).await
             }
             Body::Get(get) => {
-                if get.destination.is_empty() || get.client_id.is_empty() {
-                    return self
-                        .error(ERROR_MISSING_IDENTITY, "destination or clientId is null")
-                        .await;
-                }
-                let Some(client_id) = self.client_id(&get.client_id).await? else {
+                let Some((client_id, dest)) =
+                    self.checked_target(&get.destination, &get.client_id).await?
+                else {
                     return Ok(());
                 };
-                let Some(dest) = self.running(&get.destination).await? else { return Ok(()) };
                 let wait = match GetTimeout::from_get(&get) {
                     GetTimeout::NonBlocking => GetWait::NonBlocking,
                     GetTimeout::Blocking => GetWait::Forever,
@@ -400,11 +436,13 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 }
             }
             Body::ClientAck(ack) => {
-                if ack.destination.is_empty() || ack.client_id.is_empty() {
-                    return self
-                        .error(ERROR_MISSING_IDENTITY, "destination or clientId is null")
-                        .await;
+                if self
+                    .missing_identity(&ack.destination, &ack.client_id, missing_identity_message)
+                    .await?
+                {
+                    return Ok(());
                 }
+                // Java checks the batch id before it parses the client id.
                 match ack.batch_id {
                     0 => {
                         return self
@@ -414,10 +452,10 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                     -1 => return Ok(()),
                     _ => {}
                 }
-                let Some(client_id) = self.client_id(&ack.client_id).await? else {
+                let Some((client_id, dest)) = self.target(&ack.destination, &ack.client_id).await?
+                else {
                     return Ok(());
                 };
-                let Some(dest) = self.running(&ack.destination).await? else { return Ok(()) };
                 if !dest.may_serve() {
                     return self
                         .request_error(RequestError::NotStarted(ack.destination.clone()))
@@ -436,15 +474,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 }
             }
             Body::ClientRollback(rb) => {
-                if rb.destination.is_empty() || rb.client_id.is_empty() {
-                    return self
-                        .error(ERROR_MISSING_IDENTITY, "destination or clientId is null")
-                        .await;
-                }
-                let Some(client_id) = self.client_id(&rb.client_id).await? else {
+                let Some((client_id, dest)) =
+                    self.checked_target(&rb.destination, &rb.client_id).await?
+                else {
                     return Ok(());
                 };
-                let Some(dest) = self.running(&rb.destination).await? else { return Ok(()) };
                 match dest.rollback(client_id, rb.batch_id) {
                     Ok(()) => Ok(()),
                     Err(e) => self.request_error(e).await,
@@ -453,19 +487,11 @@ impl<W: AsyncWrite + Unpin> Session<W> {
             other => self.send(&packets::unsupported_type(other.packet_type() as i32)).await,
         }
     }
+}
 
-    /// Waits (bounded) for a destination that was asked to start to become active here.
-    async fn wait_started(&self, name: &str) {
-        let now = tokio::time::Instant::now();
-        // A start_wait too large for an Instant waits until the destination starts.
-        let deadline = now.checked_add(self.config.start_wait);
-        while deadline.is_none_or(|d| tokio::time::Instant::now() < d) {
-            if matches!(self.registry.lookup(name), Lookup::Running(_)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+/// Java's message for a request without destination or client id.
+fn missing_identity_message() -> String {
+    "destination or clientId is null".to_owned()
 }
 
 /// Resolves with the name of the first subscribed destination that closes; never if none.

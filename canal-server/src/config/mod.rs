@@ -251,19 +251,7 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
     let mut legacy_files: Vec<PropertiesFile> = Vec::new();
     let mut fig = Figment::from(Serialized::defaults(ServerConfig::default()));
     let server_file = if toml_path.is_file() {
-        if props_path.is_file() {
-            warnings.push(format!(
-                "{}: ignored because {} exists",
-                props_path.display(),
-                toml_path.display()
-            ));
-        }
-        let provider = Toml::file_exact(&toml_path);
-        check_provider(&provider, &toml_path)?;
-        for key in sources::unknown_keys(&provider, &known_server) {
-            warnings.push(format!("{}: unknown key '{key}' ignored", toml_path.display()));
-        }
-        fig = fig.merge(provider);
+        fig = fig.merge(toml_file(&toml_path, &props_path, &known_server, &mut warnings)?);
         toml_path
     } else if props_path.is_file() {
         let file = PropertiesFile::read(&props_path, Scope::Server)
@@ -383,18 +371,7 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
         let props = dir.join(INSTANCE_PROPERTIES);
         let mut inst_legacy = Vec::new();
         let (file, inst_fig) = if toml.is_file() {
-            if props.is_file() {
-                warnings.push(format!(
-                    "{}: ignored because {} exists",
-                    props.display(),
-                    toml.display()
-                ));
-            }
-            let provider = Toml::file_exact(&toml);
-            check_provider(&provider, &toml)?;
-            for key in sources::unknown_keys(&provider, &known_instance) {
-                warnings.push(format!("{}: unknown key '{key}' ignored", toml.display()));
-            }
+            let provider = toml_file(&toml, &props, &known_instance, &mut warnings)?;
             (toml, Figment::from(provider))
         } else if props.is_file() {
             let f = PropertiesFile::read(&props, Scope::Instance)
@@ -513,6 +490,26 @@ fn is_set(fig: &Figment, key: &str) -> bool {
 }
 
 /// Fails with the file's parse error, if any.
+/// A TOML config file (server or instance), which wins over the `.properties` file beside it:
+/// parsed (a syntax error names the file), with a warning for the ignored `.properties` file and
+/// for every key not in `known`.
+fn toml_file(
+    toml: &Path,
+    props: &Path,
+    known: &BTreeSet<String>,
+    warnings: &mut Vec<String>,
+) -> Result<figment::providers::Data<Toml>, ConfigError> {
+    if props.is_file() {
+        warnings.push(format!("{}: ignored because {} exists", props.display(), toml.display()));
+    }
+    let provider = Toml::file_exact(toml);
+    check_provider(&provider, toml)?;
+    for key in sources::unknown_keys(&provider, known) {
+        warnings.push(format!("{}: unknown key '{key}' ignored", toml.display()));
+    }
+    Ok(provider)
+}
+
 fn check_provider(provider: &impl Provider, path: &Path) -> Result<(), ConfigError> {
     provider
         .data()
