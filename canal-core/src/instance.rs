@@ -79,6 +79,33 @@ pub struct InstanceConfig {
     /// How far before a cursor's time the start is searched when the cursor was recorded against
     /// another source address (`canal.instance.fallbackIntervalInSeconds`, 60 s).
     pub fallback_interval: Duration,
+    /// Asked before every connection to the source (the first and each reconnect): while it
+    /// says no, the instance waits ([`InstanceState::Gated`]) instead of connecting. A server
+    /// passes its lease on the running node: a deposed owner woken from a freeze must not
+    /// open a binlog dump, which (same `slave_id`) would end the new owner's.
+    pub connect_gate: Option<ConnectGate>,
+}
+
+/// "May connect to the source now" (see [`InstanceConfig::connect_gate`]).
+#[derive(Clone)]
+pub struct ConnectGate(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl ConnectGate {
+    /// A gate that asks `open` each time.
+    pub fn new(open: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(open))
+    }
+
+    /// Whether connecting is allowed now.
+    pub fn is_open(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for ConnectGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ConnectGate").field(&self.is_open()).finish()
+    }
 }
 
 impl InstanceConfig {
@@ -97,6 +124,7 @@ impl InstanceConfig {
             allowed_formats: vec!["ROW".into()],
             allowed_images: vec!["FULL".into(), "MINIMAL".into(), "NOBLOB".into()],
             fallback_interval: Duration::from_secs(60),
+            connect_gate: None,
         }
     }
 }
@@ -115,6 +143,9 @@ pub enum InstanceState {
         /// Attempts so far.
         attempt: u32,
     },
+    /// Not connecting: the [`InstanceConfig::connect_gate`] is closed (a server whose lease on
+    /// the running node lapsed, until it is confirmed again or the instance is stopped).
+    Gated,
     /// Stopped by a definite error.
     Failed {
         /// The error.
@@ -455,7 +486,7 @@ impl Runner {
         let mut resume: Option<Resume> = None;
         let mut backoff = Backoff::new(self.cfg.backoff.0, self.cfg.backoff.1);
         loop {
-            if *self.stop.borrow() {
+            if *self.stop.borrow() || !self.wait_for_gate().await {
                 break;
             }
             let progress = |s: &InstanceStatus| (s.resume.clone(), s.entries);
@@ -493,6 +524,34 @@ impl Runner {
             s.dump_connection_id = None;
             s.meta_connection_id = None;
         });
+    }
+
+    /// Waits while the connect gate is closed; false when stopped meanwhile.
+    async fn wait_for_gate(&mut self) -> bool {
+        let Some(gate) = self.cfg.connect_gate.clone() else { return true };
+        if gate.is_open() {
+            return true;
+        }
+        info!("not connecting to the source: this server's lease on the running node lapsed");
+        let before = self.status.borrow().state.clone();
+        self.status.send_modify(|s| {
+            s.state = InstanceState::Gated;
+            s.dump_connection_id = None;
+            s.meta_connection_id = None;
+        });
+        let mut stop = self.stop.clone();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return false,
+            }
+            if gate.is_open() {
+                info!("lease confirmed again: connecting to the source");
+                self.status.send_modify(|s| s.state = before);
+                return true;
+            }
+        }
     }
 
     /// `lower_case_table_names`: whether the source folds table names (read at session start),

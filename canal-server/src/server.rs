@@ -28,7 +28,7 @@ use canal_coord::{
 };
 use canal_core::binlog::replica::Backoff;
 use canal_core::filter::{FilterError, NameFilter};
-use canal_core::instance::{Instance, InstanceConfig, InstanceState, SharedHistory};
+use canal_core::instance::{ConnectGate, Instance, InstanceConfig, InstanceState, SharedHistory};
 use canal_core::position::{LogIdentity, LogPosition};
 
 use crate::history_store::load_shared_history;
@@ -733,6 +733,12 @@ impl Driver {
             }
         }
         let black = config.convert.filter.black().source().to_owned();
+        if let Some(m) = &self.monitor {
+            // A deposed owner woken from a freeze does not reconnect to the source (its binlog
+            // dump would end the new owner's: same slave_id) while its lease is lapsed.
+            let lease = m.lease();
+            config.connect_gate = Some(ConnectGate::new(move || lease.valid()));
+        }
         let instance = Arc::new(Instance::start_with_history(config, start.clone(), Some(history)));
         sink.attach(&instance);
         let identity = LogIdentity::new(instance.source().clone());
@@ -1476,6 +1482,7 @@ impl RegistryView {
                         }
                         InstanceState::Failed { error } => format!("failed: {error}"),
                         InstanceState::Stopped => "stopped".into(),
+                        InstanceState::Gated => "waiting for the lease".into(),
                     });
                     r.delay_ms = status.last_event_ms.map(|t| (now - t).max(0));
                     r.rows = status.rows;

@@ -1008,3 +1008,64 @@ async fn mariadb_json_is_utf8_text_from_ddl_and_from_show_create_table() {
         inst.stop().await;
     }
 }
+
+/// A closed connect gate (a server whose lease on the running node lapsed) keeps the instance
+/// off the source: after its dump connection is killed it waits in `Gated` instead of
+/// reconnecting (a deposed owner's dump, same slave_id, would end the new owner's); opened
+/// again, it resumes where it stopped, every row once.
+#[tokio::test]
+async fn closed_connect_gate_keeps_the_instance_off_the_source() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let Some(mut c) = Ctx::new("gate").await else { return };
+    c.exec("CREATE TABLE $db.t (id INT PRIMARY KEY)").await;
+    let (file, pos) = c.master_status().await;
+    let open = Arc::new(AtomicBool::new(true));
+    let mut cfg = c.config();
+    cfg.start = StartConfig { journal: Some(file), position: Some(pos), ..StartConfig::default() };
+    let gate = open.clone();
+    cfg.connect_gate =
+        Some(canal_core::instance::ConnectGate::new(move || gate.load(Ordering::SeqCst)));
+    let inst = Instance::start(cfg, None);
+    let mut seen = Seen::default();
+    for i in 1..=5 {
+        c.exec(&format!("INSERT INTO $db.t VALUES ({i})")).await;
+    }
+    drain(&inst, &mut seen, |s| s.changes.len() >= 5).await;
+
+    open.store(false, Ordering::SeqCst);
+    let killed = kill_dump(&mut c, &inst).await;
+    for i in 6..=10 {
+        c.exec(&format!("INSERT INTO $db.t VALUES ({i})")).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while inst.status().state != InstanceState::Gated {
+        assert!(Instant::now() < deadline, "not gated: {:?}", inst.status());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Three times the largest reconnect backoff (1 s): still gated, no dump, nothing stored.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let s = inst.status();
+        assert_eq!(s.state, InstanceState::Gated, "{s:?}");
+        assert_eq!(s.dump_connection_id, None, "{s:?}");
+        assert!(inst.store().get(1000, GetWait::NonBlocking).await.unwrap().is_none());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dumps: Vec<u64> = c
+        .admin
+        .query(format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%' \
+             AND ID = {killed}"
+        ))
+        .await
+        .unwrap();
+    assert!(dumps.is_empty(), "the killed dump is gone: {dumps:?}");
+
+    open.store(true, Ordering::SeqCst);
+    drain(&inst, &mut seen, |s| s.changes.len() >= 10).await;
+    let ids: Vec<i64> =
+        seen.changes.iter().map(|ch| ch.after["id"].as_ref().unwrap().parse().unwrap()).collect();
+    assert_eq!(ids, (1..=10).collect::<Vec<i64>>(), "every row once, in order");
+    inst.stop().await;
+}
