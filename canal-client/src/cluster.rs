@@ -1,7 +1,7 @@
 //! [`ClusterConnector`]: a connector that finds the active canal server itself (ZooKeeper/etcd
 //! through canal-coord, or a static address list), survives server loss by reconnecting with
 //! bounded exponential backoff, and optionally takes part in client HA (one active consumer per
-//! client id, spec §4.2).
+//! client id, docs/protocol.md#client-ha).
 //!
 //! Differences from Java's `ClusterCanalConnector`: no retry-count cliff (retry forever with a
 //! capped backoff, or until a configurable total deadline); a change of the destination's running

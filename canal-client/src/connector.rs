@@ -1,5 +1,5 @@
-//! [`SimpleConnector`]: one TCP session with one canal server, speaking Canal's protocol (spec
-//! §1.4–§1.8) the way Java's `SimpleCanalConnector` does, with one difference: a connection that
+//! [`SimpleConnector`]: one TCP session with one canal server, speaking Canal's protocol
+//! (docs/protocol.md#session, #requests) the way Java's `SimpleCanalConnector` does, with one difference: a connection that
 //! may be out of step with the server is closed rather than used.
 //!
 //! Canal answers CLIENTACK and CLIENTROLLBACK only when they fail, so a failure arrives later, in

@@ -1,4 +1,4 @@
-//! Canal's node layout under `/otter/canal`, byte for byte (spec §3).
+//! Canal's node layout under `/otter/canal`, byte for byte (docs/protocol.md#coordinator-layout).
 
 /// Root of everything Canal writes.
 pub const ROOT: &str = "/otter/canal";

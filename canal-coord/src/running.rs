@@ -1,7 +1,7 @@
 //! The running-node policy (Canal's ServerRunningMonitor / ClientRunningMonitor), written once
 //! over [`Session`] and used by servers and clients alike.
 //!
-//! Rules (spec §4.1, §4.2), and where we are stricter than Java Canal:
+//! Rules (docs/protocol.md#server-ha, #client-ha), and where we are stricter than Java Canal:
 //! - Grab by creating the EPHEMERAL node with our data; at start a candidate tries at once. We
 //!   report `ActiveEnter` only after a read has confirmed the node and armed the watch on it, so
 //!   an owner is never active without a watch (creates are bounded by `delay / 2`).

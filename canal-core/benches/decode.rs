@@ -1,8 +1,8 @@
 //! Decoder throughput on a generated binlog (no criterion: `cargo bench -p canal-core --bench decode`).
 //!
 //! The binlog is built in memory: a FORMAT_DESCRIPTION (CRC32), then transactions of one TABLE_MAP
-//! and one WRITE_ROWS_V2 of 100 rows each, for 1,000,000 rows, on a 10-column table like the spike's
-//! (notes/crates.md §2): BIGINT, INT, INT UNSIGNED, VARCHAR(64), DECIMAL(12,2), DATETIME(3),
+//! and one WRITE_ROWS_V2 of 100 rows each, for 1,000,000 rows, on a 10-column table of
+//! common types: BIGINT, INT, INT UNSIGNED, VARCHAR(64), DECIMAL(12,2), DATETIME(3),
 //! TIMESTAMP, TEXT, TINYINT, DOUBLE. Reports framing + CRC, event decoding, and full row decoding to
 //! Canal value strings.
 

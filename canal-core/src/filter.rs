@@ -1,4 +1,4 @@
-//! Canal's table and column filters (spec §8): comma-separated, case-insensitive, full-match regexes
+//! Canal's table and column filters (docs/protocol.md#filters): comma-separated, case-insensitive, full-match regexes
 //! over `schema.table`, and per-table column white/black lists.
 //!
 //! Java Canal compiles a list by splitting on commas that are not inside `{}`, `[]`, `()` and not

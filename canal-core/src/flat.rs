@@ -1,4 +1,4 @@
-//! Canal's FlatMessage (spec §2.6): one JSON object per ROWDATA entry, as Canal's MQ modes and
+//! Canal's FlatMessage (docs/protocol.md#flatmessage): one JSON object per ROWDATA entry, as Canal's MQ modes and
 //! canal-adapter consume it. Built from a decoded [`Entry`]; BEGIN/END entries give nothing.
 //!
 //! Keys appear in the Java class's order, column maps in column order, and nulls are written

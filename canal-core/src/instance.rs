@@ -298,7 +298,7 @@ enum Resume {
 }
 
 impl Instance {
-    /// Starts the pipeline. `cursor` is the minimum client cursor, if any (§5.3): parsing resumes
+    /// Starts the pipeline. `cursor` is the minimum client cursor, if any (docs/protocol.md#cursors): parsing resumes
     /// at its event, so the client may see that boundary again (at-least-once).
     ///
     /// The pipeline runs on a thread of its own (`canal-<destination>`, with a single-threaded
@@ -664,7 +664,7 @@ impl Runner {
         Ok(())
     }
 
-    /// Where a client cursor says to start (§9.2): its GTID set in GTID mode; its file and
+    /// Where a client cursor says to start (docs/protocol.md#start-position): its GTID set in GTID mode; its file and
     /// offset when it was recorded against the configured source (or records no source, as older
     /// writers); otherwise (a master switch) the last transaction boundary before its time minus
     /// `fallback_interval`, found by a binlog search on the new source. `None`: the cursor names no
@@ -721,7 +721,7 @@ impl Runner {
         Ok(Resume::FilePos(hit.file, hit.position))
     }
 
-    /// Resolves where to start when there is neither a cursor nor progress (§9.2).
+    /// Resolves where to start when there is neither a cursor nor progress (docs/protocol.md#start-position).
     async fn initial_resume(&self, meta: &mut MetaConnection) -> Result<Resume, InstanceError> {
         let start = &self.cfg.start;
         if self.cfg.gtid_mode

@@ -1,4 +1,4 @@
-//! The event store of one destination (spec §6): a bounded queue of already-encoded entries with
+//! The event store of one destination (docs/protocol.md#store): a bounded queue of already-encoded entries with
 //! one put pointer, one read (get) pointer and one ack pointer, as Java Canal's
 //! `MemoryEventStoreWithBuffer`.
 //!
@@ -75,7 +75,7 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
-    /// Whether a cursor may point at this entry (§5.3: BEGIN without GTID, END, DDL).
+    /// Whether a cursor may point at this entry (docs/protocol.md#cursors: BEGIN without GTID, END, DDL).
     pub fn is_boundary(self) -> bool {
         matches!(self, EntryKind::Begin { gtid: false } | EntryKind::End | EntryKind::Ddl)
     }

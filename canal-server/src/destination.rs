@@ -1,4 +1,4 @@
-//! One destination as clients see it (spec §1.6, §5): its event store, the subscribed clients
+//! One destination as clients see it (docs/protocol.md#requests, #cursors): its event store, the subscribed clients
 //! with their outstanding batches, and where acked cursors go.
 //!
 //! Java Canal's semantics are kept where clients can observe them: batch ids count from 1 per

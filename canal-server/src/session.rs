@@ -1,4 +1,4 @@
-//! One client connection speaking Canal's TCP protocol (spec §1.4–§1.6, Appendix B).
+//! One client connection speaking Canal's TCP protocol (docs/protocol.md#session, #requests).
 //!
 //! HANDSHAKE with an 8-byte seed on accept; the next frames are taken as ClientAuth whatever their
 //! type until one authenticates (a failure is answered with `ACK{400}` and the socket stays open);

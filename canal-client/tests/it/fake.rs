@@ -1,4 +1,4 @@
-//! A small in-test Canal server: Java Canal's session semantics (spec §1.4–§1.6, Appendix B) over
+//! A small in-test Canal server: Java Canal's session semantics (docs/protocol.md#session, #requests) over
 //! a queue of entries, with a log of what clients sent and knobs for misbehaviour.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

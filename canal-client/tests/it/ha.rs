@@ -1,4 +1,4 @@
-//! Client HA: one active consumer per client id through the client running node (spec §4.2),
+//! Client HA: one active consumer per client id through the client running node (docs/protocol.md#client-ha),
 //! on the local backend with real sockets (so real time and a short takeover delay).
 
 use std::sync::Arc;

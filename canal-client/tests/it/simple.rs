@@ -300,7 +300,7 @@ async fn hostile_server_gives_typed_errors() {
     }
 }
 
-/// Java's edge case (spec §1.4): on a server where the destination does not run, the on-connect
+/// Java's edge case (docs/protocol.md#requests: a failure without a reply): on a server where the destination does not run, the on-connect
 /// rollback fails with an unsolicited 400 that a Java client reads as its SUBSCRIPTION's reply
 /// (and the real reply as the next GET's). We report the 400 and close the connection instead
 /// of reading out of step.

@@ -1,4 +1,4 @@
-//! Binlog events → Canal entries (spec §2.3): transaction boundaries, row changes with Canal's
+//! Binlog events → Canal entries (docs/protocol.md#entries): transaction boundaries, row changes with Canal's
 //! column semantics, DDL and queries, with filters applied and the schema in force at each event's
 //! position.
 //!
@@ -899,7 +899,7 @@ impl Converter {
         Ok(())
     }
 
-    /// `XA COMMIT` / `XA ROLLBACK`: a ROWDATA entry that ends the transaction (canal-compat §2.3).
+    /// `XA COMMIT` / `XA ROLLBACK`: a ROWDATA entry that ends the transaction (docs/protocol.md#entries).
     fn push_xa_outcome(
         &mut self,
         h: &EventHeader,

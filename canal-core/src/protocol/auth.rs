@@ -1,4 +1,4 @@
-//! Canal's password scramble (MySQL `mysql_native_password` style, spec §1.5) and the server's
+//! Canal's password scramble (MySQL `mysql_native_password` style, docs/protocol.md#auth) and the server's
 //! accept/reject decision for `canal.user` / `canal.passwd`.
 //!
 //! The server stores `canal.passwd` = hex(SHA1(SHA1(plain))). The client proves it knows `plain`

@@ -171,7 +171,7 @@ pub fn parse_client_id(value: &str) -> Result<i16, ClientIdError> {
     value.parse::<i16>().map_err(|_| ClientIdError { value: value.to_owned() })
 }
 
-/// What a GET asks the server to do when no batch is ready yet (spec §1.6.3).
+/// What a GET asks the server to do when no batch is ready yet (docs/protocol.md#requests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GetTimeout {
     /// `timeout == -1`: return at once, possibly with an empty batch.

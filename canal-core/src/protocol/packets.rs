@@ -1,4 +1,4 @@
-//! The packets Canal's server sends, built byte for byte as Java Canal builds them (spec §1.4, §12).
+//! The packets Canal's server sends, built byte for byte as Java Canal builds them (docs/protocol.md#packets, #byte-examples).
 //!
 //! Server packets carry `version = 1` (HANDSHAKE, ACK, non-raw MESSAGES); the only exception, the
 //! raw-mode MESSAGES frame, is written by [`super::codec::encode_raw_messages_frame`].
@@ -87,7 +87,7 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
     }
 
-    // The byte examples of spec §12.
+    // The byte examples of docs/protocol.md#byte-examples.
     #[test]
     fn handshake_bytes() {
         let seed = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7];

@@ -1,6 +1,6 @@
 //! `SchemaHistory`: every table definition the source had, versioned by binlog position, so that a
 //! row event is decoded with the schema in force where it was written — also when the pipeline
-//! resumes from a position older than later ALTERs (Canal's TSDB, canal-compat §9.3).
+//! resumes from a position older than later ALTERs (Java Canal's TSDB; here kept in the coordinator: docs/compatibility.md#schema-history-in-the-coordinator).
 //!
 //! # Model
 //! The history is an ordered list of *records*, each at a [`SchemaPosition`] (the start offset of

@@ -1,9 +1,10 @@
 //! Table metadata: a MySQL/MariaDB DDL parser and a versioned schema history, so that every row
 //! event is decoded with the table shape in force at its binlog position (Canal's TSDB,
-//! canal-compat §9.3), and QUERY events get Canal's `EventType` and header names (§2.3).
+//! docs/compatibility.md), and QUERY events get Canal's `EventType` and header names
+//! (docs/protocol.md#entries).
 //!
 //! * [`parse_query`] / [`classify_lenient`]: QUERY text → [`ParsedQuery`] (event type, `isDdl`,
-//!   header schema/table, every target for the name filter of §8).
+//!   header schema/table, every target for the name filter: docs/protocol.md#filters).
 //! * [`parse_statements`]: the statement AST ([`Statement`]) for the shape-changing DDL.
 //! * [`SchemaHistory`]: snapshots (`SHOW CREATE TABLE` text) and DDL applied in binlog order,
 //!   queried with [`SchemaHistory::table_at`]; optionally persisted as JSON lines.
@@ -22,7 +23,7 @@
 //!    [`Lookup::NotTracked`] or [`Lookup::Unknown`] fetch and record the table, then decode. The
 //!    decoder's per-column input maps one to one: `name`, `mysql_type`, `unsigned`, `is_pk`, and
 //!    [`ColumnDef::effective_charset`] (`CHARACTER SET binary` columns already have binary types).
-//! 4. Name filters (§8) on DDL: [`ParsedQuery::passes`] (RENAME passes if either name does). Apply
+//! 4. Name filters (docs/protocol.md#filters) on DDL: [`ParsedQuery::passes`] (RENAME passes if either name does). Apply
 //!    DDL to the history whether or not it passes, so a table renamed into the filter is known.
 //!
 //! # Where this differs from Java Canal, and what is not modelled

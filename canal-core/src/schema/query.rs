@@ -1,5 +1,5 @@
 //! Classification of QUERY-event statements into Canal's `EventType`, `isDdl` flag and header
-//! schema/table (canal-compat §2.3), as Java Canal's Druid-based `DruidDdlParser` does it.
+//! schema/table (docs/protocol.md#entries), as Java Canal's Druid-based `DruidDdlParser` does it.
 
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +54,7 @@ impl QueryEventType {
         }
     }
 
-    /// Whether Canal's name filter applies to this type (§8: DDL on tables is filtered by
+    /// Whether Canal's name filter applies to this type (docs/protocol.md#filters: DDL on tables is filtered by
     /// `schema.table`; QUERY and statement DML are not).
     pub fn is_name_filtered(self) -> bool {
         matches!(
@@ -99,7 +99,7 @@ pub struct ParsedQuery {
 }
 
 impl ParsedQuery {
-    /// Canal's DDL name filter (§8): true when the statement is not name-filtered, or when any
+    /// Canal's DDL name filter (docs/protocol.md#filters): true when the statement is not name-filtered, or when any
     /// target — for RENAME either its new or its old name — is accepted by `accept`.
     pub fn passes(&self, mut accept: impl FnMut(&TableName) -> bool) -> bool {
         if !self.event_type.is_name_filtered() {
@@ -124,7 +124,7 @@ impl ParsedQuery {
     }
 }
 
-/// A QUERY event that is a transaction-control statement, not DDL or DML (canal-compat §2.3).
+/// A QUERY event that is a transaction-control statement, not DDL or DML (docs/protocol.md#entries).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxnControl {
     /// `BEGIN [WORK]` (MySQL writes it before a transaction's rows).

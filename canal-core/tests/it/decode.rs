@@ -498,7 +498,7 @@ fn no_fixture_has_decode_errors() {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Checks against the oracles named in PROVENANCE.md.
+// Checks against the oracles named in tests/fixtures/README.md.
 
 /// Images from a `mysqlbinlog -v` sidecar, in file order: each is the list of `(column number,
 /// printed value)` of one WHERE or SET block.
@@ -672,7 +672,7 @@ fn rows_of<'d>(d: &'d Dump, table: &str) -> Vec<&'d RowRec> {
 
 #[test]
 fn upstream_expectations_rust_mysql_common() {
-    // mysql-enum-string-set: INSERT, UPDATE, DELETE (PROVENANCE A1).
+    // mysql-enum-string-set: INSERT, UPDATE, DELETE (upstream rust_mysql_common test expectations).
     let d = local("blackbeam/mysql-enum-string-set.000001");
     let r = &d.rows;
     assert_eq!(r.len(), 3);
@@ -759,7 +759,7 @@ fn upstream_expectations_rust_mysql_common() {
 
 #[test]
 fn json_values_follow_canal_not_mysql() {
-    // json-opaque.binlog (PROVENANCE A1) with upstream's (MySQL-style) expectation in comments. We
+    // json-opaque.binlog (rust_mysql_common) with upstream's (MySQL-style) expectation in comments. We
     // emit what Canal's JsonConversion emits, because Canal clients parse that text:
     let d = local("blackbeam/json-opaque.binlog");
     let vals: Vec<&str> =
@@ -805,7 +805,7 @@ fn json_values_follow_canal_not_mysql() {
 
 #[test]
 fn upstream_event_counts() {
-    // mysql-binlog-connector-java's BinaryLogFileReaderIntegrationTest and PROVENANCE F.
+    // mysql-binlog-connector-java's BinaryLogFileReaderIntegrationTest, and Canal's own FileLogFetcherTest.
     assert_eq!(local("osheroff/mysql-bin.checksum-crc32").events, 303);
     assert_eq!(local("osheroff/mysql-bin.checksum-none").events, 191);
     let d = local("osheroff/mysql-bin.compressed");
@@ -1006,7 +1006,7 @@ fn generated_mariadb_full_metadata_negative_time() {
     let r = rows_of(&d, "fx.all_types")[0];
     assert_eq!(r.after("c_time6"), Some("-00:00:00.500000"));
     assert_eq!(r.after("c_tinyint_u"), Some("200"), "unsigned from SIGNEDNESS metadata");
-    // YEAR counted in the SIGNEDNESS bitmap (PROVENANCE C quirk): the INT after it stays signed.
+    // YEAR counted in the SIGNEDNESS bitmap (MariaDB writes a bit for it): the INT after it stays signed.
     assert_eq!(r.after("c_gen_virtual"), Some("-10"));
     assert_eq!(r.after("c_year"), Some("2000"));
     assert_eq!(
@@ -1201,7 +1201,7 @@ fn checksum_mismatch_is_a_typed_error() {
 #[test]
 fn fake_rotate_before_fde_drops_its_crc() {
     // A dump starts with an artificial ROTATE (log_pos 0) sent before the FDE; with a checksum-aware
-    // replica it carries a CRC nothing announced (notes/crates.md §1 pitfall 1).
+    // replica it carries a CRC nothing announced (MariaDB 10.11 sends it with CRC32 and NONE).
     let name = b"mariadb-bin.000001";
     let mut ev = Vec::new();
     ev.extend_from_slice(&0u32.to_le_bytes());

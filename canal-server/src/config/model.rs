@@ -470,7 +470,7 @@ impl std::fmt::Debug for DbSection {
     }
 }
 
-/// `[filter]`: which tables, columns and events reach clients (spec §8).
+/// `[filter]`: which tables, columns and events reach clients (docs/protocol.md#filters).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FilterSection {

@@ -5,7 +5,7 @@
 //!   (header + body + CRC, as the replica connection or [`BinlogFile`] hands it over) into an
 //!   [`Event`].
 //! * Rows events are decoded lazily: [`Decoder::rows`] gives a [`RowsReader`] that writes Canal's
-//!   value strings (spec §2.4) for one row at a time into reused [`RowImage`] buffers.
+//!   value strings (docs/protocol.md#values) for one row at a time into reused [`RowImage`] buffers.
 //! * Nothing here panics, loops without progress or allocates more than the input could justify:
 //!   every length read from the input is checked against the bytes that remain, and failures are
 //!   [`DecodeError`]s that say what was being read and at which offset of the event.
@@ -343,7 +343,9 @@ impl Decoder {
             }
             (false, Some(_)) => buf.len(),
             // Before any FORMAT_DESCRIPTION: the fake ROTATE of a dump may carry a CRC that nothing
-            // announced (notes/crates.md §1, pitfall 1). Strip 4 bytes only when they are a valid
+            // announced: a replica that declares itself checksum-aware gets one even before the FDE
+            // (seen on MariaDB 10.11 with binlog_checksum CRC32 and NONE: a 13-byte name arrives as
+            // 17 bytes). Strip 4 bytes only when they are a valid
             // CRC32 of the rest: a real name matching by chance has odds of 2^-32.
             (false, None) => {
                 if buf.len() >= event::HEADER_LEN + 4 && crc_matches(buf) {

@@ -1,4 +1,4 @@
-//! Row decoding straight into Canal's value strings (spec §2.4): a [`TablePlan`] built once per
+//! Row decoding straight into Canal's value strings (docs/protocol.md#values): a [`TablePlan`] built once per
 //! TABLE_MAP (types, metadata, signedness, names as `Arc<str>`) and a [`RowsReader`] that writes
 //! each row image into a reused [`RowImage`] — one `String` for all values of the row, no
 //! allocation per column.

@@ -112,8 +112,9 @@ pub struct ColumnMeta {
 }
 
 fn is_numeric(t: u8) -> bool {
-    // YEAR is counted: both MySQL and MariaDB include it in the SIGNEDNESS bitmap (PROVENANCE.md C,
-    // "observed quirk"; mysql_common does the same).
+    // YEAR is counted: both MySQL and MariaDB include it in the SIGNEDNESS bitmap (MariaDB 10.11's
+    // bitmap for the `all_types` fixture has one bit per numeric column plus YEAR, flagged
+    // unsigned; mysql_common counts it too).
     matches!(
         t,
         ty::TINY

@@ -1,4 +1,4 @@
-//! The meta connection (mysql_async): start-position helpers of Canal's §9.2 — current end
+//! The meta connection (mysql_async): start-position helpers (docs/protocol.md#start-position) — current end
 //! (`SHOW MASTER STATUS` / `SHOW BINARY LOG STATUS`), the binlog file list, purged-position
 //! checks, GTID positions, server id, binlog format checks — and the search by timestamp, which
 //! scans files newest→oldest with a non-blocking dump of its own.
@@ -441,7 +441,7 @@ impl MetaConnection {
     }
 
     /// Finds where to start so that nothing at or after `target_ms` (milliseconds since the
-    /// epoch) is missed (Canal §9.2 step 4): scans binlog files from the newest to the oldest,
+    /// epoch) is missed (docs/protocol.md#start-position): scans binlog files from the newest to the oldest,
     /// each from offset 4 until an event with time ≥ target or the file's end, and returns the
     /// last transaction boundary with time < target in the newest file that has one.
     ///

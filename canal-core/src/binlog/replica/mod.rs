@@ -9,7 +9,7 @@
 //! * [`BinlogStream`] — yields [`RawEvent`]s: each event's bytes exactly as in the binlog (header,
 //!   body, CRC32 trailer when checksums are on, including the first fake ROTATE), with the
 //!   checksum algorithm that applies to it.
-//! * [`MetaConnection`] — a mysql_async connection for start-position resolution (Canal §9.2):
+//! * [`MetaConnection`] — a mysql_async connection for start-position resolution (docs/protocol.md#start-position):
 //!   master status, binlog list, purged checks, GTID positions, format checks, timestamp search.
 //! * [`ReplicaError`] — typed errors with [`ReplicaError::is_transient`]; [`Backoff`] and
 //!   [`retry_transient`] for the reconnect loop the pipeline drives.
