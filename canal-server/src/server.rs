@@ -147,12 +147,6 @@ impl Registry for ServerRegistry {
             },
         }
     }
-
-    fn request_start(&self, name: &str) {
-        // Every configured destination already competes for its running node from boot; a
-        // subscribe on a standby just tells the client to go to the active server.
-        tracing::debug!(destination = name, "subscribe on a standby destination");
-    }
 }
 
 /// A running server.

@@ -47,8 +47,6 @@ pub enum Lookup {
 pub trait Registry: Send + Sync + std::fmt::Debug + 'static {
     /// The destination's state now.
     fn lookup(&self, name: &str) -> Lookup;
-    /// Asks for the destination to start here (a lazy start or an HA candidacy); returns at once.
-    fn request_start(&self, name: &str);
 }
 
 /// Per-session settings.

@@ -27,7 +27,6 @@ impl Registry for TestRegistry {
     fn lookup(&self, name: &str) -> Lookup {
         self.map.lock().unwrap().get(name).cloned().unwrap_or(Lookup::Unknown)
     }
-    fn request_start(&self, _name: &str) {}
 }
 
 struct Server {
