@@ -24,7 +24,10 @@ pub use coordinator::{ClusterRegistration, Coordinator};
 pub use cursor::{CursorError, CursorOrder, CursorStore, FlushPolicy};
 pub use data::{ClientRunningData, RunningData, ServerRunningData};
 pub use error::CoordError;
-pub use running::{ExitFlush, ExitReason, Lease, RunningEvent, RunningMonitor, RunningStatus};
+pub use running::{
+    ExitFlush, ExitReason, Gate, GrabAdvice, GrabGate, Lease, MonitorHandle, RunningEvent,
+    RunningMonitor, RunningStatus,
+};
 pub use session::{
     Backend, Fence, Node, Session, SessionId, SessionState, Version, Watch, WatchEvent,
 };

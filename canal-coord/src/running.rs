@@ -76,6 +76,36 @@ const RETRY: Duration = Duration::from_millis(200);
 /// serving releases it, so that a standby (maybe with a healthier path to the service) can try.
 pub const MAX_BUMP_FAILURES: u32 = 5;
 
+/// What a [`GrabGate`] tells a monitor about to create a free running node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GrabAdvice {
+    /// Create it now.
+    Grab,
+    /// Leave it to another candidate for now; ask again after this long.
+    Defer(Duration),
+}
+
+/// A policy consulted before a monitor creates a free running node (the server's balancer: do
+/// not grab beyond your share while an under-loaded candidate exists). It only ever delays a
+/// grab: the create itself stays the backend's atomic ephemeral create, and a gate that keeps
+/// deferring is ignored once [`Gate::max_defer`] has passed since it first deferred, so a node
+/// never stays free because of it.
+pub trait GrabGate: Send + Sync + std::fmt::Debug + 'static {
+    /// Asked each time the node is free and this monitor's turn to create it has come.
+    fn advise(&self) -> GrabAdvice;
+}
+
+/// A [`GrabGate`] and the bound on how long it may hold a free node back.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    /// The policy.
+    pub gate: Arc<dyn GrabGate>,
+    /// After deferring for this long (counted from the first deferral while the node is free),
+    /// the monitor creates the node whatever the gate says.
+    pub max_defer: Duration,
+}
+
 /// Whether this monitor currently owns the node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -210,6 +240,27 @@ impl Lease {
     }
 }
 
+/// A cloneable handle on a [`RunningMonitor`] for code that does not own it (a balancer, an
+/// operator's API): it can ask the monitor to release its node.
+#[derive(Clone, Debug)]
+pub struct MonitorHandle {
+    cmds: mpsc::UnboundedSender<Command>,
+}
+
+impl MonitorHandle {
+    /// As [`RunningMonitor::release`]. Returns false when the monitor has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the release still happens.
+    pub async fn release(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Command::Release(tx)).is_err() {
+            return false;
+        }
+        rx.await.is_ok()
+    }
+}
+
 /// One running node's monitor: competes for it, and reports when this process must serve.
 #[derive(Debug)]
 pub struct RunningMonitor {
@@ -228,6 +279,18 @@ impl RunningMonitor {
         path: String,
         me: D,
         delay: Duration,
+    ) -> (Self, mpsc::UnboundedReceiver<RunningEvent>) {
+        Self::start_gated(coord, path, me, delay, None)
+    }
+
+    /// As [`RunningMonitor::start`], asking `gate` before each create of the free node (see
+    /// [`GrabGate`]). Without a gate the policy is exactly [`RunningMonitor::start`]'s.
+    pub fn start_gated<D: RunningData>(
+        coord: Arc<Coordinator>,
+        path: String,
+        me: D,
+        delay: Duration,
+        gate: Option<Gate>,
     ) -> (Self, mpsc::UnboundedReceiver<RunningEvent>) {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
@@ -258,10 +321,17 @@ impl RunningMonitor {
             bumped: None,
             bump_failures: 0,
             recheck_at: None,
+            gate,
+            deferred_since: None,
         };
         let span = tracing::info_span!("running", path = %path);
         let task = tokio::spawn(tracing::Instrument::instrument(runner.run(), span));
         (RunningMonitor { path, lease, cmds: cmd_tx, status: st_rx, task: Some(task) }, ev_rx)
+    }
+
+    /// A handle that can release the node (see [`MonitorHandle`]).
+    pub fn handle(&self) -> MonitorHandle {
+        MonitorHandle { cmds: self.cmds.clone() }
     }
 
     /// A server's monitor of `/otter/canal/destinations/{dest}/running`.
@@ -420,6 +490,11 @@ struct Runner<D> {
     bump_failures: u32,
     /// When to re-read the node and retry a failed epoch bump.
     recheck_at: Option<Instant>,
+    /// Consulted before each create (see [`GrabGate`]).
+    gate: Option<Gate>,
+    /// When the gate first deferred a grab of the node while it was free; cleared when the node
+    /// is seen held, or when we enter.
+    deferred_since: Option<Instant>,
 }
 
 /// A successful epoch bump.
@@ -520,7 +595,13 @@ impl<D: RunningData> Runner<D> {
                 continue;
             }
 
-            if self.active.is_none() && self.grab_at.is_some_and(|t| t <= Instant::now()) {
+            if self.active.is_none()
+                && self.grab_at.is_some_and(|t| t <= Instant::now())
+                && let Some(wait) = self.gate_defers()
+            {
+                // Not now: re-read (arming the watch) and ask again later.
+                self.grab_at = Some(Instant::now() + wait);
+            } else if self.active.is_none() && self.grab_at.is_some_and(|t| t <= Instant::now()) {
                 self.grab_at = None;
                 // Competing again ends an earlier release.
                 self.released = false;
@@ -778,6 +859,7 @@ impl<D: RunningData> Runner<D> {
             }
             self.at_once_until = None;
             self.lost_ownership = false;
+            self.deferred_since = None;
             // Someone else owns it now: our own release (if any) is over, so a later hand-over
             // by that owner lets us compete at once like any standby.
             self.released = false;
@@ -984,8 +1066,32 @@ impl<D: RunningData> Runner<D> {
         self.status.send_replace(RunningStatus::Stopped);
     }
 
+    /// Asks the gate (if any) whether to hold a grab back: `Some(wait)` to ask again after
+    /// `wait`. Never once [`Gate::max_defer`] has passed since the first deferral.
+    fn gate_defers(&mut self) -> Option<Duration> {
+        let gate = self.gate.as_ref()?;
+        let now = Instant::now();
+        let since = *self.deferred_since.get_or_insert(now);
+        let left = gate.max_defer.saturating_sub(now - since);
+        if left.is_zero() {
+            tracing::info!(
+                deferred = ?(now - since),
+                "no other candidate took the free node within the balancing bound; taking it"
+            );
+            return None;
+        }
+        match gate.gate.advise() {
+            GrabAdvice::Grab => None,
+            GrabAdvice::Defer(d) => {
+                tracing::debug!(retry = ?d, "leaving the free node to another candidate for now");
+                Some(d.clamp(Duration::from_millis(10), left))
+            }
+        }
+    }
+
     fn enter(&mut self, fence: Fence, epoch: u64) {
         tracing::info!(version = fence.version.0, epoch, "active: serving");
+        self.deferred_since = None;
         self.active = Some(fence.clone());
         self.at_once_until = None;
         self.lost_ownership = false;

@@ -24,7 +24,9 @@ use crate::coordinator::Coordinator;
 use crate::cursor::{CursorError, CursorStore, FlushPolicy};
 use crate::data::{RunningData, ServerRunningData};
 use crate::error::{CoordError, Result};
-use crate::running::{ExitReason, HANDOVER_NOTICE, RunningEvent, RunningMonitor};
+use crate::running::{
+    ExitReason, Gate, GrabAdvice, GrabGate, HANDOVER_NOTICE, RunningEvent, RunningMonitor,
+};
 use crate::session::{
     Backend, Fence, Node, Session, SessionId, SessionState, Version, Watch, WatchEvent,
 };
@@ -531,6 +533,80 @@ pub async fn release_hands_over(h: &impl Harness) {
         (h.delay() / 5).min(Duration::from_millis(200)),
     );
     ma.stop().await;
+    mb.stop().await;
+}
+
+/// A gate that always gives the same advice, counting how often it was asked.
+#[derive(Debug)]
+struct FixedGate(GrabAdvice, AtomicU64);
+
+impl GrabGate for FixedGate {
+    fn advise(&self) -> GrabAdvice {
+        self.1.fetch_add(1, Ordering::Relaxed);
+        self.0
+    }
+}
+
+fn gated(
+    h: &impl Harness,
+    path: &str,
+    addr: &str,
+    advice: GrabAdvice,
+    max_defer: Duration,
+) -> (RunningMonitor, mpsc::UnboundedReceiver<RunningEvent>, Arc<FixedGate>) {
+    let gate = Arc::new(FixedGate(advice, AtomicU64::new(0)));
+    let (m, rx) = RunningMonitor::start_gated(
+        Coordinator::new(h.backend()),
+        path.to_owned(),
+        ServerRunningData::new(addr),
+        h.delay(),
+        Some(Gate { gate: gate.clone(), max_defer }),
+    );
+    (m, rx, gate)
+}
+
+/// A balancing gate only delays a grab: a free node whose only candidate's gate keeps deferring
+/// is taken by that candidate once `max_defer` has passed — never left free.
+pub async fn gate_never_leaves_the_node_free(h: &impl Harness) {
+    let p = format!("{}/running", h.root("gate_bound"));
+    let max_defer = h.delay();
+    let t0 = Instant::now();
+    let (m, mut rx, gate) =
+        gated(h, &p, "10.0.0.1:11111", GrabAdvice::Defer(Duration::from_millis(100)), max_defer);
+    expect_enter(&mut rx).await;
+    assert_at(h, "grab despite a deferring gate", t0.elapsed(), max_defer);
+    assert!(gate.1.load(Ordering::Relaxed) >= 2, "the gate was asked");
+    m.stop().await;
+}
+
+/// A hand-over goes to the candidate whose gate says grab; the one whose gate defers stays
+/// standby while the node is held, and its deferral bound restarts with each free spell.
+pub async fn gate_defers_to_another_candidate(h: &impl Harness) {
+    let p = format!("{}/running", h.root("gate_defer"));
+    let (_ca, ma, mut ra) = monitor(h, &p, "10.0.0.1:11111");
+    expect_enter(&mut ra).await;
+    let defer = GrabAdvice::Defer(Duration::from_millis(50));
+    let (mb, mut rb, _) = gated(h, &p, "10.0.0.2:11111", defer, h.delay() * 2);
+    let (mc, mut rc, _) = gated(h, &p, "10.0.0.3:11111", GrabAdvice::Grab, h.delay() * 2);
+    tokio::time::sleep(h.delay() / 5).await;
+    let t0 = Instant::now();
+    ma.stop().await;
+    expect_enter(&mut rc).await;
+    assert_at(
+        h,
+        "handover to the grabbing candidate",
+        t0.elapsed(),
+        (h.delay() / 5).min(Duration::from_millis(200)),
+    );
+    quiet(&mut rb, h.delay() * 3).await;
+    assert!(!mb.is_active());
+    // The holder goes away: the deferring candidate is the only one left and takes the node
+    // within its bound (a graceful stop's notice, then `max_defer` of deferring).
+    let t1 = Instant::now();
+    mc.stop().await;
+    expect_enter(&mut rb).await;
+    let notice = (h.delay() / 5).min(Duration::from_millis(200));
+    assert_at(h, "takeover by the deferring candidate", t1.elapsed(), notice + h.delay() * 2);
     mb.stop().await;
 }
 

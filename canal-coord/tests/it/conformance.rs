@@ -74,4 +74,6 @@ conformance!(
     epoch_bump_failure_blocks_enter,
     epoch_bump_conflict_retries,
     cursor_store_one_activation,
+    gate_never_leaves_the_node_free,
+    gate_defers_to_another_candidate,
 );
