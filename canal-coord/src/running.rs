@@ -94,6 +94,13 @@ pub enum GrabAdvice {
 pub trait GrabGate: Send + Sync + std::fmt::Debug + 'static {
     /// Asked each time the node is free and this monitor's turn to create it has come.
     fn advise(&self) -> GrabAdvice;
+
+    /// After a create the gate allowed: `true` when it created the node, `false` when another
+    /// candidate holds it or the create failed (an indeterminate create is settled by the
+    /// following read and reported by neither).
+    fn created(&self, won: bool) {
+        let _ = won;
+    }
 }
 
 /// A [`GrabGate`] and the bound on how long it may hold a free node back.
@@ -611,7 +618,15 @@ impl<D: RunningData> Runner<D> {
                     session.create_ephemeral(&self.path, &self.me_bytes),
                 );
                 let settle = Some(Instant::now() + self.delay / 2);
-                match guard(&session, create).await {
+                let outcome = guard(&session, create).await;
+                if let Some(g) = &self.gate {
+                    match &outcome {
+                        Some(Ok(Ok(_))) => g.gate.created(true),
+                        Some(Ok(Err(e))) if !e.is_indeterminate() => g.gate.created(false),
+                        _ => {}
+                    }
+                }
+                match outcome {
                     None => continue,
                     // Created: we become active once the read below, which arms the watch, has
                     // confirmed it, so we never serve without a watch on our node.

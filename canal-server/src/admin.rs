@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::balance::{BalanceReport, BalanceState};
 use crate::server::{DestinationReport, RegistryView};
 
 /// Serves until the task is aborted.
@@ -43,12 +44,20 @@ async fn respond(mut sock: TcpStream, view: &RegistryView) -> std::io::Result<()
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics(&view.reports())),
+        ("GET", "/metrics") => {
+            let reports = view.reports();
+            let mut body = metrics(&reports);
+            body.push_str(&server_metrics(&reports, view.balance().as_ref()));
+            ("200 OK", "text/plain; version=0.0.4", body)
+        }
         ("GET", "/status") | ("GET", "/") => (
             "200 OK",
             "application/json",
-            serde_json::to_string_pretty(&serde_json::json!({ "destinations": view.reports() }))
-                .unwrap_or_default(),
+            serde_json::to_string_pretty(&serde_json::json!({
+                "destinations": view.reports(),
+                "balance": view.balance(),
+            }))
+            .unwrap_or_default(),
         ),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
         _ => ("405 Method Not Allowed", "text/plain", "method not allowed\n".to_owned()),
@@ -59,6 +68,72 @@ async fn respond(mut sock: TcpStream, view: &RegistryView) -> std::io::Result<()
     );
     sock.write_all(resp.as_bytes()).await?;
     sock.shutdown().await
+}
+
+/// Prometheus exposition of the server-wide numbers: destinations owned, and balancing (when on).
+pub fn server_metrics(reports: &[DestinationReport], balance: Option<&BalanceReport>) -> String {
+    let mut out = String::new();
+    let mut one = |name: &str, help: &str, kind: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    };
+    let owned = reports.iter().filter(|r| r.active).count();
+    one("canal_server_destinations_owned", "Destinations this server runs", "gauge", owned as f64);
+    let Some(b) = balance else { return out };
+    one(
+        "canal_server_owned_weight",
+        "Total balancing weight of the destinations this server runs",
+        "gauge",
+        b.owned_weight as f64,
+    );
+    one(
+        "canal_server_balance_share",
+        "This server's share: ceil(total weight / live servers) + slack",
+        "gauge",
+        b.share as f64,
+    );
+    one(
+        "canal_server_balance_live_servers",
+        "Live servers configured for at least one of this server's destinations",
+        "gauge",
+        b.live_servers as f64,
+    );
+    one(
+        "canal_server_balance_handovers_total",
+        "Destinations this server handed over to balance the cluster",
+        "counter",
+        b.handovers as f64,
+    );
+    one(
+        "canal_server_balance_handover_timeouts_total",
+        "Hand-overs no other server took within the bound",
+        "counter",
+        b.handover_timeouts as f64,
+    );
+    one(
+        "canal_server_balance_refresh_failures_total",
+        "Failed reads of the cluster view (retried)",
+        "counter",
+        b.refresh_failures as f64,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP canal_server_balance_state 1 for the current balancing state\n# TYPE canal_server_balance_state gauge"
+    );
+    for st in [
+        BalanceState::Unknown,
+        BalanceState::Balanced,
+        BalanceState::Surplus,
+        BalanceState::HandingOver,
+    ] {
+        let name = serde_json::to_value(st).ok();
+        let name = name.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "canal_server_balance_state{{state=\"{name}\"}} {}",
+            u8::from(b.state == st)
+        );
+    }
+    out
 }
 
 /// Prometheus exposition of the reports.

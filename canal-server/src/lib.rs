@@ -2,6 +2,7 @@
 //! configuration, and the process that runs instances under HA.
 
 pub mod admin;
+pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod destination;

@@ -57,6 +57,8 @@ pub struct ServerSettings {
     pub supervisor: SupervisorConfig,
     /// MQ mode: publish every destination into a broker instead of serving TCP clients.
     pub mq: Option<crate::mq::MqSettings>,
+    /// Balanced ownership across the cluster (`[balance]`; docs/operations.md "Balancing").
+    pub balance: crate::balance::BalanceSettings,
 }
 
 /// A destination's place in the server.
@@ -157,9 +159,15 @@ pub struct Server {
     registry: Arc<ServerRegistry>,
     drivers: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
+    /// `/otter/canal/cluster/{ip:port}`: removed first on shutdown, so that the others stop
+    /// counting this server before it releases its destinations.
     registration: Option<ClusterRegistration>,
+    /// `…/{dest}/cluster/{ip:port}` of every destination.
+    dest_registration: Option<ClusterRegistration>,
     coord: Arc<Coordinator>,
     tasks: Vec<JoinHandle<()>>,
+    balancer: Option<Arc<crate::balance::Balancer>>,
+    balance_task: Option<JoinHandle<()>>,
 }
 
 fn cursor_order(cur: &[u8], new: &[u8]) -> Option<std::cmp::Ordering> {
@@ -226,20 +234,37 @@ impl Server {
         }
         let registry = Arc::new(ServerRegistry { slots, mq_mode: settings.mq.is_some() });
         let mq = settings.mq.clone().map(Arc::new);
-        let mut reg_paths = vec![path::server_cluster_node(&address)];
-        reg_paths
-            .extend(registry.slots.keys().map(|d| path::destination_cluster_node(d, &address)));
-        let registration = Some(ClusterRegistration::start(coord.clone(), reg_paths));
+        let registration = Some(ClusterRegistration::start(
+            coord.clone(),
+            vec![path::server_cluster_node(&address)],
+        ));
+        let dest_paths =
+            registry.slots.keys().map(|d| path::destination_cluster_node(d, &address)).collect();
+        let dest_registration = Some(ClusterRegistration::start(coord.clone(), dest_paths));
 
         let (stop, stop_rx) = watch::channel(false);
+        // One destination has nothing to balance: such a server keeps the plain HA policy.
+        let balancer = (settings.balance.enabled && registry.slots.len() > 1).then(|| {
+            crate::balance::Balancer::new(
+                coord.clone(),
+                address.clone(),
+                settings.balance.clone(),
+                settings.coord.takeover_delay(),
+                registry.slots.keys().cloned(),
+            )
+        });
         let mut drivers = Vec::new();
         for slot in registry.slots.values() {
-            let (monitor, events) = RunningMonitor::server(
+            let (monitor, events) = RunningMonitor::start_gated(
                 coord.clone(),
-                &slot.name,
+                path::server_running(&slot.name),
                 ServerRunningData::new(address.clone()),
                 settings.coord.takeover_delay(),
+                balancer.as_ref().map(|b| b.gate(&slot.name)),
             );
+            if let Some(b) = &balancer {
+                b.attach(&slot.name, monitor.status(), monitor.handle());
+            }
             let driver = Driver {
                 slot: slot.clone(),
                 coord: coord.clone(),
@@ -287,19 +312,33 @@ impl Server {
             }
         }));
 
+        let balance_task = balancer.as_ref().and_then(|b| b.spawn(stop_rx.clone()));
         let metrics_addr = match settings.metrics_bind {
             Some(bind) => {
                 let l = TcpListener::bind(bind)
                     .await
                     .with_context(|| format!("cannot listen on {bind} for metrics"))?;
                 let addr = l.local_addr()?;
-                tasks.push(tokio::spawn(crate::admin::serve(l, registry_view(&registry))));
+                let view = registry_view(&registry, balancer.clone());
+                tasks.push(tokio::spawn(crate::admin::serve(l, view)));
                 Some(addr)
             }
             None => None,
         };
         info!(%local_addr, %address, backend = ?settings.coord.backend_kind(), "canal-server started");
-        Ok(Server { local_addr, metrics_addr, registry, drivers, stop, registration, coord, tasks })
+        Ok(Server {
+            local_addr,
+            metrics_addr,
+            registry,
+            drivers,
+            stop,
+            registration,
+            dest_registration,
+            coord,
+            tasks,
+            balancer,
+            balance_task,
+        })
     }
 
     /// The address clients connect to.
@@ -314,7 +353,12 @@ impl Server {
 
     /// What `/status` shows, one report per destination.
     pub fn reports(&self) -> Vec<DestinationReport> {
-        registry_view(&self.registry).reports()
+        registry_view(&self.registry, None).reports()
+    }
+
+    /// Balancing on this server (`None` when off, or with a single destination).
+    pub fn balance(&self) -> Option<crate::balance::BalanceReport> {
+        self.balancer.as_ref().map(|b| b.report())
     }
 
     /// Destinations running here now.
@@ -331,13 +375,23 @@ impl Server {
     /// the queued cursors while still the owner, then release the running node (a standby takes
     /// over without waiting for session expiry); close the coordination session.
     pub async fn shutdown(mut self) {
+        // Leave the cluster first: the others' balancers stop counting this server (and its
+        // load) before its destinations come free.
+        if let Some(r) = self.registration.take() {
+            r.stop().await;
+        }
         self.stop.send_replace(true);
+        if let Some(t) = self.balance_task.take()
+            && let Err(e) = t.await
+        {
+            warn!("balance task ended abnormally: {e}");
+        }
         for task in self.drivers.drain(..) {
             if let Err(e) = task.await {
                 warn!("destination task ended abnormally: {e}");
             }
         }
-        if let Some(r) = self.registration.take() {
+        if let Some(r) = self.dest_registration.take() {
             r.stop().await;
         }
         for t in self.tasks.drain(..) {
@@ -1369,10 +1423,14 @@ impl CursorSink for CoordCursorSink {
 pub struct RegistryView {
     slots: Vec<Arc<Slot>>,
     mq_mode: bool,
+    balancer: Option<Arc<crate::balance::Balancer>>,
 }
 
-fn registry_view(r: &ServerRegistry) -> RegistryView {
-    RegistryView { slots: r.slots.values().cloned().collect(), mq_mode: r.mq_mode }
+fn registry_view(
+    r: &ServerRegistry,
+    balancer: Option<Arc<crate::balance::Balancer>>,
+) -> RegistryView {
+    RegistryView { slots: r.slots.values().cloned().collect(), mq_mode: r.mq_mode, balancer }
 }
 
 /// One destination's numbers for `/metrics` and `/status`.
@@ -1430,6 +1488,11 @@ pub struct ClientReport {
 }
 
 impl RegistryView {
+    /// Balancing on this server (`None` when off, or with a single destination).
+    pub fn balance(&self) -> Option<crate::balance::BalanceReport> {
+        self.balancer.as_ref().map(|b| b.report())
+    }
+
     /// Current reports, one per destination.
     pub fn reports(&self) -> Vec<DestinationReport> {
         let now = std::time::SystemTime::now()

@@ -49,6 +49,11 @@ pub const SERVER_KEYS: &[(&str, &str)] = &[
     ("rabbitmq.queue", "mq.rabbitmq.queue"),
     ("rabbitmq.routingKey", "mq.rabbitmq.routing_key"),
     ("rabbitmq.deliveryMode", "mq.rabbitmq.delivery_mode"),
+    // Balancing (ours; docs/configuration.md "Balancing").
+    ("canal.balance.enabled", "balance.enabled"),
+    ("canal.balance.slack", "balance.slack"),
+    ("canal.balance.maxDeferMs", "balance.max_defer_ms"),
+    ("canal.balance.refreshMs", "balance.refresh_ms"),
 ];
 
 /// A destination's MQ routing keys (in `instance.properties`; in `canal.properties` they set the
@@ -65,6 +70,8 @@ pub const MQ_INSTANCE_KEYS: &[(&str, &str)] = &[
 /// Instance-scope Canal keys (`canal.instance.` stripped) and the key they set in
 /// `instance.toml`; in `canal.properties` they set the same key under `[instance]`.
 pub const INSTANCE_KEYS: &[(&str, &str)] = &[
+    ("balance.weight", "balance.weight"),
+    ("balance.prefer", "balance.prefer"),
     ("master.address", "master.address"),
     ("master.journal.name", "master.journal_name"),
     ("master.position", "master.position"),

@@ -141,6 +141,8 @@ pub struct DestinationConfig {
     pub instance: InstanceConfig,
     /// Its MQ routing (used in MQ mode only; checked then).
     pub mq: canal_core::mq::RoutingConfig,
+    /// Its balancing weight and preferred servers.
+    pub balance: crate::balance::DestinationBalance,
 }
 
 /// Everything the server needs, checked.
@@ -203,6 +205,23 @@ impl LoadedConfig {
                 ..Default::default()
             },
             mq: self.mq_settings(),
+            balance: self.balance_settings(),
+        }
+    }
+
+    /// Balancing settings: `[balance]` and each destination's weight and `prefer` list.
+    pub fn balance_settings(&self) -> crate::balance::BalanceSettings {
+        let b = &self.server.balance;
+        crate::balance::BalanceSettings {
+            enabled: b.enabled,
+            slack: b.slack,
+            max_defer: std::time::Duration::from_millis(b.max_defer_ms),
+            refresh: std::time::Duration::from_millis(b.refresh_ms.max(1)),
+            destinations: self
+                .destinations
+                .iter()
+                .map(|d| (d.name.clone(), d.balance.clone()))
+                .collect(),
         }
     }
 
@@ -431,7 +450,23 @@ pub fn load(conf_dir: &Path, opts: &LoadOptions) -> Result<LoadedConfig, ConfigE
             let (origin, key) = origin(key);
             return Err(ConfigError::Invalid { origin, key, message: e.to_string() });
         }
-        destinations.push(DestinationConfig { name, file, instance, mq });
+        let balance = crate::balance::DestinationBalance {
+            weight: merged.balance.weight.unwrap_or(1),
+            prefer: merged.balance.prefer.iter().map(|p| p.trim().to_owned()).collect(),
+        };
+        if balance.weight == 0 {
+            let (origin, key) = origin("balance.weight");
+            return Err(ConfigError::Invalid { origin, key, message: "must be at least 1".into() });
+        }
+        if let Some(bad) = balance.prefer.iter().find(|p| resolve::parse_address(p).is_err()) {
+            let (origin, key) = origin("balance.prefer");
+            return Err(ConfigError::Invalid {
+                origin,
+                key,
+                message: format!("{bad:?} is not a server address ip:port"),
+            });
+        }
+        destinations.push(DestinationConfig { name, file, instance, mq, balance });
     }
 
     if destinations.is_empty() {

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub instance: InstanceFileConfig,
     /// MQ mode (`canal.serverMode`, `canal.mq.*`, `kafka.*`, `rabbitmq.*`).
     pub mq: MqSection,
+    /// Balanced ownership of destinations across servers.
+    pub balance: BalanceSection,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -70,6 +72,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("supervisor", &self.supervisor)
             .field("instance", &self.instance)
             .field("mq", &self.mq)
+            .field("balance", &self.balance)
             .finish()
     }
 }
@@ -94,8 +97,44 @@ impl Default for ServerConfig {
             supervisor: SupervisorSection::default(),
             instance: InstanceFileConfig::default(),
             mq: MqSection::default(),
+            balance: BalanceSection::default(),
         }
     }
+}
+
+/// `[balance]`: how the servers of a cluster share the destinations they are configured for
+/// (docs/operations.md "Balancing"). Only servers with two or more destinations balance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BalanceSection {
+    /// Balance (default true); false = every server competes for every destination, as Java
+    /// Canal does.
+    pub enabled: bool,
+    /// Weight a server may hold above `ceil(W / N)` before it hands destinations over
+    /// (default 0).
+    pub slack: u32,
+    /// Longest a server at its share leaves a free destination to others before taking it
+    /// itself, in ms (default 10000).
+    pub max_defer_ms: u64,
+    /// Period of the cluster view's refresh, in ms (default 1000).
+    pub refresh_ms: u64,
+}
+
+impl Default for BalanceSection {
+    fn default() -> Self {
+        Self { enabled: true, slack: 0, max_defer_ms: 10_000, refresh_ms: 1000 }
+    }
+}
+
+/// An instance's `[balance]`: its weight and preferred servers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct InstanceBalanceSection {
+    /// Weight in the share (default 1, at least 1).
+    pub weight: Option<u32>,
+    /// Servers (`ip:port` as registered) that run this destination whenever one of them is live.
+    #[serde(deserialize_with = "list")]
+    pub prefer: Vec<String>,
 }
 
 /// Where changes go (`canal.serverMode`).
@@ -402,6 +441,8 @@ pub struct InstanceFileConfig {
     pub time_zone: Option<String>,
     /// MQ routing of this destination (MQ mode only).
     pub mq: InstanceMqSection,
+    /// Balancing weight and preferred servers.
+    pub balance: InstanceBalanceSection,
 }
 
 /// `[master]`: where to read from and where to start without a cursor.

@@ -13,7 +13,8 @@ use canal_core::store::{BatchMode, StoreConfig};
 
 use super::ConfigError;
 use super::model::{
-    DbSection, FilterSection, InstanceFileConfig, InstanceMqSection, MasterSection, MemorySection,
+    DbSection, FilterSection, InstanceBalanceSection, InstanceFileConfig, InstanceMqSection,
+    MasterSection, MemorySection,
 };
 
 /// Canal's default table white list: every table.
@@ -73,6 +74,14 @@ pub fn merge(file: &InstanceFileConfig, defaults: &InstanceFileConfig) -> Instan
                 &f.mq.dynamic_topic_partition_num,
                 &d.mq.dynamic_topic_partition_num,
             ),
+        },
+        balance: InstanceBalanceSection {
+            weight: or(&f.balance.weight, &d.balance.weight),
+            prefer: if f.balance.prefer.is_empty() {
+                d.balance.prefer.clone()
+            } else {
+                f.balance.prefer.clone()
+            },
         },
     }
 }

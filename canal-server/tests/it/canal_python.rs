@@ -28,6 +28,7 @@ async fn canal_python_consumes_live_changes() {
         coord: CoordConfig::default(),
         metrics_bind: None,
         mq: None,
+        balance: Default::default(),
         supervisor: Default::default(),
     };
     let server = Server::start(settings, vec![fx.instance.clone()]).await.unwrap();

@@ -60,6 +60,7 @@ pub fn settings(coord: CoordConfig) -> ServerSettings {
         coord,
         metrics_bind: Some("127.0.0.1:0".parse().unwrap()),
         mq: None,
+        balance: Default::default(),
         supervisor: Default::default(),
     }
 }

@@ -92,7 +92,7 @@ pub async fn wait_for(coord: &Coordinator, dest: &str, who: String, limit: Durat
     wait_owner(coord, dest, &who, limit).await
 }
 
-fn sigterm(p: &Proc) {
+pub fn sigterm(p: &Proc) {
     let ok = Command::new("kill").arg("-TERM").arg(p.child.id().to_string()).status().unwrap();
     assert!(ok.success());
 }
