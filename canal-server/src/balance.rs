@@ -94,7 +94,8 @@ struct View {
 #[derive(Debug)]
 struct Mine {
     status: watch::Receiver<RunningStatus>,
-    handle: MonitorHandle,
+    /// Releases the destination (always set by the server; unit tests have no monitor).
+    handle: Option<MonitorHandle>,
     /// A grab the gate allowed, counted until the monitor is active (or this passes).
     reserved_until: Option<Instant>,
 }
@@ -215,6 +216,15 @@ impl Balancer {
         status: watch::Receiver<RunningStatus>,
         handle: MonitorHandle,
     ) {
+        self.attach_inner(dest, status, Some(handle));
+    }
+
+    fn attach_inner(
+        &self,
+        dest: &str,
+        status: watch::Receiver<RunningStatus>,
+        handle: Option<MonitorHandle>,
+    ) {
         self.lock().mine.insert(dest.to_owned(), Mine { status, handle, reserved_until: None });
     }
 
@@ -246,8 +256,8 @@ impl Balancer {
     }
 
     /// Weight this server holds: active destinations, plus grabs allowed and not yet settled
-    /// when `reserved` is set.
-    fn my_load(&self, st: &State, reserved: bool) -> u64 {
+    /// (but not `except`'s: the one being asked about again) when `reserved` is set.
+    fn my_load(&self, st: &State, reserved: bool, except: Option<&str>) -> u64 {
         let now = Instant::now();
         let others = |d: &str| {
             st.view
@@ -260,7 +270,10 @@ impl Balancer {
             .iter()
             .filter(|(d, m)| {
                 matches!(*m.status.borrow(), RunningStatus::Active(_))
-                    || (reserved && m.reserved_until.is_some_and(|t| now < t) && !others(d))
+                    || (reserved
+                        && m.reserved_until.is_some_and(|t| now < t)
+                        && !others(d)
+                        && except != Some(d.as_str()))
             })
             .map(|(d, _)| self.weight(d))
             .sum()
@@ -304,7 +317,7 @@ impl Balancer {
             false
         } else {
             let share = self.share(&view);
-            let mine = self.my_load(&st, true);
+            let mine = self.my_load(&st, true, Some(dest));
             if mine + w <= share {
                 true
             } else if others.iter().any(|c| self.load_of(&view, c) + w <= share) {
@@ -499,7 +512,7 @@ impl Balancer {
                 r = views.changed() => if r.is_err() { return },
                 _ = stop.wait_for(|s| *s) => return,
             }
-            if let Some((dest, handle)) = self.pick_handover() {
+            if let Some((dest, Some(handle))) = self.pick_handover() {
                 self.hand_over(&dest, handle, &mut stop).await;
                 // Decide the next one on a view read after this hand-over.
                 views.borrow_and_update();
@@ -509,11 +522,11 @@ impl Balancer {
     }
 
     /// A destination to hand over now, if any (and sets the state).
-    fn pick_handover(&self) -> Option<(String, MonitorHandle)> {
+    fn pick_handover(&self) -> Option<(String, Option<MonitorHandle>)> {
         let mut st = self.lock();
         let view = st.view.clone()?;
         let share = self.share(&view);
-        let mine = self.my_load(&st, false);
+        let mine = self.my_load(&st, false, None);
         let active: Vec<String> = st
             .mine
             .iter()
@@ -613,5 +626,156 @@ impl GrabGate for BalanceGate {
                 m.reserved_until = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canal_coord::backend::local::LocalBackend;
+    use canal_coord::{Fence, Version};
+
+    const ME: &str = "10.0.0.1:11111";
+    const B: &str = "10.0.0.2:11111";
+    const C: &str = "10.0.0.3:11111";
+
+    struct Fixture {
+        bal: Arc<Balancer>,
+        status: BTreeMap<String, watch::Sender<RunningStatus>>,
+    }
+
+    fn fixture(n: usize, settings: BalanceSettings) -> Fixture {
+        let coord = Coordinator::new(Arc::new(LocalBackend::in_memory(Duration::from_secs(10))));
+        let dests: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+        let bal = Balancer::new(coord, ME.into(), settings, Duration::from_secs(5), dests.clone());
+        let mut status = BTreeMap::new();
+        for d in &dests {
+            let (tx, rx) = watch::channel(RunningStatus::Standby);
+            bal.attach_inner(d, rx, None);
+            status.insert(d.clone(), tx);
+        }
+        Fixture { bal, status }
+    }
+
+    impl Fixture {
+        /// `owners[i]` owns `d{i}` (ours flips our monitor to Active); every server in `live`
+        /// is live and registered for every destination.
+        fn set(&self, owners: &[Option<&str>], live: &[&str]) {
+            let mut view =
+                View { live: live.iter().map(|s| (*s).to_owned()).collect(), ..View::default() };
+            for (i, o) in owners.iter().enumerate() {
+                let d = format!("d{i}");
+                view.owners.insert(d.clone(), o.map(str::to_owned));
+                view.candidates.insert(d.clone(), view.live.clone());
+                let st = if *o == Some(ME) {
+                    RunningStatus::Active(Fence {
+                        path: d.clone(),
+                        version: Version(0),
+                        epoch_path: d.clone(),
+                        epoch: Version(0),
+                    })
+                } else {
+                    RunningStatus::Standby
+                };
+                self.status[&d].send_replace(st);
+            }
+            self.bal.lock().view = Some(view);
+        }
+    }
+
+    fn defers(a: GrabAdvice) -> bool {
+        matches!(a, GrabAdvice::Defer(_))
+    }
+
+    #[test]
+    fn a_server_at_its_share_leaves_a_free_destination_to_an_under_loaded_one() {
+        let f = fixture(6, BalanceSettings::default());
+        // 6 destinations, 3 servers: share 2. We hold 2, B holds 1.
+        f.set(&[Some(ME), Some(ME), Some(B), Some(C), Some(C), None], &[ME, B, C]);
+        assert!(defers(f.bal.advise("d5")));
+        // d5's only other candidate, B, is at its share and holds no less than we do (C is not
+        // configured for d5): we take it.
+        f.set(&[Some(ME), Some(ME), Some(B), Some(B), Some(C), None], &[ME, B, C]);
+        f.bal.lock().view.as_mut().unwrap().candidates.get_mut("d5").unwrap().remove(C);
+        assert_eq!(f.bal.advise("d5"), GrabAdvice::Grab);
+        // Below our share we always grab.
+        f.set(&[Some(ME), None, Some(B), Some(B), Some(C), None], &[ME, B, C]);
+        assert_eq!(f.bal.advise("d5"), GrabAdvice::Grab);
+    }
+
+    #[test]
+    fn an_allowed_grab_counts_until_it_is_lost() {
+        let f = fixture(4, BalanceSettings::default());
+        // 4 destinations, 2 servers: share 2; we hold 1, B holds 1.
+        f.set(&[Some(ME), Some(B), None, None], &[ME, B]);
+        assert_eq!(f.bal.advise("d2"), GrabAdvice::Grab);
+        // The grab of d2 is pending: we are at our share, B is below it.
+        assert!(defers(f.bal.advise("d3")));
+        // B won d2: our reservation no longer counts.
+        let gate = BalanceGate { balancer: f.bal.clone(), dest: "d2".into() };
+        gate.created(false);
+        assert_eq!(f.bal.advise("d3"), GrabAdvice::Grab);
+    }
+
+    #[test]
+    fn prefer_and_weight() {
+        let mut settings = BalanceSettings::default();
+        settings
+            .destinations
+            .insert("d0".into(), DestinationBalance { weight: 1, prefer: vec![B.into()] });
+        settings.destinations.insert("d1".into(), DestinationBalance { weight: 3, prefer: vec![] });
+        let f = fixture(3, settings.clone());
+        // d0 prefers B: while B is live we leave it, even holding nothing.
+        f.set(&[None, None, None], &[ME, B]);
+        assert!(defers(f.bal.advise("d0")));
+        f.set(&[None, None, None], &[ME]);
+        assert_eq!(f.bal.advise("d0"), GrabAdvice::Grab);
+        // Weights 1 + 3 + 1 over 2 servers: share 3. Holding d2 (1), d1 (3) would exceed it
+        // while B (0) could take it within its share.
+        f.set(&[None, None, Some(ME)], &[ME, B]);
+        assert!(defers(f.bal.advise("d1")));
+        // We hold d0 that prefers B, now live: it is handed over first.
+        f.set(&[Some(ME), None, None], &[ME, B]);
+        assert_eq!(f.bal.pick_handover().map(|(d, _)| d).as_deref(), Some("d0"));
+        // A preferred server that is not live changes nothing.
+        let f = fixture(3, settings);
+        f.set(&[Some(ME), None, None], &[ME, C]);
+        assert!(f.bal.pick_handover().is_none());
+        assert_eq!(f.bal.report().state, BalanceState::Balanced);
+    }
+
+    #[test]
+    fn surplus_is_handed_over_only_to_a_server_that_stays_within_its_share() {
+        let f = fixture(6, BalanceSettings::default());
+        // 6 over 2: share 3. We hold 4, B 2: hand one over.
+        f.set(&[Some(ME), Some(ME), Some(ME), Some(ME), Some(B), Some(B)], &[ME, B]);
+        assert!(f.bal.pick_handover().is_some());
+        assert_eq!(f.bal.report().state, BalanceState::HandingOver);
+        // With a slack of 1 (share 4) that is balanced.
+        let f = fixture(6, BalanceSettings { slack: 1, ..BalanceSettings::default() });
+        f.set(&[Some(ME), Some(ME), Some(ME), Some(ME), Some(B), Some(B)], &[ME, B]);
+        assert!(f.bal.pick_handover().is_none());
+        assert_eq!(f.bal.report().state, BalanceState::Balanced);
+        // 7 over 3 (share 3): we hold 5, B and C 1 each... B would stay within its share.
+        let f = fixture(7, BalanceSettings::default());
+        f.set(&[Some(ME), Some(ME), Some(ME), Some(ME), Some(ME), Some(B), Some(C)], &[ME, B, C]);
+        assert!(f.bal.pick_handover().is_some());
+        // Above the share, but the only other server is not configured for what we hold:
+        // nothing to hand over, the state says surplus.
+        let f = fixture(6, BalanceSettings::default());
+        f.set(&[Some(ME), Some(ME), Some(ME), Some(ME), Some(B), Some(B)], &[ME, B]);
+        for d in ["d0", "d1", "d2", "d3"] {
+            f.bal.lock().view.as_mut().unwrap().candidates.get_mut(d).unwrap().remove(B);
+        }
+        assert!(f.bal.pick_handover().is_none());
+        assert_eq!(f.bal.report().state, BalanceState::Surplus);
+    }
+
+    #[test]
+    fn without_a_view_the_gate_waits_for_the_first_read_only() {
+        let f = fixture(2, BalanceSettings::default());
+        assert!(defers(f.bal.advise("d0")));
+        f.bal.lock().attempted = true;
+        assert_eq!(f.bal.advise("d0"), GrabAdvice::Grab);
     }
 }

@@ -892,3 +892,66 @@ fn mq_mode_settings_and_errors_name_file_and_key() {
     );
     load(tmp.path());
 }
+
+#[test]
+fn balance_settings_and_per_destination_weight_and_prefer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("conf");
+    write(&conf, "canal.toml", "");
+    write(&conf, "a/instance.toml", MINIMAL_INSTANCE);
+    let b = load(&conf).balance_settings();
+    assert!(b.enabled);
+    assert_eq!((b.slack, b.max_defer.as_millis(), b.refresh.as_millis()), (0, 10_000, 1000));
+    assert_eq!(b.destinations["a"].weight, 1);
+    assert!(b.destinations["a"].prefer.is_empty());
+
+    write(
+        &conf,
+        "canal.toml",
+        "[balance]\nslack = 1\nmax_defer_ms = 3000\nrefresh_ms = 500\n[instance.balance]\nweight = 2\n",
+    );
+    write(
+        &conf,
+        "b/instance.toml",
+        &format!(
+            "{MINIMAL_INSTANCE}[balance]\nweight = 5\nprefer = [\"10.0.0.1:11111\", \"10.0.0.2:11111\"]\n"
+        ),
+    );
+    let c = load(&conf);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let b = c.server_settings().balance;
+    assert_eq!((b.slack, b.max_defer.as_millis(), b.refresh.as_millis()), (1, 3000, 500));
+    // `[instance.balance]` is the default of every instance file.
+    assert_eq!(b.destinations["a"].weight, 2);
+    assert_eq!(b.destinations["b"].weight, 5);
+    assert_eq!(b.destinations["b"].prefer, ["10.0.0.1:11111", "10.0.0.2:11111"]);
+
+    // Canal-style properties spell the same keys.
+    let legacy = tmp.path().join("legacy");
+    write(&legacy, "canal.properties", "canal.balance.enabled = false\ncanal.balance.slack = 2\n");
+    write(
+        &legacy,
+        "x/instance.properties",
+        "canal.instance.master.address = 127.0.0.1:3306\ncanal.instance.balance.weight = 3\ncanal.instance.balance.prefer = 10.0.0.1:11111,10.0.0.3:11111\n",
+    );
+    let b = load(&legacy).balance_settings();
+    assert!(!b.enabled);
+    assert_eq!(b.slack, 2);
+    assert_eq!(b.destinations["x"].weight, 3);
+    assert_eq!(b.destinations["x"].prefer, ["10.0.0.1:11111", "10.0.0.3:11111"]);
+
+    // Bad values name the file and key.
+    write(&conf, "b/instance.toml", &format!("{MINIMAL_INSTANCE}[balance]\nweight = 0\n"));
+    let e = load_err(&conf);
+    assert!(e.contains("b/instance.toml") && e.contains("balance.weight"), "{e}");
+    write(
+        &conf,
+        "b/instance.toml",
+        &format!("{MINIMAL_INSTANCE}[balance]\nprefer = [\"nohost\"]\n"),
+    );
+    let e = load_err(&conf);
+    assert!(
+        e.contains("b/instance.toml") && e.contains("balance.prefer") && e.contains("nohost"),
+        "{e}"
+    );
+}
