@@ -522,53 +522,10 @@ fn take_first(
     state.batches.remove(&batch_id).ok_or(RequestError::UnknownBatch { client_id, batch_id })
 }
 
-/// A cursor sink that keeps cursors in memory only (tests, and destinations without persistence).
-#[derive(Debug, Default)]
-pub struct MemoryCursors {
-    inner: Mutex<MemoryCursorMap>,
-}
-
-/// (destination, client) → (filter, cursor).
-type MemoryCursorMap = HashMap<(String, i16), (String, Option<LogPosition>)>;
-
-impl MemoryCursors {
-    fn lock(&self) -> MutexGuard<'_, MemoryCursorMap> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl CursorSink for MemoryCursors {
-    fn load(&self, destination: &str, client_id: i16) -> Option<LogPosition> {
-        self.lock().get(&(destination.to_owned(), client_id)).and_then(|(_, c)| c.clone())
-    }
-
-    fn update(&self, destination: &str, client_id: i16, position: &LogPosition) {
-        self.lock().entry((destination.to_owned(), client_id)).or_default().1 =
-            Some(position.clone());
-    }
-
-    fn subscribe(&self, destination: &str, client_id: i16, filter: &str) {
-        self.lock().entry((destination.to_owned(), client_id)).or_default().0 = filter.to_owned();
-    }
-
-    fn unsubscribe(&self, destination: &str, client_id: i16) {
-        self.lock().remove(&(destination.to_owned(), client_id));
-    }
-}
-
-/// A filter sink that only checks that filters compile (no pipeline attached).
-#[derive(Debug, Default)]
-pub struct CheckOnlyFilter;
-
-impl FilterSink for CheckOnlyFilter {
-    fn apply(&self, filter: &str) -> Result<(), FilterError> {
-        canal_core::filter::TableFilter::white(filter).map(|_| ())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{CheckOnlyFilter, MemoryCursors};
     use bytes::Bytes;
     use canal_core::position::SourceAddress;
     use canal_core::store::{BatchMode, EntryKind, StoreConfig, StoredEntry};

@@ -10,3 +10,5 @@ pub mod history_store;
 pub mod mq;
 pub mod server;
 pub mod session;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

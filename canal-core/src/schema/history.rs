@@ -321,19 +321,6 @@ impl SchemaHistory {
         }
     }
 
-    /// An in-memory history from records obtained elsewhere (another server's log shipped through
-    /// the coordinator, a backup). Records are ordered by position; their stored table states are
-    /// trusted, not re-derived.
-    pub fn from_records(options: HistoryOptions, mut records: Vec<HistoryRecord>) -> Self {
-        records.sort_by_key(HistoryRecord::key);
-        let mut history = Self::new(options);
-        history.next_seq = records.iter().map(|r| r.seq + 1).max().unwrap_or(1);
-        history.records = records;
-        history.rebuild_versions();
-        history.synced = history.records.len();
-        history
-    }
-
     /// Opens (creating it if needed) the history persisted in `dir` and replays it.
     ///
     /// # Errors
@@ -902,21 +889,6 @@ impl SchemaHistory {
         }
     }
 
-    /// Forgets every record after `pos` (the operator moved the source, or the binlog after `pos`
-    /// was rewritten by a failover). Records at `pos` are kept.
-    ///
-    /// # Errors
-    /// Persistence errors.
-    pub fn truncate_after(&mut self, pos: &SchemaPosition) -> Result<(), HistoryError> {
-        let n = self.records.partition_point(|r| r.cmp_pos(pos).is_le());
-        if n == self.records.len() {
-            return Ok(());
-        }
-        self.records.truncate(n);
-        self.rebuild_versions();
-        self.rewrite()
-    }
-
     /// [`Self::compact`] at `floor` (the minimum client cursor) once at least `min_records`
     /// records lie before it, so that compaction rewrites the history once per `min_records`
     /// DDLs rather than on every cursor move. Returns whether it compacted.
@@ -942,7 +914,7 @@ impl SchemaHistory {
     ///
     /// # Errors
     /// Persistence errors.
-    pub fn compact(&mut self, keep_from: &SchemaPosition) -> Result<(), HistoryError> {
+    fn compact(&mut self, keep_from: &SchemaPosition) -> Result<(), HistoryError> {
         let n = self.records.partition_point(|r| r.cmp_pos(keep_from).is_lt());
         if n == 0 || (n == 1 && matches!(self.records[0].body, RecordBody::Snapshot { .. })) {
             return Ok(());

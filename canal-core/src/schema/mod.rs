@@ -41,8 +41,8 @@
 //!   `NOT NULL` of old-style TIMESTAMP columns (`explicit_defaults_for_timestamp=0`) are not
 //!   modelled. A refresh (`SHOW CREATE TABLE` + [`SchemaHistory::record_snapshot`]) corrects all
 //!   of them.
-//! * Positions of different sources do not compare: after a master switch without GTIDs, call
-//!   [`SchemaHistory::truncate_after`] or start a new history.
+//! * Positions of different sources do not compare: a history recorded against another source is
+//!   cleared ([`SchemaHistory::clear`]) and tables are learnt again (docs/compatibility.md).
 
 mod apply;
 mod history;

@@ -98,7 +98,7 @@ async fn chunked_round_trip(coord: Arc<Coordinator>, tag: &str) {
     h.record_snapshot(&at, &tables).unwrap();
     h.apply_ddl(&SchemaPosition::new("bin.000001", 100), "d", "ALTER TABLE wide_0 ADD z INT")
         .unwrap();
-    h.compact(&SchemaPosition::new("bin.000001", 200)).unwrap();
+    assert!(h.compact_below(&SchemaPosition::new("bin.000001", 200), 2).unwrap());
     let record_bytes = serde_json::to_vec(&h.records()[0]).unwrap().len();
     assert!(record_bytes > 1024 * 1024, "the snapshot must exceed 1 MB: {record_bytes} bytes");
     let store = CoordHistoryStore::new(coord.clone(), &dest, fence.clone());
@@ -115,7 +115,7 @@ async fn chunked_round_trip(coord: Arc<Coordinator>, tag: &str) {
     let loaded = CoordHistoryStore::new(coord.clone(), &dest, fence.clone()).load().await.unwrap();
     assert_eq!(loaded.records, h.records());
     assert_eq!(loaded.meta, Some(meta(at)));
-    let reread = SchemaHistory::from_records(HistoryOptions::default(), loaded.records);
+    let reread = rebuilt(loaded.records);
     let w1 = reread.table_at("d", "wide_1", &SchemaPosition::new("bin.000001", 301)).unwrap();
     assert_eq!(w1.columns.len(), 122);
     cleanup(&s, &dest).await;
@@ -186,7 +186,7 @@ async fn bounded_after_ddls(coord: Arc<Coordinator>, tag: &str, ddls: usize) {
     assert!(max_bytes < 64 * 1024, "{max_bytes} bytes");
     // And it still answers: t1 at the last position has what the last DDL left.
     let loaded = store.load().await.unwrap();
-    let reread = SchemaHistory::from_records(HistoryOptions::default(), loaded.records);
+    let reread = rebuilt(loaded.records);
     let cols = reread.table_at("d", "t0", &pos(ddls)).unwrap().columns.len();
     assert_eq!(cols, h.table_at("d", "t0", &pos(ddls)).unwrap().columns.len());
     cleanup(&s, &dest).await;
@@ -318,4 +318,11 @@ async fn instance_stops_when_its_history_write_is_fenced() {
     other.close().await;
     cleanup(&s, &fx.db).await;
     coord.close().await;
+}
+
+/// A history rebuilt from shipped records, as an activation does (`replace_records`).
+fn rebuilt(records: Vec<canal_core::schema::HistoryRecord>) -> SchemaHistory {
+    let mut h = SchemaHistory::new(HistoryOptions::default());
+    h.replace_records(records).unwrap();
+    h
 }
