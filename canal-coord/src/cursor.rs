@@ -82,7 +82,7 @@ struct Activation {
 
 #[derive(Debug, Default)]
 struct State {
-    slots: BTreeMap<Key, Slot>,
+    clients: BTreeMap<Key, ClientCursor>,
     activations: BTreeMap<String, Activation>,
 }
 
@@ -114,8 +114,8 @@ impl State {
         if newer {
             self.activations
                 .insert(dest.to_owned(), Activation { fence: fence.clone(), ended: false });
-            for ((d, client_id), slot) in self.slots.iter_mut() {
-                let stale = slot.pending.as_ref().is_some_and(|(_, f)| f != fence);
+            for ((d, client_id), client) in self.clients.iter_mut() {
+                let stale = client.pending.as_ref().is_some_and(|(_, f)| f != fence);
                 if d == dest && stale {
                     tracing::warn!(
                         destination = dest,
@@ -123,8 +123,8 @@ impl State {
                         "dropping a cursor queued by an earlier activation"
                     );
                     // Its cursor may be ahead of what is stored: re-read it.
-                    slot.pending = None;
-                    slot.latest = None;
+                    client.pending = None;
+                    client.latest = None;
                 }
             }
         }
@@ -133,7 +133,7 @@ impl State {
 }
 
 #[derive(Debug, Default)]
-struct Slot {
+struct ClientCursor {
     /// Latest cursor known (written or pending).
     latest: Option<Vec<u8>>,
     /// A cursor not yet written, with the fence it must be written under.
@@ -200,17 +200,17 @@ impl CursorStore {
     /// Cancel safe.
     pub async fn get(&self, dest: &str, client_id: i16) -> Result<Option<Vec<u8>>, CursorError> {
         let key = (dest.to_owned(), client_id);
-        if let Some(c) = self.state().slots.get(&key).and_then(|s| s.latest.clone()) {
+        if let Some(c) = self.state().clients.get(&key).and_then(|s| s.latest.clone()) {
             return Ok(Some(c));
         }
         let session = self.coord.session().await?;
         let stored = session.get(&path::client_cursor(dest, client_id)).await?.map(|n| n.data);
         let mut state = self.state();
-        let slot = state.slots.entry(key).or_default();
-        if slot.latest.is_none() {
-            slot.latest = stored.clone();
+        let client = state.clients.entry(key).or_default();
+        if client.latest.is_none() {
+            client.latest = stored.clone();
         }
-        Ok(slot.latest.clone())
+        Ok(client.latest.clone())
     }
 
     /// Records an acked cursor, written under `fence` (the running node of the destination that
@@ -241,14 +241,14 @@ impl CursorStore {
             let mut state = self.state();
             // Re-checked: `forget` or a newer activation may have come while we read.
             state.admit(dest, &cursor_path, fence)?;
-            let slot = state.slots.entry((dest.to_owned(), client_id)).or_default();
-            if let Some(cur) = &slot.latest
+            let client = state.clients.entry((dest.to_owned(), client_id)).or_default();
+            if let Some(cur) = &client.latest
                 && self.order.compare(cur, &cursor) == Some(Ordering::Greater)
             {
                 return Err(CursorError::Backwards { destination: dest.to_owned(), client_id });
             }
-            slot.latest = Some(cursor.clone());
-            slot.pending = Some((cursor, fence.clone()));
+            client.latest = Some(cursor.clone());
+            client.pending = Some((cursor, fence.clone()));
         }
         match self.policy {
             FlushPolicy::EveryAck => self.flush_one(dest, client_id).await,
@@ -266,7 +266,7 @@ impl CursorStore {
     pub async fn flush(&self) -> Result<(), CursorError> {
         let keys: Vec<Key> = self
             .state()
-            .slots
+            .clients
             .iter()
             .filter(|(_, s)| s.pending.is_some())
             .map(|(k, _)| k.clone())
@@ -285,14 +285,15 @@ impl CursorStore {
         let cursor_path = path::client_cursor(dest, client_id);
         let (bytes, fence) = {
             let mut state = self.state();
-            let Some((bytes, fence)) = state.slots.get(&key).and_then(|s| s.pending.clone()) else {
+            let Some((bytes, fence)) = state.clients.get(&key).and_then(|s| s.pending.clone())
+            else {
                 return Ok(());
             };
             if state.is_stale(dest, &fence) {
                 // Queued by an activation that is over: never written.
-                if let Some(slot) = state.slots.get_mut(&key) {
-                    slot.pending = None;
-                    slot.latest = None;
+                if let Some(client) = state.clients.get_mut(&key) {
+                    client.pending = None;
+                    client.latest = None;
                 }
                 return Err(
                     CoordError::Fenced { path: cursor_path, fence: fence.epoch_path }.into()
@@ -304,14 +305,14 @@ impl CursorStore {
         let res = session.put_fenced(&cursor_path, &bytes, &fence).await;
         let mut state = self.state();
         // Forgotten meanwhile: nothing to update.
-        let Some(slot) = state.slots.get_mut(&key) else {
+        let Some(client) = state.clients.get_mut(&key) else {
             return res.map(|_| ()).map_err(Into::into);
         };
-        let still_same = slot.pending.as_ref().is_some_and(|(b, f)| *b == bytes && *f == fence);
+        let still_same = client.pending.as_ref().is_some_and(|(b, f)| *b == bytes && *f == fence);
         match res {
             Ok(_) => {
                 if still_same {
-                    slot.pending = None;
+                    client.pending = None;
                 }
                 Ok(())
             }
@@ -323,8 +324,8 @@ impl CursorStore {
                     "cursor write fenced out: no longer the owner"
                 );
                 if still_same {
-                    slot.pending = None;
-                    slot.latest = None;
+                    client.pending = None;
+                    client.latest = None;
                 }
                 Err(e.into())
             }
@@ -343,8 +344,8 @@ impl CursorStore {
             Some(a) if same(&a.fence) && !a.ended => a.fence = fence.clone(),
             _ => return,
         }
-        for ((d, _), slot) in state.slots.iter_mut() {
-            if let Some((_, f)) = &mut slot.pending
+        for ((d, _), client) in state.clients.iter_mut() {
+            if let Some((_, f)) = &mut client.pending
                 && d == dest
                 && same(f)
             {
@@ -358,7 +359,7 @@ impl CursorStore {
     /// and later updates under its fence are refused.
     pub fn forget(&self, dest: &str) {
         let mut state = self.state();
-        state.slots.retain(|(d, _), s| {
+        state.clients.retain(|(d, _), s| {
             if d == dest && s.pending.is_some() {
                 tracing::info!(destination = dest, "dropping a queued cursor: activation over");
             }

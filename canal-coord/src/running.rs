@@ -304,7 +304,7 @@ impl RunningMonitor {
         let (st_tx, st_rx) = watch::channel(RunningStatus::Standby);
         let expiry = Arc::new(std::sync::Mutex::new(None));
         let lease = Lease { status: st_rx.clone(), expiry: expiry.clone() };
-        let runner = Runner {
+        let runner = MonitorLoop {
             expiry,
             read_issued: Instant::now(),
             coord,
@@ -455,7 +455,7 @@ impl Drop for RunningMonitor {
     }
 }
 
-struct Runner<D> {
+struct MonitorLoop<D> {
     coord: Arc<Coordinator>,
     /// The lease's end (see [`Lease`]); `None` while not active.
     expiry: Arc<std::sync::Mutex<Option<Instant>>>,
@@ -590,7 +590,7 @@ async fn guard<T>(session: &Arc<dyn Session>, fut: impl Future<Output = T>) -> O
     }
 }
 
-impl<D: RunningData> Runner<D> {
+impl<D: RunningData> MonitorLoop<D> {
     async fn run(mut self) {
         loop {
             let Some(session) = self.ensure_session().await else { return };

@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, info, warn};
 
 use crate::destination::{CursorSink, Destination, FilterSink};
-use crate::session::{self, Lookup, Registry, SessionConfig};
+use crate::session::{self, Availability, Registry, SessionConfig};
 
 /// How the server process runs.
 #[derive(Debug, Clone)]
@@ -135,17 +135,19 @@ struct ServerRegistry {
 }
 
 impl Registry for ServerRegistry {
-    fn lookup(&self, name: &str) -> Lookup {
+    fn lookup(&self, name: &str) -> Availability {
         match self.slots.get(name) {
-            None => Lookup::Unknown,
+            None => Availability::Unknown,
             // The store has one reader; in MQ mode that is the MQ worker.
-            Some(_) if self.mq_mode => Lookup::Failed(format!(
+            Some(_) if self.mq_mode => Availability::Failed(format!(
                 "destination:{name} is in MQ mode: consume it from the broker"
             )),
             Some(slot) => match &*slot.lock() {
-                SlotState::Running { destination, .. } => Lookup::Running(destination.clone()),
-                SlotState::Failed { reason } => Lookup::Failed(reason.clone()),
-                SlotState::Standby => Lookup::NotRunning,
+                SlotState::Running { destination, .. } => {
+                    Availability::Running(destination.clone())
+                }
+                SlotState::Failed { reason } => Availability::Failed(reason.clone()),
+                SlotState::Standby => Availability::NotRunning,
             },
         }
     }

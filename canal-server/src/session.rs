@@ -32,7 +32,7 @@ use crate::destination::{Destination, RequestError};
 
 /// What the registry knows about a destination.
 #[derive(Debug, Clone)]
-pub enum Lookup {
+pub enum Availability {
     /// Running on this server.
     Running(Arc<Destination>),
     /// Configured here but not running (standby, lazy, stopping).
@@ -46,7 +46,7 @@ pub enum Lookup {
 /// The server's destinations, as sessions need them.
 pub trait Registry: Send + Sync + std::fmt::Debug + 'static {
     /// The destination's state now.
-    fn lookup(&self, name: &str) -> Lookup;
+    fn lookup(&self, name: &str) -> Availability;
 }
 
 /// Per-session settings.
@@ -96,7 +96,7 @@ where
     let (tx, rx) = mpsc::channel::<Incoming>(4);
     let decoder = FrameDecoder::with_max_frame_len(config.max_frame_len);
     let reader = tokio::spawn(read_loop(PacketReader::with_decoder(read_half, decoder), tx));
-    let mut session = Session {
+    let mut session = Connection {
         out: write_half,
         buf: BytesMut::with_capacity(4096),
         rx,
@@ -133,7 +133,7 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: PacketReader<R>, tx: mpsc::
     }
 }
 
-struct Session<W> {
+struct Connection<W> {
     out: W,
     buf: BytesMut,
     rx: mpsc::Receiver<Incoming>,
@@ -145,7 +145,7 @@ struct Session<W> {
     subscribed: HashMap<String, Arc<Destination>>,
 }
 
-impl<W: AsyncWrite + Unpin> Session<W> {
+impl<W: AsyncWrite + Unpin> Connection<W> {
     async fn run(&mut self) -> End {
         let seed = random_seed();
         if let Err(e) = self.send(&packets::handshake(&seed)).await {
@@ -221,8 +221,8 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 let client_id = parse_client_id(&auth.client_id)
                     .map_err(|e| End::Protocol(format!("ClientAuth: {e}")))?;
                 let dest = match self.registry.lookup(&auth.destination) {
-                    Lookup::Running(d) => d,
-                    Lookup::Failed(reason) => {
+                    Availability::Running(d) => d,
+                    Availability::Failed(reason) => {
                         return Err(End::Protocol(format!(
                             "ClientAuth subscribes to destination:{} which failed: {reason}",
                             auth.destination
@@ -252,18 +252,18 @@ impl<W: AsyncWrite + Unpin> Session<W> {
     /// Resolves a request's destination; `Ok(None)` means an error ACK was already written.
     async fn running(&mut self, name: &str) -> Result<Option<Arc<Destination>>, End> {
         match self.registry.lookup(name) {
-            Lookup::Running(d) => Ok(Some(d)),
-            Lookup::NotRunning => {
+            Availability::Running(d) => Ok(Some(d)),
+            Availability::NotRunning => {
                 self.error(ERROR_GENERIC, format!("destination:{name} should start first")).await?;
                 Ok(None)
             }
-            Lookup::Failed(reason) => {
+            Availability::Failed(reason) => {
                 // Canal's generic error, so that clients retry (the cluster connector reconnects)
                 // instead of reading empty batches from an instance that reads nothing.
                 self.error(ERROR_GENERIC, format!("destination:{name} failed: {reason}")).await?;
                 Ok(None)
             }
-            Lookup::Unknown => {
+            Availability::Unknown => {
                 self.error(ERROR_GENERIC, format!("destination:{name} is not configured")).await?;
                 Ok(None)
             }
@@ -383,7 +383,7 @@ impl<W: AsyncWrite + Unpin> Session<W> {
                 let Some(client_id) = self.client_id(&unsub.client_id).await? else {
                     return Ok(());
                 };
-                if let Lookup::Running(d) = self.registry.lookup(&unsub.destination) {
+                if let Availability::Running(d) = self.registry.lookup(&unsub.destination) {
                     d.unsubscribe(client_id);
                 }
                 self.subscribed.remove(&unsub.destination);

@@ -11,7 +11,7 @@ use canal_core::protocol::auth::{AuthConfig, password_hash_hex};
 use canal_core::protocol::packet::{Ack, PacketType};
 use canal_core::store::{BatchMode, EntryKind, EventStore, StoreConfig, StoredEntry};
 use canal_server::destination::Destination;
-use canal_server::session::{Lookup, Registry, SessionConfig, serve};
+use canal_server::session::{Availability, Registry, SessionConfig, serve};
 use canal_server::testing::{CheckOnlyFilter, MemoryCursors};
 use prost::Message;
 use tokio::io::AsyncWriteExt;
@@ -21,12 +21,12 @@ use crate::wire::{Client, messages};
 
 #[derive(Debug, Default)]
 struct TestRegistry {
-    map: Mutex<HashMap<String, Lookup>>,
+    map: Mutex<HashMap<String, Availability>>,
 }
 
 impl Registry for TestRegistry {
-    fn lookup(&self, name: &str) -> Lookup {
-        self.map.lock().unwrap().get(name).cloned().unwrap_or(Lookup::Unknown)
+    fn lookup(&self, name: &str) -> Availability {
+        self.map.lock().unwrap().get(name).cloned().unwrap_or(Availability::Unknown)
     }
 }
 
@@ -48,8 +48,8 @@ async fn start(auth: AuthConfig) -> Server {
         Arc::new(CheckOnlyFilter),
     ));
     let registry = Arc::new(TestRegistry::default());
-    registry.map.lock().unwrap().insert("example".into(), Lookup::Running(dest.clone()));
-    registry.map.lock().unwrap().insert("standby".into(), Lookup::NotRunning);
+    registry.map.lock().unwrap().insert("example".into(), Availability::Running(dest.clone()));
+    registry.map.lock().unwrap().insert("standby".into(), Availability::NotRunning);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let reg: Arc<dyn Registry> = registry;
