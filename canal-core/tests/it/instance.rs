@@ -181,6 +181,26 @@ async fn drain(inst: &Instance, seen: &mut Seen, done: impl Fn(&Seen) -> bool) {
     }
 }
 
+/// Runs `insert` (a row whose `id` is `id`, written after everything the test checks) and drains
+/// until that row arrives, then removes it from `seen`: the positive signal that nothing written
+/// before it is still on its way, a duplicate included (a transaction read again after a
+/// reconnect comes before the marker in binlog order).
+async fn drain_through_marker(
+    c: &mut Ctx,
+    inst: &Instance,
+    seen: &mut Seen,
+    insert: &str,
+    id: &str,
+) {
+    c.exec(insert).await;
+    let is_marker = |s: &Seen| {
+        s.changes.iter().any(|ch| ch.after.get("id").is_some_and(|v| v.as_deref() == Some(id)))
+    };
+    drain(inst, seen, is_marker).await;
+    let last = seen.changes.pop().expect("the marker");
+    assert_eq!(last.after["id"].as_deref(), Some(id), "the marker is the last row");
+}
+
 fn row(pairs: &[(&str, Option<&str>)]) -> BTreeMap<String, Option<String>> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.map(str::to_owned))).collect()
 }
@@ -348,14 +368,9 @@ async fn killed_dump_connection_resumes_without_gap_or_duplicate() {
     }
     let total = (next - 1) as usize;
     drain(&inst, &mut seen, |s| s.changes.len() >= total).await;
-    // Let any duplicate show up before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    drain(&inst, &mut seen, |_| true).await;
-    if let Some(b) = inst.store().get(1000, GetWait::NonBlocking).await.unwrap() {
-        for e in &b.entries {
-            seen.add(e);
-        }
-    }
+    // Any duplicate would come before a row written now.
+    let marker = format!("INSERT INTO $db.t VALUES ({next}, -1)");
+    drain_through_marker(&mut c, &inst, &mut seen, &marker, &next.to_string()).await;
     let ids: Vec<i64> =
         seen.changes.iter().map(|ch| ch.after["id"].as_ref().unwrap().parse().unwrap()).collect();
     let expected: Vec<i64> = (1..next as i64).collect();
@@ -444,14 +459,11 @@ async fn killed_inside_big_transactions_every_row_once_one_begin_per_transaction
             inst.store().ack(b.end_seq).unwrap();
         }
     }
-    // Let a duplicate show up before judging.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    while let Some(b) = inst.store().get(1000, GetWait::NonBlocking).await.unwrap() {
-        for e in &b.entries {
-            seen.add(e);
-        }
-        inst.store().ack(b.end_seq).unwrap();
-    }
+    // Any duplicate would come before a row written now (in a transaction of its own, so the
+    // per-transaction checks below still see exactly TXNS of them before it).
+    let marker = total + 1;
+    let insert = format!("INSERT INTO $db.t VALUES ({marker}, 'marker')");
+    drain_through_marker(&mut c, &inst, &mut seen, &insert, &marker.to_string()).await;
     let ids: Vec<usize> =
         seen.changes.iter().map(|ch| ch.after["id"].as_ref().unwrap().parse().unwrap()).collect();
     assert_eq!(ids.len(), total, "every row exactly once");
@@ -506,9 +518,9 @@ async fn start_by_gtid_and_by_timestamp() {
     by_time.start = StartConfig { timestamp_ms: Some(target_ms), ..StartConfig::default() };
     let inst = Instance::start(by_time, None);
     let mut seen = Seen::default();
+    // Rows 1 and 2 would come before 3; a marker written now shows nothing else is on its way.
     drain(&inst, &mut seen, |s| !s.changes.is_empty()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drain(&inst, &mut seen, |_| true).await;
+    drain_through_marker(&mut c, &inst, &mut seen, "INSERT INTO $db.t VALUES (4)", "4").await;
     let ids: Vec<_> = seen.changes.iter().map(|c| c.after["id"].clone().unwrap()).collect();
     assert_eq!(ids, ["3"], "timestamp start skips what was written before");
     inst.stop().await;
@@ -559,12 +571,13 @@ async fn cursor_from_another_source_resumes_by_time_search_or_gtid() {
         .with_gtid(gtid_after_2.clone());
     let other = LogPosition::new(SourceAddress::new("192.0.2.10", port), elsewhere.clone());
 
-    let run = |cfg: InstanceConfig, cursor: LogPosition, want: usize| async move {
+    // Row 3 is the last row written: once it arrived, every row before it that the start
+    // position lets through has arrived too.
+    let run = |cfg: InstanceConfig, cursor: LogPosition| async move {
         let inst = Instance::start(cfg, Some(cursor));
         let mut seen = Seen::default();
-        drain(&inst, &mut seen, |s| s.changes.len() >= want).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        drain(&inst, &mut seen, |_| true).await;
+        let has_3 = |s: &Seen| s.changes.iter().any(|c| c.after["id"].as_deref() == Some("3"));
+        drain(&inst, &mut seen, has_3).await;
         let status = inst.status();
         inst.stop().await;
         let ids: Vec<String> =
@@ -575,7 +588,7 @@ async fn cursor_from_another_source_resumes_by_time_search_or_gtid() {
     // File/offset mode: the search from the cursor's time minus the fallback interval.
     let mut cfg = c.config();
     cfg.fallback_interval = fallback;
-    let (ids, status, seen) = run(cfg.clone(), other.clone(), 2).await;
+    let (ids, status, seen) = run(cfg.clone(), other.clone()).await;
     assert_eq!(ids, ["2", "3"], "resumed at the time search, not at the cursor's file/offset");
     let start = EntryPosition::at(hit.file.clone(), hit.position as i64);
     assert_eq!(status.start, Some(start.clone()), "started at the timestamp-search position");
@@ -588,18 +601,18 @@ async fn cursor_from_another_source_resumes_by_time_search_or_gtid() {
     // GTID mode: the cursor's GTID set is host-independent and used as it is.
     let mut gtid_cfg = cfg.clone();
     gtid_cfg.gtid_mode = true;
-    let (ids, status, _) = run(gtid_cfg, other.clone(), 1).await;
+    let (ids, status, _) = run(gtid_cfg, other.clone()).await;
     assert_eq!(ids, ["3"], "resumed after the cursor's GTID set");
     assert_eq!(status.start.and_then(|s| s.gtid), Some(gtid_after_2.clone()));
 
     // The same source under another name, and a cursor without identity: file and offset.
     let here = EntryPosition::at(file_before_3.clone(), pos_before_3 as i64).with_timestamp(1);
     let localhost = LogPosition::new(SourceAddress::new("localhost", port), here.clone());
-    let (ids, status, _) = run(cfg.clone(), localhost, 1).await;
+    let (ids, status, _) = run(cfg.clone(), localhost).await;
     assert_eq!(ids, ["3"]);
     assert_eq!(status.start, Some(EntryPosition::at(file_before_3.clone(), pos_before_3 as i64)));
     let anonymous = LogPosition { identity: LogIdentity::default(), position: here };
-    let (ids, _, _) = run(cfg.clone(), anonymous, 1).await;
+    let (ids, _, _) = run(cfg.clone(), anonymous).await;
     assert_eq!(ids, ["3"]);
 
     // Another source and no time to search by: a typed error naming both, not a guess.
