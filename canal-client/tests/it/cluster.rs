@@ -225,8 +225,9 @@ async fn failed_ack_is_reported_then_reconnects() {
     server.set(|s| {
         s.outstanding.insert(0, Vec::new());
     });
+    let replied = server.replies();
     c.ack(1).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_replies(replied + 1).await;
     let err = c.get_without_ack(10, None, TimeUnit::Milliseconds).await.unwrap_err();
     assert!(matches!(err, ClientError::AckFailed { .. }), "{err:?}");
     server.set(|s| {
@@ -245,8 +246,11 @@ async fn cancelled_call_reconnects() {
     c.subscribe("").await.unwrap();
     let r = tokio::time::timeout(Duration::from_millis(100), c.get(1, Some(Duration::ZERO))).await;
     assert!(r.is_err());
+    let replied = server.replies();
     server.push([fake::insert("t", 1, "a")]);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The abandoned GET takes the row (into the old connection); the reconnect's rollback
+    // brings it back.
+    server.wait_replies(replied + 1).await;
     let m = c.get(1, Some(Duration::from_secs(1))).await.unwrap();
     assert_eq!(fake::row_name(&m.entries[0]), "a");
     assert_eq!(c.connections(), 2);

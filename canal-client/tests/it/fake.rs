@@ -40,6 +40,8 @@ pub struct State {
     pub ack_error_delay: Duration,
     /// Send MESSAGES with this compression.
     pub compression: Option<i32>,
+    /// Replies the server has finished writing (on any connection).
+    pub replies: usize,
 }
 
 #[derive(Debug)]
@@ -66,6 +68,7 @@ impl FakeServer {
             raw: true,
             ack_error_delay: Duration::ZERO,
             compression: None,
+            replies: 0,
         }));
         let tasks = Arc::new(Mutex::new(Vec::new()));
         let (st, ts) = (state.clone(), tasks.clone());
@@ -93,6 +96,32 @@ impl FakeServer {
 
     pub fn log(&self) -> Log {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// Replies written so far (see [`Self::wait_replies`]).
+    pub fn replies(&self) -> usize {
+        self.state.lock().unwrap().replies
+    }
+
+    /// Waits (10 s at most) until the server has finished writing `n` replies in all: a reply the
+    /// client has not asked for (an error ACK after CLIENTACK) is then readable on its socket.
+    pub async fn wait_replies(&self, n: usize) {
+        self.wait_for(&format!("{n} replies"), |s| s.replies >= n).await;
+    }
+
+    /// Waits (10 s at most) until `done` holds of the server's state.
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&State) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            {
+                let s = self.state.lock().unwrap();
+                if done(&s) {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "waiting for {what}: {:?}", s.log);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub fn set(&self, f: impl FnOnce(&mut State)) {
@@ -153,6 +182,7 @@ async fn session(sock: TcpStream, state: Arc<Mutex<State>>) {
             Reply::Packet(p) => write_packet(&mut w, &p).await.is_ok(),
             Reply::Frame(f) => write_frame(&mut w, &f).await.is_ok(),
         };
+        state.lock().unwrap().replies += 1;
         if !ok {
             break;
         }
@@ -377,9 +407,4 @@ pub fn row_name(e: &Entry) -> String {
 #[cfg(all(feature = "zookeeper", feature = "etcd"))]
 pub fn running_json(address: &str) -> Vec<u8> {
     format!(r#"{{"active":true,"address":"{address}"}}"#).into_bytes()
-}
-
-#[allow(dead_code)]
-pub async fn settle() {
-    tokio::time::sleep(Duration::from_millis(100)).await;
 }

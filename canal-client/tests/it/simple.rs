@@ -68,7 +68,9 @@ async fn connect_resubscribes_and_rolls_back() {
     let mut c = connected(&server).await;
     assert_eq!(c.filter(), Some("test\\..*"));
     c.connect().await.unwrap();
-    fake::settle().await;
+    // The on-connect rollback has no reply: wait until the server has handled it.
+    let rollbacks = |s: &fake::State| s.log.iter().filter(|l| *l == "ROLLBACK 0").count() == 2;
+    server.wait_for("the reconnect's rollback", rollbacks).await;
     let log = server.log();
     // First connect: auth + rollback (nothing remembered yet), then the explicit subscribe.
     // Reconnect: auth, re-subscribe with the remembered filter, rollback(0).
@@ -150,8 +152,9 @@ async fn late_error_ack_is_reported_and_the_connection_stays_usable() {
     server.push([fake::insert("t", 1, "a")]);
     let mut c = connected(&server).await;
     // Ack of a batch that does not exist: no reply now, an error ACK later.
+    let replied = server.replies();
     c.ack(99).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_replies(replied + 1).await;
     match c.get_without_ack(10, None, TimeUnit::Milliseconds).await {
         Err(ClientError::AckFailed { code: 400, message }) => {
             assert!(message.contains("batchId:99"), "{message}");
@@ -163,8 +166,9 @@ async fn late_error_ack_is_reported_and_the_connection_stays_usable() {
     let m = c.get_without_ack(10, None, TimeUnit::Milliseconds).await.unwrap();
     assert_eq!((m.id, m.entries.len()), (1, 1));
     // Ack 0 is refused with 402.
+    let replied = server.replies();
     c.ack(0).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_replies(replied + 1).await;
     assert!(matches!(c.ack(1).await, Err(ClientError::AckFailed { code: 402, .. })));
 }
 
@@ -236,9 +240,10 @@ async fn cancelled_get_breaks_the_connection_instead_of_desyncing() {
     .await;
     assert!(r.is_err(), "the GET should still be blocked");
     // Its reply is now in flight: the connector refuses to read it as another reply.
+    let replied = server.replies();
     server.push([fake::insert("t", 7, "late")]);
-    // Let the abandoned GET take it (the server answers into the old connection).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The abandoned GET takes it (the server answers into the old connection).
+    server.wait_replies(replied + 1).await;
     let err = c.get_without_ack(1, None, TimeUnit::Milliseconds).await.unwrap_err();
     assert!(matches!(err, ClientError::Broken { .. }), "{err:?}");
     assert!(err.is_transient());
