@@ -48,6 +48,9 @@ async fn respond(mut sock: TcpStream, view: &RegistryView) -> std::io::Result<()
             let reports = view.reports();
             let mut body = metrics(&reports);
             body.push_str(&server_metrics(&reports, view.balance().as_ref()));
+            if let Some(r) = view.reload() {
+                body.push_str(&reload_metrics(&r));
+            }
             ("200 OK", "text/plain; version=0.0.4", body)
         }
         ("GET", "/status") | ("GET", "/") => (
@@ -56,6 +59,7 @@ async fn respond(mut sock: TcpStream, view: &RegistryView) -> std::io::Result<()
             serde_json::to_string_pretty(&serde_json::json!({
                 "destinations": view.reports(),
                 "balance": view.balance(),
+                "reload": view.reload(),
             }))
             .unwrap_or_default(),
         ),
@@ -134,6 +138,17 @@ pub fn server_metrics(reports: &[DestinationReport], balance: Option<&BalanceRep
         );
     }
     out
+}
+
+/// Prometheus exposition of configuration reloads.
+pub fn reload_metrics(r: &crate::server::ReloadSummary) -> String {
+    format!(
+        "# HELP canal_server_config_reloads_total Reloads of the configuration that changed destinations\n\
+         # TYPE canal_server_config_reloads_total counter\ncanal_server_config_reloads_total {}\n\
+         # HELP canal_server_config_reload_failures_total Reloads refused because the configuration was invalid (nothing changed)\n\
+         # TYPE canal_server_config_reload_failures_total counter\ncanal_server_config_reload_failures_total {}\n",
+        r.applied, r.failed
+    )
 }
 
 /// Prometheus exposition of the reports.

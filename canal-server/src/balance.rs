@@ -157,13 +157,23 @@ pub struct Balancer {
     settings: BalanceSettings,
     delay: Duration,
     coord: Arc<Coordinator>,
-    /// This server's destinations (fixed at start).
-    dests: BTreeSet<String>,
+    /// This server's destinations and their settings (they change on a reload). Never locked
+    /// while `state` is being locked.
+    conf: std::sync::RwLock<DestConf>,
+    /// The destinations changed.
+    conf_changed: Notify,
     state: Mutex<State>,
     kick: Notify,
     handovers: AtomicU64,
     handover_timeouts: AtomicU64,
     refresh_failures: AtomicU64,
+}
+
+/// The destinations a balancer knows.
+#[derive(Debug, Default)]
+struct DestConf {
+    dests: BTreeSet<String>,
+    settings: BTreeMap<String, DestinationBalance>,
 }
 
 /// Retry of a deferred grab.
@@ -181,12 +191,17 @@ impl Balancer {
         dests: impl IntoIterator<Item = String>,
     ) -> Arc<Self> {
         let state = if settings.enabled { BalanceState::Unknown } else { BalanceState::Disabled };
+        let per_dest = settings.destinations.clone();
         Arc::new(Self {
             me,
             settings,
             delay,
             coord,
-            dests: dests.into_iter().collect(),
+            conf: std::sync::RwLock::new(DestConf {
+                dests: dests.into_iter().collect(),
+                settings: per_dest,
+            }),
+            conf_changed: Notify::new(),
             state: Mutex::new(State { view: None, attempted: false, mine: BTreeMap::new(), state }),
             kick: Notify::new(),
             handovers: AtomicU64::new(0),
@@ -228,12 +243,46 @@ impl Balancer {
         self.lock().mine.insert(dest.to_owned(), Mine { status, handle, reserved_until: None });
     }
 
-    fn weight(&self, dest: &str) -> u64 {
-        self.settings.destinations.get(dest).map_or(1, |d| u64::from(d.weight.max(1)))
+    fn conf(&self) -> std::sync::RwLockReadGuard<'_, DestConf> {
+        self.conf.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn prefer(&self, dest: &str) -> &[String] {
-        self.settings.destinations.get(dest).map_or(&[], |d| d.prefer.as_slice())
+    /// A destination added on a reload (its monitor is attached separately), or new settings
+    /// of one.
+    pub fn add_destination(&self, dest: &str, balance: DestinationBalance) {
+        {
+            let mut c = self.conf.write().unwrap_or_else(|p| p.into_inner());
+            c.dests.insert(dest.to_owned());
+            c.settings.insert(dest.to_owned(), balance);
+        }
+        self.conf_changed.notify_one();
+        self.kick.notify_one();
+    }
+
+    /// A destination removed on a reload.
+    pub fn remove_destination(&self, dest: &str) {
+        {
+            let mut c = self.conf.write().unwrap_or_else(|p| p.into_inner());
+            c.dests.remove(dest);
+            c.settings.remove(dest);
+        }
+        self.lock().mine.remove(dest);
+        self.conf_changed.notify_one();
+        self.kick.notify_one();
+    }
+
+    /// Whether there is anything to balance: two or more destinations (one destination keeps
+    /// the plain HA policy; the gate always says grab and nothing is read).
+    fn active(&self) -> bool {
+        self.conf().dests.len() > 1
+    }
+
+    fn weight(&self, dest: &str) -> u64 {
+        self.conf().settings.get(dest).map_or(1, |d| u64::from(d.weight.max(1)))
+    }
+
+    fn prefer(&self, dest: &str) -> Vec<String> {
+        self.conf().settings.get(dest).map(|d| d.prefer.clone()).unwrap_or_default()
     }
 
     /// Live servers configured for any of our destinations, ourselves included.
@@ -250,7 +299,13 @@ impl Balancer {
     }
 
     fn share(&self, view: &View) -> u64 {
-        let total: u64 = self.dests.iter().map(|d| self.weight(d)).sum();
+        let total: u64 = {
+            let c = self.conf();
+            c.dests
+                .iter()
+                .map(|d| c.settings.get(d).map_or(1, |b| u64::from(b.weight.max(1))))
+                .sum()
+        };
         let n = self.live_servers(view).len() as u64;
         total.div_ceil(n.max(1)) + u64::from(self.settings.slack)
     }
@@ -300,6 +355,9 @@ impl Balancer {
 
     /// The gate's advice for `dest` (see the module documentation).
     fn advise(&self, dest: &str) -> GrabAdvice {
+        if !self.active() {
+            return GrabAdvice::Grab;
+        }
         let mut st = self.lock();
         let Some(view) = st.view.clone() else {
             if st.attempted {
@@ -365,7 +423,8 @@ impl Balancer {
         };
         // One request per node, all in flight at once (a refresh is 30 round trips otherwise).
         let mut reads = tokio::task::JoinSet::new();
-        for d in &self.dests {
+        let dests: Vec<String> = self.conf().dests.iter().cloned().collect();
+        for d in &dests {
             let (s, d) = (s.clone(), d.clone());
             let with_candidates = candidates.is_none();
             reads.spawn(async move {
@@ -460,6 +519,14 @@ impl Balancer {
         let mut last = Instant::now() - MIN_REFRESH;
         let mut count = 0u64;
         loop {
+            // One destination: nothing to balance, nothing to read.
+            while !self.active() {
+                self.lock().view = None;
+                tokio::select! {
+                    _ = self.conf_changed.notified() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
             // Refreshes are spaced, whatever asks for them.
             let wait = MIN_REFRESH.saturating_sub(last.elapsed());
             tokio::select! {

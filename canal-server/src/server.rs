@@ -129,14 +129,26 @@ impl Slot {
 /// The registry sessions use.
 #[derive(Debug)]
 struct ServerRegistry {
-    slots: BTreeMap<String, Arc<Slot>>,
+    /// The configured destinations (a reload adds and removes some).
+    slots: std::sync::RwLock<BTreeMap<String, Arc<Slot>>>,
     /// MQ mode: the store of every destination belongs to its MQ worker.
     mq_mode: bool,
 }
 
+impl ServerRegistry {
+    fn slots(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Slot>>> {
+        self.slots.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slots_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Slot>>> {
+        self.slots.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl Registry for ServerRegistry {
     fn lookup(&self, name: &str) -> Availability {
-        match self.slots.get(name) {
+        let slot = self.slots().get(name).cloned();
+        match slot {
             None => Availability::Unknown,
             // The store has one reader; in MQ mode that is the MQ worker.
             Some(_) if self.mq_mode => Availability::Failed(format!(
@@ -159,17 +171,113 @@ pub struct Server {
     local_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     registry: Arc<ServerRegistry>,
-    drivers: Vec<JoinHandle<()>>,
+    /// Every configured destination's driver, by name.
+    runs: BTreeMap<String, DestRun>,
+    /// What starting a destination needs.
+    ctx: DestCtx,
+    /// Stops the balancer (each destination has its own stop).
     stop: watch::Sender<bool>,
     /// `/otter/canal/cluster/{ip:port}`: removed first on shutdown, so that the others stop
     /// counting this server before it releases its destinations.
     registration: Option<ClusterRegistration>,
-    /// `…/{dest}/cluster/{ip:port}` of every destination.
-    dest_registration: Option<ClusterRegistration>,
-    coord: Arc<Coordinator>,
     tasks: Vec<JoinHandle<()>>,
-    balancer: Option<Arc<crate::balance::Balancer>>,
     balance_task: Option<JoinHandle<()>>,
+    reload: Arc<ReloadStatus>,
+}
+
+/// One configured destination: its driver (monitor, activations, instance) and its
+/// `…/{dest}/cluster/{ip:port}` registration.
+#[derive(Debug)]
+struct DestRun {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    registration: ClusterRegistration,
+    /// What it was started with (see [`DestinationSpec::fingerprint`]).
+    fingerprint: String,
+}
+
+/// What starting a destination needs.
+#[derive(Debug)]
+struct DestCtx {
+    coord: Arc<Coordinator>,
+    cursors: Arc<CursorStore>,
+    address: String,
+    delay: Duration,
+    supervisor: SupervisorConfig,
+    mq: Option<Arc<crate::mq::MqSettings>>,
+    balancer: Option<Arc<crate::balance::Balancer>>,
+}
+
+/// A destination as a (re)load hands it to the server.
+#[derive(Debug, Clone)]
+pub struct DestinationSpec {
+    /// The instance settings.
+    pub config: InstanceConfig,
+    /// Balancing weight and preferred servers.
+    pub balance: crate::balance::DestinationBalance,
+    /// Equal fingerprints = nothing to restart: the effective settings, plus the instance
+    /// file's text (which also covers values the settings' `Debug` hides, like passwords).
+    pub fingerprint: String,
+}
+
+impl DestinationSpec {
+    /// A spec of `config`; `source` is the text it was read from (empty when none).
+    pub fn new(
+        config: InstanceConfig,
+        balance: crate::balance::DestinationBalance,
+        source: &str,
+    ) -> Self {
+        let fingerprint = format!("{config:?}\n{balance:?}\n{source}");
+        Self { config, balance, fingerprint }
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    /// Destinations started.
+    pub added: Vec<String>,
+    /// Destinations stopped (their running nodes released).
+    pub removed: Vec<String>,
+    /// Destinations restarted with new settings.
+    pub restarted: Vec<String>,
+}
+
+impl ReloadReport {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.restarted.is_empty()
+    }
+}
+
+/// Reloads of the configuration, for `/metrics` and `/status`.
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    applied: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// What `/status` shows of reloads.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadSummary {
+    /// Reloads that changed something.
+    pub applied: u64,
+    /// Reloads refused because the configuration was invalid (nothing was changed).
+    pub failed: u64,
+    /// The last refusal's message (cleared by the next successful reload).
+    pub last_error: Option<String>,
+}
+
+impl ReloadStatus {
+    fn summary(&self) -> ReloadSummary {
+        use std::sync::atomic::Ordering::Relaxed;
+        ReloadSummary {
+            applied: self.applied.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
 }
 
 fn cursor_order(cur: &[u8], new: &[u8]) -> Option<std::cmp::Ordering> {
@@ -201,6 +309,26 @@ impl Server {
         destinations: Vec<InstanceConfig>,
         backend: Arc<dyn Backend>,
     ) -> anyhow::Result<Server> {
+        let specs = destinations
+            .into_iter()
+            .map(|c| {
+                let b = settings.balance.destinations.get(&c.destination).cloned();
+                DestinationSpec::new(c, b.unwrap_or_default(), "")
+            })
+            .collect();
+        Self::start_specs(settings, specs, backend).await
+    }
+
+    /// Like [`Server::start_with_backend`], with destinations as a (re)load produces them
+    /// (their fingerprints decide what a later [`Server::reload`] restarts).
+    ///
+    /// # Errors
+    /// The port cannot be bound.
+    pub async fn start_specs(
+        settings: ServerSettings,
+        specs: Vec<DestinationSpec>,
+        backend: Arc<dyn Backend>,
+    ) -> anyhow::Result<Server> {
         let listener = TcpListener::bind(settings.bind)
             .await
             .with_context(|| format!("cannot listen on {}", settings.bind))?;
@@ -219,66 +347,37 @@ impl Server {
         if let Some(t) = cursors.spawn_flusher() {
             tasks.push(t);
         }
-        let mut slots = BTreeMap::new();
-        for cfg in destinations {
-            let (status, _) = watch::channel(DestinationStatus {
-                name: cfg.destination.clone(),
-                ..DestinationStatus::default()
-            });
-            let slot = Arc::new(Slot {
-                name: cfg.destination.clone(),
-                config: cfg,
-                state: Mutex::new(SlotState::Standby),
-                status,
-                mq: Arc::default(),
-            });
-            slots.insert(slot.name.clone(), slot);
-        }
-        let registry = Arc::new(ServerRegistry { slots, mq_mode: settings.mq.is_some() });
-        let mq = settings.mq.clone().map(Arc::new);
+        let registry = Arc::new(ServerRegistry {
+            slots: std::sync::RwLock::new(BTreeMap::new()),
+            mq_mode: settings.mq.is_some(),
+        });
         let registration = Some(ClusterRegistration::start(
             coord.clone(),
             vec![path::server_cluster_node(&address)],
         ));
-        let dest_paths =
-            registry.slots.keys().map(|d| path::destination_cluster_node(d, &address)).collect();
-        let dest_registration = Some(ClusterRegistration::start(coord.clone(), dest_paths));
-
         let (stop, stop_rx) = watch::channel(false);
-        // One destination has nothing to balance: such a server keeps the plain HA policy.
-        let balancer = (settings.balance.enabled && registry.slots.len() > 1).then(|| {
+        let balancer = settings.balance.enabled.then(|| {
             crate::balance::Balancer::new(
                 coord.clone(),
                 address.clone(),
                 settings.balance.clone(),
                 settings.coord.takeover_delay(),
-                registry.slots.keys().cloned(),
+                specs.iter().map(|s| s.config.destination.clone()),
             )
         });
-        let mut drivers = Vec::new();
-        for slot in registry.slots.values() {
-            let (monitor, events) = RunningMonitor::start_gated(
-                coord.clone(),
-                path::server_running(&slot.name),
-                ServerRunningData::new(address.clone()),
-                settings.coord.takeover_delay(),
-                balancer.as_ref().map(|b| b.gate(&slot.name)),
-            );
-            if let Some(b) = &balancer {
-                b.attach(&slot.name, monitor.status(), monitor.handle());
-            }
-            let driver = Driver {
-                slot: slot.clone(),
-                coord: coord.clone(),
-                cursors: cursors.clone(),
-                monitor: Some(monitor),
-                events,
-                stop: stop_rx.clone(),
-                cfg: settings.supervisor.clone(),
-                mq: mq.clone(),
-            };
-            let span = tracing::info_span!("destination", destination = %slot.name);
-            drivers.push(tokio::spawn(driver.run().instrument(span)));
+        let ctx = DestCtx {
+            coord: coord.clone(),
+            cursors: cursors.clone(),
+            address: address.clone(),
+            delay: settings.coord.takeover_delay(),
+            supervisor: settings.supervisor.clone(),
+            mq: settings.mq.clone().map(Arc::new),
+            balancer: balancer.clone(),
+        };
+        let mut runs = BTreeMap::new();
+        for spec in specs {
+            let name = spec.config.destination.clone();
+            runs.insert(name, ctx.start_destination(&registry, spec));
         }
 
         let reg: Arc<dyn Registry> = registry.clone();
@@ -314,14 +413,15 @@ impl Server {
             }
         }));
 
-        let balance_task = balancer.as_ref().and_then(|b| b.spawn(stop_rx.clone()));
+        let balance_task = balancer.as_ref().and_then(|b| b.spawn(stop_rx));
+        let reload = Arc::new(ReloadStatus::default());
         let metrics_addr = match settings.metrics_bind {
             Some(bind) => {
                 let l = TcpListener::bind(bind)
                     .await
                     .with_context(|| format!("cannot listen on {bind} for metrics"))?;
                 let addr = l.local_addr()?;
-                let view = registry_view(&registry, balancer.clone());
+                let view = registry_view(&registry, balancer.clone(), Some(reload.clone()));
                 tasks.push(tokio::spawn(crate::admin::serve(l, view)));
                 Some(addr)
             }
@@ -332,14 +432,13 @@ impl Server {
             local_addr,
             metrics_addr,
             registry,
-            drivers,
+            runs,
+            ctx,
             stop,
             registration,
-            dest_registration,
-            coord,
             tasks,
-            balancer,
             balance_task,
+            reload,
         })
     }
 
@@ -355,18 +454,83 @@ impl Server {
 
     /// What `/status` shows, one report per destination.
     pub fn reports(&self) -> Vec<DestinationReport> {
-        registry_view(&self.registry, None).reports()
+        registry_view(&self.registry, None, None).reports()
     }
 
-    /// Balancing on this server (`None` when off, or with a single destination).
+    /// Balancing on this server (`None` when off).
     pub fn balance(&self) -> Option<crate::balance::BalanceReport> {
-        self.balancer.as_ref().map(|b| b.report())
+        self.ctx.balancer.as_ref().map(|b| b.report())
+    }
+
+    /// The configured destinations.
+    pub fn destinations(&self) -> Vec<String> {
+        self.runs.keys().cloned().collect()
+    }
+
+    /// Applies a new set of destinations: starts the new ones, stops (releasing their running
+    /// nodes) the ones no longer configured, and restarts, one at a time, the ones whose
+    /// fingerprint changed; the others are not touched.
+    pub async fn reload(&mut self, specs: Vec<DestinationSpec>) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let wanted: BTreeMap<String, DestinationSpec> =
+            specs.into_iter().map(|s| (s.config.destination.clone(), s)).collect();
+        let gone: Vec<String> =
+            self.runs.keys().filter(|d| !wanted.contains_key(*d)).cloned().collect();
+        for d in gone {
+            info!(destination = %d, "reload: stopping the destination (no longer configured)");
+            self.stop_destination(&d).await;
+            report.removed.push(d);
+        }
+        for (d, spec) in wanted {
+            match self.runs.get(&d) {
+                Some(run) if run.fingerprint == spec.fingerprint => {}
+                Some(_) => {
+                    info!(destination = %d, "reload: restarting the destination (settings changed)");
+                    self.stop_destination(&d).await;
+                    let run = self.ctx.start_destination(&self.registry, spec);
+                    self.runs.insert(d.clone(), run);
+                    report.restarted.push(d);
+                }
+                None => {
+                    info!(destination = %d, "reload: starting the destination");
+                    let run = self.ctx.start_destination(&self.registry, spec);
+                    self.runs.insert(d.clone(), run);
+                    report.added.push(d);
+                }
+            }
+        }
+        if !report.is_empty() {
+            self.reload.applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        *self.reload.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        report
+    }
+
+    /// Records a reload refused because the configuration did not load (nothing changed).
+    pub fn reload_failed(&self, error: &str) {
+        self.reload.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.reload.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_owned());
+    }
+
+    /// Stops one destination as a shutdown does (graceful: cursors flushed, node released),
+    /// removes its registration and forgets it.
+    async fn stop_destination(&mut self, name: &str) {
+        let Some(run) = self.runs.remove(name) else { return };
+        run.stop.send_replace(true);
+        if let Err(e) = run.task.await {
+            warn!(destination = name, "destination task ended abnormally: {e}");
+        }
+        run.registration.stop().await;
+        if let Some(b) = &self.ctx.balancer {
+            b.remove_destination(name);
+        }
+        self.registry.slots_mut().remove(name);
     }
 
     /// Destinations running here now.
     pub fn active_destinations(&self) -> Vec<String> {
         self.registry
-            .slots
+            .slots()
             .values()
             .filter(|s| matches!(&*s.lock(), SlotState::Running { .. }))
             .map(|s| s.name.clone())
@@ -388,19 +552,77 @@ impl Server {
         {
             warn!("balance task ended abnormally: {e}");
         }
-        for task in self.drivers.drain(..) {
-            if let Err(e) = task.await {
-                warn!("destination task ended abnormally: {e}");
-            }
+        // Every destination at once (each hands over as soon as its cursors are written).
+        for run in self.runs.values() {
+            run.stop.send_replace(true);
         }
-        if let Some(r) = self.dest_registration.take() {
+        let runs = std::mem::take(&mut self.runs);
+        let mut registrations = Vec::new();
+        for (name, run) in runs {
+            if let Err(e) = run.task.await {
+                warn!(destination = %name, "destination task ended abnormally: {e}");
+            }
+            registrations.push(run.registration);
+        }
+        for r in registrations {
             r.stop().await;
         }
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        self.coord.close().await;
+        self.ctx.coord.close().await;
         info!("canal-server stopped");
+    }
+}
+
+impl DestCtx {
+    /// Registers the destination, starts competing for its running node and its driver.
+    fn start_destination(&self, registry: &Arc<ServerRegistry>, spec: DestinationSpec) -> DestRun {
+        let cfg = spec.config;
+        let name = cfg.destination.clone();
+        let (status, _) = watch::channel(DestinationStatus {
+            name: name.clone(),
+            ..DestinationStatus::default()
+        });
+        let slot = Arc::new(Slot {
+            name: name.clone(),
+            config: cfg,
+            state: Mutex::new(SlotState::Standby),
+            status,
+            mq: Arc::default(),
+        });
+        registry.slots_mut().insert(name.clone(), slot.clone());
+        let registration = ClusterRegistration::start(
+            self.coord.clone(),
+            vec![path::destination_cluster_node(&name, &self.address)],
+        );
+        if let Some(b) = &self.balancer {
+            b.add_destination(&name, spec.balance);
+        }
+        let (monitor, events) = RunningMonitor::start_gated(
+            self.coord.clone(),
+            path::server_running(&name),
+            ServerRunningData::new(self.address.clone()),
+            self.delay,
+            self.balancer.as_ref().map(|b| b.gate(&name)),
+        );
+        if let Some(b) = &self.balancer {
+            b.attach(&name, monitor.status(), monitor.handle());
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let driver = Driver {
+            slot,
+            coord: self.coord.clone(),
+            cursors: self.cursors.clone(),
+            monitor: Some(monitor),
+            events,
+            stop: stop_rx,
+            cfg: self.supervisor.clone(),
+            mq: self.mq.clone(),
+        };
+        let span = tracing::info_span!("destination", destination = %name);
+        let task = tokio::spawn(driver.run().instrument(span));
+        DestRun { stop, task, registration, fingerprint: spec.fingerprint }
     }
 }
 
@@ -1423,16 +1645,17 @@ impl CursorSink for CoordCursorSink {
 /// What the admin endpoint reads.
 #[derive(Debug, Clone)]
 pub struct RegistryView {
-    slots: Vec<Arc<Slot>>,
-    mq_mode: bool,
+    registry: Arc<ServerRegistry>,
     balancer: Option<Arc<crate::balance::Balancer>>,
+    reload: Option<Arc<ReloadStatus>>,
 }
 
 fn registry_view(
-    r: &ServerRegistry,
+    r: &Arc<ServerRegistry>,
     balancer: Option<Arc<crate::balance::Balancer>>,
+    reload: Option<Arc<ReloadStatus>>,
 ) -> RegistryView {
-    RegistryView { slots: r.slots.values().cloned().collect(), mq_mode: r.mq_mode, balancer }
+    RegistryView { registry: r.clone(), balancer, reload }
 }
 
 /// One destination's numbers for `/metrics` and `/status`.
@@ -1495,13 +1718,20 @@ impl RegistryView {
         self.balancer.as_ref().map(|b| b.report())
     }
 
+    /// Configuration reloads.
+    pub fn reload(&self) -> Option<ReloadSummary> {
+        self.reload.as_ref().map(|r| r.summary())
+    }
+
     /// Current reports, one per destination.
     pub fn reports(&self) -> Vec<DestinationReport> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        self.slots
+        let slots: Vec<Arc<Slot>> = self.registry.slots().values().cloned().collect();
+        let mq_mode = self.registry.mq_mode;
+        slots
             .iter()
             .map(|slot| {
                 let st = slot.status.borrow().clone();
@@ -1516,7 +1746,7 @@ impl RegistryView {
                     store_entries: 0,
                     store_bytes: 0,
                     clients: Vec::new(),
-                    mq: self.mq_mode.then(|| {
+                    mq: mq_mode.then(|| {
                         use std::sync::atomic::Ordering::Relaxed;
                         MqReport {
                             batches: slot.mq.batches.load(Relaxed),

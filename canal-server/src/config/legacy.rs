@@ -49,6 +49,8 @@ pub const SERVER_KEYS: &[(&str, &str)] = &[
     ("rabbitmq.queue", "mq.rabbitmq.queue"),
     ("rabbitmq.routingKey", "mq.rabbitmq.routing_key"),
     ("rabbitmq.deliveryMode", "mq.rabbitmq.delivery_mode"),
+    ("canal.auto.scan", "auto_scan"),
+    ("canal.auto.scan.interval", "auto_scan_interval_s"),
     // Balancing (ours; docs/configuration.md "Balancing").
     ("canal.balance.enabled", "balance.enabled"),
     ("canal.balance.slack", "balance.slack"),

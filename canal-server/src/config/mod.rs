@@ -247,6 +247,23 @@ impl LoadedConfig {
         })
     }
 
+    /// Every destination as [`crate::server::Server::start_specs`] and
+    /// [`crate::server::Server::reload`] take it. The fingerprint covers the instance file's
+    /// text, so any edit of it restarts the destination.
+    pub fn specs(&self) -> Vec<crate::server::DestinationSpec> {
+        self.destinations
+            .iter()
+            .map(|d| {
+                // Read just now by `load`; a file that vanished since counts as changed.
+                let text = match std::fs::read(&d.file) {
+                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Err(e) => format!("<unreadable: {e}>"),
+                };
+                crate::server::DestinationSpec::new(d.instance.clone(), d.balance.clone(), &text)
+            })
+            .collect()
+    }
+
     /// The instance settings of every destination, in order.
     pub fn instances(&self) -> Vec<InstanceConfig> {
         self.destinations.iter().map(|d| d.instance.clone()).collect()

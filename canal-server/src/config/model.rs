@@ -54,6 +54,11 @@ pub struct ServerConfig {
     pub mq: MqSection,
     /// Balanced ownership of destinations across servers.
     pub balance: BalanceSection,
+    /// Re-read the destinations every `auto_scan_interval_s` (`canal.auto.scan`); SIGHUP
+    /// re-reads them in any case.
+    pub auto_scan: bool,
+    /// Seconds between scans (`canal.auto.scan.interval`, at least 1).
+    pub auto_scan_interval_s: u64,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -73,6 +78,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("instance", &self.instance)
             .field("mq", &self.mq)
             .field("balance", &self.balance)
+            .field("auto_scan", &self.auto_scan)
+            .field("auto_scan_interval_s", &self.auto_scan_interval_s)
             .finish()
     }
 }
@@ -98,6 +105,8 @@ impl Default for ServerConfig {
             instance: InstanceFileConfig::default(),
             mq: MqSection::default(),
             balance: BalanceSection::default(),
+            auto_scan: true,
+            auto_scan_interval_s: 5,
         }
     }
 }

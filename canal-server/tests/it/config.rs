@@ -476,14 +476,16 @@ fn legacy_properties_map_to_the_same_instance_as_toml() {
         "canal.file.flush.period",
         "canal.instance.detecting.sql",
         "canal.instance.tsdb.url",
-        "canal.auto.scan",
         "canal.mq.accessChannel",
         "canal.instance.filter.dml.insert",
     ] {
         assert!(all.contains(key), "{key} not in {all}");
     }
     assert!(all.contains("not supported by canal-rs"), "{all}");
+    // `canal.auto.scan` is acted on now (hot reload).
+    assert!(l.server.auto_scan && l.server.auto_scan_interval_s >= 1);
     for quiet in [
+        "canal.auto.scan",
         "canal.serverMode",
         "canal.instance.gtidon",
         "canal.aliyun.accessKey",
@@ -954,4 +956,30 @@ fn balance_settings_and_per_destination_weight_and_prefer() {
         e.contains("b/instance.toml") && e.contains("balance.prefer") && e.contains("nohost"),
         "{e}"
     );
+}
+
+/// A reload restarts a destination when its fingerprint changes: two loads of the same files
+/// (every kind of key set, column filters and MQ routing included) give the same fingerprints,
+/// and an edit of one instance file changes only that destination's.
+#[test]
+fn reload_fingerprints_are_stable_and_follow_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("conf");
+    write(&conf, "canal.toml", "[instance.filter]\nfield = 'db.t:a/b,db.u:c'\n");
+    let full = format!(
+        "{MINIMAL_INSTANCE}[filter]\nregex = 'db\\..*'\nblack_field = 'db.t:z,db.v:y'\n[mq]\ntopic = 'x'\npartition_hash = 'db.t:a,db.u:b'\ndynamic_topic = 'a:db.t,b:db.u'\n[balance]\nweight = 2\nprefer = ['10.0.0.1:1', '10.0.0.2:2']\n"
+    );
+    write(&conf, "a/instance.toml", &full);
+    write(&conf, "b/instance.toml", MINIMAL_INSTANCE);
+    let prints = |c: &LoadedConfig| -> Vec<(String, String)> {
+        c.specs().into_iter().map(|s| (s.config.destination.clone(), s.fingerprint)).collect()
+    };
+    let first = prints(&load(&conf));
+    for _ in 0..20 {
+        assert_eq!(prints(&load(&conf)), first);
+    }
+    write(&conf, "b/instance.toml", &format!("{MINIMAL_INSTANCE}ddl_isolation = false\n"));
+    let after = prints(&load(&conf));
+    assert_eq!(after[0], first[0], "a is unchanged");
+    assert_ne!(after[1], first[1], "b was edited");
 }

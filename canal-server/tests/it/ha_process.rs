@@ -21,6 +21,8 @@ pub const DELAY_MS: u64 = 5000;
 pub struct Proc {
     pub child: Child,
     pub addr: String,
+    /// The status/metrics HTTP address, when enabled.
+    pub metrics: Option<String>,
 }
 
 impl Drop for Proc {
@@ -42,13 +44,14 @@ pub fn spawn(conf: &Path) -> Proc {
         .expect("canal-server starts");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    // "canal-server listening on 127.0.0.1:PORT, ..."
+    // "canal-server listening on 127.0.0.1:PORT, metrics on 127.0.0.1:PORT"
     let addr = line
         .split_whitespace()
         .nth(3)
         .map(|a| a.trim_end_matches(',').to_owned())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    Proc { child, addr }
+    let metrics = line.split_once("metrics on ").map(|(_, m)| m.trim().to_owned());
+    Proc { child, addr, metrics }
 }
 
 pub fn write_conf(dir: &Path, coord: &str, db: &str, instance: &str) {

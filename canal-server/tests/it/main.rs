@@ -15,6 +15,7 @@ mod ha_process;
 mod mq;
 mod mq_failover;
 mod mq_types;
+mod reload;
 mod schema_history;
 mod session;
 mod soak;
