@@ -112,6 +112,12 @@ async fn collect(addr: &str, dest: &str, want: usize, ack: bool) -> Rows {
             c.client_ack_on(dest, m.batch_id).await;
         }
     }
+    if ack {
+        // An ack followed by an answered request is durable (the cursor is written before the
+        // connection's next frame is read): a re-subscription, answered with an ACK, proves it.
+        let r = c.subscribe(dest, "1001").await;
+        assert!(r.error_code.is_none(), "{r:?}");
+    }
     rows
 }
 
@@ -253,7 +259,6 @@ async fn scenario(tag: &str, coord: Coord, mode: &str) {
         admin.query_drop(insert(t, 1)).await.unwrap();
     }
     collect(&s.addr, &db, TABLES.len(), true).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // the ack reaches the cursor store
     sigterm(&mut s);
 
     // A (fresh) reads rows 2-3, the ALTERs and row 4; nothing is acked.

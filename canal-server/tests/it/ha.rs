@@ -173,13 +173,21 @@ async fn cursor_and_running_json_in_zookeeper() {
     wait_active(&a, &fx.db, Duration::from_secs(15)).await;
     fx.admin.query_drop(format!("INSERT INTO `{}`.t VALUES (1)", fx.db)).await.unwrap();
     consume(a.local_addr(), &fx.db, 1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // periodic flush
     let coord = canal_coord::Coordinator::new(zk(servers).open_backend().unwrap());
     let s = coord.session().await.unwrap();
     let running = s.get(&canal_coord::path::server_running(&fx.db)).await.unwrap().unwrap();
     let expected = format!("{{\"active\":true,\"address\":\"{}\"}}", a.local_addr());
     assert_eq!(String::from_utf8(running.data).unwrap(), expected);
-    let cursor = s.get(&canal_coord::path::client_cursor(&fx.db, 1001)).await.unwrap().unwrap();
+    // The client's cursor (written where it could first receive, then on every ack).
+    let cursor_path = canal_coord::path::client_cursor(&fx.db, 1001);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let cursor = loop {
+        if let Some(n) = s.get(&cursor_path).await.unwrap() {
+            break n;
+        }
+        assert!(std::time::Instant::now() < deadline, "no cursor at {cursor_path}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let text = String::from_utf8(cursor.data).unwrap();
     assert!(text.starts_with("{\"@type\":\"com.alibaba.otter.canal.protocol.position.LogPosition\",\"identity\":{\"slaveId\":-1,"), "{text}");
     let pos = LogPosition::from_json(text.as_bytes()).unwrap();

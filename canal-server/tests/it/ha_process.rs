@@ -90,6 +90,21 @@ async fn wait_owner(coord: &Coordinator, dest: &str, who: &str, limit: Duration)
     }
 }
 
+/// Waits (20 s at most) until `who` is a registered member of the destination's cluster: its
+/// monitor has started, so it competes for the running node from now on.
+async fn wait_member(coord: &Coordinator, dest: &str, who: &str) {
+    let session = coord.session().await.unwrap();
+    let t0 = Instant::now();
+    loop {
+        let members = session.children(&path::destination_cluster(dest)).await.unwrap();
+        if members.iter().any(|m| m == who) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{who} never registered: {members:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `who` owns the destination's running node; returns how long that took.
 pub async fn wait_for(coord: &Coordinator, dest: &str, who: String, limit: Duration) -> Duration {
     wait_owner(coord, dest, &who, limit).await
@@ -137,7 +152,7 @@ async fn scenario(
     let a = spawn(&conf_a);
     wait_owner(&coord, &dest, &a.addr, Duration::from_secs(20)).await;
     let b = spawn(&conf_b);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_member(&coord, &dest, &b.addr).await;
 
     // 1. SIGTERM: the active server releases; the standby serves within a second.
     let t0 = Instant::now();
@@ -149,7 +164,7 @@ async fn scenario(
 
     // 2. kill -9: the session expires, then the standby waits the delay.
     let a = spawn(&conf_a);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_member(&coord, &dest, &a.addr).await;
     let t0 = Instant::now();
     drop(b); // SIGKILL
     let limit = Duration::from_millis(SESSION_MS + DELAY_MS) + slack;
@@ -161,7 +176,7 @@ async fn scenario(
 
     // 3. The operator writes "active":false: the owner lets go and the other server takes over.
     let b = spawn(&conf_b);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_member(&coord, &dest, &b.addr).await;
     let t0 = Instant::now();
     deactivate(&path::server_running(&dest), &a.addr);
     let took = t0.elapsed()
