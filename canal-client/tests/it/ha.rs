@@ -94,17 +94,31 @@ async fn operator_switch_hands_over() {
         let m = c2.get(1, Some(Duration::from_secs(2))).await.unwrap();
         (c2, m)
     });
-    // c1 blocks in a GET on an empty queue.
+    // c1 blocks in a GET on an empty queue (c2, a standby, sends none).
+    let gets = |s: &fake::State| s.log.iter().filter(|l| l.starts_with("GET")).count();
+    let gets_before = gets(&server.state.lock().unwrap());
     let c1_task = tokio::spawn(async move {
         let r = tokio::time::timeout(Duration::from_secs(3), c1.get(1, Some(Duration::ZERO))).await;
         (c1, r.is_ok())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.wait_for("c1's blocking GET", |s| gets(s) > gets_before).await;
     let admin = Coordinator::new(backend.clone()).session().await.unwrap();
     let off = format!(r#"{{"active":false,"address":"{c1_addr}","clientId":1001}}"#);
     admin.put(&path::client_running("example", 1001), off.as_bytes(), None).await.unwrap();
-    // c2 becomes active after the delay and gets the row; c1 does not.
-    tokio::time::sleep(DELAY + Duration::from_millis(300)).await;
+    // c2 becomes active after the delay (its node then carries its connection's address) and
+    // gets the row; c1 does not.
+    let deadline = tokio::time::Instant::now() + DELAY * 10;
+    loop {
+        if let Some(n) = running_node(&backend).await
+            && n.active
+            && n.address.contains(':')
+            && n.address != c1_addr
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "c2 never became active");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.push([fake::insert("t", 1, "for-c2")]);
     let (c2, m) = tokio::time::timeout(Duration::from_secs(5), c2_task).await.unwrap().unwrap();
     assert_eq!(fake::row_name(&m.entries[0]), "for-c2");
