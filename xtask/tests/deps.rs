@@ -85,25 +85,29 @@ fn declared_dependency_direction() {
     }
 }
 
-#[test]
-fn canal_client_tree_has_no_mysql_code() {
+/// `cargo tree -p <package> -e <edges> <extra…>`, one `name vX` line per package.
+fn cargo_tree(package: &str, edges: &str, extra: &[&str]) -> String {
     let out = cargo()
-        .args([
-            "tree",
-            "-p",
-            "canal-client",
-            "-e",
-            "normal,build",
-            "--prefix",
-            "none",
-            "--format",
-            "{p}",
-        ])
+        .args(["tree", "-p", package, "-e", edges, "--prefix", "none", "--format", "{p}"])
+        .args(extra)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
     assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
-    let tree = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lines of `tree` naming one of `crates`.
+fn having(tree: &str, crates: &[&str]) -> Vec<String> {
+    tree.lines()
+        .filter(|l| crates.iter().any(|c| l.starts_with(&format!("{c} "))))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn canal_client_tree_has_no_mysql_code() {
+    let tree = cargo_tree("canal-client", "normal,build", &[]);
     assert!(
         tree.lines().any(|l| l.starts_with("canal-core ")),
         "canal-client should use canal-core:\n{tree}"
@@ -111,86 +115,36 @@ fn canal_client_tree_has_no_mysql_code() {
     let mysql: Vec<&str> = tree.lines().filter(|l| l.starts_with("mysql")).collect();
     assert!(mysql.is_empty(), "canal-client's dependency tree contains MySQL crates: {mysql:?}");
     // The Kafka consumer is the `kafka` feature's: the default client builds no librdkafka.
-    let kafka: Vec<&str> = tree.lines().filter(|l| l.starts_with("rdkafka")).collect();
+    let kafka = having(&tree, &["rdkafka"]);
     assert!(kafka.is_empty(), "canal-client's default tree contains {kafka:?}");
 }
 
 #[test]
 fn canal_server_without_default_features_has_no_broker_clients() {
     // The lean TCP-only server: MQ producers are the `kafka` and `rabbitmq` features'.
-    let tree = |extra: &[&str]| {
-        let out = cargo()
-            .args([
-                "tree",
-                "-p",
-                "canal-server",
-                "-e",
-                "normal",
-                "--prefix",
-                "none",
-                "--format",
-                "{p}",
-            ])
-            .args(extra)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("cargo tree runs");
-        assert!(
-            out.status.success(),
-            "cargo tree failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let brokers = |t: &str| -> Vec<String> {
-        t.lines()
-            .filter(|l| l.starts_with("rdkafka ") || l.starts_with("lapin "))
-            .map(str::to_owned)
-            .collect()
-    };
-    let lean = tree(&["--no-default-features"]);
-    assert!(brokers(&lean).is_empty(), "lean canal-server has {:?}", brokers(&lean));
-    let full = tree(&[]);
-    assert_eq!(brokers(&full).len(), 2, "default canal-server has rdkafka and lapin: {full}");
+    let brokers = ["rdkafka", "lapin"];
+    let lean = having(&cargo_tree("canal-server", "normal", &["--no-default-features"]), &brokers);
+    assert!(lean.is_empty(), "lean canal-server has {lean:?}");
+    let full = cargo_tree("canal-server", "normal", &[]);
+    assert_eq!(
+        having(&full, &brokers).len(),
+        2,
+        "default canal-server has rdkafka and lapin: {full}"
+    );
 }
 
 #[test]
 fn canal_client_without_default_features_has_no_coordinator_clients() {
     // A downstream crate with a static server list: neither ZooKeeper's nor etcd's client (nor
     // etcd's protobuf build) is in the tree; with the default features, both are.
-    let tree = |extra: &[&str]| {
-        let out = cargo()
-            .args([
-                "tree",
-                "-p",
-                "canal-client",
-                "-e",
-                "normal,build",
-                "--prefix",
-                "none",
-                "--format",
-                "{p}",
-            ])
-            .args(extra)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("cargo tree runs");
-        assert!(
-            out.status.success(),
-            "cargo tree failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let coord = |t: &str| -> Vec<String> {
-        t.lines()
-            .filter(|l| l.starts_with("zookeeper-client ") || l.starts_with("etcd-client "))
-            .map(str::to_owned)
-            .collect()
-    };
-    let lean = tree(&["--no-default-features"]);
+    let clients = ["zookeeper-client", "etcd-client"];
+    let lean = cargo_tree("canal-client", "normal,build", &["--no-default-features"]);
     assert!(lean.lines().any(|l| l.starts_with("canal-coord ")), "lean client uses canal-coord");
-    assert!(coord(&lean).is_empty(), "lean canal-client has {:?}", coord(&lean));
-    let full = tree(&[]);
-    assert_eq!(coord(&full).len(), 2, "default canal-client has both coordinator clients: {full}");
+    assert!(
+        having(&lean, &clients).is_empty(),
+        "lean canal-client has {:?}",
+        having(&lean, &clients)
+    );
+    let full = cargo_tree("canal-client", "normal,build", &[]);
+    assert_eq!(having(&full, &clients).len(), 2, "default canal-client has both: {full}");
 }
