@@ -256,6 +256,39 @@ impl CursorStore {
         }
     }
 
+    /// An operator's reset: writes `cursor` under `fence` now, even behind the latest one (the
+    /// only way a cursor moves backwards), and makes it the latest, dropping what was pending.
+    /// The client's node is created when missing. The caller has stopped serving the
+    /// destination (nothing acks meanwhile) and keeps `fence`'s activation.
+    ///
+    /// # Errors
+    /// [`CoordError::Fenced`] when `fence` no longer holds (or its activation is over);
+    /// coordination errors of the writes (nothing is cached then).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the write may land without the cache knowing; read it back.
+    pub async fn reset(
+        &self,
+        dest: &str,
+        client_id: i16,
+        cursor: Vec<u8>,
+        fence: &Fence,
+    ) -> Result<(), CursorError> {
+        let cursor_path = path::client_cursor(dest, client_id);
+        self.state().admit(dest, &cursor_path, fence)?;
+        let session = self.coord.session().await?;
+        if session.get(&path::client(dest, client_id)).await?.is_none() {
+            session.put_fenced(&path::client(dest, client_id), b"", fence).await?;
+        }
+        session.put_fenced(&cursor_path, &cursor, fence).await?;
+        let mut state = self.state();
+        state.admit(dest, &cursor_path, fence)?;
+        let client = state.clients.entry((dest.to_owned(), client_id)).or_default();
+        client.latest = Some(cursor);
+        client.pending = None;
+        Ok(())
+    }
+
     /// Writes every pending cursor. A fenced-out cursor is dropped (never written) and reported.
     ///
     /// # Errors

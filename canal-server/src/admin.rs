@@ -1,6 +1,10 @@
 //! The status and metrics HTTP endpoint (Canal's metrics port, 11112 by default): `GET /metrics`
-//! in Prometheus text format, `GET /status` as JSON. A deliberately small HTTP/1.1 responder —
-//! two read-only routes do not justify a web framework in the binary.
+//! in Prometheus text format, `GET /status` as JSON, and the admin API under `/admin`
+//! (docs/operations.md "Admin API"): list destinations and owners, release a destination, reset
+//! a client's cursor. The admin routes answer loopback peers, or anyone presenting
+//! `Authorization: Bearer <admin_token>` when a token is configured (then it is required from
+//! loopback too). A deliberately small HTTP/1.1 responder — a handful of routes do not justify a
+//! web framework in the binary.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -14,18 +18,24 @@ use crate::server::{DestinationReport, RegistryView};
 /// Serves until the task is aborted.
 pub async fn serve(listener: TcpListener, view: RegistryView) {
     loop {
-        let Ok((sock, _)) = listener.accept().await else {
+        let Ok((sock, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let view = view.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), respond(sock, &view)).await;
+            // An admin request (a cursor reset searches the binlog) may take a while.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(120), respond(sock, peer, &view)).await;
         });
     }
 }
 
-async fn respond(mut sock: TcpStream, view: &RegistryView) -> std::io::Result<()> {
+async fn respond(
+    mut sock: TcpStream,
+    peer: std::net::SocketAddr,
+    view: &RegistryView,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 4096];
     let mut n = 0;
     // Read until the end of the request head (bounded by the buffer).
@@ -42,7 +52,27 @@ async fn respond(mut sock: TcpStream, view: &RegistryView) -> std::io::Result<()
     let head = String::from_utf8_lossy(&buf[..n]);
     let mut parts = head.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path == "/admin" || path.starts_with("/admin/") {
+        let auth = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim().eq_ignore_ascii_case("authorization").then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default();
+        let (status, body) = match admin_allowed(view.admin_token.as_deref(), peer, &auth) {
+            Err((status, why)) => (status, serde_json::json!({ "error": why })),
+            Ok(()) => admin(view, method, path, query).await,
+        };
+        let body = serde_json::to_string_pretty(&body).unwrap_or_default();
+        let resp = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        sock.write_all(resp.as_bytes()).await?;
+        return sock.shutdown().await;
+    }
     let (status, ctype, body) = match (method, path) {
         ("GET", "/metrics") => {
             let reports = view.reports();
@@ -138,6 +168,153 @@ pub fn server_metrics(reports: &[DestinationReport], balance: Option<&BalanceRep
         );
     }
     out
+}
+
+/// Who may use the admin API: with a token, whoever presents it (`Bearer <token>`); without
+/// one, loopback peers only.
+fn admin_allowed(
+    token: Option<&str>,
+    peer: std::net::SocketAddr,
+    auth: &str,
+) -> Result<(), (&'static str, String)> {
+    match token {
+        Some(t) => {
+            let given = auth.strip_prefix("Bearer ").unwrap_or("");
+            // Compared in full whatever the first difference (no early exit on a prefix).
+            let same = given.len() == t.len()
+                && given.bytes().zip(t.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            if same {
+                Ok(())
+            } else {
+                Err((
+                    "401 Unauthorized",
+                    "the admin API needs Authorization: Bearer <admin_token>".into(),
+                ))
+            }
+        }
+        None if peer.ip().is_loopback() => Ok(()),
+        None => Err((
+            "403 Forbidden",
+            "the admin API answers loopback peers only unless admin_token is set".into(),
+        )),
+    }
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
+}
+
+/// Decodes `%XX` and `+` of a query value.
+fn unescape(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cursor target of a reset request: exactly one of `position=FILE:OFFSET`, `gtid=SET`,
+/// `timestamp=MS`.
+fn cursor_target(query: &str) -> Result<crate::server::CursorTarget, String> {
+    use crate::server::CursorTarget;
+    let given: Vec<(&str, String)> = ["position", "gtid", "timestamp"]
+        .into_iter()
+        .filter_map(|k| query_param(query, k).map(|v| (k, unescape(v))))
+        .collect();
+    let [(kind, value)] = given.as_slice() else {
+        return Err("give exactly one of position=FILE:OFFSET, gtid=SET, timestamp=MS".into());
+    };
+    match *kind {
+        "position" => {
+            let (file, off) = value
+                .rsplit_once(':')
+                .ok_or_else(|| format!("position {value:?} is not FILE:OFFSET"))?;
+            let offset: i64 =
+                off.parse().ok().filter(|o| *o >= 4).ok_or_else(|| {
+                    format!("position {value:?}: the offset must be a number >= 4")
+                })?;
+            if file.is_empty() {
+                return Err(format!("position {value:?} has no file"));
+            }
+            Ok(CursorTarget::Position { journal: file.to_owned(), offset })
+        }
+        "gtid" if !value.trim().is_empty() => Ok(CursorTarget::Gtid(value.trim().to_owned())),
+        "gtid" => Err("gtid is empty".into()),
+        _ => value
+            .parse::<i64>()
+            .ok()
+            .filter(|t| *t > 0)
+            .map(CursorTarget::Timestamp)
+            .ok_or_else(|| format!("timestamp {value:?} is not a positive number of ms")),
+    }
+}
+
+/// The admin routes (already authorized).
+async fn admin(
+    view: &RegistryView,
+    method: &str,
+    path: &str,
+    query: &str,
+) -> (&'static str, serde_json::Value) {
+    use crate::server::AdminError;
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let r = match (method, parts.as_slice()) {
+        ("GET", ["admin", "destinations"]) => view.admin_destinations().await,
+        ("POST", ["admin", "destinations", dest, "release"]) => view.admin_release(dest).await,
+        ("POST", ["admin", "destinations", dest, "cursor"]) => {
+            let client = query_param(query, "client").unwrap_or("1001").parse::<i16>();
+            let force = matches!(query_param(query, "force"), Some("true" | "1" | ""));
+            match (client, cursor_target(query)) {
+                (Err(_), _) => {
+                    return (
+                        "400 Bad Request",
+                        serde_json::json!({ "error": "client must be a client id (a short)" }),
+                    );
+                }
+                (_, Err(e)) => return ("400 Bad Request", serde_json::json!({ "error": e })),
+                (Ok(c), Ok(t)) => view.admin_reset_cursor(dest, c, t, force).await,
+            }
+        }
+        ("GET" | "POST", _) => {
+            return (
+                "404 Not Found",
+                serde_json::json!({ "error": format!("no admin route {method} {path}") }),
+            );
+        }
+        _ => {
+            return (
+                "405 Method Not Allowed",
+                serde_json::json!({ "error": "method not allowed" }),
+            );
+        }
+    };
+    match r {
+        Ok(v) => ("200 OK", v),
+        Err(AdminError::NotFound(e)) => ("404 Not Found", serde_json::json!({ "error": e })),
+        Err(AdminError::Conflict(e)) => ("409 Conflict", serde_json::json!({ "error": e })),
+        Err(AdminError::Unavailable(e)) => {
+            ("503 Service Unavailable", serde_json::json!({ "error": e }))
+        }
+    }
 }
 
 /// Prometheus exposition of configuration reloads.

@@ -153,6 +153,27 @@ pub struct Destination {
     failure: Mutex<Option<String>>,
     /// The owner's lease on the running node, when attached: no data is served without it.
     lease: Option<canal_coord::Lease>,
+    /// Open sessions subscribed, per client id (see [`Destination::presence`]).
+    connected: Arc<Mutex<HashMap<i16, usize>>>,
+}
+
+/// A session subscribed as one client id, counted by [`Destination::connected`] until dropped.
+#[derive(Debug)]
+pub struct Presence {
+    counts: Arc<Mutex<HashMap<i16, usize>>>,
+    client_id: i16,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.client_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(&self.client_id);
+            }
+        }
+    }
 }
 
 impl Destination {
@@ -170,6 +191,7 @@ impl Destination {
             identity,
             clients: Mutex::new(HashMap::new()),
             superseded: Notify::new(),
+            connected: Arc::default(),
             cursors,
             filter,
             closed: watch::Sender::new(false),
@@ -331,6 +353,23 @@ impl Destination {
     pub fn unsubscribe(&self, client_id: i16) {
         self.clients().remove(&client_id);
         self.cursors.unsubscribe(&self.name, client_id);
+    }
+
+    /// Counts a session subscribed as `client_id` until the returned guard is dropped.
+    pub fn presence(&self, client_id: i16) -> Presence {
+        *self.connected.lock().unwrap_or_else(|p| p.into_inner()).entry(client_id).or_default() +=
+            1;
+        Presence { counts: self.connected.clone(), client_id }
+    }
+
+    /// Open sessions subscribed as `client_id` (an operator's cursor reset waits for none).
+    pub fn connected(&self, client_id: i16) -> usize {
+        self.connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&client_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The clients subscribed, with their filters.

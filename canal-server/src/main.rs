@@ -1,5 +1,5 @@
 //! The canal-server binary: `run` serves destinations, `config check` validates a conf dir,
-//! `decode` prints binlog files as Canal entries.
+//! `decode` prints binlog files as Canal entries, `admin` asks a running server's admin API.
 
 use std::process::ExitCode;
 
@@ -21,6 +21,8 @@ enum Command {
     Config(canal_server::config::ConfigCommand),
     /// Decode binlog files into Canal FlatMessage JSON lines (or whole entries).
     Decode(canal_server::cli::decode::DecodeArgs),
+    /// Ask a running server's admin API (list, release, reset-cursor).
+    Admin(canal_server::cli::admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
             Command::Run(args) => canal_server::cli::run::run(args).await,
             Command::Config(cmd) => canal_server::config::run(cmd),
             Command::Decode(args) => canal_server::cli::decode::run(args).await,
+            Command::Admin(args) => canal_server::cli::admin::run(args).await,
         }
     });
     match result {

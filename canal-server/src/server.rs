@@ -24,7 +24,8 @@ use std::time::Duration;
 use anyhow::Context;
 use canal_coord::{
     Backend, ClusterRegistration, CoordConfig, CoordError, Coordinator, CursorError, CursorStore,
-    ExitFlush, Fence, FlushPolicy, RunningEvent, RunningMonitor, ServerRunningData, path,
+    ExitFlush, Fence, FlushPolicy, MonitorHandle, RunningData, RunningEvent, RunningMonitor,
+    ServerRunningData, path,
 };
 use canal_core::binlog::replica::Backoff;
 use canal_core::filter::{FilterError, NameFilter};
@@ -59,6 +60,9 @@ pub struct ServerSettings {
     pub mq: Option<crate::mq::MqSettings>,
     /// Balanced ownership across the cluster (`[balance]`; docs/operations.md "Balancing").
     pub balance: crate::balance::BalanceSettings,
+    /// Bearer token of the admin API (`admin_token`); without one the API answers loopback
+    /// peers only.
+    pub admin_token: Option<String>,
 }
 
 /// A destination's place in the server.
@@ -70,6 +74,42 @@ struct Slot {
     status: watch::Sender<DestinationStatus>,
     /// MQ mode counters of this destination on this server.
     mq: Arc<crate::mq::MqMetrics>,
+    /// Operators' requests to the destination's driver (admin API).
+    admin: mpsc::UnboundedSender<AdminCmd>,
+    /// Releases the destination's running node (admin API).
+    handle: MonitorHandle,
+}
+
+/// Where an operator resets a client's cursor to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CursorTarget {
+    /// A binlog file and offset (a transaction boundary).
+    Position {
+        /// Binlog file.
+        journal: String,
+        /// Offset.
+        offset: i64,
+    },
+    /// A GTID set (destinations in `gtid_mode`).
+    Gtid(String),
+    /// The last transaction boundary at or before this time (ms since the epoch), found by a
+    /// search of the source's binlog.
+    Timestamp(i64),
+}
+
+/// An operator's request to one destination's driver.
+#[derive(Debug)]
+pub enum AdminCmd {
+    /// Reset `client_id`'s cursor: the run stops (queued cursors written), the cursor is
+    /// written under the activation's fence, and the destination starts again from it.
+    ResetCursor {
+        /// The client.
+        client_id: i16,
+        /// Where to.
+        target: CursorTarget,
+        /// The new cursor's JSON, or why not.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -421,7 +461,9 @@ impl Server {
                     .await
                     .with_context(|| format!("cannot listen on {bind} for metrics"))?;
                 let addr = l.local_addr()?;
-                let view = registry_view(&registry, balancer.clone(), Some(reload.clone()));
+                let mut view = registry_view(&registry, balancer.clone(), Some(reload.clone()));
+                view.coord = Some(coord.clone());
+                view.admin_token = settings.admin_token.clone().filter(|t| !t.is_empty());
                 tasks.push(tokio::spawn(crate::admin::serve(l, view)));
                 Some(addr)
             }
@@ -584,14 +626,6 @@ impl DestCtx {
             name: name.clone(),
             ..DestinationStatus::default()
         });
-        let slot = Arc::new(Slot {
-            name: name.clone(),
-            config: cfg,
-            state: Mutex::new(SlotState::Standby),
-            status,
-            mq: Arc::default(),
-        });
-        registry.slots_mut().insert(name.clone(), slot.clone());
         let registration = ClusterRegistration::start(
             self.coord.clone(),
             vec![path::destination_cluster_node(&name, &self.address)],
@@ -606,6 +640,17 @@ impl DestCtx {
             self.delay,
             self.balancer.as_ref().map(|b| b.gate(&name)),
         );
+        let (admin, admin_rx) = mpsc::unbounded_channel();
+        let slot = Arc::new(Slot {
+            name: name.clone(),
+            config: cfg,
+            state: Mutex::new(SlotState::Standby),
+            status,
+            mq: Arc::default(),
+            admin,
+            handle: monitor.handle(),
+        });
+        registry.slots_mut().insert(name.clone(), slot.clone());
         if let Some(b) = &self.balancer {
             b.attach(&name, monitor.status(), monitor.handle());
         }
@@ -617,6 +662,7 @@ impl DestCtx {
             monitor: Some(monitor),
             events,
             stop: stop_rx,
+            admin: admin_rx,
             cfg: self.supervisor.clone(),
             mq: self.mq.clone(),
         };
@@ -662,6 +708,8 @@ enum Outcome {
     Closed,
     /// This server released the node after too many consecutive failures.
     Released,
+    /// An operator's request that needs the run stopped, the activation kept.
+    Admin(AdminCmd),
 }
 
 impl Outcome {
@@ -677,7 +725,13 @@ impl Outcome {
 
     /// Whether what the activation queued is still to be written: shutdown, or a graceful exit.
     fn graceful(&self) -> bool {
-        matches!(self, Outcome::Stop) || self.final_flush().is_some()
+        matches!(self, Outcome::Stop | Outcome::Admin(_)) || self.final_flush().is_some()
+    }
+
+    /// Whether the activation (its fence, in the cursor store) is over: all but an operator's
+    /// request, after which the same activation serves again.
+    fn ends_activation(&self) -> bool {
+        !matches!(self, Outcome::Admin(_))
     }
 }
 
@@ -708,6 +762,7 @@ struct Driver {
     monitor: Option<RunningMonitor>,
     events: mpsc::UnboundedReceiver<RunningEvent>,
     stop: watch::Receiver<bool>,
+    admin: mpsc::UnboundedReceiver<AdminCmd>,
     cfg: SupervisorConfig,
     mq: Option<Arc<crate::mq::MqSettings>>,
 }
@@ -797,22 +852,35 @@ impl Driver {
                 Some(ev) => ev,
                 None => {
                     let mut stop = self.stop.clone();
-                    tokio::select! {
-                        ev = self.events.recv() => match ev {
-                            Some(ev) => ev,
-                            None => break,
-                        },
-                        _ = stop.wait_for(|s| *s) => break,
+                    let idle = tokio::select! {
+                        ev = self.events.recv() => ev.map(Ok),
+                        Some(cmd) = self.admin.recv() => Some(Err(cmd)),
+                        _ = stop.wait_for(|s| *s) => None,
+                    };
+                    match idle {
+                        None => break,
+                        Some(Ok(ev)) => ev,
+                        Some(Err(cmd)) => {
+                            self.admin_cmd(cmd, None).await;
+                            continue;
+                        }
                     }
                 }
             };
             match ev {
                 RunningEvent::ActiveEnter { fence } => {
                     info!("active: starting the instance");
-                    match self.serve(fence).await {
+                    let mut outcome = self.serve(fence.clone()).await;
+                    // An operator's request: done between two runs of the same activation.
+                    while let Outcome::Admin(cmd) = outcome {
+                        self.admin_cmd(cmd, Some(&fence)).await;
+                        info!("active: starting the instance again");
+                        outcome = self.serve(fence.clone()).await;
+                    }
+                    match outcome {
                         Outcome::Event(ev) => next = Some(ev),
                         Outcome::Stop | Outcome::Closed => break,
-                        Outcome::Released => {}
+                        Outcome::Released | Outcome::Admin(_) => {}
                     }
                 }
                 RunningEvent::ActiveExit { reason, .. } => {
@@ -829,6 +897,82 @@ impl Driver {
         }
     }
 
+    /// Carries out an operator's request; `fence` is the activation's while active here (the
+    /// run is stopped and its queued cursors written).
+    async fn admin_cmd(&mut self, cmd: AdminCmd, fence: Option<&Fence>) {
+        match cmd {
+            AdminCmd::ResetCursor { client_id, target, reply } => {
+                let r = match fence {
+                    None => Err(format!(
+                        "destination {} is not active on this server: ask its owner",
+                        self.slot.name
+                    )),
+                    Some(f) => self.reset_cursor(client_id, &target, f).await,
+                };
+                match &r {
+                    Ok(c) => info!(client_id, cursor = %c, "an operator reset the cursor"),
+                    Err(e) => warn!(client_id, "cursor reset refused: {e}"),
+                }
+                // The operator may have given up waiting.
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    async fn reset_cursor(
+        &self,
+        client_id: i16,
+        target: &CursorTarget,
+        fence: &Fence,
+    ) -> Result<String, String> {
+        let cfg = &self.slot.config;
+        let source =
+            canal_core::position::SourceAddress::new(cfg.source.host.clone(), cfg.source.port);
+        let position = match target {
+            CursorTarget::Position { journal, offset } => {
+                canal_core::position::EntryPosition::at(journal.clone(), *offset)
+            }
+            CursorTarget::Gtid(g) => {
+                if !cfg.gtid_mode {
+                    return Err(format!(
+                        "destination {} is not in gtid_mode: reset by position or timestamp",
+                        self.slot.name
+                    ));
+                }
+                canal_core::position::EntryPosition { gtid: Some(g.clone()), ..Default::default() }
+            }
+            CursorTarget::Timestamp(ts) => {
+                let search = async {
+                    let mut meta =
+                        canal_core::binlog::replica::MetaConnection::open(&cfg.source).await?;
+                    meta.find_position_by_timestamp(*ts).await
+                };
+                let hit = tokio::time::timeout(self.cfg.activation_timeout, search)
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "the binlog search took longer than {:?}",
+                            self.cfg.activation_timeout
+                        )
+                    })?
+                    .map_err(|e| format!("searching the binlog for {ts} ms: {e}"))?;
+                let offset = i64::try_from(hit.position)
+                    .map_err(|_| format!("binlog offset {} out of range", hit.position))?;
+                canal_core::position::EntryPosition {
+                    timestamp: Some(hit.timestamp_ms),
+                    ..canal_core::position::EntryPosition::at(hit.file, offset)
+                }
+            }
+        };
+        let cursor = LogPosition { identity: LogIdentity::new(source), position };
+        let json = cursor.to_cursor_json();
+        self.cursors
+            .reset(&self.slot.name, client_id, json.clone().into_bytes(), fence)
+            .await
+            .map_err(|e| format!("writing the cursor: {e}"))?;
+        Ok(cursor.to_plain_json())
+    }
+
     /// Runs `fut` unless the monitor reports an event or the server stops first.
     async fn until_exit<F: std::future::Future>(&mut self, fut: F) -> Result<F::Output, Outcome> {
         let mut stop = self.stop.clone();
@@ -839,6 +983,7 @@ impl Driver {
                 Some(ev) => Outcome::Event(ev),
                 None => Outcome::Closed,
             }),
+            Some(cmd) = self.admin.recv() => Err(Outcome::Admin(cmd)),
             r = fut => Ok(r),
         }
     }
@@ -864,7 +1009,9 @@ impl Driver {
             });
             let err = match self.until_exit(attempt).await {
                 Err(o) => {
-                    self.cursors.forget(&dest);
+                    if o.ends_activation() {
+                        self.cursors.forget(&dest);
+                    }
                     return o;
                 }
                 Ok(Ok(Ok(loaded))) => break loaded,
@@ -885,7 +1032,9 @@ impl Driver {
             let delay = backoff.next_delay();
             info!("retrying the activation in {delay:?}");
             if let Err(o) = self.until_exit(tokio::time::sleep(delay)).await {
-                self.cursors.forget(&dest);
+                if o.ends_activation() {
+                    self.cursors.forget(&dest);
+                }
                 return o;
             }
         };
@@ -1198,7 +1347,9 @@ impl Driver {
             }
         }
         sink.abort().await;
-        self.cursors.forget(&self.slot.name);
+        if why.ends_activation() {
+            self.cursors.forget(&self.slot.name);
+        }
         self.slot.status.send_modify(|s| s.active = false);
         if let Some(f) = why.final_flush() {
             f.done();
@@ -1648,6 +1799,20 @@ pub struct RegistryView {
     registry: Arc<ServerRegistry>,
     balancer: Option<Arc<crate::balance::Balancer>>,
     reload: Option<Arc<ReloadStatus>>,
+    coord: Option<Arc<Coordinator>>,
+    /// The admin API's bearer token (see [`ServerSettings::admin_token`]).
+    pub(crate) admin_token: Option<String>,
+}
+
+/// Why an admin request was refused (the HTTP status follows from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminError {
+    /// No such destination here (404).
+    NotFound(String),
+    /// Not possible now (409): not the owner, consumers still connected, a failed reset.
+    Conflict(String),
+    /// The coordinator could not be read (503).
+    Unavailable(String),
 }
 
 fn registry_view(
@@ -1655,7 +1820,7 @@ fn registry_view(
     balancer: Option<Arc<crate::balance::Balancer>>,
     reload: Option<Arc<ReloadStatus>>,
 ) -> RegistryView {
-    RegistryView { registry: r.clone(), balancer, reload }
+    RegistryView { registry: r.clone(), balancer, reload, coord: None, admin_token: None }
 }
 
 /// One destination's numbers for `/metrics` and `/status`.
@@ -1716,6 +1881,128 @@ impl RegistryView {
     /// Balancing on this server (`None` when off, or with a single destination).
     pub fn balance(&self) -> Option<crate::balance::BalanceReport> {
         self.balancer.as_ref().map(|b| b.report())
+    }
+
+    fn slot(&self, dest: &str) -> Result<Arc<Slot>, AdminError> {
+        self.registry
+            .slots()
+            .get(dest)
+            .cloned()
+            .ok_or_else(|| AdminError::NotFound(format!("no destination {dest} on this server")))
+    }
+
+    /// The owner address in the destination's running node (`None`: free, or being released).
+    async fn owner(&self, dest: &str) -> Result<Option<String>, AdminError> {
+        let coord =
+            self.coord.as_ref().ok_or_else(|| AdminError::Unavailable("no coordinator".into()))?;
+        let s = coord.session().await.map_err(|e| AdminError::Unavailable(e.to_string()))?;
+        let node = s
+            .get(&path::server_running(dest))
+            .await
+            .map_err(|e| AdminError::Unavailable(e.to_string()))?;
+        Ok(node.and_then(|n| {
+            ServerRunningData::from_bytes(&n.data).ok().filter(|d| d.active).map(|d| d.address)
+        }))
+    }
+
+    /// Admin API: every destination of this server with its owner (from the coordinator),
+    /// whether it runs here, and its clients.
+    ///
+    /// # Errors
+    /// The coordinator cannot be read.
+    pub async fn admin_destinations(&self) -> Result<serde_json::Value, AdminError> {
+        let mut out = Vec::new();
+        for r in self.reports() {
+            let owner = self.owner(&r.destination).await?;
+            out.push(serde_json::json!({
+                "destination": r.destination,
+                "owner": owner,
+                "active_here": r.active,
+                "state": r.state,
+                "clients": r.clients,
+            }));
+        }
+        Ok(serde_json::json!({ "destinations": out }))
+    }
+
+    /// Admin API: releases the destination if this server runs it (a standby takes over).
+    ///
+    /// # Errors
+    /// Unknown destination; not running here.
+    pub async fn admin_release(&self, dest: &str) -> Result<serde_json::Value, AdminError> {
+        let slot = self.slot(dest)?;
+        if !slot.status.borrow().active {
+            return Err(AdminError::Conflict(format!(
+                "destination {dest} does not run on this server (owner: {})",
+                self.owner(dest).await?.unwrap_or_else(|| "none".into())
+            )));
+        }
+        slot.handle.release().await;
+        Ok(serde_json::json!({ "released": dest }))
+    }
+
+    /// Admin API: resets `client_id`'s cursor on the owner. Refused while a consumer of that
+    /// client is connected here or holds its client running node, unless `force` (the reset
+    /// then closes its session: it reconnects and reads from the new cursor).
+    ///
+    /// # Errors
+    /// Unknown destination; not the owner; consumers connected; the reset failed.
+    pub async fn admin_reset_cursor(
+        &self,
+        dest: &str,
+        client_id: i16,
+        target: CursorTarget,
+        force: bool,
+    ) -> Result<serde_json::Value, AdminError> {
+        let slot = self.slot(dest)?;
+        let running = match &*slot.lock() {
+            SlotState::Running { destination, .. } => Some(destination.clone()),
+            _ => None,
+        };
+        let Some(destination) = running else {
+            return Err(AdminError::Conflict(format!(
+                "destination {dest} does not run on this server (owner: {}): ask the owner",
+                self.owner(dest).await?.unwrap_or_else(|| "none".into())
+            )));
+        };
+        if !force {
+            let connected = destination.connected(client_id);
+            if connected > 0 {
+                return Err(AdminError::Conflict(format!(
+                    "client {client_id} has {connected} consumer session(s) connected to \
+                     {dest}: stop them first, or force"
+                )));
+            }
+            let coord = self
+                .coord
+                .as_ref()
+                .ok_or_else(|| AdminError::Unavailable("no coordinator".into()))?;
+            let s = coord.session().await.map_err(|e| AdminError::Unavailable(e.to_string()))?;
+            let ha = s
+                .get(&path::client_running(dest, client_id))
+                .await
+                .map_err(|e| AdminError::Unavailable(e.to_string()))?;
+            if ha.is_some() {
+                return Err(AdminError::Conflict(format!(
+                    "client {client_id} of {dest} has a running consumer (its client running \
+                     node exists): stop it first, or force"
+                )));
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        slot.admin
+            .send(AdminCmd::ResetCursor { client_id, target, reply })
+            .map_err(|_| AdminError::Conflict(format!("destination {dest} is stopping")))?;
+        match rx.await {
+            Ok(Ok(cursor)) => Ok(serde_json::json!({
+                "destination": dest,
+                "client_id": client_id,
+                "cursor": serde_json::from_str::<serde_json::Value>(&cursor)
+                    .unwrap_or(serde_json::Value::String(cursor)),
+            })),
+            Ok(Err(e)) => Err(AdminError::Conflict(e)),
+            Err(_) => Err(AdminError::Conflict(format!("destination {dest} stopped meanwhile"))),
+        }
     }
 
     /// Configuration reloads.

@@ -104,6 +104,7 @@ where
         registry,
         config,
         subscribed: HashMap::new(),
+        presence: HashMap::new(),
     };
     let end = session.run().await;
     reader.abort();
@@ -143,6 +144,8 @@ struct Connection<W> {
     config: SessionConfig,
     /// Destinations this session subscribed to, so it can close when one stops.
     subscribed: HashMap<String, Arc<Destination>>,
+    /// This session counted as a live consumer of each (an operator's cursor reset checks).
+    presence: HashMap<String, crate::destination::Presence>,
 }
 
 impl<W: AsyncWrite + Unpin> Connection<W> {
@@ -237,6 +240,7 @@ impl<W: AsyncWrite + Unpin> Connection<W> {
                 };
                 dest.subscribe(client_id, &auth.filter)
                     .map_err(|e| End::Protocol(format!("ClientAuth subscribe: {e}")))?;
+                self.presence.insert(auth.destination.clone(), dest.presence(client_id));
                 self.subscribed.insert(auth.destination.clone(), dest);
             }
             self.send(&packets::ack_ok()).await?;
@@ -363,6 +367,7 @@ impl<W: AsyncWrite + Unpin> Connection<W> {
                         if let Err(e) = dest.persisted().await {
                             return self.request_error(e).await;
                         }
+                        self.presence.insert(sub.destination.clone(), dest.presence(client_id));
                         self.subscribed.insert(sub.destination.clone(), dest);
                         self.send(&packets::ack_ok()).await
                     }
@@ -387,6 +392,7 @@ impl<W: AsyncWrite + Unpin> Connection<W> {
                     d.unsubscribe(client_id);
                 }
                 self.subscribed.remove(&unsub.destination);
+                self.presence.remove(&unsub.destination);
                 self.send(&packets::ack_ok()).await
             }
             Body::Get(get) => {

@@ -1,4 +1,5 @@
 //! Command-line entry points of the canal-server binary.
 
+pub mod admin;
 pub mod decode;
 pub mod run;

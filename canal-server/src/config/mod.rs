@@ -206,6 +206,7 @@ impl LoadedConfig {
             },
             mq: self.mq_settings(),
             balance: self.balance_settings(),
+            admin_token: Some(self.server.admin_token.clone()).filter(|t| !t.is_empty()),
         }
     }
 

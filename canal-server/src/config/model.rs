@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub auto_scan: bool,
     /// Seconds between scans (`canal.auto.scan.interval`, at least 1).
     pub auto_scan_interval_s: u64,
+    /// Bearer token of the admin API on the metrics port; empty = loopback peers only.
+    #[serde(deserialize_with = "text")]
+    pub admin_token: String,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -80,6 +83,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("balance", &self.balance)
             .field("auto_scan", &self.auto_scan)
             .field("auto_scan_interval_s", &self.auto_scan_interval_s)
+            .field("admin_token", &redacted(!self.admin_token.is_empty()))
             .finish()
     }
 }
@@ -107,6 +111,7 @@ impl Default for ServerConfig {
             balance: BalanceSection::default(),
             auto_scan: true,
             auto_scan_interval_s: 5,
+            admin_token: String::new(),
         }
     }
 }

@@ -29,6 +29,7 @@ async fn canal_python_consumes_live_changes() {
         metrics_bind: None,
         mq: None,
         balance: Default::default(),
+        admin_token: None,
         supervisor: Default::default(),
     };
     let server = Server::start(settings, vec![fx.instance.clone()]).await.unwrap();

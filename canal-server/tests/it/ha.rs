@@ -61,6 +61,7 @@ pub fn settings(coord: CoordConfig) -> ServerSettings {
         metrics_bind: Some("127.0.0.1:0".parse().unwrap()),
         mq: None,
         balance: Default::default(),
+        admin_token: None,
         supervisor: Default::default(),
     }
 }

@@ -3,6 +3,7 @@
 #[path = "../../../tools/test-support.rs"]
 mod support;
 
+mod admin;
 mod balance;
 mod brokers;
 mod canal_python;

@@ -1,0 +1,119 @@
+//! `canal-server admin …`: the admin API of a running server (docs/operations.md "Admin API")
+//! from the command line. Prints the server's JSON answer; exits non-zero with its error.
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Arguments of `admin`.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The server's status/metrics address (`host:port` of `metrics_port`).
+    #[arg(long, default_value = "127.0.0.1:11112")]
+    pub server: String,
+    /// The server's `admin_token` (also read from `CANAL_ADMIN_TOKEN`).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// Admin requests.
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// The server's destinations, their owners (from the coordinator) and clients.
+    List,
+    /// Release a destination this server runs: a standby takes over.
+    Release {
+        /// The destination.
+        destination: String,
+    },
+    /// Reset a client's cursor (on the server running the destination). Refused while that
+    /// client's consumers are connected, unless --force.
+    ResetCursor {
+        /// The destination.
+        destination: String,
+        /// The client id.
+        #[arg(long, default_value_t = 1001)]
+        client: i16,
+        /// A binlog position `FILE:OFFSET` (a transaction boundary).
+        #[arg(long, group = "to")]
+        position: Option<String>,
+        /// A GTID set (destinations in gtid_mode).
+        #[arg(long, group = "to")]
+        gtid: Option<String>,
+        /// A time in ms since the epoch: the last transaction boundary at or before it.
+        #[arg(long, group = "to")]
+        timestamp: Option<i64>,
+        /// Reset even while consumers are connected (their sessions are closed).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Sends the request and prints the answer.
+///
+/// # Errors
+/// The server cannot be reached, or refused (its message).
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let (method, target) = match &args.command {
+        AdminCommand::List => ("GET", "/admin/destinations".to_owned()),
+        AdminCommand::Release { destination } => {
+            ("POST", format!("/admin/destinations/{}/release", escape(destination)))
+        }
+        AdminCommand::ResetCursor { destination, client, position, gtid, timestamp, force } => {
+            let to = match (position, gtid, timestamp) {
+                (Some(p), None, None) => format!("position={}", escape(p)),
+                (None, Some(g), None) => format!("gtid={}", escape(g)),
+                (None, None, Some(t)) => format!("timestamp={t}"),
+                _ => bail!("give one of --position, --gtid, --timestamp"),
+            };
+            let force = if *force { "&force=true" } else { "" };
+            (
+                "POST",
+                format!(
+                    "/admin/destinations/{}/cursor?client={client}&{to}{force}",
+                    escape(destination)
+                ),
+            )
+        }
+    };
+    let mut sock = tokio::net::TcpStream::connect(&args.server)
+        .await
+        .with_context(|| format!("cannot connect to {}", args.server))?;
+    let token = args.token.or_else(|| std::env::var("CANAL_ADMIN_TOKEN").ok());
+    let auth = token
+        .filter(|t| !t.is_empty())
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n",
+        args.server
+    );
+    sock.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    sock.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    if status != "200" {
+        let msg = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| body.trim().to_owned());
+        bail!("{} answered {status}: {msg}", args.server);
+    }
+    println!("{}", body.trim());
+    Ok(())
+}
