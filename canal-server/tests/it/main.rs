@@ -8,6 +8,7 @@ mod balance;
 mod brokers;
 mod canal_python;
 mod config;
+mod decode_golden;
 mod ddl_failover;
 mod failure;
 mod ha;
