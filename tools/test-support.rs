@@ -161,3 +161,44 @@ fn build_venv(name: &str, requirements: &[&str]) -> Result<std::path::PathBuf, S
     }
     Ok(venv)
 }
+
+/// Permissively licensed binlog fixtures in canal-core/tests/fixtures (see its README), by golden
+/// name: canal-core's decoder goldens and canal-server's `decode` goldens cover each.
+pub const LOCAL_BINLOGS: &[(&str, &str)] = &[
+    ("blackbeam-json", "blackbeam/json.binlog.000001"),
+    ("blackbeam-json-opaque", "blackbeam/json-opaque.binlog"),
+    ("blackbeam-transaction-compression", "blackbeam/transaction_compression.000001"),
+    ("blackbeam-enum-string-set", "blackbeam/mysql-enum-string-set.000001"),
+    ("blackbeam-type-bit", "blackbeam/mysql_type_bit.000001"),
+    ("blackbeam-time-issue", "blackbeam/time_issue.000001"),
+    ("blackbeam-minimal-row-metadata", "blackbeam/minimal_row_metadata.000001"),
+    ("blackbeam-invisible-columns", "blackbeam/binlog-invisible-columns.000001"),
+    ("blackbeam-gtid-tag", "blackbeam/binlog_transaction_with_GTID_TAG.000001"),
+    ("blackbeam-previous-gtid-no-tag", "blackbeam/binlog_transaction_previous_GTID_no_tag.000001"),
+    ("blackbeam-vector", "blackbeam/vector.binlog"),
+    ("blackbeam-mariadb", "blackbeam/mariadb-bin.000001"),
+    ("osheroff-checksum-crc32", "osheroff/mysql-bin.checksum-crc32"),
+    ("osheroff-checksum-none", "osheroff/mysql-bin.checksum-none"),
+    ("osheroff-compressed", "osheroff/mysql-bin.compressed"),
+    ("osheroff-aurora-padding", "osheroff/mysql-bin.aurora-padding"),
+    ("canal-dbsync", "canal/dbsync-mysql-bin.000001"),
+    ("canal-tsdb-2", "canal/tsdb-mysql-bin.000002"),
+    ("canal-tsdb-3", "canal/tsdb-mysql-bin.000003"),
+    ("rust-us-delete-rows-v2", "rust-us/8.0_32_delete_rows_v2.binlog.000001"),
+    ("rust-us-write-rows-v2", "rust-us/5.7_30_write_rows_v2.log.bin"),
+    ("rust-us-user-var", "rust-us/5.7_14_user_var.log.bin"),
+    ("go-mysql-decimal", "go-mysql/tcb-eval002c-bin.003320"),
+    ("zalora-01", "zalora/mysql-bin.01"),
+    ("zalora-07-mariadb", "zalora/mysql-bin.07"),
+];
+
+/// Binlogs kept outside the repository (paths for [`shared_file`]): MariaDB 10.11 files generated
+/// for this project.
+pub const SHARED_BINLOGS: &[(&str, &str)] = &[
+    ("mariadb-generated-1", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000001"),
+    ("mariadb-generated-2", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000002"),
+    ("mariadb-generated-3", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000003"),
+    ("mariadb-generated-4", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000004"),
+    ("mariadb-generated-5", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000005"),
+    ("mariadb-generated-6", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000006"),
+];

@@ -89,6 +89,11 @@ pub struct ConnectorConfig {
     pub rollback_on_disconnect: bool,
     /// Largest frame accepted from the server.
     pub max_frame_len: usize,
+    /// Decode every entry of a batch into [`Message::entries`] (the default). When false,
+    /// `entries` stays empty and the batch is read in place from
+    /// [`Message::raw_entries`] / [`Message::views`] (no owned string per column: the fast
+    /// path for printing and forwarding).
+    pub decode_entries: bool,
 }
 
 impl std::fmt::Debug for ConnectorConfig {
@@ -104,6 +109,7 @@ impl std::fmt::Debug for ConnectorConfig {
             .field("rollback_on_connect", &self.rollback_on_connect)
             .field("rollback_on_disconnect", &self.rollback_on_disconnect)
             .field("max_frame_len", &self.max_frame_len)
+            .field("decode_entries", &self.decode_entries)
             .finish()
     }
 }
@@ -125,7 +131,15 @@ impl ConnectorConfig {
             rollback_on_connect: true,
             rollback_on_disconnect: false,
             max_frame_len: 256 * 1024 * 1024,
+            decode_entries: true,
         }
+    }
+
+    /// Builder-style: whether batches are decoded into [`Message::entries`] (see
+    /// [`decode_entries`](Self::decode_entries)).
+    pub fn decode_entries(mut self, decode: bool) -> Self {
+        self.decode_entries = decode;
+        self
     }
 
     /// Builder-style: the client id.
@@ -504,7 +518,11 @@ impl SimpleConnector {
                 return Err(e.into());
             }
         };
-        Message::decode(m.batch_id, m.messages)
+        if self.config.decode_entries {
+            Message::decode(m.batch_id, m.messages)
+        } else {
+            Ok(Message::undecoded(m.batch_id, m.messages))
+        }
     }
 
     /// Acks a batch (the server moves the client's cursor). Nothing is answered on success; a

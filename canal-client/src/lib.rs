@@ -8,7 +8,9 @@
 //!   running node, else its cluster members) or a static list, reconnects on server loss with
 //!   bounded exponential backoff (re-subscribing and rolling back, as Java's cluster connector),
 //!   and optionally takes part in client HA (one active consumer per client id).
-//! * [`Message`] and the row-change view ([`RowChangeView`], [`RowView`], [`Columns`]).
+//! * [`Message`] and the row-change view ([`RowChangeView`], [`RowView`], [`Columns`]); [`view`]
+//!   reads entries in place from their bytes (borrowed `&str`s, FlatMessage / Entry JSON written
+//!   straight into a buffer) for the fast path.
 //! * [`mq`]: what Canal's MQ mode publishes (FlatMessage JSON, protobuf MESSAGES packets) back
 //!   into entries; with the `kafka` feature, `kafka::KafkaConnector` consumes Kafka topics as
 //!   [`Message`]s with get / ack / rollback mapped onto the group's offsets.
@@ -39,6 +41,10 @@ pub mod kafka;
 
 pub mod message;
 pub mod mq;
+/// Entries read in place from their bytes (canal-core's views and printers), for consumers that
+/// print, filter or forward without decoding entries into owned structs: see
+/// [`Message::views`] and [`ConnectorConfig::decode_entries`].
+pub use canal_core::view;
 pub use cluster::{Backoff, ClusterConfig, ClusterConnector, Discovery};
 pub use connector::{ConnectorConfig, DEFAULT_CLIENT_ID, SimpleConnector, TimeUnit};
 pub use error::ClientError;

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use canal_client::entry::EventType;
+use canal_client::view::{self, FlatRows, Image};
 use canal_client::{
-    ClientError, ClusterConfig, ClusterConnector, ConnectorConfig, Discovery, Message,
-    RowChangeView, TimeUnit,
+    ClientError, ClusterConfig, ClusterConnector, ConnectorConfig, Discovery, Message, TimeUnit,
 };
 use canal_coord::{
     ClientRunningData, CoordConfig, Coordinator, RunningData, ServerRunningData, path,
@@ -255,6 +255,8 @@ async fn tail(args: TailArgs) -> Result<()> {
         .client_id(args.who.client_id)
         .credentials(args.user.clone(), password(args.password.clone()));
     conn_config.rollback_on_disconnect = false;
+    // Printed from the entry bytes in place (`print_batch`): nothing to decode up front.
+    conn_config.decode_entries = false;
     let discovery = match args.coord.coordinator()? {
         Some(coord) => Discovery::Coordinator(coord),
         None => Discovery::Static(args.server.clone()),
@@ -283,6 +285,7 @@ async fn consume(
     let mut printed: u64 = 0;
     let mut last_data = tokio::time::Instant::now();
     let stdout = std::io::stdout();
+    let mut buf = Vec::new();
     loop {
         // Never longer than the idle timeout, so that it is checked.
         let wait = idle
@@ -310,7 +313,7 @@ async fn consume(
             continue;
         }
         last_data = tokio::time::Instant::now();
-        let whole = print_next(&stdout, &batch, args, &mut printed)?;
+        let whole = print_next(&stdout, &mut buf, &batch, args, &mut printed)?;
         if whole {
             match client.ack(batch.id).await {
                 Ok(()) | Err(ClientError::BatchRolledBack { .. }) => {}
@@ -372,6 +375,7 @@ async fn consume_kafka(
     let mut printed: u64 = 0;
     let mut last_data = tokio::time::Instant::now();
     let stdout = std::io::stdout();
+    let mut buf = Vec::new();
     let max_records = usize::try_from(args.batch_size).unwrap_or(0).max(1);
     loop {
         let wait = idle.map_or(args.wait_ms, |d| (d.as_millis() as u64).min(args.wait_ms)).max(1);
@@ -392,7 +396,7 @@ async fn consume_kafka(
             continue;
         }
         last_data = tokio::time::Instant::now();
-        let whole = print_next(&stdout, &batch, args, &mut printed)?;
+        let whole = print_next(&stdout, &mut buf, &batch, args, &mut printed)?;
         if whole {
             client.ack(batch.id).await.context("committing the offsets")?;
         } else {
@@ -406,25 +410,30 @@ async fn consume_kafka(
     }
 }
 
-/// Prints a batch; returns the rows printed and whether the whole batch was printed.
-/// Prints `batch` (up to what is left of `--max`) and flushes stdout; adds the rows printed to
-/// `printed`. True when the whole batch was printed (then it may be acked).
+/// Prints `batch` (up to what is left of `--max`) into `buf`, writes it to stdout whole and
+/// flushes; adds the rows printed to `printed`. True when the whole batch was printed (then it
+/// may be acked).
 fn print_next(
     stdout: &std::io::Stdout,
+    buf: &mut Vec<u8>,
     batch: &Message,
     args: &TailArgs,
     printed: &mut u64,
 ) -> Result<bool> {
     let remaining = args.max.map(|m| m.saturating_sub(*printed));
+    buf.clear();
+    let (rows, whole) = print_batch(buf, batch, args.format, remaining)?;
     let mut out = stdout.lock();
-    let (rows, whole) = print_batch(&mut out, batch, args.format, remaining)?;
+    out.write_all(buf).context("writing to stdout")?;
     out.flush().context("writing to stdout")?;
     *printed += rows;
     Ok(whole)
 }
 
+/// Prints the row changes of `batch` into `out`, read in place from the entry bytes; returns
+/// the rows printed (a row change without rows counts one) and whether all were.
 fn print_batch(
-    out: &mut impl Write,
+    out: &mut Vec<u8>,
     batch: &Message,
     format: Format,
     remaining: Option<u64>,
@@ -440,69 +449,95 @@ fn print_batch(
         }
         return Ok((rows, true));
     }
-    for change in batch.row_changes() {
+    let mut flat = FlatRows::new();
+    let mut before = Vec::new();
+    for (index, v) in batch.views().enumerate() {
+        let bad = || format!("entry {index} of batch {} does not decode", batch.id);
+        let v = v.with_context(bad)?;
+        if v.entry_type != view::ENTRY_ROWDATA {
+            continue;
+        }
         if remaining.is_some_and(|r| rows >= r) {
             return Ok((rows, false));
         }
-        let change = change.context("decoding a row change")?;
+        let rc = view::row_change_view(v.store_value).with_context(bad)?;
         rows += match format {
             Format::Json => {
-                let flat = canal_core::flat::FlatMessage::from_decoded(
-                    change.entry(),
-                    change.row_change(),
-                    batch.id,
-                    ts,
-                );
-                if let Some(f) = flat {
-                    writeln!(out, "{}", f.to_json()).context("writing to stdout")?;
-                }
-                change.rows().len().max(1) as u64
+                flat.parse(&v, &rc).with_context(bad)?;
+                flat.write_json(out, batch.id, ts);
+                out.push(b'\n');
+                rc.rows().len().max(1) as u64
             }
-            Format::Table => print_table(out, &change)?,
-            // Counted above without decoding columns; the same count from the decoded change.
-            Format::Count => change.rows().len().max(1) as u64,
+            Format::Table => print_table(out, &v, &rc, &mut before).with_context(bad)?,
+            Format::Count => rc.rows().len().max(1) as u64,
         };
     }
     Ok((rows, true))
 }
 
-fn print_table(out: &mut impl Write, change: &RowChangeView<'_>) -> Result<u64> {
-    let when = change.execute_time();
-    let name = format!("{}.{}", change.schema(), change.table());
-    let kind = change.event_type_name();
-    if change.is_ddl() || change.rows().len() == 0 {
-        writeln!(out, "{when} {kind:<7} {name} {}", change.sql().replace('\n', " "))?;
+/// One line per row (`column=value`, `old→new` for changed columns of an UPDATE), or one line
+/// with the statement for DDL and row-less changes.
+fn print_table<'a>(
+    out: &mut Vec<u8>,
+    v: &view::EntryView<'a>,
+    rc: &view::RowChangeView<'a>,
+    before: &mut Vec<view::ColumnView<'a>>,
+) -> Result<u64> {
+    let when = v.execute_time;
+    let name = format!("{}.{}", v.schema, v.table);
+    // The RowChange's event type, else the header's (prost's getters: unknown reads UPDATE).
+    let et = EventType::try_from(rc.event_type().unwrap_or(v.header_event_type) as i32)
+        .unwrap_or(EventType::Update);
+    let kind = canal_core::flat::event_type_name(et);
+    if rc.is_ddl() || rc.rows().len() == 0 {
+        writeln!(out, "{when} {kind:<7} {name} {}", rc.sql().replace('\n', " "))?;
         return Ok(1);
     }
     let mut n = 0;
-    for row in change.rows() {
-        let cells: Vec<String> = if change.event_type() == EventType::Update {
-            let before = row.before();
-            row.after()
-                .iter()
-                .map(|(col, v)| {
-                    let new = show(v);
-                    match before.get(col) {
-                        Some(old) if old != v => format!("{col}={}→{new}", show(old)),
-                        _ => format!("{col}={new}"),
+    for row in rc.rows() {
+        write!(out, "{when} {kind:<7} {name} ")?;
+        let mut sep = "";
+        if et == EventType::Update {
+            before.clear();
+            for c in view::columns(row, Image::Before) {
+                before.push(c?);
+            }
+            for c in view::columns(row, Image::After) {
+                let c = c?;
+                let new = c.value();
+                write!(out, "{sep}{}=", c.name)?;
+                match before.iter().find(|b| b.name == c.name).map(view::ColumnView::value) {
+                    Some(old) if old != new => {
+                        show(out, old)?;
+                        out.extend_from_slice("→".as_bytes());
                     }
-                })
-                .collect()
+                    _ => {}
+                }
+                show(out, new)?;
+                sep = " ";
+            }
         } else {
-            row.current().iter().map(|(col, v)| format!("{col}={}", show(v))).collect()
-        };
-        writeln!(out, "{when} {kind:<7} {name} {}", cells.join(" "))?;
+            let image = if et == EventType::Delete { Image::Before } else { Image::After };
+            for c in view::columns(row, image) {
+                let c = c?;
+                write!(out, "{sep}{}=", c.name)?;
+                show(out, c.value())?;
+                sep = " ";
+            }
+        }
+        out.push(b'\n');
         n += 1;
     }
     Ok(n)
 }
 
-fn show(v: Option<&str>) -> String {
+fn show(out: &mut Vec<u8>, v: Option<&str>) -> std::io::Result<()> {
     match v {
-        None => "NULL".into(),
-        Some(s) if s.is_empty() || s.contains([' ', '=', '\n', '\t']) => format!("{s:?}"),
-        Some(s) => s.to_owned(),
+        None => out.extend_from_slice(b"NULL"),
+        Some(s) if s.is_empty() || s.contains([' ', '=', '\n', '\t']) => write!(out, "{s:?}")?,
+        Some(s) => out.extend_from_slice(s.as_bytes()),
     }
+    Ok(())
 }
 
 async fn status(args: StatusArgs) -> Result<()> {
@@ -596,4 +631,150 @@ async fn status(args: StatusArgs) -> Result<()> {
         None => println!("  cursor: none"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! `tail`'s in-place printing against the decoded-entry forms it replaced (FlatMessage +
+    //! serde_json, and the table printed from decoded columns).
+
+    use canal_client::entry::{Column, Entry, EntryType, Header, RowChange, RowData};
+    use prost::Message as _;
+
+    use super::*;
+
+    fn col(name: &str, value: Option<&str>, updated: bool) -> Column {
+        Column {
+            index: Some(0),
+            sql_type: Some(12),
+            name: Some(name.into()),
+            is_key: Some(name == "id"),
+            updated: Some(updated),
+            is_null: Some(value.is_none()),
+            value: value.map(str::to_owned),
+            mysql_type: Some("varchar(9)".into()),
+            ..Default::default()
+        }
+    }
+
+    fn entry(et: Option<EventType>, rows: Vec<RowData>, sql: Option<&str>) -> Entry {
+        let rc = RowChange {
+            event_type: et.map(|e| e as i32),
+            is_ddl: Some(sql.is_some() && et == Some(EventType::Create)),
+            sql: sql.map(str::to_owned),
+            row_datas: rows,
+            ..Default::default()
+        };
+        Entry {
+            header: Some(Header {
+                schema_name: Some("db".into()),
+                table_name: Some("t \"q\"".into()),
+                execute_time: Some(1_700_000_000_123),
+                event_type: Some(EventType::Insert as i32),
+                ..Default::default()
+            }),
+            entry_type: Some(EntryType::Rowdata as i32),
+            store_value: Some(rc.encode_to_vec().into()),
+        }
+    }
+
+    fn batch() -> Message {
+        let row = |before: Vec<Column>, after: Vec<Column>| RowData {
+            before_columns: before,
+            after_columns: after,
+            ..Default::default()
+        };
+        let edge = |t: EntryType| Entry { entry_type: Some(t as i32), ..Default::default() };
+        Message::from_entries(
+            42,
+            vec![
+                edge(EntryType::Transactionbegin),
+                entry(
+                    None,
+                    vec![
+                        row(vec![], vec![col("id", Some("1"), true), col("n", Some("a b"), true)]),
+                        row(vec![], vec![col("id", Some("2"), true), col("n", None, true)]),
+                    ],
+                    None,
+                ),
+                entry(
+                    Some(EventType::Update),
+                    vec![row(
+                        vec![col("id", Some("1"), false), col("n", Some("x=1"), false)],
+                        vec![col("id", Some("1"), false), col("n", Some("ctl\t\"\u{1}"), true)],
+                    )],
+                    None,
+                ),
+                entry(
+                    Some(EventType::Delete),
+                    vec![row(vec![col("id", Some("2"), false), col("n", Some(""), false)], vec![])],
+                    None,
+                ),
+                entry(Some(EventType::Create), vec![], Some("CREATE TABLE t (\n id int)")),
+                edge(EntryType::Transactionend),
+            ],
+        )
+    }
+
+    /// The table as it was printed from decoded entries.
+    fn reference_table(m: &Message) -> String {
+        let show = |v: Option<&str>| match v {
+            None => "NULL".to_owned(),
+            Some(s) if s.is_empty() || s.contains([' ', '=', '\n', '\t']) => format!("{s:?}"),
+            Some(s) => s.to_owned(),
+        };
+        let mut out = String::new();
+        for change in m.row_changes() {
+            let change = change.unwrap();
+            let when = change.execute_time();
+            let name = format!("{}.{}", change.schema(), change.table());
+            let kind = change.event_type_name();
+            if change.is_ddl() || change.rows().len() == 0 {
+                out += &format!("{when} {kind:<7} {name} {}\n", change.sql().replace('\n', " "));
+                continue;
+            }
+            for row in change.rows() {
+                let cells: Vec<String> = if change.event_type() == EventType::Update {
+                    let before = row.before();
+                    row.after()
+                        .iter()
+                        .map(|(col, v)| match before.get(col) {
+                            Some(old) if old != v => format!("{col}={}→{}", show(old), show(v)),
+                            _ => format!("{col}={}", show(v)),
+                        })
+                        .collect()
+                } else {
+                    row.current().iter().map(|(col, v)| format!("{col}={}", show(v))).collect()
+                };
+                out += &format!("{when} {kind:<7} {name} {}\n", cells.join(" "));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn table_and_json_equal_the_decoded_forms() {
+        let decoded = batch();
+        let undecoded = Message::undecoded(decoded.id, decoded.raw_entries().to_vec());
+        for m in [&decoded, &undecoded] {
+            let mut out = Vec::new();
+            assert_eq!(print_batch(&mut out, m, Format::Table, None).unwrap(), (5, true));
+            assert_eq!(String::from_utf8(out).unwrap(), reference_table(&decoded));
+
+            let mut out = Vec::new();
+            assert_eq!(print_batch(&mut out, m, Format::Json, None).unwrap(), (5, true));
+            let got = String::from_utf8(out).unwrap();
+            let lines: Vec<&str> = got.lines().collect();
+            // The timestamp is the printing time: compare with the reference at that `ts`.
+            let ts = serde_json::from_str::<serde_json::Value>(lines[0]).unwrap()["ts"]
+                .as_i64()
+                .unwrap();
+            let want: Vec<String> =
+                decoded.flat_messages(ts).unwrap().iter().map(|f| f.to_json()).collect();
+            assert_eq!(lines, want);
+
+            let mut out = Vec::new();
+            assert_eq!(print_batch(&mut out, m, Format::Table, Some(3)).unwrap(), (3, false));
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! What a GET returns: a [`Message`] (batch id, decoded entries and their raw bytes) and a
-//! row-change view over its entries ([`RowChangeView`], [`RowView`], [`Columns`]).
+//! row-change view over its entries ([`RowChangeView`], [`RowView`], [`Columns`]); for reading
+//! the bytes in place without decoding, [`Message::views`] and [`crate::view`].
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,7 @@ use canal_core::flat::{FlatError, FlatMessage, event_type_name};
 use canal_core::protocol::entry::{
     Column, Entry, EntryType, EventType, Header, RowChange, RowData,
 };
+use canal_core::view::{ENTRY_ROWDATA, EntryView, ViewError, entry_view};
 use prost::Message as _;
 
 use crate::error::ClientError;
@@ -48,6 +50,22 @@ impl Message {
         Ok(Message { id, entries, raw })
     }
 
+    /// A batch whose entries are not decoded: [`entries`](Self::entries) is empty, read it
+    /// through [`views`](Self::views) or [`raw_entries`](Self::raw_entries).
+    pub fn undecoded(id: i64, raw: Vec<Bytes>) -> Self {
+        Message { id, entries: Vec::new(), raw }
+    }
+
+    /// The entries read in place from their bytes, in order (no copy, no owned strings): the
+    /// fast path for printing, e.g. with [`crate::view::FlatRows`] or
+    /// [`crate::view::write_entry_json`]. Works whether or not the entries were decoded.
+    ///
+    /// # Errors
+    /// Each item is a [`ViewError`] when that entry's bytes are malformed.
+    pub fn views(&self) -> impl Iterator<Item = Result<EntryView<'_>, ViewError>> {
+        self.raw.iter().map(|b| entry_view(b))
+    }
+
     /// A message from entries (for tests and forwarding); the raw bytes are encoded here.
     pub fn from_entries(id: i64, entries: Vec<Entry>) -> Self {
         let raw = entries.iter().map(|e| Bytes::from(e.encode_to_vec())).collect();
@@ -68,7 +86,7 @@ impl Message {
 
     /// Whether the batch carries no entries (batch id -1).
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.raw.is_empty()
     }
 
     /// The row changes of the ROWDATA entries (transaction BEGIN/END are skipped), in order.
@@ -84,13 +102,24 @@ impl Message {
     /// cheaper than [`row_changes`](Self::row_changes).
     ///
     /// # Errors
-    /// Each item is [`ClientError::BadRowChange`] when that entry's storeValue does not decode.
+    /// Each item is [`ClientError::BadRowChange`] when that entry's storeValue does not decode,
+    /// [`ClientError::BadEntry`] when the entry itself does not (batches left undecoded).
     pub fn row_counts(&self) -> impl Iterator<Item = Result<usize, ClientError>> + '_ {
-        self.entries.iter().filter(|e| e.entry_type() == EntryType::Rowdata).map(|e| {
-            match count_row_datas(e.store_value()) {
-                Some(n) => Ok(n),
+        self.raw.iter().enumerate().filter_map(|(index, b)| {
+            let counted = entry_view(b)
+                .ok()
+                .map(|v| (v.entry_type == ENTRY_ROWDATA).then(|| count_row_datas(v.store_value)));
+            match counted {
+                Some(None) => None,
+                Some(Some(Some(n))) => Some(Ok(n)),
                 // Malformed: let the full decoder name the problem (or count what it accepts).
-                None => RowChangeView::new(e).map(|v| v.rows().len()),
+                _ => match Entry::decode(b.clone()) {
+                    Err(source) => {
+                        Some(Err(ClientError::BadEntry { batch_id: self.id, index, source }))
+                    }
+                    Ok(e) if e.entry_type() != EntryType::Rowdata => None,
+                    Ok(e) => Some(RowChangeView::new(&e).map(|v| v.rows().len())),
+                },
             }
         })
     }

@@ -13,3 +13,4 @@ pub mod protocol;
 #[cfg(feature = "mysql")]
 pub mod schema;
 pub mod store;
+pub mod view;

@@ -19,12 +19,10 @@ use crate::flat::FlatError;
 #[cfg(test)]
 use crate::flat::{FlatMessage, OrderedMap};
 
-mod flatjson;
 pub mod hash;
 mod rules;
-mod wire;
 
-use flatjson::FlatRows;
+use crate::view::{FlatRows, wire};
 pub use hash::{java_partition, java_string_hash};
 use rules::{DynamicTopics, HashMode, PartitionHash, TopicPartitions};
 use wire::{EntryView, RowChangeView};
@@ -100,6 +98,12 @@ pub enum RoutingError {
     /// A FlatMessage could not be written as JSON.
     #[error("FlatMessage to JSON: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+impl From<crate::view::ViewError> for RoutingError {
+    fn from(e: crate::view::ViewError) -> Self {
+        RoutingError::Malformed(e.0)
+    }
 }
 
 /// One message for the broker.
@@ -602,4 +606,4 @@ fn split_flat(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

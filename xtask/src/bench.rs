@@ -1,7 +1,10 @@
 //! `cargo xtask bench`: one generated binlog of ≥ 1 M row images on a 10-column mixed-type table,
 //! measured in one run, side by side on the same machine:
-//! * `decode`: `canal-server decode --format count` (binlog → Canal entries, single thread) vs
-//!   `mysqlbinlog -v --base64-output=DECODE-ROWS` on the same files;
+//! * `decode`: text vs text, `canal-server decode` printing FlatMessage JSON (single thread and
+//!   `--threads`) and whole entries as JSON, beside `mysqlbinlog -v --base64-output=DECODE-ROWS`
+//!   on the same files (every process's output to /dev/null, the tools interleaved round by
+//!   round, medians, ratios within each round); plus `decode --format count` (binlog → Canal
+//!   entries, nothing printed);
 //! * `e2e`: MariaDB → `canal-server run` → a client that acks every batch (`canal-client tail`),
 //!   with the server's peak RSS;
 //! * `mq`: MariaDB → `canal-server run` in kafka / rabbitMQ mode → a private broker, beside a
@@ -37,6 +40,8 @@ struct Measure {
     cpu: Vec<(&'static str, f64)>,
     /// Anything else worth a line (end-to-end memory split).
     note: String,
+    /// × mysqlbinlog, the median of the per-round ratios (when measured round by round).
+    ratio: Option<f64>,
 }
 
 impl Measure {
@@ -52,9 +57,11 @@ enum Only {
     Decode,
     E2e,
     Mq,
+    /// The text paths: decode side by side and end to end (no latency, no MQ).
+    Text,
 }
 
-/// Entry point: `cargo xtask bench [--rows N] [--runs N] [--only decode|e2e|mq]`.
+/// Entry point: `cargo xtask bench [--rows N] [--runs N] [--only decode|e2e|mq|text]`.
 pub fn run(args: &[&str]) -> Result<()> {
     let mut rows: u64 = 1_000_000;
     let mut runs = 3;
@@ -65,16 +72,17 @@ pub fn run(args: &[&str]) -> Result<()> {
             "--rows" => rows = it.next().context("--rows needs a number")?.parse()?,
             "--runs" => runs = it.next().context("--runs needs a number")?.parse()?,
             "--only" => {
-                only = match *it.next().context("--only needs decode, e2e or mq")? {
+                only = match *it.next().context("--only needs decode, e2e, mq or text")? {
                     "decode" => Only::Decode,
                     "e2e" => Only::E2e,
                     "mq" => Only::Mq,
-                    other => bail!("--only {other}: use decode, e2e or mq"),
+                    "text" => Only::Text,
+                    other => bail!("--only {other}: use decode, e2e, mq or text"),
                 }
             }
             other => {
                 bail!(
-                    "unknown bench option `{other}` (use --rows N, --runs N, --only decode|e2e|mq)"
+                    "unknown bench option `{other}` (use --rows N, --runs N, --only decode|e2e|mq|text)"
                 )
             }
         }
@@ -173,7 +181,7 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
     let mut results = Vec::new();
     let mut latencies = Vec::new();
     let mut mq_results = Vec::new();
-    if matches!(only, Only::All | Only::Decode) {
+    if matches!(only, Only::All | Only::Decode | Only::Text) {
         decode_side_by_side(
             &mut results,
             runs,
@@ -183,15 +191,16 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
             &out_dir,
             &replica,
             &start_file,
+            only != Only::Text,
         )?;
     }
-    if matches!(only, Only::All | Only::E2e) {
+    if matches!(only, Only::All | Only::E2e | Only::Text) {
         eprintln!("==> end to end: MariaDB → canal-server → canal-client (ack every batch)");
-        // The JSON client is the slow side: one run each, which fills the store (peak RSS under
-        // back-pressure), with Canal's default budget and with a quarter of it.
+        // Median of `runs` with Canal's default store budget; the JSON client once more with a
+        // quarter of it (peak RSS under back-pressure).
         for (format, budget) in [("count", None), ("json", None), ("json", Some(4 << 20))] {
-            let n = if format == "count" { runs.max(1) } else { 1 };
-            let mut best: Option<Measure> = None;
+            let n = if budget.is_none() { runs.max(1) } else { 1 };
+            let mut all: Vec<Measure> = Vec::new();
             for _ in 0..n {
                 let m = end_to_end(&E2e {
                     server_bin: &server_bin,
@@ -203,12 +212,20 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
                     format,
                     budget,
                 })?;
-                if best.as_ref().is_none_or(|b| m.secs < b.secs) {
-                    best = Some(m);
-                }
+                all.push(m);
             }
-            results.extend(best);
+            all.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+            let n = all.len();
+            if n > 0 {
+                let mut m = all.swap_remove(n / 2);
+                if n > 1 {
+                    m.name = format!("{} (median of {n})", m.name);
+                }
+                results.push(m);
+            }
         }
+    }
+    if matches!(only, Only::All | Only::E2e) {
         eprintln!("==> latency: commit on MariaDB → row printed by canal-client tail");
         for (batch_size, wait_ms) in [(1, 100), (1024, 100)] {
             let l = latency::measure(&latency::Run {
@@ -273,25 +290,41 @@ fn decode_side_by_side(
     out_dir: &Path,
     replica: &(String, String, String, u16),
     start_file: &str,
+    with_python: bool,
 ) -> Result<()> {
-    let ours = best_of(runs, "canal-rs decode → Entry", rows, || {
-        let mut cmd = Command::new(server_bin);
-        cmd.args(["decode", "--format", "count"]).args(files);
-        cmd
-    })?;
-    results.push(ours);
     let mysqlbinlog = if Command::new("mariadb-binlog").arg("--version").output().is_ok() {
         "mariadb-binlog"
     } else {
         "mysqlbinlog"
     };
-    let theirs = best_of(runs, "mysqlbinlog -v (DECODE-ROWS)", rows, || {
-        let mut cmd = Command::new(mysqlbinlog);
-        cmd.args(["-v", "--base64-output=DECODE-ROWS"]).args(files);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1);
+    let threads = threads.max(1).to_string();
+    let decode = |args: &[&str]| {
+        let mut cmd = Command::new(server_bin);
+        cmd.arg("decode").args(args).args(files);
         cmd
-    })?;
-    results.push(theirs);
-
+    };
+    let tools: Vec<(String, Command)> = vec![
+        ("mysqlbinlog -v (DECODE-ROWS), text".into(), {
+            let mut cmd = Command::new(mysqlbinlog);
+            cmd.args(["-v", "--base64-output=DECODE-ROWS"]).args(files);
+            cmd
+        }),
+        ("canal-rs decode, FlatMessage JSON".into(), decode(&[])),
+        (
+            format!("canal-rs decode --threads {threads}, FlatMessage JSON"),
+            decode(&["--threads", &threads]),
+        ),
+        ("canal-rs decode --format entry, Entry JSON".into(), decode(&["--format", "entry"])),
+        (
+            "canal-rs decode → Entry, nothing printed (--format count)".into(),
+            decode(&["--format", "count"]),
+        ),
+    ];
+    results.extend(rounds(runs, rows, &tools)?);
+    if !with_python {
+        return Ok(());
+    }
     match pyrepl_venv(out_dir) {
         Ok(python) => {
             let script = services::workspace_root().join("xtask/python/pyrepl_count.py");
@@ -307,6 +340,66 @@ fn decode_side_by_side(
         Err(e) => eprintln!("    python-mysql-replication skipped: {e:#}"),
     }
     Ok(())
+}
+
+/// Runs every tool once per round, `runs` rounds (stdout to /dev/null), and reports each tool's
+/// median time, peak RSS (from `/usr/bin/time`), and its median ratio to the first tool's time
+/// within a round (tools interleaved, so a busy moment of the shared machine hits all alike).
+fn rounds(runs: usize, rows: u64, tools: &[(String, Command)]) -> Result<Vec<Measure>> {
+    let time = Path::new("/usr/bin/time").exists();
+    let runs = runs.max(1);
+    let mut secs = vec![Vec::new(); tools.len()];
+    let mut rss = vec![None; tools.len()];
+    for _ in 0..runs {
+        for (i, (name, inner)) in tools.iter().enumerate() {
+            let mut cmd = if time {
+                let mut c = Command::new("/usr/bin/time");
+                c.args(["-f", "%M"]).arg(inner.get_program()).args(inner.get_args());
+                c
+            } else {
+                let mut c = Command::new(inner.get_program());
+                c.args(inner.get_args());
+                c
+            };
+            let t0 = Instant::now();
+            let out = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
+            secs[i].push(t0.elapsed().as_secs_f64());
+            if !out.status.success() {
+                bail!("{name} failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let kb: Option<u64> = time
+                .then(|| String::from_utf8_lossy(&out.stderr).lines().last()?.trim().parse().ok())
+                .flatten();
+            rss[i] = rss[i].max(kb);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut out = Vec::new();
+    for (i, (name, _)) in tools.iter().enumerate() {
+        let ratios: Vec<f64> = secs[0].iter().zip(&secs[i]).map(|(base, t)| base / t).collect();
+        let m = Measure {
+            name: format!("{name}, median of {runs}"),
+            rows,
+            secs: median(secs[i].clone()),
+            peak_rss_kb: rss[i],
+            cpu: Vec::new(),
+            note: String::new(),
+            ratio: Some(median(ratios)),
+        };
+        eprintln!(
+            "    {}: {:.2} s, {:.0} rows/s, {:.2}× {}",
+            m.name,
+            m.secs,
+            m.rows_per_sec(),
+            m.ratio.unwrap_or(0.0),
+            tools[0].0
+        );
+        out.push(m);
+    }
+    Ok(out)
 }
 
 /// Runs `make()` `runs` times (stdout discarded), keeps the fastest, with peak RSS from
@@ -340,6 +433,7 @@ fn best_of(runs: usize, name: &str, rows: u64, make: impl Fn() -> Command) -> Re
                 peak_rss_kb: rss,
                 cpu: Vec::new(),
                 note: String::new(),
+                ratio: None,
             });
         }
     }
@@ -539,6 +633,7 @@ fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
         peak_rss_kb: rss,
         cpu,
         note: String::new(),
+        ratio: None,
     };
     if let Some((anon, file)) = rss_split {
         m.note = format!(
@@ -602,7 +697,11 @@ fn report(
     writeln!(md, "| tool | seconds | rows/s | × mysqlbinlog | peak RSS | CPU |")?;
     writeln!(md, "|---|---:|---:|---:|---:|---|")?;
     for m in results {
-        let ratio = base.map(|b| format!("{:.2}", m.rows_per_sec() / b)).unwrap_or_default();
+        let ratio = m
+            .ratio
+            .or_else(|| base.map(|b| m.rows_per_sec() / b))
+            .map(|r| format!("{r:.2}"))
+            .unwrap_or_default();
         let rss = m
             .peak_rss_kb
             .map(|k| format!("{:.1} MB", k as f64 / 1024.0))

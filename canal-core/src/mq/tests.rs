@@ -873,7 +873,7 @@ proptest::proptest! {
 
 // ---------------------------------------------------------------- FlatMessage writer vs flat.rs
 
-fn arb_text() -> impl proptest::strategy::Strategy<Value = String> {
+pub(crate) fn arb_text() -> impl proptest::strategy::Strategy<Value = String> {
     use proptest::prelude::*;
     prop_oneof![
         Just(String::new()),
@@ -884,7 +884,7 @@ fn arb_text() -> impl proptest::strategy::Strategy<Value = String> {
     ]
 }
 
-fn arb_column() -> impl proptest::strategy::Strategy<Value = Column> {
+pub(crate) fn arb_column() -> impl proptest::strategy::Strategy<Value = Column> {
     use proptest::prelude::*;
     (
         prop::sample::select(vec!["id", "v", "Name", "\u{fc}\"x", "id2"]),
@@ -908,17 +908,19 @@ fn arb_column() -> impl proptest::strategy::Strategy<Value = Column> {
         })
 }
 
-fn arb_entry() -> impl proptest::strategy::Strategy<Value = Entry> {
+pub(crate) fn arb_row() -> impl proptest::strategy::Strategy<Value = RowData> {
     use proptest::prelude::*;
-    let row = (
-        proptest::collection::vec(arb_column(), 0..4),
-        proptest::collection::vec(arb_column(), 0..4),
-    )
+    (proptest::collection::vec(arb_column(), 0..4), proptest::collection::vec(arb_column(), 0..4))
         .prop_map(|(before_columns, after_columns)| RowData {
             before_columns,
             after_columns,
             ..Default::default()
-        });
+        })
+}
+
+fn arb_entry() -> impl proptest::strategy::Strategy<Value = Entry> {
+    use proptest::prelude::*;
+    let row = arb_row();
     let rc = (
         proptest::option::of(prop::sample::select(vec![0i32, 1, 2, 3, 4, 7, 99])),
         proptest::option::of(any::<bool>()),

@@ -1,20 +1,23 @@
 //! `canal-server decode`: binlog files → Canal FlatMessage JSON lines (or whole entries as JSON),
 //! through the same converter the server runs. For people, golden tests and benchmarks.
+//!
+//! Entries are printed from their bytes ([`canal_core::view`]) into one output buffer per chunk
+//! of entries, written to stdout whole. With `--threads N`, N threads render the chunks while this
+//! one decodes; chunk `i` goes to renderer `i mod N` and the writer takes the rendered chunks
+//! back in the same round-robin order, so output order is the binlog's. Every channel is bounded,
+//! so memory does not grow with the file.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use canal_core::binlog::entry::{ConvertOptions, Converter};
 use canal_core::binlog::pipeline::{LocalBinlogSource, convert_with_source};
 use canal_core::binlog::replica::{MetaConnection, ReplicaConfig};
-use canal_core::flat::FlatMessage;
-use canal_core::protocol::entry::{
-    Column, Entry, EntryType, Header, Pair, RowChange, TransactionBegin, TransactionEnd,
-};
 use canal_core::schema::{HistoryOptions, SchemaHistory};
-use prost::Message;
-use serde_json::{Map, Value, json};
+use canal_core::view::{FlatRows, write_entry_json};
 
 /// Output shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -52,6 +55,206 @@ pub struct DecodeArgs {
     /// Skip CRC32 verification.
     #[arg(long)]
     pub no_checksum: bool,
+    /// Render the output on this many threads while the main thread decodes (0: the decoding
+    /// thread renders too). Output order is the same either way.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Entry bytes (and FlatMessage `ts`) rendered together: one FlatMessage reader reused across
+/// them, one output buffer written whole.
+type Chunk = Vec<(Bytes, i64)>;
+
+/// A chunk is handed on once its entries hold this many bytes.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Output is written to stdout in pieces of about this size.
+const OUT_BYTES: usize = 1 << 20;
+/// A renderer's rendered chunks, and where the writer returns their buffers.
+type FromRenderer = (Receiver<Vec<u8>>, SyncSender<Vec<u8>>);
+
+/// Chunks queued per renderer (in and out): what bounds memory with `--threads`.
+const QUEUE: usize = 2;
+
+/// Appends the lines of `chunk` in `format` to `out`.
+fn render(format: Format, chunk: &Chunk, out: &mut Vec<u8>) -> anyhow::Result<()> {
+    let mut flat = FlatRows::new();
+    for (bytes, ts) in chunk {
+        match format {
+            Format::Flat => {
+                if flat.parse_entry(bytes).context("re-reading an entry")? {
+                    flat.write_json(out, 0, *ts);
+                    out.push(b'\n');
+                }
+            }
+            Format::Entry => {
+                write_entry_json(out, bytes).context("re-reading an entry")?;
+                out.push(b'\n');
+            }
+            Format::Count => {}
+        }
+    }
+    Ok(())
+}
+
+/// Where chunks go: rendered here, or handed to renderer threads.
+enum Sink {
+    Inline { format: Format, out: Vec<u8>, stdout: std::io::Stdout },
+    Threads(Pipeline),
+}
+
+impl Sink {
+    fn new(format: Format, threads: usize) -> Self {
+        if threads == 0 || format == Format::Count {
+            Sink::Inline {
+                format,
+                out: Vec::with_capacity(OUT_BYTES * 2),
+                stdout: std::io::stdout(),
+            }
+        } else {
+            Sink::Threads(Pipeline::start(format, threads))
+        }
+    }
+
+    fn push(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+        match self {
+            Sink::Inline { format, out, stdout } => {
+                render(*format, &chunk, out)?;
+                if out.len() >= OUT_BYTES {
+                    stdout.lock().write_all(out).context("writing to stdout")?;
+                    out.clear();
+                }
+                Ok(())
+            }
+            Sink::Threads(p) => p.push(chunk),
+        }
+    }
+
+    /// Writes what is left; `tail` last.
+    fn finish(self, tail: &[u8]) -> anyhow::Result<()> {
+        let mut out = match self {
+            Sink::Inline { out, .. } => out,
+            Sink::Threads(p) => {
+                p.finish()?;
+                Vec::new()
+            }
+        };
+        out.extend_from_slice(tail);
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&out).context("writing to stdout")?;
+        stdout.flush().context("writing to stdout")?;
+        Ok(())
+    }
+}
+
+/// Renderer threads and the writer thread, joined by bounded channels.
+struct Pipeline {
+    to_renderers: Vec<SyncSender<Chunk>>,
+    next: usize,
+    renderers: Vec<Option<std::thread::JoinHandle<anyhow::Result<()>>>>,
+    writer: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Pipeline {
+    fn start(format: Format, threads: usize) -> Self {
+        let mut to_renderers = Vec::new();
+        let mut from_renderers = Vec::new();
+        let mut renderers = Vec::new();
+        for _ in 0..threads {
+            let (chunk_tx, chunk_rx) = sync_channel::<Chunk>(QUEUE);
+            let (out_tx, out_rx) = sync_channel::<Vec<u8>>(QUEUE);
+            // Written buffers come back for reuse (no fresh pages per chunk).
+            let (free_tx, free_rx) = sync_channel::<Vec<u8>>(QUEUE + 1);
+            let handle = std::thread::spawn(move || renderer(format, chunk_rx, out_tx, free_rx));
+            renderers.push(Some(handle));
+            to_renderers.push(chunk_tx);
+            from_renderers.push((out_rx, free_tx));
+        }
+        let writer = std::thread::spawn(move || writer(from_renderers));
+        Pipeline { to_renderers, next: 0, renderers, writer: Some(writer) }
+    }
+
+    fn push(&mut self, chunk: Chunk) -> anyhow::Result<()> {
+        let i = self.next;
+        self.next = (i + 1) % self.to_renderers.len();
+        if self.to_renderers[i].send(chunk).is_ok() {
+            return Ok(());
+        }
+        // Renderer i stopped: on its own error, or because the writer stopped on one.
+        let why = match self.renderers[i].take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => anyhow::anyhow!("a renderer thread panicked"),
+            _ => match self.writer.take().map(std::thread::JoinHandle::join) {
+                Some(Ok(Err(e))) => e,
+                Some(Err(_)) => anyhow::anyhow!("the writer thread panicked"),
+                _ => anyhow::anyhow!("the output threads stopped"),
+            },
+        };
+        Err(why)
+    }
+
+    /// Waits for every chunk to be written; the first error of a thread, if any.
+    fn finish(self) -> anyhow::Result<()> {
+        drop(self.to_renderers);
+        let joined = self.renderers.into_iter().flatten().map(|r| (r.join(), "a renderer"));
+        let joined = joined.chain(self.writer.map(|w| (w.join(), "the writer")));
+        let mut first_err = None;
+        for (result, who) in joined {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(anyhow::anyhow!("{who} thread panicked"));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+fn renderer(
+    format: Format,
+    chunks: Receiver<Chunk>,
+    out: SyncSender<Vec<u8>>,
+    free: Receiver<Vec<u8>>,
+) -> anyhow::Result<()> {
+    for chunk in chunks {
+        let mut buf = free.try_recv().unwrap_or_else(|_| Vec::with_capacity(OUT_BYTES * 2));
+        buf.clear();
+        render(format, &chunk, &mut buf)?;
+        if out.send(buf).is_err() {
+            // The writer stopped (its error is reported by finish()).
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Takes rendered chunks from the renderers in round-robin order (the order they were handed
+/// out) and writes them; stops when the first renderer in turn has nothing more.
+fn writer(from: Vec<FromRenderer>) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    let mut pending: Vec<u8> = Vec::with_capacity(OUT_BYTES * 2);
+    'out: loop {
+        for (rx, free) in &from {
+            let Ok(buf) = rx.recv() else { break 'out };
+            if pending.is_empty() && buf.len() >= OUT_BYTES {
+                stdout.write_all(&buf).context("writing to stdout")?;
+            } else {
+                pending.extend_from_slice(&buf);
+                if pending.len() >= OUT_BYTES {
+                    stdout.write_all(&pending).context("writing to stdout")?;
+                    pending.clear();
+                }
+            }
+            // Full or gone: the renderer allocates instead.
+            let _ = free.try_send(buf);
+        }
+    }
+    stdout.write_all(&pending).context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")?;
+    Ok(())
 }
 
 /// Runs `decode`, writing to stdout.
@@ -76,8 +279,9 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<()> {
     let first = args.files[0].file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let mut converter = Converter::new(opts, history, first);
     let mut source = LocalBinlogSource::new(args.files.clone(), None, 4)?;
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut sink = Sink::new(args.format, args.threads);
+    let mut chunk: Chunk = Vec::new();
+    let mut chunk_bytes = 0;
     let mut entries = Vec::new();
     let mut journal = String::new();
     let (mut n_entries, mut n_rows) = (0u64, 0u64);
@@ -92,131 +296,35 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<()> {
         convert_with_source(&mut converter, conn.as_mut(), raw, &mut entries)
             .await
             .with_context(|| format!("decoding {journal}"))?;
-        for e in &entries {
+        for e in entries.drain(..) {
             n_entries += 1;
             n_rows += e.rows as u64;
-            match args.format {
-                Format::Count => {}
-                Format::Flat => {
-                    let entry = Entry::decode(e.bytes.clone()).context("re-reading an entry")?;
-                    let ts = args.ts.unwrap_or_else(|| e.position.timestamp.unwrap_or(0));
-                    if let Some(flat) = FlatMessage::from_entry(&entry, 0, ts)? {
-                        writeln!(out, "{}", flat.to_json())?;
-                    }
-                }
-                Format::Entry => {
-                    let entry = Entry::decode(e.bytes.clone()).context("re-reading an entry")?;
-                    writeln!(out, "{}", entry_json(&entry)?)?;
-                }
+            if args.format == Format::Count {
+                continue;
             }
+            let ts = args.ts.unwrap_or_else(|| e.position.timestamp.unwrap_or(0));
+            chunk_bytes += e.bytes.len();
+            chunk.push((e.bytes, ts));
+        }
+        if chunk_bytes >= CHUNK_BYTES {
+            sink.push(std::mem::take(&mut chunk))?;
+            chunk_bytes = 0;
         }
     }
+    if !chunk.is_empty() {
+        sink.push(chunk)?;
+    }
+    let mut tail = String::new();
     if args.format == Format::Count {
         let stats = converter.stats();
-        writeln!(
-            out,
-            "{n_entries} entries, {n_rows} rows, {} events, {} unknown events",
+        tail = format!(
+            "{n_entries} entries, {n_rows} rows, {} events, {} unknown events\n",
             stats.events, stats.unknown_events
-        )?;
+        );
     }
-    out.flush()?;
+    sink.finish(tail.as_bytes())?;
     if n_entries == 0 && converter.stats().events == 0 {
         bail!("no events found");
     }
     Ok(())
-}
-
-fn pairs(ps: &[Pair]) -> Value {
-    Value::Array(ps.iter().map(|p| json!({"key": p.key(), "value": p.value()})).collect())
-}
-
-fn header_json(h: &Header) -> Value {
-    let mut m = Map::new();
-    m.insert("version".into(), json!(h.version()));
-    m.insert("logfileName".into(), json!(h.logfile_name()));
-    m.insert("logfileOffset".into(), json!(h.logfile_offset()));
-    m.insert("serverId".into(), json!(h.server_id()));
-    m.insert("serverenCode".into(), json!(h.serveren_code()));
-    m.insert("executeTime".into(), json!(h.execute_time()));
-    m.insert("sourceType".into(), json!(h.source_type().as_str_name()));
-    m.insert("schemaName".into(), json!(h.schema_name()));
-    m.insert("tableName".into(), json!(h.table_name()));
-    m.insert("eventLength".into(), json!(h.event_length()));
-    if h.event_type.is_some() {
-        m.insert("eventType".into(), json!(h.event_type().as_str_name()));
-    }
-    if !h.props.is_empty() {
-        m.insert("props".into(), pairs(&h.props));
-    }
-    if let Some(g) = &h.gtid {
-        m.insert("gtid".into(), json!(g));
-    }
-    Value::Object(m)
-}
-
-fn column_json(c: &Column) -> Value {
-    let mut m = Map::new();
-    m.insert("index".into(), json!(c.index()));
-    m.insert("sqlType".into(), json!(c.sql_type()));
-    m.insert("name".into(), json!(c.name()));
-    m.insert("isKey".into(), json!(c.is_key()));
-    m.insert("updated".into(), json!(c.updated()));
-    m.insert("isNull".into(), json!(c.is_null()));
-    if c.value.is_some() {
-        m.insert("value".into(), json!(c.value()));
-    }
-    if c.mysql_type.is_some() {
-        m.insert("mysqlType".into(), json!(c.mysql_type()));
-    }
-    Value::Object(m)
-}
-
-/// The whole entry as JSON, with Canal's (camelCase) field names.
-fn entry_json(e: &Entry) -> anyhow::Result<Value> {
-    let mut m = Map::new();
-    m.insert("header".into(), header_json(&e.header.clone().unwrap_or_default()));
-    m.insert("entryType".into(), json!(e.entry_type().as_str_name()));
-    let store = e.store_value();
-    let value = match e.entry_type() {
-        EntryType::Transactionbegin => {
-            let b = TransactionBegin::decode(store)?;
-            json!({"threadId": b.thread_id(), "props": pairs(&b.props)})
-        }
-        EntryType::Transactionend => {
-            let t = TransactionEnd::decode(store)?;
-            json!({"transactionId": t.transaction_id(), "props": pairs(&t.props)})
-        }
-        _ => {
-            let rc = RowChange::decode(store)?;
-            let rows: Vec<Value> = rc
-                .row_datas
-                .iter()
-                .map(|r| {
-                    json!({
-                        "beforeColumns": r.before_columns.iter().map(column_json).collect::<Vec<_>>(),
-                        "afterColumns": r.after_columns.iter().map(column_json).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            let mut m = Map::new();
-            if rc.table_id.is_some() {
-                m.insert("tableId".into(), json!(rc.table_id()));
-            }
-            m.insert("eventType".into(), json!(rc.event_type().as_str_name()));
-            m.insert("isDdl".into(), json!(rc.is_ddl()));
-            if rc.sql.is_some() {
-                m.insert("sql".into(), json!(rc.sql()));
-            }
-            if rc.ddl_schema_name.is_some() {
-                m.insert("ddlSchemaName".into(), json!(rc.ddl_schema_name()));
-            }
-            if !rc.props.is_empty() {
-                m.insert("props".into(), pairs(&rc.props));
-            }
-            m.insert("rowDatas".into(), Value::Array(rows));
-            Value::Object(m)
-        }
-    };
-    m.insert("storeValue".into(), value);
-    Ok(Value::Object(m))
 }

@@ -13,51 +13,13 @@ use crate::support;
 
 const FULL_TEXT_LIMIT: usize = 64 * 1024;
 
-/// The fixtures of canal-core's decoder goldens (canal-core/tests/it/decode.rs), by golden name.
-const LOCAL: &[(&str, &str)] = &[
-    ("blackbeam-json", "blackbeam/json.binlog.000001"),
-    ("blackbeam-json-opaque", "blackbeam/json-opaque.binlog"),
-    ("blackbeam-transaction-compression", "blackbeam/transaction_compression.000001"),
-    ("blackbeam-enum-string-set", "blackbeam/mysql-enum-string-set.000001"),
-    ("blackbeam-type-bit", "blackbeam/mysql_type_bit.000001"),
-    ("blackbeam-time-issue", "blackbeam/time_issue.000001"),
-    ("blackbeam-minimal-row-metadata", "blackbeam/minimal_row_metadata.000001"),
-    ("blackbeam-invisible-columns", "blackbeam/binlog-invisible-columns.000001"),
-    ("blackbeam-gtid-tag", "blackbeam/binlog_transaction_with_GTID_TAG.000001"),
-    ("blackbeam-previous-gtid-no-tag", "blackbeam/binlog_transaction_previous_GTID_no_tag.000001"),
-    ("blackbeam-vector", "blackbeam/vector.binlog"),
-    ("blackbeam-mariadb", "blackbeam/mariadb-bin.000001"),
-    ("osheroff-checksum-crc32", "osheroff/mysql-bin.checksum-crc32"),
-    ("osheroff-checksum-none", "osheroff/mysql-bin.checksum-none"),
-    ("osheroff-compressed", "osheroff/mysql-bin.compressed"),
-    ("osheroff-aurora-padding", "osheroff/mysql-bin.aurora-padding"),
-    ("canal-dbsync", "canal/dbsync-mysql-bin.000001"),
-    ("canal-tsdb-2", "canal/tsdb-mysql-bin.000002"),
-    ("canal-tsdb-3", "canal/tsdb-mysql-bin.000003"),
-    ("rust-us-delete-rows-v2", "rust-us/8.0_32_delete_rows_v2.binlog.000001"),
-    ("rust-us-write-rows-v2", "rust-us/5.7_30_write_rows_v2.log.bin"),
-    ("rust-us-user-var", "rust-us/5.7_14_user_var.log.bin"),
-    ("go-mysql-decimal", "go-mysql/tcb-eval002c-bin.003320"),
-    ("zalora-01", "zalora/mysql-bin.01"),
-    ("zalora-07-mariadb", "zalora/mysql-bin.07"),
-];
-
-/// MariaDB 10.11 files generated for this project (kept outside the repository).
-const SHARED: &[(&str, &str)] = &[
-    ("mariadb-generated-1", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000001"),
-    ("mariadb-generated-2", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000002"),
-    ("mariadb-generated-3", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000003"),
-    ("mariadb-generated-4", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000004"),
-    ("mariadb-generated-5", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000005"),
-    ("mariadb-generated-6", "fixtures/binlog/mariadb-10.11-generated/mariadb-bin.000006"),
-];
-
 const FORMATS: &[&str] = &["flat", "entry", "count"];
 
 fn fixtures() -> Vec<(&'static str, PathBuf)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../canal-core/tests/fixtures");
-    let mut all: Vec<_> = LOCAL.iter().map(|(n, rel)| (*n, root.join(rel))).collect();
-    for (n, rel) in SHARED {
+    let mut all: Vec<_> =
+        support::LOCAL_BINLOGS.iter().map(|(n, rel)| (*n, root.join(rel))).collect();
+    for (n, rel) in support::SHARED_BINLOGS {
         if let Some(p) = support::shared_file(rel) {
             all.push((*n, p));
         }
@@ -83,7 +45,9 @@ fn decode(file: &Path, format: &str, extra: &[&str]) -> Vec<u8> {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 /// What is stored for `output`: the text itself, or its line digests when it is long.
@@ -129,7 +93,37 @@ fn check(name: &str, format: &str, output: &[u8]) {
 fn decode_output_matches_goldens() {
     for (name, file) in fixtures() {
         for format in FORMATS {
-            check(name, format, &decode(&file, format, &[]));
+            let single = decode(&file, format, &[]);
+            check(name, format, &single);
+            // Renderer threads change nothing in the output.
+            for threads in ["1", "3"] {
+                let threaded = decode(&file, format, &["--threads", threads]);
+                assert!(threaded == single, "{name} --format {format} --threads {threads} differs");
+            }
         }
+    }
+}
+
+/// Several files in one run (chunks spanning files, many chunks through the threads): the
+/// same output with and without renderer threads.
+#[test]
+fn decode_threads_keep_order_over_many_chunks() {
+    // Every fixture, eight times over: several MB of output, dozens of chunks.
+    let one: Vec<PathBuf> = fixtures().into_iter().map(|(_, f)| f).collect();
+    let files: Vec<&PathBuf> = std::iter::repeat_n(&one, 8).flatten().collect();
+    for format in ["flat", "entry"] {
+        let run = |extra: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_canal-server"))
+                .args(["decode", "--format", format, "--no-checksum"])
+                .args(extra)
+                .args(&files)
+                .output()
+                .expect("run canal-server decode");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            out.stdout
+        };
+        let single = run(&[]);
+        assert!(single.len() > 1 << 20, "{} bytes: too little to span chunks", single.len());
+        assert!(run(&["--threads", "2"]) == single, "--format {format} --threads 2 differs");
     }
 }

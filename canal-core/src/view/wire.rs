@@ -1,8 +1,8 @@
-//! Just enough protobuf wire reading to route and split entries without decoding them into owned
-//! structs: the schema, table and type of an entry, the rows of its RowChange and the key columns
-//! of a row, all as borrowed slices; plus the MESSAGES packet encoders Canal's MQ producers use.
+//! Just enough protobuf wire reading to route, split and print entries without decoding them into
+//! owned structs: the header of an entry, the rows of its RowChange and the columns of a row, all
+//! as borrowed slices; plus the MESSAGES packet encoders Canal's MQ producers use.
 
-use super::RoutingError;
+use super::ViewError;
 
 /// One field of a message: its number and the bytes of its value (the payload for
 /// length-delimited fields, the varint's value for varints) and of the whole field.
@@ -14,11 +14,12 @@ pub(crate) struct Field<'a> {
     pub(crate) whole: &'a [u8],
 }
 
-fn malformed(what: &'static str) -> RoutingError {
-    RoutingError::Malformed(what)
+fn malformed(what: &'static str) -> ViewError {
+    ViewError(what)
 }
 
-fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, RoutingError> {
+#[inline]
+fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, ViewError> {
     // Most keys and lengths are one byte.
     if let Some(&b) = buf.get(*pos)
         && b < 0x80
@@ -44,12 +45,14 @@ pub(crate) struct Fields<'a> {
     pos: usize,
 }
 
+#[inline]
 pub(crate) fn fields(buf: &[u8]) -> Fields<'_> {
     Fields { buf, pos: 0 }
 }
 
 impl<'a> Fields<'a> {
-    fn field(&mut self) -> Result<Field<'a>, RoutingError> {
+    #[inline]
+    fn field(&mut self) -> Result<Field<'a>, ViewError> {
         let start = self.pos;
         let key = read_varint(self.buf, &mut self.pos)?;
         let number = u32::try_from(key >> 3).map_err(|_| malformed("field number"))?;
@@ -84,8 +87,9 @@ impl<'a> Fields<'a> {
 }
 
 impl<'a> Iterator for Fields<'a> {
-    type Item = Result<Field<'a>, RoutingError>;
+    type Item = Result<Field<'a>, ViewError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.pos >= self.buf.len() {
             return None;
@@ -99,38 +103,52 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-pub(crate) fn utf8(b: &[u8]) -> Result<&str, RoutingError> {
+#[inline]
+pub(crate) fn utf8(b: &[u8]) -> Result<&str, ViewError> {
     std::str::from_utf8(b).map_err(|_| malformed("string field is not UTF-8"))
 }
 
-/// Entry types (entry.proto).
-pub(crate) const ENTRY_TRANSACTION_BEGIN: u64 = 1;
-pub(crate) const ENTRY_ROWDATA: u64 = 2;
-pub(crate) const ENTRY_TRANSACTION_END: u64 = 3;
+/// Entry type TRANSACTIONBEGIN (entry.proto).
+pub const ENTRY_TRANSACTION_BEGIN: u64 = 1;
+/// Entry type ROWDATA.
+pub const ENTRY_ROWDATA: u64 = 2;
+/// Entry type TRANSACTIONEND.
+pub const ENTRY_TRANSACTION_END: u64 = 3;
 /// Event types used by the split.
 pub(crate) const EVENT_UPDATE: u64 = 2;
 pub(crate) const EVENT_DELETE: u64 = 3;
 
-/// What routing needs of an entry, borrowed from its bytes.
+/// What routing and printing need of an entry, borrowed from its bytes.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct EntryView<'a> {
-    pub(crate) entry_type: u64,
-    pub(crate) schema: &'a str,
-    pub(crate) table: &'a str,
+pub struct EntryView<'a> {
+    /// Entry type number (prost's getter: 0 or unknown reads as ROWDATA).
+    pub entry_type: u64,
+    /// The header's schema name.
+    pub schema: &'a str,
+    /// The header's table name.
+    pub table: &'a str,
     /// The header's event type (proto2 default UPDATE).
-    pub(crate) header_event_type: u64,
-    pub(crate) execute_time: i64,
-    pub(crate) gtid: &'a str,
-    pub(crate) store_value: &'a [u8],
+    pub header_event_type: u64,
+    /// The header's execute time (ms).
+    pub execute_time: i64,
+    /// The header's GTID (`""` when absent).
+    pub gtid: &'a str,
+    /// The storeValue bytes (a RowChange for ROWDATA entries).
+    pub store_value: &'a [u8],
 }
 
 impl EntryView<'_> {
-    pub(crate) fn is_transaction_edge(&self) -> bool {
+    /// TRANSACTIONBEGIN or TRANSACTIONEND.
+    pub fn is_transaction_edge(&self) -> bool {
         matches!(self.entry_type, ENTRY_TRANSACTION_BEGIN | ENTRY_TRANSACTION_END)
     }
 }
 
-pub(crate) fn entry_view(bytes: &[u8]) -> Result<EntryView<'_>, RoutingError> {
+/// The view of an Entry message's bytes.
+///
+/// # Errors
+/// Malformed protobuf or a string field that is not UTF-8.
+pub fn entry_view(bytes: &[u8]) -> Result<EntryView<'_>, ViewError> {
     let mut v = EntryView {
         entry_type: ENTRY_ROWDATA,
         schema: "",
@@ -170,7 +188,7 @@ pub(crate) fn entry_view(bytes: &[u8]) -> Result<EntryView<'_>, RoutingError> {
 
 /// A RowChange, borrowed: its flags and the byte ranges needed to rebuild it with one row.
 #[derive(Debug)]
-pub(crate) struct RowChangeView<'a> {
+pub struct RowChangeView<'a> {
     /// Event type if present.
     pub(crate) event_type: Option<u64>,
     pub(crate) is_ddl: bool,
@@ -182,7 +200,11 @@ pub(crate) struct RowChangeView<'a> {
     pub(crate) after_rows: Vec<&'a [u8]>,
 }
 
-pub(crate) fn row_change_view(bytes: &[u8]) -> Result<RowChangeView<'_>, RoutingError> {
+/// The view of a RowChange message's bytes.
+///
+/// # Errors
+/// Malformed protobuf or a `sql` that is not UTF-8.
+pub fn row_change_view(bytes: &[u8]) -> Result<RowChangeView<'_>, ViewError> {
     let mut v = RowChangeView {
         event_type: None,
         is_ddl: false,
@@ -208,13 +230,163 @@ pub(crate) fn row_change_view(bytes: &[u8]) -> Result<RowChangeView<'_>, Routing
     Ok(v)
 }
 
-/// One column of a row, borrowed.
+impl<'a> RowChangeView<'a> {
+    /// The RowChange's event type number, if present (else the header's applies).
+    pub fn event_type(&self) -> Option<u64> {
+        self.event_type
+    }
+
+    /// A DDL statement.
+    pub fn is_ddl(&self) -> bool {
+        self.is_ddl
+    }
+
+    /// The statement text (`""` when absent).
+    pub fn sql(&self) -> &'a str {
+        self.sql
+    }
+
+    /// The RowData payloads, in order (read their columns with [`columns`]).
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + '_ {
+        self.rows.iter().map(|f| f.bytes)
+    }
+}
+
+/// Which image of a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Image {
+    /// `beforeColumns`.
+    Before,
+    /// `afterColumns`.
+    After,
+}
+
+/// The columns of one image of a RowData payload, in order.
+pub fn columns(
+    row: &[u8],
+    image: Image,
+) -> impl Iterator<Item = Result<ColumnView<'_>, ViewError>> {
+    let wanted = if image == Image::Before { 1 } else { 2 };
+    fields(row).filter_map(move |f| match f {
+        Ok(f) if f.number == wanted => Some(ColumnView::parse(f.bytes)),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
+    })
+}
+
+/// One column of a row image, borrowed from the entry bytes (proto2 getters' defaults for
+/// absent fields).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ColumnView<'a> {
+    /// Position in the table.
+    pub index: i32,
+    /// `java.sql.Types` code.
+    pub sql_type: i32,
+    /// Column name.
+    pub name: &'a str,
+    /// Part of the primary key.
+    pub is_key: bool,
+    /// Changed by this row (after images of UPDATE).
+    pub updated: bool,
+    /// SQL NULL.
+    pub is_null: bool,
+    /// The value as text (`""` when absent, as Java's getter answers).
+    pub value: &'a str,
+    /// MySQL column type (`""` when absent).
+    pub mysql_type: &'a str,
+}
+
+impl<'a> ColumnView<'a> {
+    /// The column of a Column message's bytes.
+    ///
+    /// # Errors
+    /// Malformed protobuf or a string field that is not UTF-8.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ViewError> {
+        let r = RawColumn::parse(bytes)?;
+        Ok(ColumnView {
+            index: r.index,
+            sql_type: r.sql_type,
+            name: utf8(r.name)?,
+            is_key: r.is_key,
+            updated: r.updated,
+            is_null: r.is_null,
+            value: utf8(r.value)?,
+            mysql_type: utf8(r.mysql_type)?,
+        })
+    }
+
+    /// The value, `None` for SQL NULL.
+    pub fn value(&self) -> Option<&'a str> {
+        if self.is_null { None } else { Some(self.value) }
+    }
+}
+
+/// A column with its text fields not yet checked for UTF-8 (callers that see the same name in
+/// every row check it once).
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct ColumnView<'a> {
-    pub(crate) name: &'a str,
+pub(crate) struct RawColumn<'a> {
+    pub(crate) index: i32,
+    pub(crate) sql_type: i32,
+    pub(crate) name: &'a [u8],
     pub(crate) is_key: bool,
-    /// The value (`""` when absent, as Java's getter answers).
-    pub(crate) value: &'a str,
+    pub(crate) updated: bool,
+    pub(crate) is_null: bool,
+    pub(crate) value: &'a [u8],
+    pub(crate) mysql_type: &'a [u8],
+}
+
+impl<'a> RawColumn<'a> {
+    /// The loop of `fields`, unrolled for the hottest message (every column of every row).
+    #[inline]
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, ViewError> {
+        let mut c = RawColumn::default();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let key = read_varint(bytes, &mut pos)?;
+            let number = key >> 3;
+            if number == 0 || number > u64::from(u32::MAX) {
+                return Err(malformed(if number == 0 { "field number 0" } else { "field number" }));
+            }
+            match key & 7 {
+                0 => {
+                    let v = read_varint(bytes, &mut pos)?;
+                    match number {
+                        1 => c.index = v as i32,
+                        2 => c.sql_type = v as i32,
+                        4 => c.is_key = v != 0,
+                        5 => c.updated = v != 0,
+                        6 => c.is_null = v != 0,
+                        _ => {}
+                    }
+                }
+                2 => {
+                    let len = read_varint(bytes, &mut pos)?;
+                    let end = usize::try_from(len)
+                        .ok()
+                        .and_then(|l| pos.checked_add(l))
+                        .filter(|&e| e <= bytes.len())
+                        .ok_or_else(|| malformed("length past the end"))?;
+                    let b = &bytes[pos..end];
+                    pos = end;
+                    match number {
+                        3 => c.name = b,
+                        8 => c.value = b,
+                        10 => c.mysql_type = b,
+                        _ => {}
+                    }
+                }
+                t @ (1 | 5) => {
+                    let n = if t == 1 { 8 } else { 4 };
+                    pos = pos
+                        .checked_add(n)
+                        .filter(|&e| e <= bytes.len())
+                        .ok_or_else(|| malformed("truncated fixed field"))?;
+                }
+                _ => return Err(malformed("unsupported wire type")),
+            }
+        }
+        Ok(c)
+    }
 }
 
 /// Calls `each` for the columns of `row` (a RowData payload): the before image when `before`,
@@ -223,24 +395,13 @@ pub(crate) fn for_each_column<'a>(
     row: &'a [u8],
     before: bool,
     mut each: impl FnMut(ColumnView<'a>),
-) -> Result<(), RoutingError> {
+) -> Result<(), ViewError> {
     let wanted = if before { 1 } else { 2 };
     for f in fields(row) {
         let f = f?;
-        if f.number != wanted {
-            continue;
+        if f.number == wanted {
+            each(ColumnView::parse(f.bytes)?);
         }
-        let mut c = ColumnView::default();
-        for cf in fields(f.bytes) {
-            let cf = cf?;
-            match cf.number {
-                3 => c.name = utf8(cf.bytes)?,
-                4 => c.is_key = cf.varint != 0,
-                8 => c.value = utf8(cf.bytes)?,
-                _ => {}
-            }
-        }
-        each(c);
     }
     Ok(())
 }
@@ -269,7 +430,7 @@ pub(crate) fn one_row_entry(
     entry: &[u8],
     rc: &RowChangeView<'_>,
     row: &Field<'_>,
-) -> Result<Vec<u8>, RoutingError> {
+) -> Result<Vec<u8>, ViewError> {
     let rc_len: usize = rc.before_rows.iter().map(|b| b.len()).sum::<usize>()
         + row.whole.len()
         + rc.after_rows.iter().map(|b| b.len()).sum::<usize>();
