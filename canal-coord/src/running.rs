@@ -53,12 +53,24 @@ pub(crate) const HANDOVER_NOTICE: Duration = Duration::from_millis(200);
 /// `"released":true` (keys stay sorted, as fastjson writes them; Java readers ignore the extra
 /// field). Only an owner that has already stopped serving writes `released`, which is what makes
 /// it safe for standbys to compete at once when that node goes.
-fn released_marker(me: &[u8]) -> Option<Vec<u8>> {
+///
+/// A directed release (an operator's move) adds `"to":"ip:port"`: only that candidate competes at
+/// once; the others wait `delay` as after a crash, so the node goes to the named server unless it
+/// does not take it (then a standby does, `delay` later).
+fn released_marker(me: &[u8], to: Option<&str>) -> Option<Vec<u8>> {
     let mut v: serde_json::Value = serde_json::from_slice(me).ok()?;
     let o = v.as_object_mut()?;
     o.insert("active".into(), serde_json::Value::Bool(false));
     o.insert("released".into(), serde_json::Value::Bool(true));
+    if let Some(t) = to {
+        o.insert("to".into(), serde_json::Value::String(t.to_owned()));
+    }
     serde_json::to_vec(&v).ok()
+}
+
+/// The candidate a directed release names (see [`released_marker`]).
+fn released_to(data: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(data).ok()?.get("to")?.as_str().map(str::to_owned)
 }
 
 /// Whether a node's data carries the marker of [`released_marker`].
@@ -217,7 +229,8 @@ pub enum ExitReason {
 
 #[derive(Debug)]
 enum Command {
-    Release(oneshot::Sender<()>),
+    /// Release, optionally directed to one candidate's address.
+    Release(oneshot::Sender<()>, Option<String>),
     Rewrite {
         data: Vec<u8>,
         address: String,
@@ -261,7 +274,22 @@ impl MonitorHandle {
     /// Cancel safe: the release still happens.
     pub async fn release(&self) -> bool {
         let (tx, rx) = oneshot::channel();
-        if self.cmds.send(Command::Release(tx)).is_err() {
+        if self.cmds.send(Command::Release(tx, None)).is_err() {
+            return false;
+        }
+        rx.await.is_ok()
+    }
+
+    /// A directed release (an operator's move): as [`MonitorHandle::release`], and the release
+    /// marker names `to`, so that only that candidate takes the node at once; the others wait
+    /// the takeover delay (and take it if `to` does not). Returns false when the monitor has
+    /// stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the release still happens.
+    pub async fn release_to(&self, to: &str) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Command::Release(tx, Some(to.to_owned()))).is_err() {
             return false;
         }
         rx.await.is_ok()
@@ -330,6 +358,8 @@ impl RunningMonitor {
             recheck_at: None,
             gate,
             deferred_since: None,
+            release_to: None,
+            directed: false,
         };
         let span = tracing::info_span!("running", path = %path);
         let task = tokio::spawn(tracing::Instrument::instrument(runner.run(), span));
@@ -404,7 +434,7 @@ impl RunningMonitor {
     /// Cancel safe: the release still happens.
     pub async fn release(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.cmds.send(Command::Release(tx)).is_ok() {
+        if self.cmds.send(Command::Release(tx, None)).is_ok() {
             let _ = rx.await;
         }
     }
@@ -502,6 +532,10 @@ struct MonitorLoop<D> {
     /// When the gate first deferred a grab of the node while it was free; cleared when the node
     /// is seen held, or when we enter.
     deferred_since: Option<Instant>,
+    /// The address a release in progress names (an operator's move), for its marker.
+    release_to: Option<String>,
+    /// The last owner's release named us: the gate is not asked for this grab.
+    directed: bool,
 }
 
 /// A successful epoch bump.
@@ -706,7 +740,11 @@ impl<D: RunningData> MonitorLoop<D> {
                 biased;
                 _ = lost => self.lose(),
                 cmd = self.cmds.recv() => match cmd {
-                    Some(Command::Release(tx)) => self.release(&session, tx).await,
+                    Some(Command::Release(tx, to)) => {
+                        self.release_to = to;
+                        self.release(&session, tx).await;
+                        self.release_to = None;
+                    }
                     Some(Command::Rewrite { data, address, reply }) => {
                         let r = self.rewrite(&session, data, address).await;
                         let _ = reply.send(r);
@@ -794,7 +832,7 @@ impl<D: RunningData> MonitorLoop<D> {
     /// stopped the monitor.
     fn idle_command(&mut self, cmd: Option<Command>) -> bool {
         match cmd {
-            Some(Command::Release(tx)) => {
+            Some(Command::Release(tx, _)) => {
                 self.released = true;
                 let _ = tx.send(());
                 true
@@ -865,7 +903,12 @@ impl<D: RunningData> MonitorLoop<D> {
             tracing::warn!(error = %e, "running node holds unreadable data; treating it as another owner's");
         }
         let addr_me = parsed.as_ref().is_ok_and(|d| d.address() == self.me_address);
-        self.handover_seen = !addr_me && is_released_marker(&n.data);
+        let to = released_to(&n.data);
+        self.handover_seen = !addr_me
+            && is_released_marker(&n.data)
+            && to.as_deref().is_none_or(|t| t == self.me_address);
+        // Named by a directed release: take it whatever a balancing gate would say.
+        self.directed = !addr_me && to.as_deref() == Some(self.me_address.as_str());
         if !addr_me {
             self.bump_failures = 0;
             if self.active.is_some() {
@@ -1036,7 +1079,9 @@ impl<D: RunningData> MonitorLoop<D> {
     /// well under a second) and gives their watches a moment to see it. Returns the node's
     /// version for the delete. A standby that misses the marker waits `delay`, which is safe.
     async fn announce_release(&mut self, session: &Arc<dyn Session>, version: Version) -> Version {
-        let Some(bytes) = released_marker(&self.me_bytes) else { return version };
+        let Some(bytes) = released_marker(&self.me_bytes, self.release_to.as_deref()) else {
+            return version;
+        };
         match guard(session, session.put(&self.path, &bytes, Some(version))).await {
             Some(Ok(v)) => {
                 tokio::time::sleep(HANDOVER_NOTICE.min(self.delay / 5)).await;
@@ -1084,6 +1129,9 @@ impl<D: RunningData> MonitorLoop<D> {
     /// Asks the gate (if any) whether to hold a grab back: `Some(wait)` to ask again after
     /// `wait`. Never once [`Gate::max_defer`] has passed since the first deferral.
     fn gate_defers(&mut self) -> Option<Duration> {
+        if self.directed {
+            return None;
+        }
         let gate = self.gate.as_ref()?;
         let now = Instant::now();
         let since = *self.deferred_since.get_or_insert(now);
@@ -1107,6 +1155,7 @@ impl<D: RunningData> MonitorLoop<D> {
     fn enter(&mut self, fence: Fence, epoch: u64) {
         tracing::info!(version = fence.version.0, epoch, "active: serving");
         self.deferred_since = None;
+        self.directed = false;
         self.active = Some(fence.clone());
         self.at_once_until = None;
         self.lost_ownership = false;

@@ -536,6 +536,33 @@ pub async fn release_hands_over(h: &impl Harness) {
     mb.stop().await;
 }
 
+/// A directed release (an operator's move) goes to the named candidate at once, even past a
+/// balancing gate that would defer; another standby waits `delay` and finds it held.
+pub async fn directed_release_goes_to_the_named_candidate(h: &impl Harness) {
+    let p = format!("{}/running", h.root("directed"));
+    let (_ca, ma, mut ra) = monitor(h, &p, "10.0.0.1:11111");
+    expect_enter(&mut ra).await;
+    let (_cb, mb, mut rb) = monitor(h, &p, "10.0.0.2:11111");
+    let defer = GrabAdvice::Defer(Duration::from_millis(50));
+    let (mc, mut rc, _) = gated(h, &p, "10.0.0.3:11111", defer, h.delay() * 4);
+    tokio::time::sleep(h.delay() / 5).await;
+    let t0 = Instant::now();
+    assert!(ma.handle().release_to("10.0.0.3:11111").await);
+    assert_eq!(expect_exit(&mut ra).await, ExitReason::Released);
+    expect_enter(&mut rc).await;
+    assert_at(
+        h,
+        "directed hand-over",
+        t0.elapsed(),
+        (h.delay() / 5).min(Duration::from_millis(200)),
+    );
+    quiet(&mut rb, h.delay() * 2).await;
+    assert!(!mb.is_active());
+    ma.stop().await;
+    mb.stop().await;
+    mc.stop().await;
+}
+
 /// A gate that always gives the same advice, counting how often it was asked.
 #[derive(Debug)]
 struct FixedGate(GrabAdvice, AtomicU64);

@@ -1,7 +1,7 @@
 //! The status and metrics HTTP endpoint (Canal's metrics port, 11112 by default): `GET /metrics`
 //! in Prometheus text format, `GET /status` as JSON, and the admin API under `/admin`
-//! (docs/operations.md "Admin API"): list destinations and owners, release a destination, reset
-//! a client's cursor. The admin routes answer loopback peers, or anyone presenting
+//! (docs/operations.md "Admin API"): list destinations and owners, release or move a
+//! destination, reset a client's cursor. The admin routes answer loopback peers, or anyone presenting
 //! `Authorization: Bearer <admin_token>` when a token is configured (then it is required from
 //! loopback too). A deliberately small HTTP/1.1 responder — a handful of routes do not justify a
 //! web framework in the binary.
@@ -280,6 +280,15 @@ async fn admin(
     let r = match (method, parts.as_slice()) {
         ("GET", ["admin", "destinations"]) => view.admin_destinations().await,
         ("POST", ["admin", "destinations", dest, "release"]) => view.admin_release(dest).await,
+        ("POST", ["admin", "destinations", dest, "move"]) => match query_param(query, "to") {
+            Some(to) if !to.is_empty() => view.admin_move(dest, &unescape(to)).await,
+            _ => {
+                return (
+                    "400 Bad Request",
+                    serde_json::json!({ "error": "move needs to=IP:PORT (a server's registered address)" }),
+                );
+            }
+        },
         ("POST", ["admin", "destinations", dest, "cursor"]) => {
             let client = query_param(query, "client").unwrap_or("1001").parse::<i16>();
             let force = matches!(query_param(query, "force"), Some("true" | "1" | ""));

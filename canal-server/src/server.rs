@@ -1941,6 +1941,41 @@ impl RegistryView {
         Ok(serde_json::json!({ "released": dest }))
     }
 
+    /// Admin API: moves the destination this server runs to the server `to` (registered for
+    /// it): a directed release, so that `to` takes it at once and the others wait the takeover
+    /// delay (and take it then if `to` does not).
+    ///
+    /// # Errors
+    /// Unknown destination; not running here; `to` is not a live server configured for it.
+    pub async fn admin_move(&self, dest: &str, to: &str) -> Result<serde_json::Value, AdminError> {
+        let slot = self.slot(dest)?;
+        let owner = self.owner(dest).await?;
+        if !slot.status.borrow().active {
+            return Err(AdminError::Conflict(format!(
+                "destination {dest} does not run on this server (owner: {}): ask the owner",
+                owner.unwrap_or_else(|| "none".into())
+            )));
+        }
+        if owner.as_deref() == Some(to) {
+            return Err(AdminError::Conflict(format!("{to} already runs {dest}")));
+        }
+        let coord =
+            self.coord.as_ref().ok_or_else(|| AdminError::Unavailable("no coordinator".into()))?;
+        let s = coord.session().await.map_err(|e| AdminError::Unavailable(e.to_string()))?;
+        let members = s
+            .children(&path::destination_cluster(dest))
+            .await
+            .map_err(|e| AdminError::Unavailable(e.to_string()))?;
+        if !members.iter().any(|m| m == to) {
+            return Err(AdminError::Conflict(format!(
+                "{to} is not a live server configured for {dest} (those are: {})",
+                members.join(", ")
+            )));
+        }
+        slot.handle.release_to(to).await;
+        Ok(serde_json::json!({ "moved": dest, "to": to }))
+    }
+
     /// Admin API: resets `client_id`'s cursor on the owner. Refused while a consumer of that
     /// client is connected here or holds its client running node, unless `force` (the reset
     /// then closes its session: it reconnects and reads from the new cursor).

@@ -76,4 +76,5 @@ conformance!(
     cursor_store_one_activation,
     gate_never_leaves_the_node_free,
     gate_defers_to_another_candidate,
+    directed_release_goes_to_the_named_candidate,
 );

@@ -28,6 +28,14 @@ pub enum AdminCommand {
         /// The destination.
         destination: String,
     },
+    /// Move a destination this server runs to another server configured for it.
+    Move {
+        /// The destination.
+        destination: String,
+        /// The server to move it to (`ip:port` as registered).
+        #[arg(long)]
+        to: String,
+    },
     /// Reset a client's cursor (on the server running the destination). Refused while that
     /// client's consumers are connected, unless --force.
     ResetCursor {
@@ -71,6 +79,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::List => ("GET", "/admin/destinations".to_owned()),
         AdminCommand::Release { destination } => {
             ("POST", format!("/admin/destinations/{}/release", escape(destination)))
+        }
+        AdminCommand::Move { destination, to } => {
+            ("POST", format!("/admin/destinations/{}/move?to={}", escape(destination), escape(to)))
         }
         AdminCommand::ResetCursor { destination, client, position, gtid, timestamp, force } => {
             let to = match (position, gtid, timestamp) {
