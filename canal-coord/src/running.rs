@@ -1147,7 +1147,8 @@ impl<D: RunningData> MonitorLoop<D> {
             GrabAdvice::Grab => None,
             GrabAdvice::Defer(d) => {
                 tracing::debug!(retry = ?d, "leaving the free node to another candidate for now");
-                Some(d.clamp(Duration::from_millis(10), left))
+                // At least 10 ms between asks, never past the bound (`left` > 0 here, maybe < 10 ms).
+                Some(d.max(Duration::from_millis(10)).min(left))
             }
         }
     }
