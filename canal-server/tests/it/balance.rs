@@ -412,3 +412,42 @@ async fn etcd_three_servers_thirty_destinations_balanced() {
     let (cfg, toml) = etcd_coord(&endpoint);
     scenario("etcdbal", cfg, toml).await;
 }
+
+/// The balancer's reads of the cluster view fail (the first five, injected): no destination is
+/// held back by it — a server that has never read a view grabs as without balancing, every
+/// failure is counted, and once a read succeeds the server reports itself balanced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_view_reads_hold_nothing_back() {
+    use canal_coord::testing::{Fault, FaultBackend, Op};
+    let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
+    let Some(fx) = fixture("balfault").await else { return };
+    let coord = crate::ha::zk(servers);
+    let mut second = fx.instance.clone();
+    second.destination = format!("{}_b", fx.db);
+    second.source = second.source.clone().with_slave_id(fx.instance.source.slave_id + 500_000);
+    let faults = (0..5).map(|_| (Op::Any, path::CLUSTER.to_owned(), Fault::Unavailable));
+    let backend = Arc::new(FaultBackend::on_paths(coord.open_backend().unwrap(), faults));
+    let s = canal_server::server::Server::start_with_backend(
+        crate::ha::settings(coord),
+        vec![fx.instance.clone(), second.clone()],
+        backend.clone(),
+    )
+    .await
+    .unwrap();
+    for d in [&fx.db, &second.destination] {
+        crate::ha::wait_active(&s, d, Duration::from_secs(15)).await;
+    }
+    let t0 = Instant::now();
+    loop {
+        let b = s.balance().expect("balancing is on");
+        if b.state == canal_server::balance::BalanceState::Balanced {
+            assert_eq!(b.refresh_failures, 5, "{b:?}");
+            assert_eq!((b.owned, b.share, b.live_servers), (2, 2, 1), "{b:?}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "never balanced: {b:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(backend.pending_path_faults(), 0);
+    s.shutdown().await;
+}
