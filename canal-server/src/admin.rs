@@ -280,6 +280,12 @@ async fn admin(
     let r = match (method, parts.as_slice()) {
         ("GET", ["admin", "destinations"]) => view.admin_destinations().await,
         ("POST", ["admin", "destinations", dest, "release"]) => view.admin_release(dest).await,
+        ("POST", ["admin", "destinations", dest, "stop"]) => {
+            view.admin_stop_start(dest, false).await
+        }
+        ("POST", ["admin", "destinations", dest, "start"]) => {
+            view.admin_stop_start(dest, true).await
+        }
         ("POST", ["admin", "destinations", dest, "move"]) => match query_param(query, "to") {
             Some(to) if !to.is_empty() => view.admin_move(dest, &unescape(to)).await,
             _ => {

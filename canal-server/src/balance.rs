@@ -112,7 +112,7 @@ pub enum BalanceState {
     Surplus,
     /// Handing a destination over.
     HandingOver,
-    /// Balancing is off.
+    /// Balancing is off, or there is nothing to balance (fewer than two destinations).
     Disabled,
 }
 
@@ -476,7 +476,7 @@ impl Balancer {
         };
         BalanceReport {
             address: self.me.clone(),
-            state: st.state,
+            state: if self.active() { st.state } else { BalanceState::Disabled },
             owned: owned.len(),
             owned_weight: owned.iter().map(|d| self.weight(d)).sum(),
             share,

@@ -76,8 +76,9 @@ struct Slot {
     mq: Arc<crate::mq::MqMetrics>,
     /// Operators' requests to the destination's driver (admin API).
     admin: mpsc::UnboundedSender<AdminCmd>,
-    /// Releases the destination's running node (admin API).
-    handle: MonitorHandle,
+    /// Releases the destination's running node (admin API); replaced when an operator starts a
+    /// stopped destination again.
+    handle: Mutex<MonitorHandle>,
 }
 
 /// Where an operator resets a client's cursor to.
@@ -110,6 +111,17 @@ pub enum AdminCmd {
         /// The new cursor's JSON, or why not.
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// Stop competing for the destination on this server: the run stops (cursors written), the
+    /// running node is released and the registration removed, until `Start`.
+    Stop {
+        /// Done.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// Compete for a stopped destination again.
+    Start {
+        /// Done.
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -137,6 +149,8 @@ pub struct DestinationStatus {
     pub running_owner: Option<String>,
     /// Times this server became active.
     pub activations: u64,
+    /// An operator stopped it on this server (admin API): it does not compete until started.
+    pub stopped: bool,
     /// Failures, restarts and releases (also in `/status` and `/metrics`).
     pub failures: FailureCounts,
 }
@@ -231,7 +245,6 @@ pub struct Server {
 struct DestRun {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
-    registration: ClusterRegistration,
     /// What it was started with (see [`DestinationSpec::fingerprint`]).
     fingerprint: String,
 }
@@ -562,7 +575,6 @@ impl Server {
         if let Err(e) = run.task.await {
             warn!(destination = name, "destination task ended abnormally: {e}");
         }
-        run.registration.stop().await;
         if let Some(b) = &self.ctx.balancer {
             b.remove_destination(name);
         }
@@ -599,15 +611,10 @@ impl Server {
             run.stop.send_replace(true);
         }
         let runs = std::mem::take(&mut self.runs);
-        let mut registrations = Vec::new();
         for (name, run) in runs {
             if let Err(e) = run.task.await {
                 warn!(destination = %name, "destination task ended abnormally: {e}");
             }
-            registrations.push(run.registration);
-        }
-        for r in registrations {
-            r.stop().await;
         }
         for t in self.tasks.drain(..) {
             t.abort();
@@ -626,20 +633,17 @@ impl DestCtx {
             name: name.clone(),
             ..DestinationStatus::default()
         });
-        let registration = ClusterRegistration::start(
-            self.coord.clone(),
-            vec![path::destination_cluster_node(&name, &self.address)],
-        );
         if let Some(b) = &self.balancer {
             b.add_destination(&name, spec.balance);
         }
-        let (monitor, events) = RunningMonitor::start_gated(
-            self.coord.clone(),
-            path::server_running(&name),
-            ServerRunningData::new(self.address.clone()),
-            self.delay,
-            self.balancer.as_ref().map(|b| b.gate(&name)),
-        );
+        let compete = Compete {
+            coord: self.coord.clone(),
+            address: self.address.clone(),
+            delay: self.delay,
+            name: name.clone(),
+            balancer: self.balancer.clone(),
+        };
+        let (registration, monitor, events) = compete.start();
         let (admin, admin_rx) = mpsc::unbounded_channel();
         let slot = Arc::new(Slot {
             name: name.clone(),
@@ -648,12 +652,9 @@ impl DestCtx {
             status,
             mq: Arc::default(),
             admin,
-            handle: monitor.handle(),
+            handle: Mutex::new(monitor.handle()),
         });
         registry.slots_mut().insert(name.clone(), slot.clone());
-        if let Some(b) = &self.balancer {
-            b.attach(&name, monitor.status(), monitor.handle());
-        }
         let (stop, stop_rx) = watch::channel(false);
         let driver = Driver {
             slot,
@@ -665,10 +666,45 @@ impl DestCtx {
             admin: admin_rx,
             cfg: self.supervisor.clone(),
             mq: self.mq.clone(),
+            compete,
+            registration: Some(registration),
         };
         let span = tracing::info_span!("destination", destination = %name);
         let task = tokio::spawn(driver.run().instrument(span));
-        DestRun { stop, task, registration, fingerprint: spec.fingerprint }
+        DestRun { stop, task, fingerprint: spec.fingerprint }
+    }
+}
+
+/// Starts competing for one destination's running node: its `…/{dest}/cluster/{ip:port}`
+/// registration and its monitor (gated by the balancer, which tracks it).
+#[derive(Debug)]
+struct Compete {
+    coord: Arc<Coordinator>,
+    address: String,
+    delay: Duration,
+    name: String,
+    balancer: Option<Arc<crate::balance::Balancer>>,
+}
+
+impl Compete {
+    fn start(
+        &self,
+    ) -> (ClusterRegistration, RunningMonitor, mpsc::UnboundedReceiver<RunningEvent>) {
+        let registration = ClusterRegistration::start(
+            self.coord.clone(),
+            vec![path::destination_cluster_node(&self.name, &self.address)],
+        );
+        let (monitor, events) = RunningMonitor::start_gated(
+            self.coord.clone(),
+            path::server_running(&self.name),
+            ServerRunningData::new(self.address.clone()),
+            self.delay,
+            self.balancer.as_ref().map(|b| b.gate(&self.name)),
+        );
+        if let Some(b) = &self.balancer {
+            b.attach(&self.name, monitor.status(), monitor.handle());
+        }
+        (registration, monitor, events)
     }
 }
 
@@ -731,7 +767,7 @@ impl Outcome {
     /// Whether the activation (its fence, in the cursor store) is over: all but an operator's
     /// request, after which the same activation serves again.
     fn ends_activation(&self) -> bool {
-        !matches!(self, Outcome::Admin(_))
+        !matches!(self, Outcome::Admin(AdminCmd::ResetCursor { .. }))
     }
 }
 
@@ -765,6 +801,10 @@ struct Driver {
     admin: mpsc::UnboundedReceiver<AdminCmd>,
     cfg: SupervisorConfig,
     mq: Option<Arc<crate::mq::MqSettings>>,
+    /// Starts competing again after an operator's stop.
+    compete: Compete,
+    /// `…/{dest}/cluster/{ip:port}` while competing.
+    registration: Option<ClusterRegistration>,
 }
 
 /// A destination's MQ worker of one instance run.
@@ -853,7 +893,7 @@ impl Driver {
                 None => {
                     let mut stop = self.stop.clone();
                     let idle = tokio::select! {
-                        ev = self.events.recv() => ev.map(Ok),
+                        ev = self.events.recv(), if self.monitor.is_some() => ev.map(Ok),
                         Some(cmd) = self.admin.recv() => Some(Err(cmd)),
                         _ = stop.wait_for(|s| *s) => None,
                     };
@@ -861,7 +901,7 @@ impl Driver {
                         None => break,
                         Some(Ok(ev)) => ev,
                         Some(Err(cmd)) => {
-                            self.admin_cmd(cmd, None).await;
+                            self.idle_admin(cmd).await;
                             continue;
                         }
                     }
@@ -871,8 +911,11 @@ impl Driver {
                 RunningEvent::ActiveEnter { fence } => {
                     info!("active: starting the instance");
                     let mut outcome = self.serve(fence.clone()).await;
-                    // An operator's request: done between two runs of the same activation.
-                    while let Outcome::Admin(cmd) = outcome {
+                    // An operator's reset: done between two runs of the same activation.
+                    while let Outcome::Admin(AdminCmd::ResetCursor { client_id, target, reply }) =
+                        outcome
+                    {
+                        let cmd = AdminCmd::ResetCursor { client_id, target, reply };
                         self.admin_cmd(cmd, Some(&fence)).await;
                         info!("active: starting the instance again");
                         outcome = self.serve(fence.clone()).await;
@@ -880,7 +923,9 @@ impl Driver {
                     match outcome {
                         Outcome::Event(ev) => next = Some(ev),
                         Outcome::Stop | Outcome::Closed => break,
-                        Outcome::Released | Outcome::Admin(_) => {}
+                        // The run was stopped and its cursors written: give the node up.
+                        Outcome::Admin(cmd) => self.idle_admin(cmd).await,
+                        Outcome::Released => {}
                     }
                 }
                 RunningEvent::ActiveExit { reason, .. } => {
@@ -889,11 +934,53 @@ impl Driver {
                 _ => {}
             }
         }
+        self.stop_competing().await;
+    }
+
+    /// Gives the running node up (released if held) and removes the registration.
+    async fn stop_competing(&mut self) {
         if let Some(m) = self.monitor.take() {
-            // The graceful teardown above wrote what was queued: the monitor need not wait for
+            // Whatever was queued is written (graceful teardown): the monitor need not wait for
             // us to read its last `ActiveExit`.
             self.events.close();
             m.stop().await;
+        }
+        if let Some(r) = self.registration.take() {
+            r.stop().await;
+        }
+    }
+
+    /// An operator's request while no run is going (standby, or stopped).
+    async fn idle_admin(&mut self, cmd: AdminCmd) {
+        match cmd {
+            AdminCmd::Stop { reply } => {
+                let r = if self.monitor.is_none() {
+                    Ok(format!("{} was already stopped on this server", self.slot.name))
+                } else {
+                    info!("stopped by an operator: releasing the running node");
+                    self.stop_competing().await;
+                    self.slot.status.send_modify(|s| s.stopped = true);
+                    Ok(format!("{} stopped on this server", self.slot.name))
+                };
+                // The operator may have given up waiting.
+                let _ = reply.send(r);
+            }
+            AdminCmd::Start { reply } => {
+                let r = if self.monitor.is_some() {
+                    Ok(format!("{} is not stopped on this server", self.slot.name))
+                } else {
+                    info!("started by an operator: competing for the running node again");
+                    let (registration, monitor, events) = self.compete.start();
+                    *self.slot.handle.lock().unwrap_or_else(|p| p.into_inner()) = monitor.handle();
+                    self.registration = Some(registration);
+                    self.monitor = Some(monitor);
+                    self.events = events;
+                    self.slot.status.send_modify(|s| s.stopped = false);
+                    Ok(format!("{} started on this server", self.slot.name))
+                };
+                let _ = reply.send(r);
+            }
+            cmd => self.admin_cmd(cmd, None).await,
         }
     }
 
@@ -903,6 +990,9 @@ impl Driver {
         match cmd {
             AdminCmd::ResetCursor { client_id, target, reply } => {
                 let r = match fence {
+                    None if self.monitor.is_none() => {
+                        Err(format!("destination {} is stopped on this server", self.slot.name))
+                    }
                     None => Err(format!(
                         "destination {} is not active on this server: ask its owner",
                         self.slot.name
@@ -915,6 +1005,10 @@ impl Driver {
                 }
                 // The operator may have given up waiting.
                 let _ = reply.send(r);
+            }
+            AdminCmd::Stop { reply } | AdminCmd::Start { reply } => {
+                // Handled by `idle_admin`; here only if a run is going, which cannot be.
+                let _ = reply.send(Err("busy: try again".into()));
             }
         }
     }
@@ -974,17 +1068,29 @@ impl Driver {
     }
 
     /// Runs `fut` unless the monitor reports an event or the server stops first.
+    /// An operator's `Start` while running is answered here and does not interrupt `fut`; a
+    /// reset or a stop does.
     async fn until_exit<F: std::future::Future>(&mut self, fut: F) -> Result<F::Output, Outcome> {
         let mut stop = self.stop.clone();
-        tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => Err(Outcome::Stop),
-            ev = self.events.recv() => Err(match ev {
-                Some(ev) => Outcome::Event(ev),
-                None => Outcome::Closed,
-            }),
-            Some(cmd) = self.admin.recv() => Err(Outcome::Admin(cmd)),
-            r = fut => Ok(r),
+        tokio::pin!(fut);
+        loop {
+            let cmd = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return Err(Outcome::Stop),
+                ev = self.events.recv() => return Err(match ev {
+                    Some(ev) => Outcome::Event(ev),
+                    None => Outcome::Closed,
+                }),
+                Some(cmd) = self.admin.recv() => cmd,
+                r = &mut fut => return Ok(r),
+            };
+            match cmd {
+                AdminCmd::Start { reply } => {
+                    // The operator may have given up waiting.
+                    let _ = reply.send(Ok(format!("{} is running on this server", self.slot.name)));
+                }
+                cmd => return Err(Outcome::Admin(cmd)),
+            }
         }
     }
 
@@ -1832,6 +1938,8 @@ pub struct DestinationReport {
     pub active: bool,
     /// Times it became active here.
     pub activations: u64,
+    /// An operator stopped it on this server (it does not compete until started).
+    pub stopped: bool,
     /// Pipeline state (when active).
     pub state: Option<String>,
     /// Milliseconds behind the source (now − last event time).
@@ -1937,8 +2045,33 @@ impl RegistryView {
                 self.owner(dest).await?.unwrap_or_else(|| "none".into())
             )));
         }
-        slot.handle.release().await;
+        let handle = slot.handle.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        handle.release().await;
         Ok(serde_json::json!({ "released": dest }))
+    }
+
+    /// Admin API: stops (`start == false`) or starts the destination on this server.
+    ///
+    /// # Errors
+    /// Unknown destination; it is being removed.
+    pub async fn admin_stop_start(
+        &self,
+        dest: &str,
+        start: bool,
+    ) -> Result<serde_json::Value, AdminError> {
+        let slot = self.slot(dest)?;
+        let (reply, rx) = oneshot::channel();
+        let cmd = if start { AdminCmd::Start { reply } } else { AdminCmd::Stop { reply } };
+        slot.admin
+            .send(cmd)
+            .map_err(|_| AdminError::Conflict(format!("destination {dest} is being removed")))?;
+        match rx.await {
+            Ok(Ok(msg)) => Ok(serde_json::json!({ "destination": dest, "result": msg })),
+            Ok(Err(e)) => Err(AdminError::Conflict(e)),
+            Err(_) => {
+                Err(AdminError::Conflict(format!("destination {dest} was removed meanwhile")))
+            }
+        }
     }
 
     /// Admin API: moves the destination this server runs to the server `to` (registered for
@@ -1972,7 +2105,8 @@ impl RegistryView {
                 members.join(", ")
             )));
         }
-        slot.handle.release_to(to).await;
+        let handle = slot.handle.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        handle.release_to(to).await;
         Ok(serde_json::json!({ "moved": dest, "to": to }))
     }
 
@@ -2061,6 +2195,7 @@ impl RegistryView {
                     destination: slot.name.clone(),
                     active: st.active,
                     activations: st.activations,
+                    stopped: st.stopped,
                     state: None,
                     delay_ms: None,
                     rows: 0,

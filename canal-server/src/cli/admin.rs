@@ -28,6 +28,17 @@ pub enum AdminCommand {
         /// The destination.
         destination: String,
     },
+    /// Stop a destination on this server: its run stops, its running node is released and the
+    /// server no longer competes for it (until `start` or a restart of the server).
+    Stop {
+        /// The destination.
+        destination: String,
+    },
+    /// Let this server compete for a stopped destination again.
+    Start {
+        /// The destination.
+        destination: String,
+    },
     /// Move a destination this server runs to another server configured for it.
     Move {
         /// The destination.
@@ -79,6 +90,12 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::List => ("GET", "/admin/destinations".to_owned()),
         AdminCommand::Release { destination } => {
             ("POST", format!("/admin/destinations/{}/release", escape(destination)))
+        }
+        AdminCommand::Stop { destination } => {
+            ("POST", format!("/admin/destinations/{}/stop", escape(destination)))
+        }
+        AdminCommand::Start { destination } => {
+            ("POST", format!("/admin/destinations/{}/start", escape(destination)))
         }
         AdminCommand::Move { destination, to } => {
             ("POST", format!("/admin/destinations/{}/move?to={}", escape(destination), escape(to)))

@@ -2,8 +2,8 @@
 //! `canal-server admin` CLI): who may use it (loopback without a token; with a token, only its
 //! bearer; off loopback, nobody without one), listing owners, a cursor reset by timestamp that
 //! is refused while the client's consumer is connected and then makes the destination deliver
-//! again from that time, a release that hands the destination to the other server and a move
-//! that brings it back by name.
+//! again from that time, a release that hands the destination to the other server, a move
+//! that brings it back by name, and stop / start of a destination on one server.
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -179,6 +179,37 @@ async fn zookeeper_admin_api_auth_list_reset_by_timestamp_release() {
     eprintln!("admin: moved to the named server in {took:?}");
     // With two servers any graceful hand-over goes to the other one; that a directed one skips
     // the other standbys is `conformance::*::directed_release_goes_to_the_named_candidate`.
+
+    // Stop on A: B takes over and A no longer competes (its registration is gone); start: A
+    // registers and competes again.
+    let coord = canal_coord::Coordinator::new(
+        crate::ha::zk(support::service("CANAL_TEST_ZK").unwrap()).open_backend().unwrap(),
+    );
+    let members = || async {
+        let s = coord.session().await.unwrap();
+        s.children(&canal_coord::path::destination_cluster(&dest)).await.unwrap()
+    };
+    let out = cli(&ma, None, &["stop", &dest]);
+    assert!(out.status.success(), "{out:?}");
+    wait_active(&b, &dest, Duration::from_secs(20)).await;
+    assert!(!members().await.contains(&a.local_addr().to_string()), "A still registered");
+    let (_, body) = request(&ma, "GET", "/status", None).await;
+    assert!(body.contains("\"stopped\": true"), "{body}");
+    let (st, body) = request(&ma, "POST", &target, None).await;
+    assert_eq!(st, 409, "{body}");
+    let out = cli(&ma, None, &["start", &dest]);
+    assert!(out.status.success(), "{out:?}");
+    let t0 = std::time::Instant::now();
+    while !members().await.contains(&a.local_addr().to_string()) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "A did not register again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // B stops: A, competing again, takes over.
+    let (st, body) =
+        request(&mb, "POST", &format!("/admin/destinations/{dest}/stop"), Some("s3cret")).await;
+    assert_eq!(st, 200, "{body}");
+    wait_active(&a, &dest, Duration::from_secs(20)).await;
+    coord.close().await;
     b.shutdown().await;
     a.shutdown().await;
 }
