@@ -208,6 +208,46 @@ struct StatusArgs {
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
+    /// Also ask a server's admin API (`host:port` of its metrics port) for the destination:
+    /// its owner, pipeline state and the clients' cursors as that server sees them.
+    #[arg(long, value_name = "HOST:PORT")]
+    admin: Option<String>,
+    /// The server's admin token (also read from `CANAL_ADMIN_TOKEN`).
+    #[arg(long)]
+    admin_token: Option<String>,
+}
+
+/// The destination's entry of a server's `GET /admin/destinations` (docs/operations.md "Admin
+/// API").
+async fn admin_entry(addr: &str, token: Option<&str>, dest: &str) -> Result<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = async {
+        let mut sock = tokio::net::TcpStream::connect(addr).await?;
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let req = format!(
+            "GET /admin/destinations HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        );
+        sock.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        sock.read_to_end(&mut buf).await?;
+        std::io::Result::Ok(buf)
+    };
+    let buf = tokio::time::timeout(Duration::from_secs(30), io)
+        .await
+        .with_context(|| format!("{addr} did not answer within 30 s"))?
+        .with_context(|| format!("asking {addr}'s admin API"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    let v: serde_json::Value = serde_json::from_str(body)
+        .with_context(|| format!("{addr} answered {status} without JSON"))?;
+    if status != "200" {
+        bail!("{addr} answered {status}: {}", v["error"].as_str().unwrap_or("?"));
+    }
+    v["destinations"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["destination"] == dest).cloned())
+        .with_context(|| format!("{addr} has no destination {dest}"))
 }
 
 fn main() -> Result<()> {
@@ -541,8 +581,31 @@ fn show(out: &mut Vec<u8>, v: Option<&str>) -> std::io::Result<()> {
 }
 
 async fn status(args: StatusArgs) -> Result<()> {
+    let admin = match &args.admin {
+        Some(addr) => {
+            let token =
+                args.admin_token.clone().or_else(|| std::env::var("CANAL_ADMIN_TOKEN").ok());
+            Some(
+                admin_entry(
+                    addr,
+                    token.as_deref().filter(|t| !t.is_empty()),
+                    &args.who.destination,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
     let Some(coord) = args.coord.coordinator()? else {
-        bail!("status needs --zk or --etcd");
+        if let Some(a) = admin {
+            // The admin API alone: what that server knows.
+            println!(
+                "{}",
+                if args.json { a.to_string() } else { serde_json::to_string_pretty(&a)? }
+            );
+            return Ok(());
+        }
+        bail!("status needs --zk or --etcd (or --admin)");
     };
     let session = coord.session().await.context("opening a coordinator session")?;
     let dest = &args.who.destination;
@@ -580,6 +643,7 @@ async fn status(args: StatusArgs) -> Result<()> {
             "filter": filter,
             "cursor": cursor,
             "lagMs": lag_ms,
+            "admin": admin,
         });
         println!("{v}");
         return Ok(());
@@ -629,6 +693,14 @@ async fn status(args: StatusArgs) -> Result<()> {
             }
         }
         None => println!("  cursor: none"),
+    }
+    if let Some(a) = &admin {
+        println!(
+            "server (admin API): owner {}, {}, state {}",
+            a["owner"].as_str().unwrap_or("none"),
+            if a["active_here"] == true { "runs here" } else { "not running here" },
+            a["state"].as_str().unwrap_or("-")
+        );
     }
     Ok(())
 }

@@ -154,6 +154,32 @@ async fn zookeeper_admin_api_auth_list_reset_by_timestamp_release() {
     let ids = consume(a.local_addr(), &dest, 5).await;
     assert_eq!(ids, (6..=10).collect::<Vec<_>>());
 
+    // `canal-client status --admin` shows what the owner's admin API says, beside the
+    // coordinator's view; without the token the other server refuses it.
+    if let Some(client) = crate::ha_harness::client_bin() {
+        let zk_servers = support::service("CANAL_TEST_ZK").unwrap();
+        let status = |admin: &str, token: Option<&str>| {
+            let mut cmd = Command::new(&client);
+            cmd.args(["status", "--zk", &zk_servers, "--destination", &dest, "--json"]);
+            cmd.args(["--admin", admin]).env_remove("CANAL_ADMIN_TOKEN");
+            if let Some(t) = token {
+                cmd.args(["--admin-token", t]);
+            }
+            cmd.output().expect("canal-client runs")
+        };
+        let out = status(&ma, None);
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["admin"]["owner"], a.local_addr().to_string(), "{v}");
+        assert_eq!(v["admin"]["active_here"], true, "{v}");
+        assert_eq!(v["server"]["address"], a.local_addr().to_string(), "{v}");
+        let out = status(&mb, None);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{out:?}");
+        let out = status(&mb, Some("s3cret"));
+        assert!(out.status.success(), "{out:?}");
+    }
+
     // Release through the CLI: the other server takes over.
     let out = cli(&ma, None, &["release", &dest]);
     assert!(out.status.success(), "{out:?}");

@@ -24,7 +24,7 @@ use crate::ha_process::{DELAY_MS, SESSION_MS, etcd_coord, owner, spawn, write_co
 
 const FAILOVERS: usize = 10;
 
-fn client_bin() -> Option<PathBuf> {
+pub(crate) fn client_bin() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_BIN_EXE_canal-server")).parent()?.to_path_buf();
     let bin = dir.join("canal-client");
     if bin.exists() {
