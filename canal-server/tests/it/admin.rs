@@ -1,4 +1,4 @@
-//! The admin API on the metrics port (ZooKeeper, live MariaDB, in-process servers and the real
+//! The admin API on the metrics port (ZooKeeper and etcd, live MariaDB, in-process servers and the real
 //! `canal-server admin` CLI): who may use it (loopback without a token; with a token, only its
 //! bearer; off loopback, nobody without one), listing owners, a cursor reset by timestamp that
 //! is refused while the client's consumer is connected and then makes the destination deliver
@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use canal_server::server::Server;
 use mysql_async::prelude::Queryable;
 
-use crate::ha::{consume, fixture, settings, wait_active, zk};
+use crate::ha::{consume, etcd, fixture, settings, wait_active, zk};
 use crate::support;
 use crate::wire::Client;
 
@@ -52,11 +52,28 @@ fn non_loopback_ip() -> Option<std::net::IpAddr> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zookeeper_admin_api_auth_list_reset_by_timestamp_release() {
     let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
-    let Some(mut fx) = fixture("admin").await else { return };
+    let coord = zk(servers.clone());
+    scenario("adminzk", coord, vec!["--zk".into(), servers]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_admin_api_auth_list_reset_by_timestamp_release() {
+    let Some(endpoint) = support::service("CANAL_TEST_ETCD") else { return };
+    let coord = etcd(endpoint.clone());
+    scenario("adminetcd", coord, vec!["--etcd".into(), endpoint]).await;
+}
+
+/// `client_coord`: how `canal-client` finds the same coordinator.
+async fn scenario(
+    tag: &str,
+    coord_cfg: canal_coord::config::CoordConfig,
+    client_coord: Vec<String>,
+) {
+    let Some(mut fx) = fixture(tag).await else { return };
     let dest = fx.db.clone();
-    let a = Server::start(settings(zk(servers.clone())), vec![fx.instance.clone()]).await.unwrap();
+    let a = Server::start(settings(coord_cfg.clone()), vec![fx.instance.clone()]).await.unwrap();
     wait_active(&a, &dest, Duration::from_secs(20)).await;
-    let mut sb = settings(zk(servers));
+    let mut sb = settings(coord_cfg.clone());
     sb.admin_token = Some("s3cret".into());
     let b = Server::start(sb, vec![fx.instance.clone()]).await.unwrap();
     let (ma, mb) = (a.metrics_addr().unwrap().to_string(), b.metrics_addr().unwrap().to_string());
@@ -85,7 +102,7 @@ async fn zookeeper_admin_api_auth_list_reset_by_timestamp_release() {
     // Off loopback, a server without a token answers nobody.
     match non_loopback_ip() {
         Some(ip) => {
-            let mut s = settings(crate::ha::zk(support::service("CANAL_TEST_ZK").unwrap()));
+            let mut s = settings(coord_cfg.clone());
             s.metrics_bind = Some(std::net::SocketAddr::new(ip, 0));
             let c = Server::start(s, vec![]).await.unwrap();
             let mc = c.metrics_addr().unwrap().to_string();
@@ -157,10 +174,9 @@ async fn zookeeper_admin_api_auth_list_reset_by_timestamp_release() {
     // `canal-client status --admin` shows what the owner's admin API says, beside the
     // coordinator's view; without the token the other server refuses it.
     if let Some(client) = crate::ha_harness::client_bin() {
-        let zk_servers = support::service("CANAL_TEST_ZK").unwrap();
         let status = |admin: &str, token: Option<&str>| {
             let mut cmd = Command::new(&client);
-            cmd.args(["status", "--zk", &zk_servers, "--destination", &dest, "--json"]);
+            cmd.arg("status").args(&client_coord).args(["--destination", &dest, "--json"]);
             cmd.args(["--admin", admin]).env_remove("CANAL_ADMIN_TOKEN");
             if let Some(t) = token {
                 cmd.args(["--admin-token", t]);
@@ -208,9 +224,7 @@ async fn zookeeper_admin_api_auth_list_reset_by_timestamp_release() {
 
     // Stop on A: B takes over and A no longer competes (its registration is gone); start: A
     // registers and competes again.
-    let coord = canal_coord::Coordinator::new(
-        crate::ha::zk(support::service("CANAL_TEST_ZK").unwrap()).open_backend().unwrap(),
-    );
+    let coord = canal_coord::Coordinator::new(coord_cfg.open_backend().unwrap());
     let members = || async {
         let s = coord.session().await.unwrap();
         s.children(&canal_coord::path::destination_cluster(&dest)).await.unwrap()

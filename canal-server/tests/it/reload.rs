@@ -1,4 +1,4 @@
-//! Hot reload with a real `canal-server run` process and ZooKeeper: SIGHUP (and, on a second
+//! Hot reload with a real `canal-server run` process, on ZooKeeper and on etcd: SIGHUP (and, on a second
 //! server, `auto_scan`) re-reads the destinations. A new directory starts a destination, an
 //! edited file restarts only that destination, a broken file is reported (the same message as
 //! `config check`) and changes nothing, a removed directory stops the destination and releases
@@ -18,7 +18,7 @@ use mysql_async::prelude::Queryable;
 use prost::Message as _;
 
 use crate::ha::fixture;
-use crate::ha_process::{Proc, instance_toml, owner, spawn, write_conf, zk_coord};
+use crate::ha_process::{Proc, etcd_coord, instance_toml, owner, spawn, write_conf, zk_coord};
 use crate::support;
 
 /// `GET path` on the server's status port; the body.
@@ -81,7 +81,8 @@ fn instance_for(instance: &str, table: &str, slave_offset: u32) -> String {
     let id: u32 = slave.trim_start_matches("slave_id = ").parse().unwrap();
     instance
         .replace(regex, &format!("regex = '{db}\\.{table}'"))
-        .replace(slave, &format!("slave_id = {}", id + slave_offset))
+        // Far from the ids of other fixtures (consecutive) and of the balancing test (2e9+).
+        .replace(slave, &format!("slave_id = {}", id + slave_offset * 500_000_000))
 }
 
 /// Puts `lines` at the top of `canal.toml` (before its `[coord]` table) and gives it a status
@@ -97,8 +98,19 @@ fn prepend(conf: &Path, lines: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zookeeper_hot_reload_add_change_break_remove() {
     let Some(servers) = support::service("CANAL_TEST_ZK") else { return };
-    let Some(mut fx) = fixture("reload").await else { return };
-    let (coord_cfg, coord_toml) = zk_coord(&servers);
+    let (cfg, toml) = zk_coord(&servers);
+    scenario("reloadzk", cfg, toml).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_hot_reload_add_change_break_remove() {
+    let Some(endpoint) = support::service("CANAL_TEST_ETCD") else { return };
+    let (cfg, toml) = etcd_coord(&endpoint);
+    scenario("reloadetcd", cfg, toml).await;
+}
+
+async fn scenario(tag: &str, coord_cfg: canal_coord::config::CoordConfig, coord_toml: String) {
+    let Some(mut fx) = fixture(tag).await else { return };
     let db = fx.db.clone();
     fx.admin.query_drop(format!("CREATE TABLE `{db}`.t2 (id INT PRIMARY KEY)")).await.unwrap();
     let instance = instance_toml(&fx);
