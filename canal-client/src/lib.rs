@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod cluster;
 pub mod connector;
 pub mod error;

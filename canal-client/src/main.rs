@@ -220,30 +220,8 @@ struct StatusArgs {
 /// The destination's entry of a server's `GET /admin/destinations` (docs/operations.md "Admin
 /// API").
 async fn admin_entry(addr: &str, token: Option<&str>, dest: &str) -> Result<serde_json::Value> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let io = async {
-        let mut sock = tokio::net::TcpStream::connect(addr).await?;
-        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        let req = format!(
-            "GET /admin/destinations HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-        );
-        sock.write_all(req.as_bytes()).await?;
-        let mut buf = Vec::new();
-        sock.read_to_end(&mut buf).await?;
-        std::io::Result::Ok(buf)
-    };
-    let buf = tokio::time::timeout(Duration::from_secs(30), io)
-        .await
-        .with_context(|| format!("{addr} did not answer within 30 s"))?
-        .with_context(|| format!("asking {addr}'s admin API"))?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap_or("?");
-    let v: serde_json::Value = serde_json::from_str(body)
-        .with_context(|| format!("{addr} answered {status} without JSON"))?;
-    if status != "200" {
-        bail!("{addr} answered {status}: {}", v["error"].as_str().unwrap_or("?"));
-    }
+    let limit = Duration::from_secs(30);
+    let v = canal_client::admin::request(addr, "GET", "/admin/destinations", token, limit).await?;
     v["destinations"]
         .as_array()
         .and_then(|a| a.iter().find(|d| d["destination"] == dest).cloned())

@@ -1999,11 +1999,16 @@ impl RegistryView {
             .ok_or_else(|| AdminError::NotFound(format!("no destination {dest} on this server")))
     }
 
-    /// The owner address in the destination's running node (`None`: free, or being released).
-    async fn owner(&self, dest: &str) -> Result<Option<String>, AdminError> {
+    /// The coordinator's session, for an admin request (503 without one).
+    async fn coord_session(&self) -> Result<Arc<dyn canal_coord::Session>, AdminError> {
         let coord =
             self.coord.as_ref().ok_or_else(|| AdminError::Unavailable("no coordinator".into()))?;
-        let s = coord.session().await.map_err(|e| AdminError::Unavailable(e.to_string()))?;
+        coord.session().await.map_err(|e| AdminError::Unavailable(e.to_string()))
+    }
+
+    /// The owner address in the destination's running node (`None`: free, or being released).
+    async fn owner(&self, dest: &str) -> Result<Option<String>, AdminError> {
+        let s = self.coord_session().await?;
         let node = s
             .get(&path::server_running(dest))
             .await
@@ -2092,9 +2097,7 @@ impl RegistryView {
         if owner.as_deref() == Some(to) {
             return Err(AdminError::Conflict(format!("{to} already runs {dest}")));
         }
-        let coord =
-            self.coord.as_ref().ok_or_else(|| AdminError::Unavailable("no coordinator".into()))?;
-        let s = coord.session().await.map_err(|e| AdminError::Unavailable(e.to_string()))?;
+        let s = self.coord_session().await?;
         let members = s
             .children(&path::destination_cluster(dest))
             .await
@@ -2142,11 +2145,7 @@ impl RegistryView {
                      {dest}: stop them first, or force"
                 )));
             }
-            let coord = self
-                .coord
-                .as_ref()
-                .ok_or_else(|| AdminError::Unavailable("no coordinator".into()))?;
-            let s = coord.session().await.map_err(|e| AdminError::Unavailable(e.to_string()))?;
+            let s = self.coord_session().await?;
             let ha = s
                 .get(&path::client_running(dest, client_id))
                 .await

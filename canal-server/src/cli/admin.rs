@@ -1,8 +1,7 @@
 //! `canal-server admin …`: the admin API of a running server (docs/operations.md "Admin API")
 //! from the command line. Prints the server's JSON answer; exits non-zero with its error.
 
-use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::bail;
 
 /// Arguments of `admin`.
 #[derive(Debug, clap::Args)]
@@ -117,31 +116,10 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             )
         }
     };
-    let mut sock = tokio::net::TcpStream::connect(&args.server)
-        .await
-        .with_context(|| format!("cannot connect to {}", args.server))?;
     let token = args.token.or_else(|| std::env::var("CANAL_ADMIN_TOKEN").ok());
-    let auth = token
-        .filter(|t| !t.is_empty())
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n",
-        args.server
-    );
-    sock.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    sock.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap_or("?");
-    if status != "200" {
-        let msg = serde_json::from_str::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| body.trim().to_owned());
-        bail!("{} answered {status}: {msg}", args.server);
-    }
-    println!("{}", body.trim());
+    let limit = std::time::Duration::from_secs(30);
+    let v = canal_client::admin::request(&args.server, method, &target, token.as_deref(), limit)
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
