@@ -121,7 +121,7 @@ impl ClusterRegistration {
                     tokio::select! {
                         _ = &mut stop_rx => {
                             for p in &paths {
-                                let _ = session.delete(p, None).await;
+                                unregister(session.as_ref(), p).await;
                             }
                             return;
                         }
@@ -149,6 +149,28 @@ impl ClusterRegistration {
 impl Drop for ClusterRegistration {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Deletes a registration node, retrying transient failures for a few seconds: a node left
+/// behind would name this server as a candidate (for clients and balancers) until its session
+/// ends. Gone already, or the session ended: nothing to do.
+async fn unregister(session: &dyn Session, path: &str) {
+    let mut pause = Duration::from_millis(100);
+    for attempt in 1..=6 {
+        match session.delete(path, None).await {
+            Ok(()) | Err(CoordError::NoNode { .. }) => return,
+            Err(e) if e.is_session_lost() => return,
+            Err(e) if e.is_transient() && attempt < 6 => {
+                tracing::debug!(path, error = %e, "removing the registration failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e) => {
+                tracing::warn!(path, error = %e, "registration left until the session ends");
+                return;
+            }
+        }
     }
 }
 

@@ -937,16 +937,18 @@ impl Driver {
         self.stop_competing().await;
     }
 
-    /// Gives the running node up (released if held) and removes the registration.
+    /// Removes the registration, then gives the running node up (released if held): as a
+    /// shutdown leaves the cluster first, so that once the node is free no client or balancer
+    /// still counts this server for the destination.
     async fn stop_competing(&mut self) {
+        if let Some(r) = self.registration.take() {
+            r.stop().await;
+        }
         if let Some(m) = self.monitor.take() {
             // Whatever was queued is written (graceful teardown): the monitor need not wait for
             // us to read its last `ActiveExit`.
             self.events.close();
             m.stop().await;
-        }
-        if let Some(r) = self.registration.take() {
-            r.stop().await;
         }
     }
 

@@ -124,3 +124,30 @@ async fn periodic_flush_coalesces_acks_and_writes_every_period() {
     flusher.abort();
     m.stop().await;
 }
+
+/// Removing a registration that fails on a coordinator hiccup (injected: the first two deletes
+/// of the node answer "unavailable", the next one times out after it was applied) is retried: the
+/// node is gone after `stop`, instead of naming this server as a candidate until its session ends.
+#[tokio::test(start_paused = true)]
+async fn a_failed_registration_delete_is_retried() {
+    use canal_coord::testing::{Fault, FaultBackend, Op};
+    let b = local();
+    let node = canal_coord::path::destination_cluster_node("example", "10.20.144.51:11111");
+    let faults = vec![
+        (Op::Delete, node.clone(), Fault::Unavailable),
+        (Op::Delete, node.clone(), Fault::Unavailable),
+        (Op::Delete, node.clone(), Fault::AppliedButTimeout),
+    ];
+    let faulty = Arc::new(FaultBackend::on_paths(Arc::new(b.clone()), faults));
+    let coord = Coordinator::new(faulty.clone());
+    let reg = ClusterRegistration::start(coord.clone(), vec![node.clone()]);
+    let obs = b.session();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while obs.get(&node).await.unwrap().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "never registered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    reg.stop().await;
+    assert_eq!(faulty.pending_path_faults(), 0, "every injected fault was hit");
+    assert_eq!(obs.get(&node).await.unwrap(), None, "removed despite the failed deletes");
+}
