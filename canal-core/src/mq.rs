@@ -22,7 +22,7 @@ use crate::flat::{FlatMessage, OrderedMap};
 pub mod hash;
 mod rules;
 
-use crate::view::{FlatRows, wire};
+use crate::view::{FlatRows, ViewError, wire};
 pub use hash::{java_partition, java_string_hash};
 use rules::{DynamicTopics, HashMode, PartitionHash, TopicPartitions};
 use wire::{EntryView, RowChangeView};
@@ -378,7 +378,7 @@ impl Router {
                     Some(h) => {
                         let rule = route_of(i).and_then(|r| r.hash_rule).map(|r| h.mode(r));
                         let db_hash = self.config.database_hash;
-                        match flat_partitions(&flat, rule, partitions, db_hash) {
+                        match flat_partitions(&flat, rule, partitions, db_hash)? {
                             FlatParts::Whole(p) => out.push(record(p, flat.json(batch_id, now_ms))),
                             FlatParts::Rows(parts) => {
                                 let mut ps: Vec<u32> = parts.clone();
@@ -515,37 +515,38 @@ fn flat_partitions(
     rule: Option<&HashMode>,
     partitions: u32,
     database_hash: bool,
-) -> FlatParts {
+) -> Result<FlatParts, ViewError> {
     let mode = match rule {
-        _ if flat.is_ddl() || flat.rows() == 0 => return FlatParts::Whole(0),
-        None => return FlatParts::Whole(0),
+        _ if flat.is_ddl() || flat.rows() == 0 => return Ok(FlatParts::Whole(0)),
+        None => return Ok(FlatParts::Whole(0)),
         Some(HashMode::Table) => {
-            return FlatParts::Whole(java_partition(java_string_hash(flat.table()), partitions));
+            let p = java_partition(java_string_hash(flat.table()), partitions);
+            return Ok(FlatParts::Whole(p));
         }
         Some(m) => m,
     };
     let db_hash = if database_hash { java_string_hash(flat.database()) } else { 0 };
-    let parts: Vec<u32> = (0..flat.rows())
+    let parts = (0..flat.rows())
         .map(|row| {
             let mut h = db_hash;
-            let mut mix = |name: &str| {
-                if let Some(value) = flat.value(row, name) {
+            let names: &mut dyn Iterator<Item = &str> = match mode {
+                HashMode::Columns(names) => &mut names.iter().map(String::as_str),
+                _ => &mut flat.pk_names().iter().copied(),
+            };
+            for name in names {
+                if let Some(value) = flat.value(row, name)? {
                     h ^= java_string_hash(value);
                 }
-            };
-            match mode {
-                HashMode::Columns(names) => names.iter().for_each(|n| mix(n)),
-                _ => flat.pk_names().iter().for_each(|n| mix(n)),
             }
-            java_partition(h, partitions)
+            Ok(java_partition(h, partitions))
         })
-        .collect();
-    if parts.iter().all(|&p| p == parts[0]) {
+        .collect::<Result<Vec<u32>, ViewError>>()?;
+    Ok(if parts.iter().all(|&p| p == parts[0]) {
         // Java's single part holds the same fields, rows and old images: the same JSON.
         FlatParts::Whole(parts[0])
     } else {
         FlatParts::Rows(parts)
-    }
+    })
 }
 
 /// Java's `messagePartition` over a FlatMessage: the parts, in ascending partition order.

@@ -957,11 +957,137 @@ fn arb_entry() -> impl proptest::strategy::Strategy<Value = Entry> {
     })
 }
 
+/// Rows of one layout (distinct names, every Column field set: the layout canal-rs and Canal
+/// write, read by the fast paths), now and then a row of another shape, as UPDATEs, INSERTs or
+/// DELETEs.
+fn arb_usual_entry() -> impl proptest::strategy::Strategy<Value = Entry> {
+    use proptest::prelude::*;
+    let names = proptest::sample::subsequence(vec!["id", "v", "Name", "\u{fc}\"x", "id2"], 1..5)
+        .prop_shuffle();
+    let image = || {
+        let cell = (
+            -10i32..100,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            proptest::option::of(arb_text()),
+            prop::sample::select(vec!["int(11)", "varchar(3)", ""]),
+        );
+        proptest::collection::vec(cell, 5)
+    };
+    let row = (image(), image(), proptest::option::of(arb_row()), 0..6u8);
+    (names, proptest::collection::vec(row, 1..6), prop::sample::select(vec![1i32, 2, 3])).prop_map(
+        |(names, rows, event_type)| {
+            let columns = |cells: &[(i32, bool, bool, bool, Option<String>, &str)]| {
+                names
+                    .iter()
+                    .zip(cells)
+                    .enumerate()
+                    .map(|(i, (n, (t, key, upd, null, v, mt)))| Column {
+                        index: Some(i as i32),
+                        sql_type: Some(*t),
+                        name: Some((*n).to_owned()),
+                        is_key: Some(*key),
+                        updated: Some(*upd),
+                        is_null: Some(*null),
+                        value: v.clone(),
+                        mysql_type: Some((*mt).to_owned()),
+                        ..Default::default()
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let row_datas = rows
+                .into_iter()
+                .map(|(before, after, other, pick)| match other {
+                    Some(other) if pick == 0 => other,
+                    _ => RowData {
+                        before_columns: if event_type == 1 { vec![] } else { columns(&before) },
+                        after_columns: if event_type == 3 { vec![] } else { columns(&after) },
+                        ..Default::default()
+                    },
+                })
+                .collect();
+            let rc = RowChange {
+                table_id: Some(1),
+                event_type: Some(event_type),
+                row_datas,
+                ..Default::default()
+            };
+            Entry {
+                header: Some(Header {
+                    schema_name: Some("db".into()),
+                    table_name: Some("t".into()),
+                    ..Default::default()
+                }),
+                entry_type: Some(EntryType::Rowdata as i32),
+                store_value: Some(rc.encode_to_vec().into()),
+            }
+        },
+    )
+}
+
+/// The MQ path's FlatMessage bytes equal flat.rs + serde_json's, whole and split by partition
+/// (against the FlatMessage-based reference split).
+fn check_flat_json(
+    entry: &Entry,
+    id: i64,
+    ts: i64,
+    partitions: u32,
+    database_hash: bool,
+    rule: usize,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    let bytes = entry.encode_to_vec();
+    let view = wire::entry_view(&bytes).unwrap();
+    let rcv = wire::row_change_view(view.store_value).unwrap();
+    let mut fast = FlatRows::new();
+    // A reused message must not keep anything of the previous entry.
+    let other = insert("x", "y", &[("1", "a"), ("2", "b")]);
+    let ov = wire::entry_view(&other).unwrap();
+    let orc = wire::row_change_view(ov.store_value).unwrap();
+    fast.parse(&ov, &orc).unwrap();
+    fast.parse(&view, &rcv).unwrap();
+    let rc = RowChange::decode(entry.store_value()).unwrap();
+    let mut old_rows = Vec::new();
+    let reference =
+        FlatMessage::from_decoded_with_old_rows(&entry, &rc, id, ts, &mut old_rows).unwrap();
+    proptest::prop_assert_eq!(
+        String::from_utf8(fast.json(id, ts)).unwrap(),
+        serde_json::to_string(&reference).unwrap()
+    );
+    let mode = [
+        HashMode::Columns(vec!["id".into()]),
+        HashMode::PrimaryKey,
+        HashMode::Columns(vec!["v".into(), "Name".into(), "id".into()]),
+        HashMode::Table,
+    ];
+    let want: Vec<(u32, String)> =
+        split_flat(reference, &old_rows, Some(&mode[rule]), partitions, database_hash)
+            .into_iter()
+            .map(|(p, f)| (p, serde_json::to_string(&f).unwrap()))
+            .collect();
+    let got: Vec<(u32, String)> =
+        match flat_partitions(&fast, Some(&mode[rule]), partitions, database_hash).unwrap() {
+            FlatParts::Whole(p) => vec![(p, String::from_utf8(fast.json(id, ts)).unwrap())],
+            FlatParts::Rows(parts) => {
+                let mut ps = parts.clone();
+                ps.sort_unstable();
+                ps.dedup();
+                ps.into_iter()
+                    .map(|p| {
+                        let json = fast.json_of(id, ts, &mut |r| parts[r] == p);
+                        (p, String::from_utf8(json).unwrap())
+                    })
+                    .collect()
+            }
+        };
+    proptest::prop_assert_eq!(got, want);
+    Ok(())
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
 
-    /// The MQ path's FlatMessage bytes equal flat.rs + serde_json's, whole and split by
-    /// partition (against the FlatMessage-based reference split).
+    /// Any RowData entry.
     #[test]
     fn flat_json_equals_flat_message(
         entry in arb_entry(),
@@ -971,50 +1097,18 @@ proptest::proptest! {
         database_hash in proptest::bool::ANY,
         rule in 0usize..4,
     ) {
-        let bytes = entry.encode_to_vec();
-        let view = wire::entry_view(&bytes).unwrap();
-        let rcv = wire::row_change_view(view.store_value).unwrap();
-        let mut fast = FlatRows::new();
-        // A reused message must not keep anything of the previous entry.
-        let other = insert("x", "y", &[("1", "a"), ("2", "b")]);
-        let ov = wire::entry_view(&other).unwrap();
-        let orc = wire::row_change_view(ov.store_value).unwrap();
-        fast.parse(&ov, &orc).unwrap();
-        fast.parse(&view, &rcv).unwrap();
-        let rc = RowChange::decode(entry.store_value()).unwrap();
-        let mut old_rows = Vec::new();
-        let reference =
-            FlatMessage::from_decoded_with_old_rows(&entry, &rc, id, ts, &mut old_rows).unwrap();
-        proptest::prop_assert_eq!(
-            String::from_utf8(fast.json(id, ts)).unwrap(),
-            serde_json::to_string(&reference).unwrap()
-        );
-        let mode = [
-            HashMode::Columns(vec!["id".into()]),
-            HashMode::PrimaryKey,
-            HashMode::Columns(vec!["v".into(), "Name".into(), "id".into()]),
-            HashMode::Table,
-        ];
-        let want: Vec<(u32, String)> =
-            split_flat(reference, &old_rows, Some(&mode[rule]), partitions, database_hash)
-                .into_iter()
-                .map(|(p, f)| (p, serde_json::to_string(&f).unwrap()))
-                .collect();
-        let got: Vec<(u32, String)> =
-            match flat_partitions(&fast, Some(&mode[rule]), partitions, database_hash) {
-                FlatParts::Whole(p) => vec![(p, String::from_utf8(fast.json(id, ts)).unwrap())],
-                FlatParts::Rows(parts) => {
-                    let mut ps = parts.clone();
-                    ps.sort_unstable();
-                    ps.dedup();
-                    ps.into_iter()
-                        .map(|p| {
-                            let json = fast.json_of(id, ts, &mut |r| parts[r] == p);
-                            (p, String::from_utf8(json).unwrap())
-                        })
-                        .collect()
-                }
-            };
-        proptest::prop_assert_eq!(got, want);
+        check_flat_json(&entry, id, ts, partitions, database_hash, rule)?;
+    }
+
+    /// Entries whose rows mostly share one layout (the fast paths of `FlatRows::parse`).
+    #[test]
+    fn flat_json_equals_flat_message_on_usual_layouts(
+        entry in arb_usual_entry(),
+        id in proptest::prelude::any::<i64>(),
+        partitions in 1u32..6,
+        database_hash in proptest::bool::ANY,
+        rule in 0usize..4,
+    ) {
+        check_flat_json(&entry, id, 7, partitions, database_hash, rule)?;
     }
 }

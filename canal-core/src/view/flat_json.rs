@@ -47,18 +47,29 @@ fn text<'a>(raw: &'a [u8], known: Option<&'a str>) -> Result<&'a str, ViewError>
     }
 }
 
-/// A column's value, `None` for SQL NULL (its text checked either way, as prost does).
+/// A column's value, `None` for SQL NULL (its text checked either way, as prost does), kept as
+/// the bytes it is: checked to be UTF-8, written as is.
 #[inline]
-fn value_of<'a>(c: &RawColumn<'a>) -> Result<Option<&'a str>, ViewError> {
-    let v = wire::utf8(c.value)?;
-    Ok(if c.is_null { None } else { Some(v) })
+fn value_of<'a>(c: &RawColumn<'a>) -> Result<Option<&'a [u8]>, ViewError> {
+    // Most values are ASCII: one pass over their words, not the UTF-8 decoder's per call cost.
+    if !c.value.is_ascii() {
+        wire::utf8(c.value)?;
+    }
+    Ok(if c.is_null { None } else { Some(c.value) })
 }
 
-/// Java's `LinkedHashMap.put` on a slice of pairs: replace in place, else append.
-fn put<'a, V>(map: &mut Vec<(&'a str, V)>, from: usize, key: &'a str, value: V) {
-    match map[from..].iter_mut().find(|(k, _)| *k == key) {
-        Some(slot) => slot.1 = value,
-        None => map.push((key, value)),
+/// Java's `LinkedHashMap.put` on a slice of pairs: replace in place, else append. The slot's
+/// position (from the start of `map`).
+fn put<'a, V>(map: &mut Vec<(&'a str, V)>, from: usize, key: &'a str, value: V) -> usize {
+    match map[from..].iter_mut().position(|(k, _)| *k == key) {
+        Some(i) => {
+            map[from + i].1 = value;
+            from + i
+        }
+        None => {
+            map.push((key, value));
+            map.len() - 1
+        }
     }
 }
 
@@ -66,6 +77,9 @@ fn event_type(raw: u64) -> EventType {
     // prost's getter: an unknown number reads as the proto2 default, UPDATE.
     EventType::try_from(raw as i32).unwrap_or(EventType::Update)
 }
+
+/// A column name and its value (`None` for NULL), checked UTF-8.
+type Cell<'a> = (&'a str, Option<&'a [u8]>);
 
 /// The FlatMessage of one ROWDATA entry, borrowed from its bytes. One value is reused entry
 /// after entry (its buffers kept) as long as the entries' bytes live.
@@ -81,16 +95,17 @@ pub struct FlatRows<'a> {
     pk_names: Vec<&'a str>,
     sql_type: Vec<(&'a str, i32)>,
     mysql_type: Vec<(&'a str, &'a str)>,
-    /// Cells of all data images, back to back; `data[i]` is row i's range.
-    cells: Vec<(&'a str, Option<&'a str>)>,
+    /// Cells of all data images, back to back (values checked UTF-8); `data[i]` is row i's range.
+    cells: Vec<Cell<'a>>,
     data: Vec<Range<usize>>,
     /// Cells of all old images; `old[k]` is its range and the data row it belongs to.
-    old_cells: Vec<(&'a str, Option<&'a str>)>,
+    old_cells: Vec<Cell<'a>>,
     old: Vec<(Range<usize>, Option<usize>)>,
-    /// Scratch: the columns of the current row's images and the updated-column set.
+    /// Scratch: the columns of the current row's images and the updated-column set (names, and
+    /// for the type-map names, a flag per type-map slot: membership without a search).
     cols: Vec<RawColumn<'a>>,
-    before: Vec<RawColumn<'a>>,
     updated: Vec<&'a str>,
+    updated_slot: Vec<bool>,
     /// `"name":` of each `sql_type` name, JSON-escaped, back to back; `key_ends[j]` ends name j.
     keys: Vec<u8>,
     key_ends: Vec<usize>,
@@ -121,8 +136,8 @@ impl<'a> FlatRows<'a> {
             old_cells: Vec::new(),
             old: Vec::new(),
             cols: Vec::new(),
-            before: Vec::new(),
             updated: Vec::new(),
+            updated_slot: Vec::new(),
             keys: Vec::new(),
             key_ends: Vec::new(),
         }
@@ -150,39 +165,49 @@ impl<'a> FlatRows<'a> {
         m.old_cells.clear();
         m.old.clear();
         m.updated.clear();
+        m.updated_slot.clear();
         if rc.is_ddl || !matches!(et, EventType::Insert | EventType::Update | EventType::Delete) {
             return Ok(());
         }
         let image = if et == EventType::Delete { 1 } else { 2 };
         let mut cols = std::mem::take(&mut m.cols);
-        let mut before = std::mem::take(&mut m.before);
         // Java accumulates the updated-column set across the rows of one entry.
         let mut updated = std::mem::take(&mut m.updated);
         for (i, row) in rc.rows.iter().enumerate() {
+            let start = m.cells.len();
+            if i > 0 && m.usual_row(row.bytes, image, &mut updated)? {
+                m.data.push(start..m.cells.len());
+                if et == EventType::Update {
+                    m.old_image(row.bytes, &updated, true)?;
+                }
+                continue;
+            }
             read_columns(row.bytes, image, &mut cols)?;
             // Same columns, same order as the type maps (distinct names): slots by position,
             // names as the type maps hold them (checked once).
             let same_layout = cols.len() == m.sql_type.len()
                 && cols.iter().zip(&m.sql_type).all(|(c, (k, _))| same(c.name, k.as_bytes()));
-            let start = m.cells.len();
             for (j, c) in cols.iter().enumerate() {
-                let name;
+                let (name, slot);
                 if same_layout {
-                    name = m.sql_type[j].0;
+                    (name, slot) = (m.sql_type[j].0, j);
                     m.sql_type[j].1 = c.sql_type;
                     m.mysql_type[j].1 = text(c.mysql_type, Some(m.mysql_type[j].1))?;
                     m.cells.push((name, value_of(c)?));
                 } else {
                     name = wire::utf8(c.name)?;
                     let mysql_type = wire::utf8(c.mysql_type)?;
-                    put(&mut m.sql_type, 0, name, c.sql_type);
+                    slot = put(&mut m.sql_type, 0, name, c.sql_type);
                     put(&mut m.mysql_type, 0, name, mysql_type);
                     put(&mut m.cells, start, name, value_of(c)?);
+                    m.updated_slot.resize(m.sql_type.len(), false);
                 }
                 if i == 0 && c.is_key {
                     m.pk_names.push(name);
                 }
-                if c.updated && !updated.iter().any(|u| same(u.as_bytes(), name.as_bytes())) {
+                // Every name of a row is a type-map name: its slot says whether it is in the set.
+                if c.updated && !m.updated_slot[slot] {
+                    m.updated_slot[slot] = true;
                     updated.push(name);
                 }
             }
@@ -191,23 +216,10 @@ impl<'a> FlatRows<'a> {
                 m.data.push(start..m.cells.len());
             }
             if et == EventType::Update {
-                read_columns(row.bytes, 1, &mut before)?;
-                let ostart = m.old_cells.len();
-                for (j, c) in before.iter().enumerate() {
-                    let name = text(c.name, m.sql_type.get(j).map(|(k, _)| *k))?;
-                    text(c.mysql_type, m.mysql_type.get(j).map(|(_, t)| *t))?;
-                    let value = value_of(c)?;
-                    if updated.iter().any(|u| same(u.as_bytes(), name.as_bytes())) {
-                        put(&mut m.old_cells, ostart, name, value);
-                    }
-                }
-                if m.old_cells.len() > ostart {
-                    m.old.push((ostart..m.old_cells.len(), has_image.then(|| m.data.len() - 1)));
-                }
+                m.old_image(row.bytes, &updated, has_image)?;
             }
         }
         m.cols = cols;
-        m.before = before;
         m.updated = updated;
         m.keys.clear();
         m.key_ends.clear();
@@ -215,6 +227,81 @@ impl<'a> FlatRows<'a> {
             write_str(&mut m.keys, k);
             m.keys.push(b':');
             m.key_ends.push(m.keys.len());
+        }
+        Ok(())
+    }
+
+    /// Reads image `image` of `row` (not the entry's first) into the cells when its columns are
+    /// the type maps' (same names, same order), column by column as they are parsed. False when
+    /// they are not: the cells are as before, and what else was set (types, updated set) the
+    /// general path sets the same way for the same names.
+    #[inline]
+    fn usual_row(
+        &mut self,
+        row: &'a [u8],
+        image: u32,
+        updated: &mut Vec<&'a str>,
+    ) -> Result<bool, ViewError> {
+        let m = self;
+        let start = m.cells.len();
+        let (mut pos, mut j) = (0, 0);
+        while let Some((number, bytes)) = wire::next_row_column(row, &mut pos)? {
+            if number != image {
+                continue;
+            }
+            let c = RawColumn::parse(bytes)?;
+            let Some(&(name, _)) = m.sql_type.get(j).filter(|(k, _)| same(c.name, k.as_bytes()))
+            else {
+                m.cells.truncate(start);
+                return Ok(false);
+            };
+            m.sql_type[j].1 = c.sql_type;
+            m.mysql_type[j].1 = text(c.mysql_type, Some(m.mysql_type[j].1))?;
+            m.cells.push((name, value_of(&c)?));
+            if c.updated && !m.updated_slot[j] {
+                m.updated_slot[j] = true;
+                updated.push(name);
+            }
+            j += 1;
+        }
+        // (No columns at all: the general path leaves such a row out of the data.)
+        if j == 0 || j != m.sql_type.len() {
+            m.cells.truncate(start);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The old image of UPDATE row `row`: its before columns that are in the updated set.
+    #[inline]
+    fn old_image(
+        &mut self,
+        row: &'a [u8],
+        updated: &[&'a str],
+        has_image: bool,
+    ) -> Result<(), ViewError> {
+        let m = self;
+        let ostart = m.old_cells.len();
+        let (mut pos, mut j) = (0, 0);
+        while let Some((number, bytes)) = wire::next_row_column(row, &mut pos)? {
+            if number != 1 {
+                continue;
+            }
+            let c = RawColumn::parse(bytes)?;
+            let name = text(c.name, m.sql_type.get(j).map(|(k, _)| *k))?;
+            text(c.mysql_type, m.mysql_type.get(j).map(|(_, t)| *t))?;
+            let value = value_of(&c)?;
+            let is_updated = match m.sql_type.get(j) {
+                Some((k, _)) if std::ptr::eq(*k, name) => m.updated_slot[j],
+                _ => updated.iter().any(|u| same(u.as_bytes(), name.as_bytes())),
+            };
+            if is_updated {
+                put(&mut m.old_cells, ostart, name, value);
+            }
+            j += 1;
+        }
+        if m.old_cells.len() > ostart {
+            m.old.push((ostart..m.old_cells.len(), has_image.then(|| m.data.len() - 1)));
         }
         Ok(())
     }
@@ -257,8 +344,12 @@ impl<'a> FlatRows<'a> {
 
     /// The value of column `name` in data row `row` (`None` for absent or NULL), as Java's
     /// `row.get(name)`.
-    pub(crate) fn value(&self, row: usize, name: &str) -> Option<&'a str> {
-        self.cells[self.data[row].clone()].iter().find(|(k, _)| *k == name).and_then(|(_, v)| *v)
+    ///
+    /// # Errors
+    /// None in practice: values were checked to be UTF-8 when read.
+    pub(crate) fn value(&self, row: usize, name: &str) -> Result<Option<&'a str>, ViewError> {
+        let cell = self.cells[self.data[row].clone()].iter().find(|(k, _)| *k == name);
+        cell.and_then(|(_, v)| *v).map(wire::utf8).transpose()
     }
 
     /// The JSON of the whole message.
@@ -365,7 +456,7 @@ impl FlatRows<'_> {
     fn write_images<'r>(
         &self,
         o: &mut Vec<u8>,
-        cells: &[(&str, Option<&str>)],
+        cells: &[Cell<'_>],
         rows: impl Iterator<Item = &'r Range<usize>>,
     ) {
         let mut any = false;
@@ -379,7 +470,7 @@ impl FlatRows<'_> {
                 }
                 self.write_key(o, k, name);
                 match v {
-                    Some(v) => write_str(o, v),
+                    Some(v) => write_bytes(o, v),
                     None => o.extend_from_slice(b"null"),
                 }
             }
@@ -415,10 +506,15 @@ const ESCAPE: [u8; 256] = {
 /// A JSON string as serde_json writes it: `"` and `\` escaped, control characters as `\b \t \n
 /// \f \r` or `\u00XX` (lower-case hex), everything else (non-ASCII included) as is.
 pub(crate) fn write_str(o: &mut Vec<u8>, s: &str) {
+    write_bytes(o, s.as_bytes());
+}
+
+/// [`write_str`] of text known to be UTF-8, as its bytes.
+#[inline]
+fn write_bytes(o: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    o.reserve(s.len() + 2);
+    o.reserve(bytes.len() + 2);
     o.push(b'"');
-    let bytes = s.as_bytes();
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {

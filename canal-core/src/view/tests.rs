@@ -227,3 +227,48 @@ proptest::proptest! {
         proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap());
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+    /// A Column read in place is what prost decodes, whether its fields are all set (the layout
+    /// read straight through), some absent, or followed by bytes of another shape (read field by
+    /// field).
+    #[test]
+    fn column_view_equals_prost(
+        c in crate::mq::tests::arb_column(),
+        fill in proptest::bool::ANY,
+        sql_type in -1_000_000i32..1_000_000,
+        index in 0i32..100_000,
+        tail in proptest::collection::vec(proptest::num::u8::ANY, 0..3),
+    ) {
+        let mut c = c;
+        if fill {
+            c.index = Some(index);
+            c.sql_type = Some(sql_type);
+            c.is_key = Some(c.is_key());
+            c.updated = Some(c.updated());
+            c.is_null = Some(c.is_null());
+        }
+        let mut bytes = c.encode_to_vec();
+        bytes.extend_from_slice(&tail);
+        // The straight-through reading and the field-by-field one agree on every input.
+        match (wire::RawColumn::parse(&bytes), wire::RawColumn::parse_any(&bytes)) {
+            (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+            (a, b) => proptest::prop_assert!(a.is_err() && b.is_err(), "{a:?} vs {b:?}"),
+        }
+        if let Ok(want) = Column::decode(&bytes[..]) {
+            {
+                let got = ColumnView::parse(&bytes).unwrap();
+                proptest::prop_assert_eq!(got.index, want.index());
+                proptest::prop_assert_eq!(got.sql_type, want.sql_type());
+                proptest::prop_assert_eq!(got.name, want.name());
+                proptest::prop_assert_eq!(got.is_key, want.is_key());
+                proptest::prop_assert_eq!(got.updated, want.updated());
+                proptest::prop_assert_eq!(got.is_null, want.is_null());
+                proptest::prop_assert_eq!(got.value, want.value());
+                proptest::prop_assert_eq!(got.mysql_type, want.mysql_type());
+            }
+        }
+    }
+}

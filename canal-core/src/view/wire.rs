@@ -103,6 +103,36 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
+/// The next column of a RowData payload from `pos` on: its image field number (1 before, 2
+/// after) and its Column bytes, as [`fields`] would yield them; other fields are stepped over.
+#[inline]
+pub(crate) fn next_row_column<'a>(
+    row: &'a [u8],
+    pos: &mut usize,
+) -> Result<Option<(u32, &'a [u8])>, ViewError> {
+    while let Some(&key) = row.get(*pos) {
+        // The usual keys, 0x0a and 0x12: fields 1 and 2, length-delimited.
+        if key == 0x0a || key == 0x12 {
+            let mut p = *pos + 1;
+            let len = read_varint(row, &mut p)?;
+            let end = usize::try_from(len)
+                .ok()
+                .and_then(|l| p.checked_add(l))
+                .filter(|&e| e <= row.len())
+                .ok_or_else(|| malformed("length past the end"))?;
+            *pos = end;
+            return Ok(Some((u32::from(key >> 3), &row[p..end])));
+        }
+        let mut f = Fields { buf: row, pos: *pos };
+        let field = f.field()?;
+        *pos = f.pos;
+        if field.number == 1 || field.number == 2 {
+            return Ok(Some((field.number, field.bytes)));
+        }
+    }
+    Ok(None)
+}
+
 #[inline]
 pub(crate) fn utf8(b: &[u8]) -> Result<&str, ViewError> {
     std::str::from_utf8(b).map_err(|_| malformed("string field is not UTF-8"))
@@ -323,7 +353,7 @@ impl<'a> ColumnView<'a> {
 
 /// A column with its text fields not yet checked for UTF-8 (callers that see the same name in
 /// every row check it once).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RawColumn<'a> {
     pub(crate) index: i32,
     pub(crate) sql_type: i32,
@@ -337,8 +367,78 @@ pub(crate) struct RawColumn<'a> {
 
 impl<'a> RawColumn<'a> {
     /// The loop of `fields`, unrolled for the hottest message (every column of every row).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self, ViewError> {
+        match Self::parse_canonical(bytes) {
+            Some(c) => Ok(c),
+            None => Self::parse_any(bytes),
+        }
+    }
+
+    /// A column laid out as canal-rs and Canal write one: fields 1, 2, 3, 4, 5, 6, then 8 and 10
+    /// when present, each once, booleans as one byte 0 or 1. Straight-line reading, no dispatch
+    /// per field; `None` (then [`parse_any`](Self::parse_any) reads it) for any other layout.
+    /// Inlined whole, so the column is built in registers, not moved through the stack.
+    #[inline(always)]
+    fn parse_canonical(b: &'a [u8]) -> Option<Self> {
+        #[inline(always)]
+        fn key(b: &[u8], pos: &mut usize, k: u8) -> bool {
+            let hit = b.get(*pos) == Some(&k);
+            *pos += usize::from(hit);
+            hit
+        }
+        #[inline(always)]
+        fn boolean(b: &[u8], pos: &mut usize, k: u8) -> Option<bool> {
+            match b.get(*pos..*pos + 2) {
+                Some(&[kb, v]) if kb == k && v <= 1 => {
+                    *pos += 2;
+                    Some(v == 1)
+                }
+                _ => None,
+            }
+        }
+        #[inline(always)]
+        fn bytes<'b>(b: &'b [u8], pos: &mut usize) -> Option<&'b [u8]> {
+            let len = read_varint(b, pos).ok()?;
+            let end = usize::try_from(len).ok().and_then(|l| pos.checked_add(l))?;
+            let v = b.get(*pos..end)?;
+            *pos = end;
+            Some(v)
+        }
+        let mut pos = 0;
+        if !key(b, &mut pos, 0x08) {
+            return None;
+        }
+        let index = read_varint(b, &mut pos).ok()? as i32;
+        if !key(b, &mut pos, 0x10) {
+            return None;
+        }
+        let sql_type = read_varint(b, &mut pos).ok()? as i32;
+        if !key(b, &mut pos, 0x1a) {
+            return None;
+        }
+        let name = bytes(b, &mut pos)?;
+        let is_key = boolean(b, &mut pos, 0x20)?;
+        let updated = boolean(b, &mut pos, 0x28)?;
+        let is_null = boolean(b, &mut pos, 0x30)?;
+        let value = if key(b, &mut pos, 0x42) { bytes(b, &mut pos)? } else { &[] };
+        let mysql_type = if key(b, &mut pos, 0x52) { bytes(b, &mut pos)? } else { &[] };
+        (pos == b.len()).then_some(RawColumn {
+            index,
+            sql_type,
+            name,
+            is_key,
+            updated,
+            is_null,
+            value,
+            mysql_type,
+        })
+    }
+
+    /// Any valid Column message (fields in any order, repeated, unknown).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn parse_any(bytes: &'a [u8]) -> Result<Self, ViewError> {
         let mut c = RawColumn::default();
         let mut pos = 0;
         while pos < bytes.len() {

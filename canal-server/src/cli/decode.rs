@@ -56,9 +56,11 @@ pub struct DecodeArgs {
     #[arg(long)]
     pub no_checksum: bool,
     /// Render the output on this many threads while the main thread decodes (0: the decoding
-    /// thread renders too). Output order is the same either way.
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    /// thread renders too). Output order is the same either way. Default: one less than the
+    /// CPUs available, at least 0 and at most 4 (1 on two cores: decoding and rendering take
+    /// about the same time per row, so they overlap on two cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// Entry bytes (and FlatMessage `ts`) rendered together: one FlatMessage reader reused across
@@ -257,6 +259,12 @@ fn writer(from: Vec<FromRenderer>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Renderer threads when `--threads` is not given: one less than the CPUs this process may
+/// use (0 when that is unknown), at most 4 (more do not pay: the decoding thread is the limit).
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get().saturating_sub(1)).min(4)
+}
+
 /// Runs `decode`, writing to stdout.
 ///
 /// # Errors
@@ -279,7 +287,8 @@ pub async fn run(args: DecodeArgs) -> anyhow::Result<()> {
     let first = args.files[0].file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let mut converter = Converter::new(opts, history, first);
     let mut source = LocalBinlogSource::new(args.files.clone(), None, 4)?;
-    let mut sink = Sink::new(args.format, args.threads);
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let mut sink = Sink::new(args.format, threads);
     let mut chunk: Chunk = Vec::new();
     let mut chunk_bytes = 0;
     let mut entries = Vec::new();
