@@ -957,6 +957,9 @@ fn arb_entry() -> impl proptest::strategy::Strategy<Value = Entry> {
     })
 }
 
+/// sqlType, isKey, updated, isNull, value, mysqlType.
+type UsualCell = (i32, bool, bool, bool, Option<String>, &'static str);
+
 /// Rows of one layout (distinct names, every Column field set: the layout canal-rs and Canal
 /// write, read by the fast paths), now and then a row of another shape, as UPDATEs, INSERTs or
 /// DELETEs.
@@ -978,7 +981,7 @@ fn arb_usual_entry() -> impl proptest::strategy::Strategy<Value = Entry> {
     let row = (image(), image(), proptest::option::of(arb_row()), 0..6u8);
     (names, proptest::collection::vec(row, 1..6), prop::sample::select(vec![1i32, 2, 3])).prop_map(
         |(names, rows, event_type)| {
-            let columns = |cells: &[(i32, bool, bool, bool, Option<String>, &str)]| {
+            let columns = |cells: &[UsualCell]| {
                 names
                     .iter()
                     .zip(cells)
@@ -1049,7 +1052,7 @@ fn check_flat_json(
     let rc = RowChange::decode(entry.store_value()).unwrap();
     let mut old_rows = Vec::new();
     let reference =
-        FlatMessage::from_decoded_with_old_rows(&entry, &rc, id, ts, &mut old_rows).unwrap();
+        FlatMessage::from_decoded_with_old_rows(entry, &rc, id, ts, &mut old_rows).unwrap();
     proptest::prop_assert_eq!(
         String::from_utf8(fast.json(id, ts)).unwrap(),
         serde_json::to_string(&reference).unwrap()
