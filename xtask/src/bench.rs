@@ -1,10 +1,11 @@
 //! `cargo xtask bench`: one generated binlog of ≥ 1 M row images on a 10-column mixed-type table,
 //! measured in one run, side by side on the same machine:
-//! * `decode`: text vs text, `canal-server decode` printing FlatMessage JSON (single thread and
-//!   `--threads`) and whole entries as JSON, beside `mysqlbinlog -v --base64-output=DECODE-ROWS`
-//!   on the same files (every process's output to /dev/null, the tools interleaved round by
-//!   round, medians, ratios within each round); plus `decode --format count` (binlog → Canal
-//!   entries, nothing printed);
+//! * `decode`: text vs text, `canal-server decode` printing FlatMessage JSON (by default, which
+//!   renders on CPUs - 1 threads beside the decoding one, and on one thread) and whole entries as
+//!   JSON, beside `mysqlbinlog -v --base64-output=DECODE-ROWS` on the same files (every
+//!   process's output to /dev/null, the tools interleaved round by round, medians, ratios within
+//!   each round); plus `decode --format count` (binlog → Canal entries, nothing printed), and
+//!   decode's peak RSS over one file beside all of them (an error if it grows with the input);
 //! * `e2e`: MariaDB → `canal-server run` → a client that acks every batch (`canal-client tail`),
 //!   with the server's peak RSS;
 //! * `mq`: MariaDB → `canal-server run` in kafka / rabbitMQ mode → a private broker, beside a
@@ -297,8 +298,6 @@ fn decode_side_by_side(
     } else {
         "mysqlbinlog"
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1);
-    let threads = threads.max(1).to_string();
     let decode = |args: &[&str]| {
         let mut cmd = Command::new(server_bin);
         cmd.arg("decode").args(args).args(files);
@@ -310,10 +309,11 @@ fn decode_side_by_side(
             cmd.args(["-v", "--base64-output=DECODE-ROWS"]).args(files);
             cmd
         }),
+        // The default renders on CPUs - 1 threads beside the decoding one.
         ("canal-rs decode, FlatMessage JSON".into(), decode(&[])),
         (
-            format!("canal-rs decode --threads {threads}, FlatMessage JSON"),
-            decode(&["--threads", &threads]),
+            "canal-rs decode --threads 0 (one thread), FlatMessage JSON".into(),
+            decode(&["--threads", "0"]),
         ),
         ("canal-rs decode --format entry, Entry JSON".into(), decode(&["--format", "entry"])),
         (
@@ -321,7 +321,9 @@ fn decode_side_by_side(
             decode(&["--format", "count"]),
         ),
     ];
-    results.extend(rounds(runs, rows, &tools)?);
+    let mut measured = rounds(runs, rows, &tools)?;
+    rss_independent_of_size(&mut measured[1], server_bin, files)?;
+    results.extend(measured);
     if !with_python {
         return Ok(());
     }
@@ -338,6 +340,38 @@ fn decode_side_by_side(
             results.push(m);
         }
         Err(e) => eprintln!("    python-mysql-replication skipped: {e:#}"),
+    }
+    Ok(())
+}
+
+/// `decode`'s peak RSS over the smallest file beside `flat`'s over all of them (the same
+/// command): memory must not grow with the input, whose entries are rendered and written as
+/// they are decoded. Noted on `flat`; an error when the larger input took more than 1.25× the
+/// memory (+2 MB for allocator noise).
+fn rss_independent_of_size(flat: &mut Measure, server_bin: &Path, files: &[PathBuf]) -> Result<()> {
+    let size = |f: &PathBuf| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+    let total: u64 = files.iter().map(size).sum();
+    // The smallest file that still holds rows (the last one of a run may be a few hundred bytes).
+    let Some(small) = files.iter().filter(|f| size(f) > 1 << 20).min_by_key(|f| size(f)) else {
+        return Ok(());
+    };
+    let m = best_of(1, "canal-rs decode, FlatMessage JSON, one file", 0, || {
+        let mut cmd = Command::new(server_bin);
+        cmd.arg("decode").arg(small);
+        cmd
+    })?;
+    let (Some(one), Some(all)) = (m.peak_rss_kb, flat.peak_rss_kb) else { return Ok(()) };
+    let mb = |b: u64| b as f64 / 1e6;
+    flat.note = format!(
+        "peak RSS {:.1} MB over {:.1} MB of binlog, {:.1} MB over one {:.1} MB file",
+        all as f64 / 1024.0,
+        mb(total),
+        one as f64 / 1024.0,
+        mb(size(small))
+    );
+    eprintln!("    {}", flat.note);
+    if all as f64 > one as f64 * 1.25 + 2048.0 {
+        bail!("decode's memory grows with its input: {}", flat.note);
     }
     Ok(())
 }

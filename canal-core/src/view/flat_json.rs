@@ -308,13 +308,13 @@ impl<'a> FlatRows<'a> {
 
     /// `"name":` for a cell at position `j` of its image: the escaped key of type-map slot `j`
     /// when the cell holds that very name (rows of the usual layout), else written here.
-    #[inline]
+    #[inline(always)]
     fn write_key(&self, o: &mut Vec<u8>, j: usize, name: &str) {
         if let Some((k, _)) = self.sql_type.get(j)
             && std::ptr::eq(*k, name)
         {
             let start = if j == 0 { 0 } else { self.key_ends[j - 1] };
-            o.extend_from_slice(&self.keys[start..self.key_ends[j]]);
+            put_short(o, &self.keys[start..self.key_ends[j]]);
         } else {
             write_str(o, name);
             o.push(b':');
@@ -512,50 +512,59 @@ pub(crate) fn write_str(o: &mut Vec<u8>, s: &str) {
 /// [`write_str`] of text known to be UTF-8, as its bytes.
 #[inline]
 fn write_bytes(o: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
     o.reserve(bytes.len() + 2);
     o.push(b'"');
-    let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        // Eight bytes at a time while none needs escaping (no control byte, `"` or `\`).
-        if let Some(word) = bytes.get(i..i + 8) {
-            let w = u64::from_le_bytes([
-                word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
-            ]);
-            const ONES: u64 = 0x0101_0101_0101_0101;
-            const HIGH: u64 = 0x8080_8080_8080_8080;
-            let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-            let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-            if control
-                | has_zero(w ^ (ONES * u64::from(b'"')))
-                | has_zero(w ^ (ONES * u64::from(b'\\')))
-                == 0
-            {
-                i += 8;
-                continue;
-            }
+    // Eight bytes at a time: a word that needs no escaping (no control byte, `"` or `\\`) is
+    // copied as one (most values are short: no copy call per value), another byte by byte.
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let word: [u8; 8] =
+            [word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]];
+        let w = u64::from_le_bytes(word);
+        let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let quote = has_zero(w ^ (ONES * u64::from(b'"')));
+        if control | quote | has_zero(w ^ (ONES * u64::from(b'\\'))) == 0 {
+            o.extend_from_slice(&word);
+        } else {
+            word.iter().for_each(|&b| write_escaped(o, b));
         }
-        let b = bytes[i];
-        let e = ESCAPE[b as usize];
-        if e != 0 {
-            o.extend_from_slice(&bytes[start..i]);
-            if e == b'u' {
-                o.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 0xf) as usize],
-                ]);
-            } else {
-                o.extend_from_slice(&[b'\\', e]);
-            }
-            start = i + 1;
-        }
-        i += 1;
     }
-    o.extend_from_slice(&bytes[start..]);
+    words.remainder().iter().for_each(|&b| write_escaped(o, b));
     o.push(b'"');
+}
+
+/// One byte inside a JSON string, escaped as serde_json does.
+#[inline(always)]
+fn write_escaped(o: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match ESCAPE[b as usize] {
+        0 => o.push(b),
+        b'u' => o.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[(b >> 4) as usize],
+            HEX[(b & 0xf) as usize],
+        ]),
+        e => o.extend_from_slice(&[b'\\', e]),
+    }
+}
+
+/// Appends `bytes` eight at a time (short keys: no copy call each).
+#[inline]
+fn put_short(o: &mut Vec<u8>, bytes: &[u8]) {
+    o.reserve(bytes.len());
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        o.extend_from_slice(&[
+            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+        ]);
+    }
+    for &b in words.remainder() {
+        o.push(b);
+    }
 }

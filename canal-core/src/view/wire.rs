@@ -18,7 +18,7 @@ fn malformed(what: &'static str) -> ViewError {
     ViewError(what)
 }
 
-#[inline]
+#[inline(always)]
 fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, ViewError> {
     // Most keys and lengths are one byte.
     if let Some(&b) = buf.get(*pos)
@@ -51,7 +51,7 @@ pub(crate) fn fields(buf: &[u8]) -> Fields<'_> {
 }
 
 impl<'a> Fields<'a> {
-    #[inline]
+    #[inline(always)]
     fn field(&mut self) -> Result<Field<'a>, ViewError> {
         let start = self.pos;
         let key = read_varint(self.buf, &mut self.pos)?;
@@ -387,12 +387,13 @@ impl<'a> RawColumn<'a> {
             *pos += usize::from(hit);
             hit
         }
+        /// isKey, updated and isNull (fields 4, 5, 6): six bytes read at once.
         #[inline(always)]
-        fn boolean(b: &[u8], pos: &mut usize, k: u8) -> Option<bool> {
-            match b.get(*pos..*pos + 2) {
-                Some(&[kb, v]) if kb == k && v <= 1 => {
-                    *pos += 2;
-                    Some(v == 1)
+        fn booleans(b: &[u8], pos: &mut usize) -> Option<(bool, bool, bool)> {
+            match b.get(*pos..*pos + 6) {
+                Some(&[0x20, k, 0x28, u, 0x30, n]) if (k | u | n) <= 1 => {
+                    *pos += 6;
+                    Some((k == 1, u == 1, n == 1))
                 }
                 _ => None,
             }
@@ -418,9 +419,7 @@ impl<'a> RawColumn<'a> {
             return None;
         }
         let name = bytes(b, &mut pos)?;
-        let is_key = boolean(b, &mut pos, 0x20)?;
-        let updated = boolean(b, &mut pos, 0x28)?;
-        let is_null = boolean(b, &mut pos, 0x30)?;
+        let (is_key, updated, is_null) = booleans(b, &mut pos)?;
         let value = if key(b, &mut pos, 0x42) { bytes(b, &mut pos)? } else { &[] };
         let mysql_type = if key(b, &mut pos, 0x52) { bytes(b, &mut pos)? } else { &[] };
         (pos == b.len()).then_some(RawColumn {
