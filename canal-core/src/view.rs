@@ -13,7 +13,7 @@ mod flat_json;
 pub(crate) mod wire;
 
 pub use flat_json::FlatRows;
-pub(crate) use flat_json::write_str;
+pub(crate) use flat_json::{write_bytes, write_str};
 pub use wire::{
     ColumnView, ENTRY_ROWDATA, ENTRY_TRANSACTION_BEGIN, ENTRY_TRANSACTION_END, EntryView, Image,
     RowChangeView, columns, entry_view, row_change_view,
@@ -143,38 +143,35 @@ fn write_header(o: &mut Vec<u8>, parts: &[&[u8]]) -> Result<(), ViewError> {
 
 /// One Column message, keys sorted; `value` and `mysqlType` only when present.
 fn write_column(o: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ViewError> {
-    let (mut index, mut sql_type, mut name) = (0i32, 0i32, "");
-    let (mut is_key, mut updated, mut is_null) = (false, false, false);
-    let (mut value, mut mysql_type) = (None, None);
-    for f in wire::fields(bytes) {
-        let f = f?;
-        match f.number {
-            1 => index = f.varint as i32,
-            2 => sql_type = f.varint as i32,
-            3 => name = wire::utf8(f.bytes)?,
-            4 => is_key = f.varint != 0,
-            5 => updated = f.varint != 0,
-            6 => is_null = f.varint != 0,
-            8 => value = Some(wire::utf8(f.bytes)?),
-            10 => mysql_type = Some(wire::utf8(f.bytes)?),
-            _ => {}
+    let c = wire::RawColumn::parse(bytes)?;
+    // Text checked as prost checks it; ASCII (most of it) in one pass over the words.
+    let text = |b: &'_ [u8]| -> Result<(), ViewError> {
+        if !b.is_ascii() {
+            wire::utf8(b)?;
         }
+        Ok(())
+    };
+    text(c.name)?;
+    text(c.value)?;
+    text(c.mysql_type)?;
+    int_field(o, b"{\"index\":", c.index);
+    o.extend_from_slice(match (c.is_key, c.is_null) {
+        (false, false) => b",\"isKey\":false,\"isNull\":false",
+        (false, true) => b",\"isKey\":false,\"isNull\":true",
+        (true, false) => b",\"isKey\":true,\"isNull\":false",
+        (true, true) => b",\"isKey\":true,\"isNull\":true",
+    });
+    if c.has_mysql_type {
+        o.extend_from_slice(b",\"mysqlType\":");
+        write_bytes(o, c.mysql_type);
     }
-    let bool_text = |b: bool| if b { &b"true"[..] } else { &b"false"[..] };
-    int_field(o, b"{\"index\":", index);
-    o.extend_from_slice(b",\"isKey\":");
-    o.extend_from_slice(bool_text(is_key));
-    o.extend_from_slice(b",\"isNull\":");
-    o.extend_from_slice(bool_text(is_null));
-    if let Some(t) = mysql_type {
-        str_field(o, b",\"mysqlType\":", t);
-    }
-    str_field(o, b",\"name\":", name);
-    int_field(o, b",\"sqlType\":", sql_type);
-    o.extend_from_slice(b",\"updated\":");
-    o.extend_from_slice(bool_text(updated));
-    if let Some(v) = value {
-        str_field(o, b",\"value\":", v);
+    o.extend_from_slice(b",\"name\":");
+    write_bytes(o, c.name);
+    int_field(o, b",\"sqlType\":", c.sql_type);
+    o.extend_from_slice(if c.updated { b",\"updated\":true" } else { b",\"updated\":false" });
+    if c.has_value {
+        o.extend_from_slice(b",\"value\":");
+        write_bytes(o, c.value);
     }
     o.push(b'}');
     Ok(())
@@ -184,14 +181,14 @@ fn write_column(o: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ViewError> {
 fn write_image(o: &mut Vec<u8>, row: &[u8], image: u32) -> Result<(), ViewError> {
     o.push(b'[');
     let mut first = true;
-    for f in wire::fields(row) {
-        let f = f?;
-        if f.number == image {
+    let mut pos = 0;
+    while let Some((number, column)) = wire::next_row_column(row, &mut pos)? {
+        if number == image {
             if !first {
                 o.push(b',');
             }
             first = false;
-            write_column(o, f.bytes)?;
+            write_column(o, column)?;
         }
     }
     o.push(b']');

@@ -511,7 +511,7 @@ pub(crate) fn write_str(o: &mut Vec<u8>, s: &str) {
 
 /// [`write_str`] of text known to be UTF-8, as its bytes.
 #[inline]
-fn write_bytes(o: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn write_bytes(o: &mut Vec<u8>, bytes: &[u8]) {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     o.reserve(bytes.len() + 2);

@@ -363,6 +363,9 @@ pub(crate) struct RawColumn<'a> {
     pub(crate) is_null: bool,
     pub(crate) value: &'a [u8],
     pub(crate) mysql_type: &'a [u8],
+    /// Whether `value` / `mysql_type` were present (proto2 presence).
+    pub(crate) has_value: bool,
+    pub(crate) has_mysql_type: bool,
 }
 
 impl<'a> RawColumn<'a> {
@@ -420,8 +423,10 @@ impl<'a> RawColumn<'a> {
         }
         let name = bytes(b, &mut pos)?;
         let (is_key, updated, is_null) = booleans(b, &mut pos)?;
-        let value = if key(b, &mut pos, 0x42) { bytes(b, &mut pos)? } else { &[] };
-        let mysql_type = if key(b, &mut pos, 0x52) { bytes(b, &mut pos)? } else { &[] };
+        let has_value = key(b, &mut pos, 0x42);
+        let value = if has_value { bytes(b, &mut pos)? } else { &[] };
+        let has_mysql_type = key(b, &mut pos, 0x52);
+        let mysql_type = if has_mysql_type { bytes(b, &mut pos)? } else { &[] };
         (pos == b.len()).then_some(RawColumn {
             index,
             sql_type,
@@ -431,6 +436,8 @@ impl<'a> RawColumn<'a> {
             is_null,
             value,
             mysql_type,
+            has_value,
+            has_mysql_type,
         })
     }
 
@@ -469,8 +476,8 @@ impl<'a> RawColumn<'a> {
                     pos = end;
                     match number {
                         3 => c.name = b,
-                        8 => c.value = b,
-                        10 => c.mysql_type = b,
+                        8 => (c.value, c.has_value) = (b, true),
+                        10 => (c.mysql_type, c.has_mysql_type) = (b, true),
                         _ => {}
                     }
                 }

@@ -56,9 +56,8 @@ pub struct DecodeArgs {
     #[arg(long)]
     pub no_checksum: bool,
     /// Render the output on this many threads while the main thread decodes (0: the decoding
-    /// thread renders too). Output order is the same either way. Default: one less than the
-    /// CPUs available, at least 0 and at most 4 (1 on two cores: decoding and rendering take
-    /// about the same time per row, so they overlap on two cores).
+    /// thread renders too). Output order is the same either way. Default: as many as the CPUs
+    /// available, at most 4; 0 on one CPU.
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -259,10 +258,16 @@ fn writer(from: Vec<FromRenderer>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Renderer threads when `--threads` is not given: one less than the CPUs this process may
-/// use (0 when that is unknown), at most 4 (more do not pay: the decoding thread is the limit).
+/// Renderer threads when `--threads` is not given: as many as the CPUs this process may use,
+/// at most 4 (beyond, the decoding thread is the limit); none on one CPU (or when unknown),
+/// where a pipeline only adds hand-overs. Renderers that wait for the decoder take no CPU from
+/// it, and whole-entry JSON costs twice the decoding per row, so on two CPUs two renderers
+/// beside the decoder keep both busy.
 fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(0, |n| n.get().saturating_sub(1)).min(4)
+    match std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) {
+        1 => 0,
+        n => n.min(4),
+    }
 }
 
 /// Runs `decode`, writing to stdout.
