@@ -157,7 +157,7 @@ fn main() {
                 let mut rd = dec.rows(r).expect("plan");
                 while rd.next_row(&mut b, &mut a).expect("row") {
                     rows += 1;
-                    bytes += a.iter().map(|(_, v)| v.map_or(0, str::len)).sum::<usize>();
+                    bytes += a.iter().map(|(_, v)| v.map_or(0, |v| v.len())).sum::<usize>();
                 }
             }
         }

@@ -177,7 +177,6 @@ pub struct Converter {
     stats: ConvertStats,
     before: RowImage,
     after: RowImage,
-    scratch_cols: Vec<ColumnOut>,
     /// RowChange bytes per binlog row byte, smoothed over recent rows events (buffer sizing).
     expansion: f64,
     /// Encoded per-column constants of the last plan used.
@@ -215,7 +214,6 @@ impl Converter {
             stats: ConvertStats::default(),
             before: RowImage::new(),
             after: RowImage::new(),
-            scratch_cols: Vec::with_capacity(64),
             consts: None,
             expansion: 6.0,
             payload: None,
@@ -844,19 +842,21 @@ impl Converter {
         };
         let mut before = std::mem::take(&mut self.before);
         let mut after = std::mem::take(&mut self.after);
-        let mut cols = std::mem::take(&mut self.scratch_cols);
-        // Column encodings that only depend on the plan: built once per plan (per TABLE_MAP), not
-        // per row.
+        // Column encodings and field-filter verdicts that only depend on the plan: built once
+        // per plan (per TABLE_MAP), not per row.
         let consts = match &self.consts {
             Some((p, k)) if Arc::ptr_eq(p, &plan) => Arc::clone(k),
             _ => {
-                let k = Arc::new(column_consts(&plan));
+                let k = Arc::new(column_consts(&plan, &self.opts.field_filter));
                 self.consts = Some((Arc::clone(&plan), Arc::clone(&k)));
                 k
             }
         };
         let empty = RowImage::new();
         let mut rows = 0usize;
+        // Bytes of the RowData length varint, guessed from the previous row: the row is written
+        // after a gap of that size, and moved in the rare case the guess was wrong.
+        let mut len_guess = 2usize;
         let result = loop {
             match reader.next_row(&mut before, &mut after) {
                 Ok(false) => break Ok(()),
@@ -864,28 +864,28 @@ impl Converter {
                 Err(e) => break Err(e),
             }
             rows += 1;
-            cols.clear();
+            rc.push(0x62); // RowChange.rowDatas (12), length-delimited
+            let len_at = rc.len();
+            rc.resize(len_at + len_guess, 0);
             if !before.is_empty() {
-                self.plan_image(&plan, &consts, &before, None, 1, &mut cols);
+                write_image(&mut rc, &consts, &before, None, 0x0a);
             }
             if !after.is_empty() {
                 let cmp = if et == EventType::Update { &before } else { &empty };
-                self.plan_image(&plan, &consts, &after, Some(cmp), 2, &mut cols);
+                write_image(&mut rc, &consts, &after, Some(cmp), 0x12);
             }
-            // RowData: every column's size is known up front, so each byte is written once.
-            let row_len: usize =
-                cols.iter().map(|c| 1 + pbwrite::varint_len(c.len as u64) + c.len).sum();
-            rc.reserve(row_len + 11);
-            rc.push(0x62); // RowChange.rowDatas (12), length-delimited
-            pbwrite::varint(&mut rc, row_len as u64);
-            for c in &cols {
-                let image = if c.field == 1 { &before } else { &after };
-                write_column(&mut rc, &consts, image, c);
+            let row_len = rc.len() - len_at - len_guess;
+            let mut len = [0u8; 10];
+            let n = pbwrite::varint_into(&mut len, row_len as u64);
+            if n == len_guess {
+                rc[len_at..len_at + n].copy_from_slice(&len[..n]);
+            } else {
+                rc.splice(len_at..len_at + len_guess, len[..n].iter().copied());
+                len_guess = n;
             }
         };
         self.before = before;
         self.after = after;
-        self.scratch_cols = cols;
         if let Err(e) = result {
             return self.table_error(h, e);
         }
@@ -948,63 +948,98 @@ impl Converter {
         }
         Err(self.decode_error(Some(h), e))
     }
+}
 
-    /// Plans one image as repeated Column (`field` 1 = before, 2 = after): which cells, with
-    /// Canal's `updated` flag and their encoded size. `compare` is the before image for after
-    /// columns (`None` for before columns: never updated; an empty image for inserts: always
-    /// updated).
-    fn plan_image(
-        &self,
-        plan: &TablePlan,
-        consts: &[ColumnConst],
-        image: &RowImage,
-        compare: Option<&RowImage>,
-        field: u8,
-        cols: &mut Vec<ColumnOut>,
-    ) {
-        let field_filter = !self.opts.field_filter.is_empty();
-        for (pos, cell) in image.cells().iter().enumerate() {
-            let idx = cell.index as usize;
-            let (Some(cp), Some(k)) = (plan.columns.get(idx), consts.get(idx)) else { continue };
-            if field_filter && !self.opts.field_filter.keeps(plan.schema(), plan.table(), &cp.name)
-            {
-                continue;
-            }
-            let updated = match compare {
-                None => false,
-                Some(before) => match before.cells().iter().find(|b| b.index == cell.index) {
-                    Some(b) => before.value_bytes(b) != image.value_bytes(cell),
+/// Writes one image as repeated Column (`tag` 0x0a = beforeColumns, 0x12 = afterColumns) straight
+/// into the RowChange buffer, with Canal's `updated` flag: `compare` is the before image for after
+/// columns (`None` for before columns: never updated; an empty image for inserts: always updated).
+fn write_image(
+    buf: &mut Vec<u8>,
+    consts: &[ColumnConst],
+    image: &RowImage,
+    compare: Option<&RowImage>,
+    tag: u8,
+) {
+    for (pos, cell) in image.cells().iter().enumerate() {
+        let Some(k) = consts.get(cell.index as usize) else { continue };
+        if !k.keep {
+            continue;
+        }
+        let value = image.value_bytes(cell);
+        let updated = match compare {
+            None => false,
+            Some(before) => {
+                // Both images list their columns in order; usually the same ones.
+                let b = match before.cells().get(pos) {
+                    Some(b) if b.index == cell.index => Some(b),
+                    _ => before.cells().iter().find(|b| b.index == cell.index),
+                };
+                match b {
+                    Some(b) => before.value_bytes(b) != value,
                     None => true,
-                },
-            };
-            let field_len = |n: usize| 1 + pbwrite::varint_len(n as u64) + n;
-            let len = k.head.len()
-                + 1
-                + pbwrite::varint_len(i64::from(cell.sql_type) as u64)
-                + k.mid.len()
-                + 4
-                + if cell.is_null { 0 } else { field_len(image.value_len(cell)) }
-                + k.tail.len();
-            cols.push(ColumnOut { field, pos, len, updated });
+                }
+            }
+        };
+        let usual_type = cell.sql_type == k.sql_type;
+        let typed = if usual_type {
+            k.fixed.len()
+        } else {
+            k.head.len() + 1 + pbwrite::varint_len(i64::from(cell.sql_type) as u64) + k.mid.len()
+        };
+        let value_len = value.map_or(0, |v| 1 + pbwrite::varint_len(v.len() as u64) + v.len());
+        let len = typed + 4 + value_len + k.tail.len();
+        buf.push(tag);
+        pbwrite::varint(buf, len as u64);
+        if usual_type {
+            // index, sqlType, name, isKey, the updated and isNull keys and the value's key in one
+            // copy; the two flags are then set in place.
+            let at = buf.len() + k.fixed.len();
+            match value {
+                Some(_) => buf.extend_from_slice(&k.fixed_flags),
+                None => buf.extend_from_slice(&k.fixed_flags[..k.fixed_flags.len() - 1]),
+            }
+            buf[at + 1] = u8::from(updated);
+            buf[at + 3] = u8::from(value.is_none());
+            if let Some(v) = value {
+                pbwrite::varint(buf, v.len() as u64);
+                buf.extend_from_slice(v);
+            }
+        } else {
+            buf.extend_from_slice(&k.head);
+            pbwrite::int(buf, col::SQL_TYPE, i64::from(cell.sql_type));
+            buf.extend_from_slice(&k.mid);
+            buf.extend_from_slice(&[
+                UPDATED_KEY,
+                u8::from(updated),
+                IS_NULL_KEY,
+                u8::from(value.is_none()),
+            ]);
+            if let Some(v) = value {
+                pbwrite::bytes(buf, col::VALUE, v);
+            }
+        }
+        if !k.tail.is_empty() {
+            buf.extend_from_slice(&k.tail);
         }
     }
 }
 
-/// One column to write: which image and cell, its size and `updated` flag.
-#[derive(Debug, Clone, Copy)]
-struct ColumnOut {
-    field: u8,
-    pos: usize,
-    len: usize,
-    updated: bool,
-}
+/// Key of Column.updated (a varint field).
+const UPDATED_KEY: u8 = (col::UPDATED << 3) as u8;
+/// Key of Column.isNull (a varint field).
+const IS_NULL_KEY: u8 = (col::IS_NULL << 3) as u8;
+/// Key of Column.value (length-delimited).
+const VALUE_KEY: u8 = ((col::VALUE << 3) | 2) as u8;
 
 /// The parts of a column's encoding that depend only on the table plan, encoded once per plan:
-/// `index` (head), `name` + `isKey` (mid), `mysqlType` (tail).
+/// `index` (head), `name` + `isKey` (mid), `mysqlType` (tail), and whether the field filter
+/// keeps the column.
 #[derive(Debug, Clone, Default)]
 struct ColumnConst {
     /// `head`, `sql_type_field` and `mid` in one piece: the usual case is one copy.
     fixed: Vec<u8>,
+    /// `fixed`, then `updated` and `isNull` (both false) and the key of `value`.
+    fixed_flags: Vec<u8>,
     head: Vec<u8>,
     /// The `sqlType` field for the column's usual type (negative codes take 11 bytes to encode;
     /// a value promoted to another type is encoded on the spot).
@@ -1012,9 +1047,10 @@ struct ColumnConst {
     sql_type_field: Vec<u8>,
     mid: Vec<u8>,
     tail: Vec<u8>,
+    keep: bool,
 }
 
-fn column_consts(plan: &TablePlan) -> Vec<ColumnConst> {
+fn column_consts(plan: &TablePlan, field_filter: &FieldFilter) -> Vec<ColumnConst> {
     plan.columns
         .iter()
         .map(|cp| {
@@ -1028,38 +1064,11 @@ fn column_consts(plan: &TablePlan) -> Vec<ColumnConst> {
                 pbwrite::bytes(&mut k.tail, col::MYSQL_TYPE, t.as_bytes());
             }
             k.fixed = [&k.head[..], &k.sql_type_field, &k.mid].concat();
+            k.fixed_flags = [&k.fixed[..], &[UPDATED_KEY, 0, IS_NULL_KEY, 0, VALUE_KEY]].concat();
+            k.keep = field_filter.keeps(plan.schema(), plan.table(), &cp.name);
             k
         })
         .collect()
-}
-
-/// Writes a planned column (key, length, fields) straight into the RowChange buffer.
-fn write_column(buf: &mut Vec<u8>, consts: &[ColumnConst], image: &RowImage, c: &ColumnOut) {
-    let cell = &image.cells()[c.pos];
-    let value = image.value_bytes(cell);
-    let k = &consts[cell.index as usize];
-    buf.push(if c.field == 1 { 0x0a } else { 0x12 });
-    pbwrite::varint(buf, c.len as u64);
-    if cell.sql_type == k.sql_type {
-        buf.extend_from_slice(&k.fixed);
-    } else {
-        buf.extend_from_slice(&k.head);
-        pbwrite::int(buf, col::SQL_TYPE, i64::from(cell.sql_type));
-        buf.extend_from_slice(&k.mid);
-    }
-    // updated and isNull (varint keys of fields 5 and 6) in one fixed-size copy.
-    const UPDATED_KEY: u8 = (col::UPDATED << 3) as u8;
-    const IS_NULL_KEY: u8 = (col::IS_NULL << 3) as u8;
-    buf.extend_from_slice(&[
-        UPDATED_KEY,
-        u8::from(c.updated),
-        IS_NULL_KEY,
-        u8::from(value.is_none()),
-    ]);
-    if let Some(v) = value {
-        pbwrite::bytes(buf, col::VALUE, v);
-    }
-    buf.extend_from_slice(&k.tail);
 }
 
 /// Room left before a storeValue for the entry's header and keys (see `push_gapped`).

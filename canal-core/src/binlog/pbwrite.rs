@@ -10,7 +10,12 @@ const VARINT: u32 = 0;
 const LEN: u32 = 2;
 
 /// Appends a base-128 varint.
+#[inline]
 pub(crate) fn varint(buf: &mut Vec<u8>, mut v: u64) {
+    if v < 0x80 {
+        buf.push(v as u8);
+        return;
+    }
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -18,16 +23,31 @@ pub(crate) fn varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+/// Writes a base-128 varint at the start of `out`, returns its length.
+pub(crate) fn varint_into(out: &mut [u8; 10], mut v: u64) -> usize {
+    let mut n = 0;
+    while v >= 0x80 {
+        out[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    n + 1
+}
+
 /// Bytes a varint of `v` takes.
+#[inline]
 pub(crate) fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+#[inline]
 fn key(buf: &mut Vec<u8>, field: u32, wire: u32) {
     varint(buf, u64::from((field << 3) | wire));
 }
 
 /// An `int32`/`int64`/`enum` field (negative values take 10 bytes, as protobuf requires).
+#[inline]
 pub(crate) fn int(buf: &mut Vec<u8>, field: u32, v: i64) {
     key(buf, field, VARINT);
     varint(buf, v as u64);
@@ -40,6 +60,7 @@ pub(crate) fn boolean(buf: &mut Vec<u8>, field: u32, v: bool) {
 }
 
 /// A `string`/`bytes` field.
+#[inline]
 pub(crate) fn bytes(buf: &mut Vec<u8>, field: u32, v: &[u8]) {
     key(buf, field, LEN);
     varint(buf, v.len() as u64);
@@ -70,6 +91,9 @@ mod tests {
             let mut b = Vec::new();
             varint(&mut b, v);
             assert_eq!(varint_len(v), b.len(), "{v}");
+            let mut at = [0u8; 10];
+            let n = varint_into(&mut at, v);
+            assert_eq!(at[..n], b[..], "{v}");
         }
     }
 

@@ -527,7 +527,6 @@ pub struct LocalBinlogSource {
     start_offset: u64,
     skip_to: u64,
     current: Option<(String, BinlogReader<BufReader<File>>)>,
-    event: Vec<u8>,
 }
 
 /// Reading local binlog files failed.
@@ -575,7 +574,7 @@ impl LocalBinlogSource {
                 .position(|p| p.file_name().and_then(|n| n.to_str()) == Some(name))
                 .ok_or_else(|| LocalSourceError::NoStartFile(name.to_owned()))?,
         };
-        Ok(Self { files, next_file, start_offset, skip_to: 0, current: None, event: Vec::new() })
+        Ok(Self { files, next_file, start_offset, skip_to: 0, current: None })
     }
 
     /// The next event as `(file name, event bytes)`, `Ok(None)` after the last file.
@@ -607,8 +606,7 @@ impl LocalBinlogSource {
                     if offset < self.skip_to && !is_fde {
                         continue;
                     }
-                    self.event.clear();
-                    self.event.extend_from_slice(bytes);
+                    break;
                 }
                 Ok(None) => {
                     self.current = None;
@@ -618,9 +616,10 @@ impl LocalBinlogSource {
                     return Err(LocalSourceError::Decode { file: name.clone(), source });
                 }
             }
-            let name = self.current.as_ref().map_or("", |(n, _)| n.as_str());
-            return Ok(Some((name, &self.event)));
         }
+        // The event stays in the reader's buffer (no copy), borrowed again once the loop no
+        // longer needs `self` mutably. The loop only breaks with a file open, so this is `Some`.
+        Ok(self.current.as_ref().map(|(name, reader)| (name.as_str(), reader.last_event())))
     }
 }
 

@@ -276,15 +276,19 @@ fn dump_event(dec: &mut Decoder, d: &mut Dump, at: u64, buf: &[u8], inner: bool)
                         for (label, img) in [("B", &b), ("A", &a)] {
                             for (cell, v) in img.iter() {
                                 let col = &plan.columns[cell.index as usize];
-                                let shown = v.map_or_else(|| "NULL".to_owned(), show_value);
+                                let shown =
+                                    v.as_deref().map_or_else(|| "NULL".to_owned(), show_value);
                                 writeln!(
                                     t,
                                     "{ind}    {n}{label} [{}] {} sql={} {}",
                                     cell.index, col.name, cell.sql_type, shown
                                 )
                                 .unwrap();
-                                let entry =
-                                    (col.name.to_string(), v.map(str::to_owned), cell.sql_type);
+                                let entry = (
+                                    col.name.to_string(),
+                                    v.map(|v| v.into_owned()),
+                                    cell.sql_type,
+                                );
                                 if label == "B" {
                                     rec.before.push(entry)
                                 } else {

@@ -151,6 +151,11 @@ impl<R: Read> BinlogReader<R> {
         self.pos += size as u64;
         Ok(Some((at, &self.buf)))
     }
+
+    /// The bytes of the event the last successful [`Self::next_event`] returned.
+    pub fn last_event(&self) -> &[u8] {
+        &self.buf
+    }
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, DecodeError> {

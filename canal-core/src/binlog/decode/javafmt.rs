@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+use super::value::TextOut;
+
 /// A finite float's shortest round-trip decimal: `value = ±d1.d2d3… × 10^exp`, with no leading
 /// or trailing zero digit (zero is the single digit `0`).
 #[derive(Debug)]
@@ -128,30 +130,42 @@ fn java_digits<F: JavaFloat>(v: F) -> Option<Decimal> {
 }
 
 /// Appends Java's `toString` of a float or double.
-fn push_java_float<F: JavaFloat>(out: &mut String, v: F) {
+fn push_java_float<F: JavaFloat, O: TextOut + ?Sized>(out: &mut O, v: F) {
+    if v.plain_range() {
+        // In Java's plain range (1e-3 <= |v| < 1e7, and zero) ryu lays its shortest digits out
+        // as Java does (`123.45`, `100.0`, `0.00123`, `-0.0`), and the single-digit rule of
+        // `java_digits` never applies there (the closest 2-digit decimal of a one-digit shortest
+        // value is that digit followed by 0 whenever ulp(v) < 0.05 × 10^exp, always true for
+        // |v| >= 1e-3). Test: plain_range_fast_path_matches_the_general_one.
+        out.ascii(ryu::Buffer::new().format_finite(v).as_bytes());
+        return;
+    }
+    push_java_float_general(out, v);
+}
+
+/// [`push_java_float`] without the plain-range fast path.
+fn push_java_float_general<F: JavaFloat, O: TextOut + ?Sized>(out: &mut O, v: F) {
     if v.is_nan() {
-        out.push_str("NaN");
+        out.ascii(b"NaN");
         return;
     }
     if v.is_infinite() {
-        out.push_str(if v.is_positive() { "Infinity" } else { "-Infinity" });
+        out.ascii(if v.is_positive() { b"Infinity" } else { b"-Infinity" });
         return;
     }
     match java_digits(v) {
         Some(d) => push_java(out, &d, v.plain_range()),
-        None => {
-            let _ = write!(out, "{v}");
-        }
+        None => out.text(&v.to_string()),
     }
 }
 
 /// Appends `Double.toString(v)`.
-pub fn push_double(out: &mut String, v: f64) {
+pub(crate) fn push_double<O: TextOut + ?Sized>(out: &mut O, v: f64) {
     push_java_float(out, v);
 }
 
 /// Appends `Float.toString(v)`.
-pub fn push_float(out: &mut String, v: f32) {
+pub(crate) fn push_float<O: TextOut + ?Sized>(out: &mut O, v: f32) {
     push_java_float(out, v);
 }
 
@@ -171,7 +185,7 @@ pub fn float_to_string(v: f32) -> String {
 
 /// Lays a decimal out as Java does: plain (`123.45`, `0.00123`, `100.0`) or computerized
 /// scientific notation (`1.5E10`, `1.0E-5`). Built in a stack buffer, appended once.
-fn push_java(out: &mut String, d: &Decimal, plain: bool) {
+fn push_java<O: TextOut + ?Sized>(out: &mut O, d: &Decimal, plain: bool) {
     let mut buf = [0u8; 64];
     let mut len = 0;
     let mut put = |bytes: &[u8]| {
@@ -210,7 +224,7 @@ fn push_java(out: &mut String, d: &Decimal, plain: bool) {
         put(b"E");
         put(itoa::Buffer::new().format(d.exp).as_bytes());
     }
-    out.push_str(std::str::from_utf8(&buf[..len]).unwrap_or_default());
+    out.ascii(&buf[..len]);
 }
 
 #[cfg(test)]
@@ -339,6 +353,52 @@ mod tests {
         ];
         for (v, want) in cases {
             assert_eq!(double_to_string(*v), *want, "{v:e}");
+        }
+    }
+
+    /// The plain-range fast path (ryu's own layout) prints what the general path (digits, then
+    /// Java's layout) prints, for doubles and floats: every one-digit value times 10^-3..10^6,
+    /// the range edges, and a spread of bit patterns.
+    #[test]
+    fn plain_range_fast_path_matches_the_general_one() {
+        fn check<F: JavaFloat>(v: F) {
+            if !v.plain_range() {
+                return;
+            }
+            let (mut fast, mut general) = (String::new(), String::new());
+            push_java_float(&mut fast, v);
+            push_java_float_general(&mut general, v);
+            assert_eq!(fast, general, "{v:e}");
+        }
+        for e in -3..7 {
+            for d in 1..=9u8 {
+                for sign in [1.0, -1.0] {
+                    check(sign * f64::from(d) * 10f64.powi(e));
+                    check(sign as f32 * f32::from(d) * 10f32.powi(e));
+                }
+            }
+        }
+        for v in [0.0, -0.0, 1e-3, 9.999_999_999_999_999e6, 0.1 + 0.2, 1.0 / 3.0] {
+            check(v);
+            check(v as f32);
+        }
+        // A multiplicative walk over the plain range, and raw bit patterns inside it.
+        let mut x = 1e-3f64;
+        while x < 1e7 {
+            check(x);
+            check(-x);
+            check(x as f32);
+            x *= 1.000_37;
+        }
+        let mut bits = 0x3f50_624d_d2f1_a9fcu64; // 1e-3
+        while f64::from_bits(bits) < 1e7 {
+            check(f64::from_bits(bits));
+            bits += 0x0000_0f1b_3c5d_7e9f;
+        }
+        let mut bits32 = 0x3a83_126fu32; // 1e-3f32
+        while f32::from_bits(bits32) < 1e7 {
+            check(f32::from_bits(bits32));
+            bits32 += 0x0000_0a3d;
         }
     }
 

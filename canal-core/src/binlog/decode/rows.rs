@@ -1,7 +1,8 @@
 //! Row decoding straight into Canal's value strings (docs/protocol.md#values): a [`TablePlan`] built once per
 //! TABLE_MAP (types, metadata, signedness, names as `Arc<str>`) and a [`RowsReader`] that writes
-//! each row image into a reused [`RowImage`] — one `String` for all values of the row, no
-//! allocation per column.
+//! each row image into a reused [`RowImage`] — one UTF-8 byte buffer for all values of the row, no
+//! allocation per column. Everything that depends only on the table or the event (column kinds,
+//! which columns are present) is worked out before the first row.
 //!
 //! Deliberate differences from Java Canal (all documented in the report and the golden tests):
 //! * MEDIUMINT is sign-extended before the unsigned fix-up (Canal does this too; mysql_common did
@@ -15,7 +16,7 @@
 //! * MariaDB INET6/UUID/INET4 (fixed BINARY in the binlog) are binary when the schema's type text
 //!   names them: ISO-8859-1 bytes, sqlType BLOB, re-padded.
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::cursor::{be_uint, le_uint};
@@ -485,7 +486,8 @@ pub struct Cell {
 #[derive(Debug, Default, Clone)]
 pub struct RowImage {
     cells: Vec<Cell>,
-    text: String,
+    /// The values back to back, always UTF-8: renderers append ASCII or decoded text only.
+    text: Vec<u8>,
 }
 
 impl RowImage {
@@ -510,15 +512,16 @@ impl RowImage {
         self.cells.is_empty()
     }
 
-    /// The value text of a cell, `None` for NULL.
-    pub fn value(&self, cell: &Cell) -> Option<&str> {
-        (!cell.is_null).then(|| &self.text[cell.start..cell.end])
+    /// The value text of a cell, `None` for NULL. The bytes are UTF-8 by construction, so this
+    /// borrows (the lossy conversion never replaces anything).
+    pub fn value(&self, cell: &Cell) -> Option<Cow<'_, str>> {
+        (!cell.is_null).then(|| String::from_utf8_lossy(&self.text[cell.start..cell.end]))
     }
 
-    /// The value's bytes (UTF-8), `None` for NULL; skips the char-boundary checks of `value`
-    /// for callers that only copy bytes (the entry encoder).
+    /// The value's bytes (UTF-8), `None` for NULL; skips the UTF-8 check of `value` for callers
+    /// that only copy bytes (the entry encoder).
     pub fn value_bytes(&self, cell: &Cell) -> Option<&[u8]> {
-        (!cell.is_null).then(|| &self.text.as_bytes()[cell.start..cell.end])
+        (!cell.is_null).then(|| &self.text[cell.start..cell.end])
     }
 
     /// Byte length of a cell's value (0 for NULL).
@@ -527,12 +530,12 @@ impl RowImage {
     }
 
     /// Cells with their values.
-    pub fn iter(&self) -> impl Iterator<Item = (&Cell, Option<&str>)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&Cell, Option<Cow<'_, str>>)> + '_ {
         self.cells.iter().map(move |c| (c, self.value(c)))
     }
 
     /// The cell of column `index`, if present in the image.
-    pub fn get(&self, index: usize) -> Option<(&Cell, Option<&str>)> {
+    pub fn get(&self, index: usize) -> Option<(&Cell, Option<Cow<'_, str>>)> {
         self.cells.iter().find(|c| c.index as usize == index).map(|c| (c, self.value(c)))
     }
 }
@@ -546,6 +549,14 @@ pub struct RowsReader<'e> {
     charset: TextCharset,
     tz: TimeZoneOffset,
     json_columns: usize,
+    /// The columns present in before (0) and after (1) images, with each column's ordinal among
+    /// the table's JSON columns (the partial-JSON bit it owns): the bitmaps are per event, so this
+    /// is worked out once per event, not per row.
+    present: [Vec<(u32, u32)>; 2],
+    /// The date of the last TIMESTAMP rendered.
+    epoch: value::EpochDays,
+    /// JSON values are rendered here (the renderer writes a `String`), then appended.
+    json_text: String,
 }
 
 impl<'e> RowsReader<'e> {
@@ -573,7 +584,22 @@ impl<'e> RowsReader<'e> {
         let json_columns = plan.map.json_column_count();
         // `RowsEvent<'a>` is covariant in 'a, so the reference shortens to `&'e RowsEvent<'e>`.
         let ev: &'e RowsEvent<'e> = ev;
-        Ok(RowsReader { plan, ev, pos: 0, charset: opts.charset, tz: opts.time_zone, json_columns })
+        let present_before = present_columns(&plan, &ev.present_before, ev.column_count);
+        let present_after = match &ev.present_after {
+            Some(bits) => present_columns(&plan, bits, ev.column_count),
+            None => present_before.clone(),
+        };
+        Ok(RowsReader {
+            present: [present_before, present_after],
+            plan,
+            ev,
+            pos: 0,
+            charset: opts.charset,
+            tz: opts.time_zone,
+            json_columns,
+            epoch: value::EpochDays::default(),
+            json_text: String::new(),
+        })
     }
 
     /// The plan the rows are decoded with (names, types, keys).
@@ -593,17 +619,14 @@ impl<'e> RowsReader<'e> {
         if self.pos >= self.ev.rows.len() {
             return Ok(false);
         }
-        // A copy of the `&'e` reference, so the bitmaps do not borrow `self`.
-        let ev = self.ev;
         let start = self.pos;
-        match ev.kind {
-            RowsKind::Write => self.image(&ev.present_before, false, after)?,
-            RowsKind::Delete => self.image(&ev.present_before, false, before)?,
+        match self.ev.kind {
+            RowsKind::Write => self.image(0, false, after)?,
+            RowsKind::Delete => self.image(0, false, before)?,
             RowsKind::Update | RowsKind::PartialUpdate => {
-                self.image(&ev.present_before, false, before)?;
-                let after_bits = ev.present_after.as_deref().unwrap_or(&ev.present_before);
+                self.image(0, false, before)?;
                 let partial = self.ev.kind == RowsKind::PartialUpdate;
-                self.image(after_bits, partial, after)?;
+                self.image(1, partial, after)?;
             }
         }
         // A row that consumes no bytes (zero columns present, from a corrupt header) would make
@@ -638,13 +661,25 @@ impl<'e> RowsReader<'e> {
         Ok(s)
     }
 
+    /// Reads one image of the columns `self.present[which]`.
     fn image(
         &mut self,
-        present: &[u8],
+        which: usize,
         partial_image: bool,
         img: &mut RowImage,
     ) -> Result<(), DecodeError> {
-        let n = self.ev.column_count;
+        let present = std::mem::take(&mut self.present[which]);
+        let r = self.image_of(&present, partial_image, img);
+        self.present[which] = present;
+        r
+    }
+
+    fn image_of(
+        &mut self,
+        present: &[(u32, u32)],
+        partial_image: bool,
+        img: &mut RowImage,
+    ) -> Result<(), DecodeError> {
         // PARTIAL_UPDATE_ROWS after images start with value options and, for partial JSON, one bit
         // per JSON column of the table.
         let mut partial_bits: &[u8] = &[];
@@ -659,22 +694,13 @@ impl<'e> RowsReader<'e> {
                 partial_bits = self.take(self.json_columns.div_ceil(8), "partial JSON bitmap")?;
             }
         }
-        let present_count = (0..n).filter(|&i| bit(present, i)).count();
-        let nulls = self.take(present_count.div_ceil(8), "row null bitmap")?;
-        let mut k = 0usize;
-        let mut json_ordinal = 0usize;
-        for i in 0..n {
-            let col_is_json = self.plan.columns[i].binlog_type == ty::JSON;
-            let json_idx = json_ordinal;
-            if col_is_json {
-                json_ordinal += 1;
-            }
-            if !bit(present, i) {
-                continue;
-            }
+        let nulls = self.take(present.len().div_ceil(8), "row null bitmap")?;
+        img.cells.reserve(present.len());
+        for (k, &(i, json_idx)) in present.iter().enumerate() {
+            let i = i as usize;
             let is_null = bit(nulls, k);
-            k += 1;
             let col = &self.plan.columns[i];
+            let col_is_json = col.binlog_type == ty::JSON;
             let start = img.text.len();
             if is_null {
                 img.cells.push(Cell {
@@ -686,7 +712,7 @@ impl<'e> RowsReader<'e> {
                 });
                 continue;
             }
-            let diff = col_is_json && bit(partial_bits, json_idx);
+            let diff = col_is_json && bit(partial_bits, json_idx as usize);
             let sql_type = self.value(i, diff, img)?;
             let end = img.text.len();
             img.cells.push(Cell { index: i as u32, sql_type, is_null: false, start, end });
@@ -776,18 +802,18 @@ impl<'e> RowsReader<'e> {
             }
             Kind::Timestamp => {
                 let secs = le_uint(self.take(4, "TIMESTAMP")?) as u32;
-                value::push_epoch(out, secs, self.tz);
+                self.epoch.push(out, secs, self.tz);
             }
             Kind::Timestamp2 { fsp } => {
                 let secs = be_uint(self.take(4, "TIMESTAMP2")?) as u32;
                 let micros = self.frac(fsp, "TIMESTAMP2 fraction")?;
-                value::push_epoch(out, secs, self.tz);
+                self.epoch.push(out, secs, self.tz);
                 value::push_frac(out, micros, fsp);
             }
             Kind::Datetime => {
                 let v = le_uint(self.take(8, "DATETIME")?) as i64;
                 if v == 0 {
-                    out.push_str("0000-00-00 00:00:00");
+                    out.extend_from_slice(b"0000-00-00 00:00:00");
                 } else {
                     let v = v.unsigned_abs();
                     let (d, t) = (v / 1_000_000, v % 1_000_000);
@@ -812,21 +838,21 @@ impl<'e> RowsReader<'e> {
                 let raw = le_uint(self.take(3, "TIME")?) as u32;
                 let v = ((raw << 8) as i32) >> 8;
                 if v == 0 {
-                    out.push_str("00:00:00");
+                    out.extend_from_slice(b"00:00:00");
                 } else {
                     let u = v.unsigned_abs();
                     if v < 0 {
-                        out.push('-');
+                        out.push(b'-');
                     }
                     let h = u / 10000;
                     if h >= 100 {
-                        let _ = write!(out, "{h}");
+                        value::push_u64(out, u64::from(h));
                     } else {
                         value::push2(out, h);
                     }
-                    out.push(':');
+                    out.push(b':');
                     value::push2(out, u % 10000 / 100);
-                    out.push(':');
+                    out.push(b':');
                     value::push2(out, u % 100);
                 }
             }
@@ -834,19 +860,19 @@ impl<'e> RowsReader<'e> {
             Kind::Date => {
                 let v = le_uint(self.take(3, "DATE")?) as u32;
                 if v == 0 {
-                    out.push_str("0000-00-00");
+                    out.extend_from_slice(b"0000-00-00");
                 } else {
                     value::push4(out, v / (16 * 32));
-                    out.push('-');
+                    out.push(b'-');
                     value::push2(out, v / 32 % 16);
-                    out.push('-');
+                    out.push(b'-');
                     value::push2(out, v % 32);
                 }
             }
             Kind::Year => {
                 let v = self.take(1, "YEAR")?[0];
                 if v == 0 {
-                    out.push_str("0000");
+                    out.extend_from_slice(b"0000");
                 } else {
                     value::push_u64(out, u64::from(v) + 1900);
                 }
@@ -863,7 +889,7 @@ impl<'e> RowsReader<'e> {
                 let n = le_uint(self.take(usize::from(len_bytes), "BLOB length")?) as usize;
                 let b = self.take(n, "BLOB data")?;
                 if text {
-                    self.charset.decode_into(b, out);
+                    self.charset.decode_into_bytes(b, out);
                 } else {
                     value::latin1_into(b, out);
                 }
@@ -873,11 +899,11 @@ impl<'e> RowsReader<'e> {
                 let b = self.take(n, "string data")?;
                 if binary {
                     value::latin1_into(b, out);
-                    for _ in n..usize::from(pad_to) {
-                        out.push('\0');
+                    if n < usize::from(pad_to) {
+                        out.resize(out.len() + usize::from(pad_to) - n, 0);
                     }
                 } else {
-                    self.charset.decode_into(b, out);
+                    self.charset.decode_into_bytes(b, out);
                 }
             }
             Kind::Json { len_bytes } => {
@@ -885,15 +911,19 @@ impl<'e> RowsReader<'e> {
                 let at = self.ev.rows_offset + self.pos;
                 let b = self.take(n, "JSON data")?;
                 if n > 0 {
-                    let start = out.len();
+                    let mut text = std::mem::take(&mut self.json_text);
+                    text.clear();
                     let r = if json_diff {
                         let name = Arc::clone(&self.plan.columns[i].name);
-                        json::render_diff(b, &name, self.charset, out)
+                        json::render_diff(b, &name, self.charset, &mut text)
                     } else {
-                        json::render(b, self.charset, out)
+                        json::render(b, self.charset, &mut text)
                     };
+                    if r.is_ok() {
+                        out.extend_from_slice(text.as_bytes());
+                    }
+                    self.json_text = text;
                     if let Err(e) = r {
-                        out.truncate(start);
                         return Err(DecodeError::Invalid {
                             what: "JSON value",
                             offset: at + e.offset,
@@ -928,7 +958,7 @@ impl<'e> RowsReader<'e> {
 
     /// TIME2: 3 bytes `1 sign bit | 1 unused | 10 hour | 6 minute | 6 second` offset by 0x800000, then
     /// the fraction; negative values store the fraction complemented (MySQL `my_time_packed_from_binary`).
-    fn time2(&mut self, fsp: u8, out: &mut String) -> Result<(), DecodeError> {
+    fn time2(&mut self, fsp: u8, out: &mut Vec<u8>) -> Result<(), DecodeError> {
         let packed: i64 = match fsp {
             1 | 2 => {
                 let mut int = be_uint(self.take(3, "TIME2")?) as i64 - 0x80_0000;
@@ -956,6 +986,22 @@ impl<'e> RowsReader<'e> {
         value::push_frac(out, (u % (1 << 24)) as u32, fsp);
         Ok(())
     }
+}
+
+/// The columns among the first `n` whose bit is set, each with its ordinal among the JSON columns
+/// (`n` is at most the plan's column count: checked by [`RowsReader::new`]).
+fn present_columns(plan: &TablePlan, bits: &[u8], n: usize) -> Vec<(u32, u32)> {
+    let mut json = 0u32;
+    let mut out = Vec::with_capacity(n);
+    for (i, col) in plan.columns.iter().enumerate().take(n) {
+        if bit(bits, i) {
+            out.push((i as u32, json));
+        }
+        if col.binlog_type == ty::JSON {
+            json += 1;
+        }
+    }
+    out
 }
 
 fn bit(bits: &[u8], i: usize) -> bool {
@@ -1005,7 +1051,7 @@ mod tests {
         let mut rd = RowsReader::new(plan, &ev, &opts).unwrap();
         let (mut b, mut a) = (RowImage::new(), RowImage::new());
         assert!(rd.next_row(&mut b, &mut a).unwrap());
-        let out = a.iter().map(|(c, v)| (c.sql_type, v.map(str::to_owned))).collect();
+        let out = a.iter().map(|(c, v)| (c.sql_type, v.map(Cow::into_owned))).collect();
         assert!(!rd.next_row(&mut b, &mut a).unwrap());
         out
     }
