@@ -181,6 +181,13 @@ struct Inner {
     read_bytes: usize,
     /// Puts waiting for room: no more data comes until something is acked.
     blocked_puts: usize,
+    /// The fewest unread entries, or unread bytes, at which a waiting GET would answer (the
+    /// smallest over the waiting GETs; `None` when none waits for a fuller batch). A put wakes
+    /// the GETs only when it reaches one of them, not on every entry: each wake-up is a
+    /// cross-thread hand-over that finds the batch still too small.
+    wake_at: Option<(usize, usize)>,
+    /// GET wake-ups by puts (for tests).
+    put_wakes: u64,
     closed: bool,
 }
 
@@ -221,6 +228,8 @@ impl EventStore {
                 read_idx: 0,
                 held_bytes: 0,
                 blocked_puts: 0,
+                wake_at: None,
+                put_wakes: 0,
                 read_bytes: 0,
                 closed: false,
             }),
@@ -277,14 +286,24 @@ impl EventStore {
                         inner.held_bytes += e.bytes.len();
                         inner.queue.push_back(e);
                     }
+                    let unread =
+                        (inner.queue.len() - inner.read_idx, inner.held_bytes - inner.read_bytes);
+                    let wake = inner.wake_at.is_some_and(|(n, b)| unread.0 >= n || unread.1 >= b);
+                    if wake {
+                        inner.wake_at = None;
+                        inner.put_wakes += 1;
+                    }
                     drop(inner);
                     drop(blocked);
-                    self.data.notify_waiters();
+                    if wake {
+                        self.data.notify_waiters();
+                    }
                     return Ok(());
                 }
                 if blocked.is_none() {
                     // Waiting GETs stop waiting for a fuller batch: none can come before an ack.
                     inner.blocked_puts += 1;
+                    inner.wake_at = None;
                     blocked = Some(BlockedPut(self));
                     drop(inner);
                     self.data.notify_waiters();
@@ -357,13 +376,24 @@ impl EventStore {
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let inner = self.lock();
+                let mut inner = self.lock();
                 if inner.closed {
                     return Err(StoreError::Closed);
                 }
                 if self.due(&inner, fetch_size, wait, deadline) {
                     return Ok(());
                 }
+                // Wake me when a put makes my batch: so many entries, or so many bytes.
+                let mine = match self.config.batch_mode {
+                    BatchMode::ItemSize => (fetch_size.max(1), usize::MAX),
+                    BatchMode::MemSize => {
+                        (usize::MAX, fetch_size.max(1).saturating_mul(self.config.mem_unit))
+                    }
+                };
+                inner.wake_at = Some(match inner.wake_at {
+                    Some((n, b)) => (n.min(mine.0), b.min(mine.1)),
+                    None => mine,
+                });
             }
             match deadline {
                 Some(d) => {
@@ -489,6 +519,7 @@ impl EventStore {
         let mut inner = self.lock();
         inner.read_idx = 0;
         inner.read_bytes = 0;
+        inner.wake_at = None;
         drop(inner);
         self.data.notify_waiters();
     }
@@ -518,6 +549,7 @@ impl EventStore {
         inner.held_bytes = 0;
         inner.read_bytes = 0;
         inner.read_idx = 0;
+        inner.wake_at = None;
         drop(inner);
         self.data.notify_waiters();
         self.space.notify_waiters();
@@ -655,6 +687,58 @@ mod tests {
         s.ack(b.end_seq).unwrap();
         putter.await.unwrap().unwrap();
         assert_eq!(s.stats().entries, 4);
+    }
+
+    /// A waiting GET is woken when a put completes its batch (or the store fills), not by
+    /// every put before that; and it answers then with everything.
+    #[tokio::test]
+    async fn puts_wake_a_waiting_get_only_when_its_batch_is_there() {
+        for mode in [BatchMode::MemSize, BatchMode::ItemSize] {
+            let s = Arc::new(EventStore::new(StoreConfig {
+                mem_unit: 100,
+                batch_mode: mode,
+                memory_budget: 10_000,
+                ..StoreConfig::default()
+            }));
+            // MEMSIZE: 5 units = 500 bytes; ITEMSIZE: 5 entries.
+            let s2 = s.clone();
+            let getter = tokio::spawn(async move { s2.get(5, GetWait::Forever).await });
+            // The GET is registered once it waits (its wake threshold is set).
+            while s.lock().wake_at.is_none() {
+                tokio::task::yield_now().await;
+            }
+            for i in 0..4 {
+                s.put(vec![entry(i, EntryKind::Rows, 100)]).await.unwrap();
+            }
+            assert_eq!(s.lock().put_wakes, 0, "{mode:?}: woken before its batch was there");
+            assert!(!getter.is_finished());
+            s.put(vec![entry(4, EntryKind::Rows, 100)]).await.unwrap();
+            let woken = tokio::time::timeout(Duration::from_secs(10), getter).await;
+            let b = woken.expect("the GET was not woken").unwrap().unwrap().unwrap();
+            assert_eq!(b.entries.len(), 5, "{mode:?}");
+            assert_eq!(s.lock().put_wakes, 1, "{mode:?}");
+        }
+        // A put that cannot fit wakes the GET too (no fuller batch can come before an ack).
+        let s = Arc::new(EventStore::new(StoreConfig {
+            mem_unit: 100,
+            batch_mode: BatchMode::MemSize,
+            memory_budget: 300,
+            ..StoreConfig::default()
+        }));
+        s.put(vec![entry(0, EntryKind::Rows, 200)]).await.unwrap();
+        let s2 = s.clone();
+        let getter = tokio::spawn(async move { s2.get(50, GetWait::Forever).await });
+        while s.lock().wake_at.is_none() {
+            tokio::task::yield_now().await;
+        }
+        let s3 = s.clone();
+        let putter =
+            tokio::spawn(async move { s3.put(vec![entry(1, EntryKind::Rows, 200)]).await });
+        let woken = tokio::time::timeout(Duration::from_secs(10), getter).await;
+        let b = woken.expect("the GET was not woken").unwrap().unwrap().unwrap();
+        assert_eq!(b.entries.len(), 1);
+        s.ack(b.end_seq).unwrap();
+        putter.await.unwrap().unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,6 +41,11 @@ use tracing::{Instrument, info, warn};
 use crate::destination::{CursorSink, Destination, FilterSink};
 use crate::session::{self, Availability, Registry, SessionConfig};
 
+/// Send buffer of client connections: a 1 MiB batch (the default GET) goes out in a few
+/// writes instead of dozens of wake-ups as the default 16 KiB buffer drains (the kernel doubles
+/// the value and caps it at `net.core.wmem_max`).
+const SEND_BUFFER: usize = 4 << 20;
+
 /// How the server process runs.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
@@ -446,6 +451,11 @@ impl Server {
                         }
                         if let Err(e) = socket2::SockRef::from(&sock).set_keepalive(true) {
                             tracing::debug!(%peer, "cannot set SO_KEEPALIVE: {e}");
+                        }
+                        if let Err(e) =
+                            socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER)
+                        {
+                            tracing::debug!(%peer, "cannot set SO_SNDBUF: {e}");
                         }
                         let span = tracing::debug_span!("session", %peer);
                         tokio::spawn(
