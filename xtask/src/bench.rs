@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: one generated binlog of ≥ 1 M row images on a 10-column mixed-type table,
 //! measured in one run, side by side on the same machine:
 //! * `decode`: text vs text, `canal-server decode` printing FlatMessage JSON (by default, which
-//!   renders on as many threads as CPUs beside the decoding one, and on one thread) and whole entries as
+//!   renders on CPUs - 1 threads beside the decoding one, and on one thread) and whole entries as
 //!   JSON, beside `mysqlbinlog -v --base64-output=DECODE-ROWS` on the same files (every
 //!   process's output to /dev/null, the tools interleaved round by round, medians, ratios within
 //!   each round); plus `decode --format count` (binlog → Canal entries, nothing printed), and
@@ -309,7 +309,7 @@ fn decode_side_by_side(
             cmd.args(["-v", "--base64-output=DECODE-ROWS"]).args(files);
             cmd
         }),
-        // The default renders on as many threads as CPUs (at most 4) beside the decoding one.
+        // The default renders on CPUs - 1 threads (at most 4) beside the decoding one.
         ("canal-rs decode, FlatMessage JSON".into(), decode(&[])),
         (
             "canal-rs decode --threads 0 (one thread), FlatMessage JSON".into(),

@@ -56,8 +56,8 @@ pub struct DecodeArgs {
     #[arg(long)]
     pub no_checksum: bool,
     /// Render the output on this many threads while the main thread decodes (0: the decoding
-    /// thread renders too). Output order is the same either way. Default: as many as the CPUs
-    /// available, at most 4; 0 on one CPU.
+    /// thread renders too). Output order is the same either way. Default: one less than the
+    /// CPUs available, at most 4.
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -214,6 +214,20 @@ impl Pipeline {
     }
 }
 
+/// Reads one byte of every cache line of the chunk's entries, front to back: the lines come
+/// from the decoding core in a stream the prefetcher can run ahead of, where the renderer's
+/// first walk over an entry (row after row, each row's length leading to the next) would wait
+/// for them one at a time.
+fn warm(chunk: &Chunk) {
+    let mut x = 0u8;
+    for (bytes, _) in chunk {
+        for line in bytes.chunks(64) {
+            x ^= line[0];
+        }
+    }
+    std::hint::black_box(x);
+}
+
 fn renderer(
     format: Format,
     chunks: Receiver<Chunk>,
@@ -221,6 +235,7 @@ fn renderer(
     free: Receiver<Vec<u8>>,
 ) -> anyhow::Result<()> {
     for chunk in chunks {
+        warm(&chunk);
         let mut buf = free.try_recv().unwrap_or_else(|_| Vec::with_capacity(OUT_BYTES * 2));
         buf.clear();
         render(format, &chunk, &mut buf)?;
@@ -235,39 +250,26 @@ fn renderer(
 /// Takes rendered chunks from the renderers in round-robin order (the order they were handed
 /// out) and writes them; stops when the first renderer in turn has nothing more.
 fn writer(from: Vec<FromRenderer>) -> anyhow::Result<()> {
+    // `stdout` is a LineWriter: a buffer holding many lines goes out in one write, uncopied.
     let mut stdout = std::io::stdout().lock();
-    let mut pending: Vec<u8> = Vec::with_capacity(OUT_BYTES * 2);
     'out: loop {
         for (rx, free) in &from {
             let Ok(buf) = rx.recv() else { break 'out };
-            if pending.is_empty() && buf.len() >= OUT_BYTES {
-                stdout.write_all(&buf).context("writing to stdout")?;
-            } else {
-                pending.extend_from_slice(&buf);
-                if pending.len() >= OUT_BYTES {
-                    stdout.write_all(&pending).context("writing to stdout")?;
-                    pending.clear();
-                }
-            }
+            stdout.write_all(&buf).context("writing to stdout")?;
             // Full or gone: the renderer allocates instead.
             let _ = free.try_send(buf);
         }
     }
-    stdout.write_all(&pending).context("writing to stdout")?;
     stdout.flush().context("writing to stdout")?;
     Ok(())
 }
 
-/// Renderer threads when `--threads` is not given: as many as the CPUs this process may use,
-/// at most 4 (beyond, the decoding thread is the limit); none on one CPU (or when unknown),
-/// where a pipeline only adds hand-overs. Renderers that wait for the decoder take no CPU from
-/// it, and whole-entry JSON costs twice the decoding per row, so on two CPUs two renderers
-/// beside the decoder keep both busy.
+/// Renderer threads when `--threads` is not given: one less than the CPUs this process may
+/// use, at most 4 (beyond, the decoding thread is the limit); none on one CPU (or when
+/// unknown), where a pipeline only adds hand-overs. On two CPUs: the decoder on one, a renderer
+/// on the other (a second renderer only makes them share the two CPUs with more hand-overs).
 fn default_threads() -> usize {
-    match std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) {
-        1 => 0,
-        n => n.min(4),
-    }
+    std::thread::available_parallelism().map_or(0, |n| n.get() - 1).min(4)
 }
 
 /// Runs `decode`, writing to stdout.

@@ -95,7 +95,7 @@ fn decode_output_matches_goldens() {
         for format in FORMATS {
             let single = decode(&file, format, &["--threads", "0"]);
             check(name, format, &single);
-            // Renderer threads change nothing in the output (the default: as many as CPUs).
+            // Renderer threads change nothing in the output (the default: one less than the CPUs).
             for threads in [&["--threads", "1"][..], &["--threads", "3"], &[]] {
                 let threaded = decode(&file, format, threads);
                 assert!(threaded == single, "{name} --format {format} {threads:?} differs");
