@@ -604,7 +604,10 @@ impl ClusterConnector {
                             }
                         }
                     }
-                    self.user_unconfirmed = matches!(op, Op::Ack(_) | Op::Rollback(_));
+                    // A batch fetched ahead was asked for before the caller's last ack: its
+                    // reply confirms nothing, and the ack's error may come after it.
+                    self.user_unconfirmed = matches!(op, Op::Ack(_) | Op::Rollback(_))
+                        || self.current.as_ref().is_some_and(SimpleConnector::caller_unconfirmed);
                     return Ok(v);
                 }
                 Ok(Err(e)) => e,

@@ -94,6 +94,15 @@ pub struct ConnectorConfig {
     /// [`Message::raw_entries`] / [`Message::views`] (no owned string per column: the fast
     /// path for printing and forwarding).
     pub decode_entries: bool,
+    /// Fetch ahead (default false): as soon as a GET with a bounded wait returns a batch, send
+    /// the same GET again, so that the server makes and sends the next batch while the caller
+    /// works on this one; the next [`SimpleConnector::get_without_ack`] reads it. Canal lets a
+    /// client hold several un-acked batches and ack them in order, so acks go on as before. A
+    /// rollback first reads the batch fetched ahead and then rolls back every un-acked batch
+    /// (rollback 0, which is what a rollback does to the data anyway); a subscribe or
+    /// unsubscribe closes the connection ([`ClientError::Broken`]: the reconnect's rollback
+    /// gives the un-acked batches back). Needs `rollback_on_connect` (ignored without it).
+    pub prefetch: bool,
 }
 
 impl std::fmt::Debug for ConnectorConfig {
@@ -110,6 +119,7 @@ impl std::fmt::Debug for ConnectorConfig {
             .field("rollback_on_disconnect", &self.rollback_on_disconnect)
             .field("max_frame_len", &self.max_frame_len)
             .field("decode_entries", &self.decode_entries)
+            .field("prefetch", &self.prefetch)
             .finish()
     }
 }
@@ -132,6 +142,7 @@ impl ConnectorConfig {
             rollback_on_disconnect: false,
             max_frame_len: 256 * 1024 * 1024,
             decode_entries: true,
+            prefetch: false,
         }
     }
 
@@ -139,6 +150,13 @@ impl ConnectorConfig {
     /// [`decode_entries`](Self::decode_entries)).
     pub fn decode_entries(mut self, decode: bool) -> Self {
         self.decode_entries = decode;
+        self
+    }
+
+    /// Builder-style: whether the next batch is fetched ahead (see
+    /// [`prefetch`](Self::prefetch)).
+    pub fn prefetch(mut self, on: bool) -> Self {
+        self.prefetch = on;
         self
     }
 
@@ -212,6 +230,12 @@ struct Conn {
     /// An ack or rollback was sent and no reply has confirmed it since (the server answers them
     /// only on failure).
     unconfirmed: Option<Unconfirmed>,
+    /// A GET sent ahead (`ConnectorConfig::prefetch`) whose reply is still to be read, with the
+    /// read timeout for it: that reply comes before anything else the server sends.
+    ahead: Option<Option<Duration>>,
+    /// An ack or rollback was sent after that GET: the server answers the GET first, so its
+    /// reply says nothing of the ack (whose error, if any, comes after it).
+    behind: bool,
 }
 
 /// A connection to one canal server (Java's `SimpleCanalConnector`).
@@ -323,6 +347,8 @@ impl SimpleConnector {
             peer,
             in_flight: false,
             unconfirmed: None,
+            ahead: None,
+            behind: false,
         });
 
         // HANDSHAKE.
@@ -383,6 +409,7 @@ impl SimpleConnector {
             client_id: self.config.client_id_text(),
             filter: filter.to_owned(),
         });
+        self.refuse_ahead("SUBSCRIPTION")?;
         let reply = self.request("SUBSCRIPTION", &body, Some(self.config.read_timeout)).await?;
         self.expect_ok(&reply, "SUBSCRIPTION")?;
         self.filter = Some(filter.to_owned());
@@ -402,6 +429,7 @@ impl SimpleConnector {
             client_id: self.config.client_id_text(),
             filter: String::new(),
         });
+        self.refuse_ahead("UNSUBSCRIPTION")?;
         let reply = self.request("UNSUBSCRIPTION", &body, Some(self.config.read_timeout)).await?;
         self.expect_ok(&reply, "UNSUBSCRIPTION")?;
         self.filter = None;
@@ -475,7 +503,41 @@ impl SimpleConnector {
             -1 => Some(self.config.read_timeout),
             t => Some(unit.duration(t.unsigned_abs()).saturating_add(self.config.read_timeout)),
         };
-        let reply = self.request("GET", &body, read_timeout).await?;
+        let ahead = self.conn.as_mut().and_then(|c| Some((c.ahead.take()?, c.behind)));
+        let (reply, confirms) = match ahead {
+            // Sent when the previous batch came: its reply is the next frame.
+            Some((t, behind)) => (self.read_reply("GET", t).await?, !behind),
+            None => (self.request("GET", &body, read_timeout).await?, true),
+        };
+        let m = self.get_reply(reply, confirms)?;
+        // Fetch ahead (bounded waits only: a blocking GET's reply could keep a rollback waiting
+        // without limit).
+        if self.config.prefetch
+            && self.config.rollback_on_connect
+            && read_timeout.is_some()
+            && m.id != EMPTY_BATCH_ID
+            && let Some(conn) = self.conn.as_mut()
+        {
+            conn.in_flight = true;
+            match write_packet(&mut conn.writer, &body.to_packet()).await {
+                Ok(()) => {
+                    conn.in_flight = false;
+                    conn.ahead = Some(read_timeout);
+                    conn.behind = false;
+                }
+                // This batch is here; the broken connection fails the next call.
+                Err(e) => {
+                    tracing::debug!(error = %e, "sending the GET ahead failed");
+                    self.break_conn();
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// A GET's reply as the batch it carries. `confirms`: the GET was sent after the last ack or
+    /// rollback, so a batch in reply confirms them.
+    fn get_reply(&mut self, reply: Packet, confirms: bool) -> Result<Message, ClientError> {
         if reply.r#type == PacketType::Ack as i32 {
             return Err(match self.expect_ok(&reply, "GET") {
                 Err(e) => e,
@@ -500,8 +562,9 @@ impl SimpleConnector {
             self.break_conn();
             return Err(ClientError::Compression(compression));
         }
-        // A reply came: every earlier ack/rollback succeeded (their errors would come first).
-        if let Some(c) = self.conn.as_mut() {
+        // A reply came: every ack/rollback sent before this GET succeeded (their errors would
+        // come first).
+        if confirms && let Some(c) = self.conn.as_mut() {
             c.unconfirmed = None;
         }
         let m = match reply.decode_body() {
@@ -523,6 +586,34 @@ impl SimpleConnector {
         } else {
             Ok(Message::undecoded(m.batch_id, m.messages))
         }
+    }
+
+    /// Reads the reply of a GET sent ahead, if one is pending: true when it carried a batch
+    /// (which is then un-acked and held by nobody).
+    async fn settle_ahead(&mut self) -> Result<bool, ClientError> {
+        let Some((timeout, behind)) =
+            self.conn.as_mut().and_then(|c| Some((c.ahead.take()?, c.behind)))
+        else {
+            return Ok(false);
+        };
+        let reply = self.read_reply("GET", timeout).await?;
+        match self.get_reply(reply, !behind) {
+            Ok(m) => Ok(m.id != EMPTY_BATCH_ID),
+            // Its entries do not decode, but the server made the batch.
+            Err(ClientError::BadEntry { .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Before a request other than GET or ack: a GET sent ahead would answer first, so the
+    /// connection is closed (the reconnect's rollback gives the un-acked batches back).
+    fn refuse_ahead(&mut self, request: &'static str) -> Result<(), ClientError> {
+        if self.conn.as_ref().is_some_and(|c| c.ahead.is_some()) {
+            tracing::debug!(request, "closing the connection: a batch was fetched ahead");
+            self.break_conn();
+            return Err(ClientError::Broken { reason: "a batch was fetched ahead" });
+        }
+        Ok(())
     }
 
     /// Acks a batch (the server moves the client's cursor). Nothing is answered on success; a
@@ -554,6 +645,9 @@ impl SimpleConnector {
     /// # Cancel safety
     /// Not cancel safe, as [`ack`](Self::ack).
     pub async fn rollback(&mut self, batch_id: i64) -> Result<(), ClientError> {
+        // A batch fetched ahead is un-acked too: everything goes back (see
+        // `ConnectorConfig::prefetch`).
+        let batch_id = if self.settle_ahead().await? { 0 } else { batch_id };
         let body = Body::ClientRollback(ClientRollback {
             destination: self.config.destination.clone(),
             client_id: self.config.client_id_text(),
@@ -594,6 +688,12 @@ impl SimpleConnector {
         }
     }
 
+    /// An ack or rollback of the caller was sent and nothing has confirmed it yet (with
+    /// prefetch, a batch asked for before it does not).
+    pub(crate) fn caller_unconfirmed(&self) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.unconfirmed == Some(Unconfirmed::Caller))
+    }
+
     // ---- internals ----
 
     fn break_conn(&mut self) {
@@ -618,6 +718,11 @@ impl SimpleConnector {
     /// ack/rollback) without waiting.
     fn take_unsolicited(&mut self) -> Result<(), ClientError> {
         let conn = self.usable()?;
+        // The next frame is the reply of the GET sent ahead; an earlier ack's error comes after
+        // it and is read with it (see `expect_ok`).
+        if conn.ahead.is_some() {
+            return Ok(());
+        }
         let mut cx = Context::from_waker(Waker::noop());
         let polled = {
             let fut = pin!(conn.reader.read_packet());
@@ -735,6 +840,7 @@ impl SimpleConnector {
         }
         conn.in_flight = false;
         conn.unconfirmed = Some(Unconfirmed::Caller);
+        conn.behind |= conn.ahead.is_some();
         Ok(())
     }
 

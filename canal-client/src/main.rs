@@ -275,6 +275,8 @@ async fn tail(args: TailArgs) -> Result<()> {
     conn_config.rollback_on_disconnect = false;
     // Printed from the entry bytes in place (`print_batch`): nothing to decode up front.
     conn_config.decode_entries = false;
+    // The server makes and sends the next batch while this one is printed.
+    conn_config.prefetch = true;
     let discovery = match args.coord.coordinator()? {
         Some(coord) => Discovery::Coordinator(coord),
         None => Discovery::Static(args.server.clone()),

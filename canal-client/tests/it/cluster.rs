@@ -238,6 +238,91 @@ async fn failed_ack_is_reported_then_reconnects() {
     assert_eq!(c.connections(), 2);
 }
 
+/// Fetch ahead: the next GET is on the wire as soon as a batch comes, its batch is what the next
+/// call returns, acks go on in order, and every row comes once, in order.
+#[tokio::test]
+async fn prefetch_fetches_the_next_batch_ahead() {
+    let server = FakeServer::open().await;
+    server.push([fake::insert("t", 1, "a"), fake::insert("t", 2, "b"), fake::insert("t", 3, "c")]);
+    let config =
+        ClusterConfig::new(connector().prefetch(true), Discovery::Static(vec![server.address()]));
+    let mut c = ClusterConnector::new(config.backoff(fast())).unwrap();
+    c.subscribe("").await.unwrap();
+    let gets = |s: &fake::State| s.log.iter().filter(|l| l.starts_with("GET")).count();
+    let mut rows = Vec::new();
+    for n in 1..=3 {
+        let m = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
+        rows.push(fake::row_name(&m.entries[0]));
+        // The GET for the next batch went out with this one's reply, before any ack.
+        server.wait_for("the GET ahead", |s| gets(s) == n + 1).await;
+        c.ack(m.id).await.unwrap();
+    }
+    assert_eq!(rows, ["a", "b", "c"]);
+    let m = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
+    assert!(m.is_empty());
+    server.wait_for("every batch acked", |s| s.outstanding.is_empty()).await;
+    assert_eq!(c.connections(), 1);
+}
+
+/// An ack that fails while a GET is ahead (its error comes after that GET's batch) is reported,
+/// the connection renewed, and the un-acked rows come again: none is lost.
+#[tokio::test]
+async fn prefetch_a_failed_ack_behind_a_get_ahead_loses_nothing() {
+    let server = FakeServer::open().await;
+    server.push([fake::insert("t", 1, "a"), fake::insert("t", 2, "b"), fake::insert("t", 3, "c")]);
+    let config =
+        ClusterConfig::new(connector().prefetch(true), Discovery::Static(vec![server.address()]));
+    let mut c = ClusterConnector::new(config.backoff(fast())).unwrap();
+    c.subscribe("").await.unwrap();
+    let m1 = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
+    assert_eq!(fake::row_name(&m1.entries[0]), "a");
+    // The server refuses the ack (an older batch is "outstanding").
+    server.set(|s| {
+        s.outstanding.insert(0, Vec::new());
+    });
+    c.ack(m1.id).await.unwrap();
+    // The batch fetched ahead comes first; the ack's error after it.
+    let m2 = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
+    assert_eq!(fake::row_name(&m2.entries[0]), "b");
+    let err = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap_err();
+    assert!(matches!(err, ClientError::AckFailed { .. }), "{err:?}");
+    server.set(|s| {
+        s.outstanding.remove(&0);
+    });
+    // The renewed connection's rollback gives back everything un-acked: a, b, c in order.
+    let mut rows = Vec::new();
+    while rows.len() < 3 {
+        let m = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
+        if m.is_empty() {
+            continue;
+        }
+        rows.push(fake::row_name(&m.entries[0]));
+        c.ack(m.id).await.unwrap();
+    }
+    assert_eq!(rows, ["a", "b", "c"]);
+    assert_eq!(c.connections(), 2);
+}
+
+/// A rollback with a batch fetched ahead rolls back that batch too (rollback 0): both rows come
+/// again.
+#[tokio::test]
+async fn prefetch_rollback_gives_back_the_batch_fetched_ahead() {
+    let server = FakeServer::open().await;
+    server.push([fake::insert("t", 1, "a"), fake::insert("t", 2, "b")]);
+    let config =
+        ClusterConfig::new(connector().prefetch(true), Discovery::Static(vec![server.address()]));
+    let mut c = ClusterConnector::new(config.backoff(fast())).unwrap();
+    c.subscribe("").await.unwrap();
+    let m1 = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
+    server.wait_for("the batch fetched ahead", |s| s.outstanding.len() == 2).await;
+    c.rollback(m1.id).await.unwrap();
+    server.wait_for("both rows back", |s| s.queue.len() == 2 && s.outstanding.is_empty()).await;
+    assert!(server.log().iter().any(|l| l == "ROLLBACK 0"), "{:?}", server.log());
+    let m = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
+    assert_eq!(fake::row_name(&m.entries[0]), "a");
+    assert_eq!(c.connections(), 1);
+}
+
 /// A cancelled call leaves no stale reply behind: the next call reconnects.
 #[tokio::test]
 async fn cancelled_call_reconnects() {
