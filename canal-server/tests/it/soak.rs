@@ -968,7 +968,11 @@ fn delivery_checks(
     for g in got {
         conns.entry((g.proc_, g.conn)).or_default().push(g);
     }
-    // Unacked: the last batch of each connection (it may not have been acked before it ended).
+    // Unacked: the last two batches of each connection. `tail` fetches ahead: the GET for batch
+    // N+1 is sent before batch N is printed and acked, so the server handles that ack after
+    // answering N+1; when a connection ends, N+1 (the last printed) and N may both be un-acked
+    // (docs/client.md, fetching ahead).
+    const UNACKED: usize = 2;
     let mut unacked_keys = BTreeSet::new();
     let mut unacked_txns = BTreeSet::new();
     // A transaction's last row (every row is received at least once, or `lost` says so).
@@ -980,8 +984,14 @@ fn delivery_checks(
         }
     }
     for rows in conns.values() {
-        let Some(last) = rows.last() else { continue };
-        for g in rows.iter().filter(|g| g.batch == last.batch) {
+        let mut batches: Vec<i64> = Vec::new();
+        for g in rows.iter() {
+            if batches.last() != Some(&g.batch) {
+                batches.push(g.batch);
+            }
+        }
+        let tail = &batches[batches.len().saturating_sub(UNACKED)..];
+        for g in rows.iter().filter(|g| tail.contains(&g.batch)) {
             if let Some(k) = key_of(g, w) {
                 unacked_keys.insert(k);
                 if let Some((t, _)) = txn_of(k) {
@@ -989,11 +999,11 @@ fn delivery_checks(
                 }
             }
         }
-        // A transaction whose last row ends the batch before the last one has its END entry
-        // (the ack boundary: the cursor moves to the last BEGIN/END of an acked batch) in the
-        // unacked last batch: the cursor stays at its BEGIN and the whole transaction comes
-        // again. Rows show no END entry, so any transaction ending in that batch counts.
-        let Some(prev) = rows.iter().rev().map(|g| g.batch).find(|b| *b != last.batch) else {
+        // A transaction whose last row ends the batch before those has its END entry (the ack
+        // boundary: the cursor moves to the last BEGIN/END of an acked batch) in an unacked
+        // batch: the cursor stays at its BEGIN and the whole transaction comes again. Rows show
+        // no END entry, so any transaction ending in that batch counts.
+        let Some(&prev) = batches.len().checked_sub(UNACKED + 1).map(|i| &batches[i]) else {
             continue;
         };
         for g in rows.iter().filter(|g| g.batch == prev) {
