@@ -676,7 +676,12 @@ impl SimpleConnector {
     /// # Cancel safety
     /// Cancel safe: the connection is closed either way.
     pub async fn disconnect(&mut self) {
+        // With a GET ahead, the rollback would first wait for its reply: the connection is
+        // closed at once instead, and the next connect's rollback (which prefetch requires) gives
+        // the un-acked batches back.
+        let ahead = self.conn.as_ref().is_some_and(|c| c.ahead.is_some());
         if self.config.rollback_on_disconnect
+            && !ahead
             && self.is_connected()
             && let Err(e) = self.rollback(0).await
         {

@@ -323,6 +323,35 @@ async fn prefetch_rollback_gives_back_the_batch_fetched_ahead() {
     assert_eq!(c.connections(), 1);
 }
 
+/// Disconnecting with a GET ahead does not wait for its reply (a rollback would): the
+/// connection closes at once and the next connect's rollback gives the batches back.
+#[tokio::test]
+async fn prefetch_disconnect_does_not_wait_for_the_get_ahead() {
+    let server = FakeServer::open().await;
+    server.push([fake::insert("t", 1, "a")]);
+    let mut cfg = connector().prefetch(true);
+    cfg.rollback_on_disconnect = true;
+    let config = ClusterConfig::new(cfg, Discovery::Static(vec![server.address()]));
+    let mut c = ClusterConnector::new(config.backoff(fast())).unwrap();
+    c.subscribe("").await.unwrap();
+    // The GET ahead finds nothing and waits its 30 s on the server.
+    let m = c.get_without_ack(1, Some(30_000), TimeUnit::Milliseconds).await.unwrap();
+    assert_eq!(fake::row_name(&m.entries[0]), "a");
+    let gets = |s: &fake::State| s.log.iter().filter(|l| l.starts_with("GET")).count();
+    server.wait_for("the GET ahead", |s| gets(s) == 2).await;
+    let replied = server.replies();
+    c.disconnect().await;
+    assert_eq!(server.replies(), replied, "disconnect waited for the GET ahead's reply");
+    // Nothing after the GET ahead (the on-connect rollback came first).
+    let log = server.log();
+    assert!(log.last().is_some_and(|l| l.starts_with("GET")), "{log:?}");
+    // The next connection's rollback gives the row back.
+    let mut c = cluster(Discovery::Static(vec![server.address()]));
+    c.subscribe("").await.unwrap();
+    let m = c.get_without_ack(1, Some(1_000), TimeUnit::Milliseconds).await.unwrap();
+    assert_eq!(fake::row_name(&m.entries[0]), "a");
+}
+
 /// A cancelled call leaves no stale reply behind: the next call reconnects.
 #[tokio::test]
 async fn cancelled_call_reconnects() {
