@@ -93,10 +93,9 @@ fn parse_reply(address: &str, text: &str) -> Result<serde_json::Value, AdminErro
         .ok_or_else(|| bad(format!("no status in {:?}", head.lines().next().unwrap_or(""))))?;
     let json = serde_json::from_str::<serde_json::Value>(body);
     if status != 200 {
-        let message = match &json {
-            Ok(v) if v["error"].is_string() => v["error"].as_str().unwrap_or_default().to_owned(),
-            _ => body.trim().to_owned(),
-        };
+        // The server's `{"error": …}` when it sent one, else the body as it came.
+        let error = json.as_ref().ok().and_then(|v| v["error"].as_str());
+        let message = error.unwrap_or(body.trim()).to_owned();
         return Err(AdminError::Refused { address: address.to_owned(), status, message });
     }
     json.map_err(|e| bad(format!("status 200 without a JSON body: {e}")))

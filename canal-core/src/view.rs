@@ -144,16 +144,9 @@ fn write_header(o: &mut Vec<u8>, parts: &[&[u8]]) -> Result<(), ViewError> {
 /// One Column message, keys sorted; `value` and `mysqlType` only when present.
 fn write_column(o: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ViewError> {
     let c = wire::RawColumn::parse(bytes)?;
-    // Text checked as prost checks it; ASCII (most of it) in one pass over the words.
-    let text = |b: &'_ [u8]| -> Result<(), ViewError> {
-        if !b.is_ascii() {
-            wire::utf8(b)?;
-        }
-        Ok(())
-    };
-    text(c.name)?;
-    text(c.value)?;
-    text(c.mysql_type)?;
+    wire::check_utf8(c.name)?;
+    wire::check_utf8(c.value)?;
+    wire::check_utf8(c.mysql_type)?;
     int_field(o, b"{\"index\":", c.index);
     o.extend_from_slice(match (c.is_key, c.is_null) {
         (false, false) => b",\"isKey\":false,\"isNull\":false",

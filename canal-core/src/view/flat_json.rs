@@ -51,10 +51,7 @@ fn text<'a>(raw: &'a [u8], known: Option<&'a str>) -> Result<&'a str, ViewError>
 /// the bytes it is: checked to be UTF-8, written as is.
 #[inline]
 fn value_of<'a>(c: &RawColumn<'a>) -> Result<Option<&'a [u8]>, ViewError> {
-    // Most values are ASCII: one pass over their words, not the UTF-8 decoder's per call cost.
-    if !c.value.is_ascii() {
-        wire::utf8(c.value)?;
-    }
+    wire::check_utf8(c.value)?;
     Ok(if c.is_null { None } else { Some(c.value) })
 }
 

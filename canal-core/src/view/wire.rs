@@ -39,6 +39,21 @@ fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, ViewError> {
     Err(malformed("varint longer than 10 bytes"))
 }
 
+/// The payload of a length-delimited field whose length varint starts at `pos`; `pos` moves past
+/// it.
+#[inline(always)]
+fn read_len_delimited<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a [u8], ViewError> {
+    let len = read_varint(buf, pos)?;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| pos.checked_add(l))
+        .filter(|&e| e <= buf.len())
+        .ok_or_else(|| malformed("length past the end"))?;
+    let b = &buf[*pos..end];
+    *pos = end;
+    Ok(b)
+}
+
 /// The fields of a message, in wire order.
 pub(crate) struct Fields<'a> {
     buf: &'a [u8],
@@ -70,15 +85,8 @@ impl<'a> Fields<'a> {
                 (0, b)
             }
             2 => {
-                let len = read_varint(self.buf, &mut self.pos)?;
-                let end = usize::try_from(len)
-                    .ok()
-                    .and_then(|l| self.pos.checked_add(l))
-                    .filter(|&e| e <= self.buf.len())
-                    .ok_or_else(|| malformed("length past the end"))?;
-                let b = &self.buf[self.pos..end];
-                self.pos = end;
-                (len, b)
+                let b = read_len_delimited(self.buf, &mut self.pos)?;
+                (b.len() as u64, b)
             }
             _ => return Err(malformed("unsupported wire type")),
         };
@@ -113,15 +121,8 @@ pub(crate) fn next_row_column<'a>(
     while let Some(&key) = row.get(*pos) {
         // The usual keys, 0x0a and 0x12: fields 1 and 2, length-delimited.
         if key == 0x0a || key == 0x12 {
-            let mut p = *pos + 1;
-            let len = read_varint(row, &mut p)?;
-            let end = usize::try_from(len)
-                .ok()
-                .and_then(|l| p.checked_add(l))
-                .filter(|&e| e <= row.len())
-                .ok_or_else(|| malformed("length past the end"))?;
-            *pos = end;
-            return Ok(Some((u32::from(key >> 3), &row[p..end])));
+            *pos += 1;
+            return Ok(Some((u32::from(key >> 3), read_len_delimited(row, pos)?)));
         }
         let mut f = Fields { buf: row, pos: *pos };
         let field = f.field()?;
@@ -131,6 +132,16 @@ pub(crate) fn next_row_column<'a>(
         }
     }
     Ok(None)
+}
+
+/// Checks that `b` is UTF-8 (as prost checks string fields). Most text is ASCII: one pass over
+/// its words, not the UTF-8 decoder's per-call cost.
+#[inline]
+pub(crate) fn check_utf8(b: &[u8]) -> Result<(), ViewError> {
+    if !b.is_ascii() {
+        utf8(b)?;
+    }
+    Ok(())
 }
 
 #[inline]
@@ -401,14 +412,8 @@ impl<'a> RawColumn<'a> {
                 _ => None,
             }
         }
-        #[inline(always)]
-        fn bytes<'b>(b: &'b [u8], pos: &mut usize) -> Option<&'b [u8]> {
-            let len = read_varint(b, pos).ok()?;
-            let end = usize::try_from(len).ok().and_then(|l| pos.checked_add(l))?;
-            let v = b.get(*pos..end)?;
-            *pos = end;
-            Some(v)
-        }
+        // A malformed length here sends the column to `parse_any`, which names the error.
+        let bytes = |b: &'a [u8], pos: &mut usize| read_len_delimited(b, pos).ok();
         let mut pos = 0;
         if !key(b, &mut pos, 0x08) {
             return None;
@@ -466,14 +471,7 @@ impl<'a> RawColumn<'a> {
                     }
                 }
                 2 => {
-                    let len = read_varint(bytes, &mut pos)?;
-                    let end = usize::try_from(len)
-                        .ok()
-                        .and_then(|l| pos.checked_add(l))
-                        .filter(|&e| e <= bytes.len())
-                        .ok_or_else(|| malformed("length past the end"))?;
-                    let b = &bytes[pos..end];
-                    pos = end;
+                    let b = read_len_delimited(bytes, &mut pos)?;
                     match number {
                         3 => c.name = b,
                         8 => (c.value, c.has_value) = (b, true),
