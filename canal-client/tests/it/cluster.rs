@@ -238,16 +238,22 @@ async fn failed_ack_is_reported_then_reconnects() {
     assert_eq!(c.connections(), 2);
 }
 
+/// A subscribed client of `server` with `config` and fetching ahead.
+async fn prefetching(server: &FakeServer, config: ConnectorConfig) -> ClusterConnector {
+    let config =
+        ClusterConfig::new(config.prefetch(true), Discovery::Static(vec![server.address()]));
+    let mut c = ClusterConnector::new(config.backoff(fast())).unwrap();
+    c.subscribe("").await.unwrap();
+    c
+}
+
 /// Fetch ahead: the next GET is on the wire as soon as a batch comes, its batch is what the next
 /// call returns, acks go on in order, and every row comes once, in order.
 #[tokio::test]
 async fn prefetch_fetches_the_next_batch_ahead() {
     let server = FakeServer::open().await;
     server.push([fake::insert("t", 1, "a"), fake::insert("t", 2, "b"), fake::insert("t", 3, "c")]);
-    let config =
-        ClusterConfig::new(connector().prefetch(true), Discovery::Static(vec![server.address()]));
-    let mut c = ClusterConnector::new(config.backoff(fast())).unwrap();
-    c.subscribe("").await.unwrap();
+    let mut c = prefetching(&server, connector()).await;
     let gets = |s: &fake::State| s.log.iter().filter(|l| l.starts_with("GET")).count();
     let mut rows = Vec::new();
     for n in 1..=3 {
@@ -270,10 +276,7 @@ async fn prefetch_fetches_the_next_batch_ahead() {
 async fn prefetch_a_failed_ack_behind_a_get_ahead_loses_nothing() {
     let server = FakeServer::open().await;
     server.push([fake::insert("t", 1, "a"), fake::insert("t", 2, "b"), fake::insert("t", 3, "c")]);
-    let config =
-        ClusterConfig::new(connector().prefetch(true), Discovery::Static(vec![server.address()]));
-    let mut c = ClusterConnector::new(config.backoff(fast())).unwrap();
-    c.subscribe("").await.unwrap();
+    let mut c = prefetching(&server, connector()).await;
     let m1 = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
     assert_eq!(fake::row_name(&m1.entries[0]), "a");
     // The server refuses the ack (an older batch is "outstanding").
@@ -309,10 +312,7 @@ async fn prefetch_a_failed_ack_behind_a_get_ahead_loses_nothing() {
 async fn prefetch_rollback_gives_back_the_batch_fetched_ahead() {
     let server = FakeServer::open().await;
     server.push([fake::insert("t", 1, "a"), fake::insert("t", 2, "b")]);
-    let config =
-        ClusterConfig::new(connector().prefetch(true), Discovery::Static(vec![server.address()]));
-    let mut c = ClusterConnector::new(config.backoff(fast())).unwrap();
-    c.subscribe("").await.unwrap();
+    let mut c = prefetching(&server, connector()).await;
     let m1 = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
     server.wait_for("the batch fetched ahead", |s| s.outstanding.len() == 2).await;
     c.rollback(m1.id).await.unwrap();
@@ -329,11 +329,9 @@ async fn prefetch_rollback_gives_back_the_batch_fetched_ahead() {
 async fn prefetch_disconnect_does_not_wait_for_the_get_ahead() {
     let server = FakeServer::open().await;
     server.push([fake::insert("t", 1, "a")]);
-    let mut cfg = connector().prefetch(true);
+    let mut cfg = connector();
     cfg.rollback_on_disconnect = true;
-    let config = ClusterConfig::new(cfg, Discovery::Static(vec![server.address()]));
-    let mut c = ClusterConnector::new(config.backoff(fast())).unwrap();
-    c.subscribe("").await.unwrap();
+    let mut c = prefetching(&server, cfg).await;
     // The GET ahead finds nothing and waits its 30 s on the server.
     let m = c.get_without_ack(1, Some(30_000), TimeUnit::Milliseconds).await.unwrap();
     assert_eq!(fake::row_name(&m.entries[0]), "a");
