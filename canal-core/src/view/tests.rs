@@ -272,3 +272,35 @@ proptest::proptest! {
         }
     }
 }
+
+/// An unknown group field (deprecated wire types 3/4) is stepped over as prost skips it, its
+/// inner fields never read as the message's; unmatched group keys are errors, as for prost.
+#[test]
+fn unknown_groups_are_skipped_as_prost_does() {
+    let c = Column { index: Some(3), name: Some("id".into()), ..Default::default() };
+    // Group 15 holding field 1 = 9 (would be `index` if read as the column's) and a nested group.
+    let group = [0x7b, 0x08, 0x09, 0x83, 0x01, 0x10, 0x02, 0x84, 0x01, 0x7c];
+    let mut bytes = c.encode_to_vec();
+    bytes.extend_from_slice(&group);
+    let want = Column::decode(&bytes[..]).unwrap();
+    let got = ColumnView::parse(&bytes).unwrap();
+    assert_eq!((got.index, got.name), (want.index(), want.name()));
+    assert_eq!(got.index, 3);
+    let raw = wire::RawColumn::parse_any(&bytes).unwrap();
+    assert_eq!(wire::RawColumn::parse(&bytes).unwrap(), raw);
+    // The same group inside a RowData: skipped, the columns read.
+    let mut row = Vec::new();
+    row.push(0x12);
+    row.push(c.encode_to_vec().len() as u8);
+    row.extend_from_slice(&c.encode_to_vec());
+    row.extend_from_slice(&group);
+    let cols: Vec<_> = columns(&row, Image::After).collect::<Result<_, _>>().unwrap();
+    assert_eq!(cols.len(), 1);
+    // An end group of another group, an end group alone, a group never closed: errors.
+    for bad in [&[0x7b, 0x84, 0x01][..], &[0x7c], &[0x7b, 0x08, 0x01]] {
+        let mut b = c.encode_to_vec();
+        b.extend_from_slice(bad);
+        assert!(Column::decode(&b[..]).is_err(), "{bad:?}");
+        assert!(ColumnView::parse(&b).is_err(), "{bad:?}");
+    }
+}

@@ -12,6 +12,8 @@ pub(crate) struct Field<'a> {
     pub(crate) varint: u64,
     pub(crate) bytes: &'a [u8],
     pub(crate) whole: &'a [u8],
+    /// A group (deprecated wire types 3/4): stepped over, never yielded.
+    group: bool,
 }
 
 fn malformed(what: &'static str) -> ViewError {
@@ -54,6 +56,42 @@ fn read_len_delimited<'a>(buf: &'a [u8], pos: &mut usize) -> Result<&'a [u8], Vi
     Ok(b)
 }
 
+/// Steps over the rest of group `number` (its start-group key was just read), nested groups
+/// included, as prost skips an unknown group: up to its end-group key. A field of a group is
+/// never a field of the message around it.
+fn skip_group(buf: &[u8], pos: &mut usize, number: u64) -> Result<(), ViewError> {
+    // prost's recursion limit.
+    const DEPTH: usize = 100;
+    let mut open = vec![number];
+    while let Some(&inner) = open.last() {
+        let key = read_varint(buf, pos)?;
+        let n = key >> 3;
+        match key & 7 {
+            0 => {
+                read_varint(buf, pos)?;
+            }
+            1 | 5 => {
+                let len = if key & 7 == 1 { 8 } else { 4 };
+                *pos = pos
+                    .checked_add(len)
+                    .filter(|&e| e <= buf.len())
+                    .ok_or_else(|| malformed("truncated fixed field"))?;
+            }
+            2 => {
+                read_len_delimited(buf, pos)?;
+            }
+            3 if open.len() < DEPTH => open.push(n),
+            4 if n == inner => {
+                open.pop();
+            }
+            4 => return Err(malformed("end group of another group")),
+            3 => return Err(malformed("groups nested too deep")),
+            _ => return Err(malformed("unsupported wire type")),
+        }
+    }
+    Ok(())
+}
+
 /// The fields of a message, in wire order.
 pub(crate) struct Fields<'a> {
     buf: &'a [u8],
@@ -88,9 +126,15 @@ impl<'a> Fields<'a> {
                 let b = read_len_delimited(self.buf, &mut self.pos)?;
                 (b.len() as u64, b)
             }
+            // A group (no field we read is one): stepped over whole, then skipped by the
+            // iterator, as prost skips an unknown field.
+            3 => {
+                skip_group(self.buf, &mut self.pos, u64::from(number))?;
+                return Ok(Field { number, varint: 0, bytes: &[], whole: &[], group: true });
+            }
             _ => return Err(malformed("unsupported wire type")),
         };
-        Ok(Field { number, varint, bytes, whole: &self.buf[start..self.pos] })
+        Ok(Field { number, varint, bytes, whole: &self.buf[start..self.pos], group: false })
     }
 }
 
@@ -99,15 +143,19 @@ impl<'a> Iterator for Fields<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.pos >= self.buf.len() {
-            return None;
+        loop {
+            if self.pos >= self.buf.len() {
+                return None;
+            }
+            let r = self.field();
+            match r {
+                Ok(f) if f.group => continue,
+                Ok(_) => {}
+                // Stop after the first error.
+                Err(_) => self.pos = self.buf.len(),
+            }
+            return Some(r);
         }
-        let r = self.field();
-        if r.is_err() {
-            // Stop after the first error.
-            self.pos = self.buf.len();
-        }
-        Some(r)
     }
 }
 
@@ -127,7 +175,7 @@ pub(crate) fn next_row_column<'a>(
         let mut f = Fields { buf: row, pos: *pos };
         let field = f.field()?;
         *pos = f.pos;
-        if field.number == 1 || field.number == 2 {
+        if !field.group && (field.number == 1 || field.number == 2) {
             return Ok(Some((field.number, field.bytes)));
         }
     }
@@ -486,6 +534,7 @@ impl<'a> RawColumn<'a> {
                         .filter(|&e| e <= bytes.len())
                         .ok_or_else(|| malformed("truncated fixed field"))?;
                 }
+                3 => skip_group(bytes, &mut pos, number)?,
                 _ => return Err(malformed("unsupported wire type")),
             }
         }
