@@ -103,6 +103,12 @@ pub struct ConnectorConfig {
     /// unsubscribe closes the connection ([`ClientError::Broken`]: the reconnect's rollback
     /// gives the un-acked batches back). Needs `rollback_on_connect` (ignored without it).
     pub prefetch: bool,
+    /// Linger (default `None`, Canal's rule): sent with every GET (a canal-rs extension,
+    /// docs/protocol.md#get-linger), it makes a waiting GET answer with the entries there once
+    /// the server has put none for this long, instead of waiting for a full batch or the
+    /// timeout: rows reach the client within the linger when the stream stops or trickles,
+    /// while a steady stream still fills batches. Canal's servers ignore it.
+    pub linger: Option<Duration>,
 }
 
 impl std::fmt::Debug for ConnectorConfig {
@@ -120,6 +126,7 @@ impl std::fmt::Debug for ConnectorConfig {
             .field("max_frame_len", &self.max_frame_len)
             .field("decode_entries", &self.decode_entries)
             .field("prefetch", &self.prefetch)
+            .field("linger", &self.linger)
             .finish()
     }
 }
@@ -143,6 +150,7 @@ impl ConnectorConfig {
             max_frame_len: 256 * 1024 * 1024,
             decode_entries: true,
             prefetch: false,
+            linger: None,
         }
     }
 
@@ -157,6 +165,12 @@ impl ConnectorConfig {
     /// [`prefetch`](Self::prefetch)).
     pub fn prefetch(mut self, on: bool) -> Self {
         self.prefetch = on;
+        self
+    }
+
+    /// Builder-style: the linger sent with every GET (see [`linger`](Self::linger)).
+    pub fn linger(mut self, linger: Option<Duration>) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -495,6 +509,11 @@ impl SimpleConnector {
             timeout: Some(timeout),
             unit: Some(unit.code()),
             auto_ack: Some(false),
+            // Whole microseconds, at least 1 (0 would mean "no linger"); saturating.
+            linger_micros: self
+                .config
+                .linger
+                .map(|l| l.as_micros().clamp(1, i64::MAX as u128) as i64),
         });
         // The server may hold the reply for the wait it was asked for; a blocking GET has no
         // client-side limit (wrap the call in a timeout if one is wanted).

@@ -126,6 +126,12 @@ struct TailArgs {
     /// more requests while idle.
     #[arg(long, default_value_t = 100)]
     wait_ms: u64,
+    /// A GET also answers once the server has put nothing new for this long (ms, fractions
+    /// allowed; a canal-rs extension, Canal's servers ignore it): the rows of a commit are
+    /// printed that long after it instead of after --wait-ms, while a busy stream still fills
+    /// batches. 0: Canal's rule (full batch or --wait-ms).
+    #[arg(long, default_value_t = 1.0, value_parser = linger_ms)]
+    linger_ms: f64,
     /// canal.user of the server.
     #[arg(long, default_value = "")]
     user: String,
@@ -249,6 +255,15 @@ fn main() -> Result<()> {
     })
 }
 
+/// `--linger-ms`: a finite number of milliseconds, 0 to an hour.
+fn linger_ms(s: &str) -> Result<f64, String> {
+    let ms: f64 = s.parse().map_err(|e| format!("{s:?} is not a number of milliseconds: {e}"))?;
+    if !(0.0..=3_600_000.0).contains(&ms) {
+        return Err(format!("{ms} ms is outside 0 ..= 3600000 (an hour)"));
+    }
+    Ok(ms)
+}
+
 /// The password: the flag, else `CANAL_PASSWORD` (keeps it out of the process list), else none.
 fn password(flag: Option<String>) -> String {
     flag.or_else(|| std::env::var("CANAL_PASSWORD").ok()).unwrap_or_default()
@@ -277,6 +292,8 @@ async fn tail(args: TailArgs) -> Result<()> {
     conn_config.decode_entries = false;
     // The server makes and sends the next batch while this one is printed.
     conn_config.prefetch = true;
+    conn_config.linger =
+        (args.linger_ms > 0.0).then(|| Duration::from_secs_f64(args.linger_ms / 1000.0));
     let discovery = match args.coord.coordinator()? {
         Some(coord) => Discovery::Coordinator(coord),
         None => Discovery::Static(args.server.clone()),

@@ -115,6 +115,25 @@ impl GetWait {
     }
 }
 
+/// When a GET answers: its [`GetWait`], and optionally a *linger* (a canal-rs extension, see
+/// docs/protocol.md#get-linger): a waiting GET also answers, with the partial batch, once
+/// entries are unread and none has been put for the linger. Under a steady stream puts keep
+/// coming and batches fill as with Canal; when the stream stops (the binlog head is reached, a
+/// single commit arrives) the client gets its rows after the linger instead of the whole wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GetPolicy {
+    /// How long the GET may wait for a full batch.
+    pub wait: GetWait,
+    /// Answer with what is unread once no put has come for this long (`None`: Canal's rule).
+    pub linger: Option<Duration>,
+}
+
+impl From<GetWait> for GetPolicy {
+    fn from(wait: GetWait) -> Self {
+        GetPolicy { wait, linger: None }
+    }
+}
+
 /// A batch handed out by `get`: a range of store sequence numbers.
 #[derive(Clone, Debug)]
 pub struct StoreBatch {
@@ -188,6 +207,8 @@ struct Inner {
     wake_at: Option<(usize, usize)>,
     /// GET wake-ups by puts (for tests).
     put_wakes: u64,
+    /// When the last put went in (for lingering GETs).
+    last_put: Option<tokio::time::Instant>,
     closed: bool,
 }
 
@@ -230,6 +251,7 @@ impl EventStore {
                 blocked_puts: 0,
                 wake_at: None,
                 put_wakes: 0,
+                last_put: None,
                 read_bytes: 0,
                 closed: false,
             }),
@@ -286,6 +308,7 @@ impl EventStore {
                         inner.held_bytes += e.bytes.len();
                         inner.queue.push_back(e);
                     }
+                    inner.last_put = Some(tokio::time::Instant::now());
                     let unread =
                         (inner.queue.len() - inner.read_idx, inner.held_bytes - inner.read_bytes);
                     let wake = inner.wake_at.is_some_and(|(n, b)| unread.0 >= n || unread.1 >= b);
@@ -344,21 +367,22 @@ impl EventStore {
     pub async fn get(
         &self,
         fetch_size: usize,
-        wait: GetWait,
+        policy: impl Into<GetPolicy>,
     ) -> Result<Option<StoreBatch>, StoreError> {
-        let deadline = wait.deadline();
+        let policy = policy.into();
+        let deadline = policy.wait.deadline();
         loop {
-            self.wait_ready(fetch_size, wait, deadline).await?;
-            if let Some(taken) = self.take_if_due(fetch_size, wait, deadline)? {
+            self.wait_ready(fetch_size, policy, deadline).await?;
+            if let Some(taken) = self.take_if_due(fetch_size, policy, deadline)? {
                 return Ok(taken);
             }
         }
     }
 
-    /// Waits until a GET of `fetch_size` with `wait` (started when `deadline` was computed by
-    /// [`GetWait::deadline`]) should answer: the batch condition holds, the deadline passed, or
-    /// `wait` is [`GetWait::NonBlocking`]. Takes nothing; another reader may take the entries
-    /// before [`EventStore::take_if_due`] is called.
+    /// Waits until a GET of `fetch_size` with `policy` (started when `deadline` was computed by
+    /// [`GetWait::deadline`]) should answer: the batch condition holds, the deadline passed, the
+    /// store lingered (see [`GetPolicy`]), or the wait is [`GetWait::NonBlocking`]. Takes
+    /// nothing; another reader may take the entries before [`EventStore::take_if_due`] is called.
     ///
     /// # Errors
     /// [`StoreError::Closed`] if the store is closed.
@@ -368,41 +392,64 @@ impl EventStore {
     pub async fn wait_ready(
         &self,
         fetch_size: usize,
-        wait: GetWait,
+        policy: GetPolicy,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), StoreError> {
         loop {
             let notified = self.data.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let wake = {
                 let mut inner = self.lock();
                 if inner.closed {
                     return Err(StoreError::Closed);
                 }
-                if self.due(&inner, fetch_size, wait, deadline) {
+                if self.due(&inner, fetch_size, policy, deadline) {
                     return Ok(());
                 }
-                // Wake me when a put makes my batch: so many entries, or so many bytes.
-                let mine = match self.config.batch_mode {
-                    BatchMode::ItemSize => (fetch_size.max(1), usize::MAX),
-                    BatchMode::MemSize => {
-                        (usize::MAX, fetch_size.max(1).saturating_mul(self.config.mem_unit))
+                // Wake me when a put makes my batch: so many entries, or so many bytes; a
+                // lingering GET on an empty store at the first put (its linger starts there).
+                let mine = if policy.linger.is_some() && inner.queue.len() == inner.read_idx {
+                    (1, 1)
+                } else {
+                    match self.config.batch_mode {
+                        BatchMode::ItemSize => (fetch_size.max(1), usize::MAX),
+                        BatchMode::MemSize => {
+                            (usize::MAX, fetch_size.max(1).saturating_mul(self.config.mem_unit))
+                        }
                     }
                 };
                 inner.wake_at = Some(match inner.wake_at {
                     Some((n, b)) => (n.min(mine.0), b.min(mine.1)),
                     None => mine,
                 });
-            }
-            match deadline {
-                Some(d) => {
-                    // Deadline passed: the next loop iteration answers.
-                    let _ = tokio::time::timeout_at(d, notified).await;
+                // Whichever comes first: the deadline, or the end of the linger as it stands
+                // (a later put moves it; the next iteration looks again).
+                match (deadline, Self::linger_ends(&inner, policy.linger)) {
+                    (Some(d), Some(l)) => Some(d.min(l)),
+                    (d, l) => d.or(l),
+                }
+            };
+            match wake {
+                Some(at) => {
+                    // Time is up: the next loop iteration answers, or waits on.
+                    let _ = tokio::time::timeout_at(at, notified).await;
                 }
                 None => notified.await,
             }
         }
+    }
+
+    /// When a lingering GET answers if nothing more is put: `linger` after the last put, while
+    /// entries are unread; `None` without a linger or with nothing unread.
+    fn linger_ends(inner: &Inner, linger: Option<Duration>) -> Option<tokio::time::Instant> {
+        if inner.queue.len() == inner.read_idx {
+            return None;
+        }
+        // Unread entries were put, so there is a last put.
+        let last = inner.last_put?;
+        // A linger too long to represent never ends (the deadline, if any, still does).
+        last.checked_add(linger?)
     }
 
     /// The answer of a GET now, without waiting: `Ok(Some(batch))` (`None` inside when nothing is
@@ -414,14 +461,14 @@ impl EventStore {
     pub fn take_if_due(
         &self,
         fetch_size: usize,
-        wait: GetWait,
+        policy: GetPolicy,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Option<Option<StoreBatch>>, StoreError> {
         let mut inner = self.lock();
         if inner.closed {
             return Err(StoreError::Closed);
         }
-        if !self.due(&inner, fetch_size, wait, deadline) {
+        if !self.due(&inner, fetch_size, policy, deadline) {
             return Ok(None);
         }
         Ok(Some(self.take_batch(&mut inner, fetch_size)))
@@ -431,17 +478,16 @@ impl EventStore {
         &self,
         inner: &Inner,
         fetch_size: usize,
-        wait: GetWait,
+        policy: GetPolicy,
         deadline: Option<tokio::time::Instant>,
     ) -> bool {
-        match wait {
-            GetWait::NonBlocking => true,
-            GetWait::Forever => self.batch_ready(inner, fetch_size),
-            GetWait::Timeout(_) => {
-                self.batch_ready(inner, fetch_size)
-                    || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
-            }
+        if policy.wait == GetWait::NonBlocking || self.batch_ready(inner, fetch_size) {
+            return true;
         }
+        // `deadline` is `None` for `Forever` (and a timeout too far to represent).
+        let now = tokio::time::Instant::now();
+        deadline.is_some_and(|d| now >= d)
+            || Self::linger_ends(inner, policy.linger).is_some_and(|l| now >= l)
     }
 
     fn take_batch(&self, inner: &mut Inner, fetch_size: usize) -> Option<StoreBatch> {
@@ -850,6 +896,63 @@ mod tests {
         s.put(vec![entry(3, EntryKind::Rows, 1)]).await.unwrap();
         let b = getter.await.unwrap().unwrap().unwrap();
         assert_eq!((b.first_seq, b.end_seq), (2, 3));
+    }
+
+    fn lingering(wait: GetWait, ms: u64) -> GetPolicy {
+        GetPolicy { wait, linger: Some(Duration::from_millis(ms)) }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_get_answers_once_puts_stop() {
+        let s = Arc::new(item_store(64));
+        let t0 = tokio::time::Instant::now();
+        // Empty store: the linger starts at the first put, not at the GET.
+        let s2 = s.clone();
+        let getter = tokio::spawn(async move {
+            s2.get(100, lingering(GetWait::Timeout(Duration::from_secs(1)), 5)).await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!getter.is_finished(), "nothing put: the linger has not started");
+        // Puts every 2 ms (quicker than the 5 ms linger) keep the GET waiting for its batch.
+        for i in 1..=10 {
+            s.put(vec![entry(i, EntryKind::Rows, 1)]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            assert!(!getter.is_finished(), "put {i}: the stream goes on");
+        }
+        let b = getter.await.unwrap().unwrap().unwrap();
+        assert_eq!((b.first_seq, b.end_seq), (1, 10), "everything put, short of the batch");
+        // 5 ms after the last put (at 50 + 18 ms), long before the 1 s timeout.
+        assert_eq!(t0.elapsed(), Duration::from_millis(50 + 18 + 5));
+        // Unread entries put long ago: answered at once.
+        s.put(vec![entry(11, EntryKind::Rows, 1)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t1 = tokio::time::Instant::now();
+        let b = s.get(100, lingering(GetWait::Forever, 5)).await.unwrap().unwrap();
+        assert_eq!((b.first_seq, t1.elapsed()), (11, Duration::ZERO));
+        // A full batch does not wait for the linger; the timeout still bounds an empty store.
+        s.put((12..=14).map(|i| entry(i, EntryKind::Rows, 1)).collect()).await.unwrap();
+        let b = s.get(3, lingering(GetWait::Forever, 5)).await.unwrap().unwrap();
+        assert_eq!((b.end_seq, t1.elapsed()), (14, Duration::ZERO));
+        let r = s.get(3, lingering(GetWait::Timeout(Duration::from_millis(30)), 5)).await;
+        assert!(r.unwrap().is_none());
+        assert_eq!(t1.elapsed(), Duration::from_millis(30));
+        // Without a linger, Canal's rule: the partial batch waits for the timeout.
+        s.put(vec![entry(15, EntryKind::Rows, 1)]).await.unwrap();
+        let b = s.get(3, GetWait::Timeout(Duration::from_millis(30))).await.unwrap().unwrap();
+        assert_eq!((b.end_seq, t1.elapsed()), (15, Duration::from_millis(60)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_linger_longer_than_the_timeout_leaves_canal_rule() {
+        let s = item_store(64);
+        s.put(vec![entry(1, EntryKind::Rows, 1)]).await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        let far = GetPolicy {
+            wait: GetWait::Timeout(Duration::from_millis(40)),
+            linger: Some(Duration::MAX),
+        };
+        let b = s.get(5, far).await.unwrap().unwrap();
+        assert_eq!((b.end_seq, t0.elapsed()), (1, Duration::from_millis(40)));
     }
 
     #[tokio::test]

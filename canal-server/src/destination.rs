@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use canal_core::filter::FilterError;
 use canal_core::instance::InstanceStatus;
 use canal_core::position::{EntryPosition, LogIdentity, LogPosition};
-use canal_core::store::{EventStore, GetWait, StoreBatch, StoreError};
+use canal_core::store::{EventStore, GetPolicy, StoreBatch, StoreError};
 use tokio::sync::{Notify, watch};
 
 /// Where acked cursors go (the coordinator or a file), and where they come from on subscribe.
@@ -398,9 +398,10 @@ impl Destination {
         &self,
         client_id: i16,
         fetch_size: usize,
-        wait: GetWait,
+        policy: impl Into<GetPolicy>,
     ) -> Result<Option<ClientBatch>, RequestError> {
-        let deadline = wait.deadline();
+        let policy = policy.into();
+        let deadline = policy.wait.deadline();
         let generation = self
             .clients()
             .get(&client_id)
@@ -412,7 +413,7 @@ impl Destination {
             superseded.as_mut().enable();
             if self.clients().get(&client_id).is_some_and(|s| s.generation == generation) {
                 tokio::select! {
-                    r = self.store.wait_ready(fetch_size, wait, deadline) => {
+                    r = self.store.wait_ready(fetch_size, policy, deadline) => {
                         r.map_err(|e| self.store_error(e))?;
                     }
                     _ = &mut superseded => {}
@@ -426,7 +427,7 @@ impl Destination {
             }
             let taken = self
                 .store
-                .take_if_due(fetch_size, wait, deadline)
+                .take_if_due(fetch_size, policy, deadline)
                 .map_err(|e| self.store_error(e))?;
             // Not due: another GET took what was there first; wait again.
             let Some(taken) = taken else { continue };
@@ -567,7 +568,7 @@ mod tests {
     use crate::testing::{CheckOnlyFilter, MemoryCursors};
     use bytes::Bytes;
     use canal_core::position::SourceAddress;
-    use canal_core::store::{BatchMode, EntryKind, StoreConfig, StoredEntry};
+    use canal_core::store::{BatchMode, EntryKind, GetWait, StoreConfig, StoredEntry};
 
     fn dest() -> (Destination, Arc<MemoryCursors>) {
         let store = Arc::new(EventStore::new(StoreConfig {

@@ -22,7 +22,7 @@ use canal_core::protocol::packets::{
     self, ERROR_ACK_BATCH_ZERO, ERROR_GENERIC, ERROR_MISSING_IDENTITY,
 };
 use canal_core::protocol::{Body, GetTimeout};
-use canal_core::store::GetWait;
+use canal_core::store::{GetPolicy, GetWait};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -406,9 +406,14 @@ impl<W: AsyncWrite + Unpin> Connection<W> {
                     GetTimeout::Blocking => GetWait::Forever,
                     GetTimeout::Wait(d) => GetWait::Timeout(d),
                 };
+                // canal-rs's linger (docs/protocol.md#get-linger); <= 0 or unset: Canal's rule.
+                let linger = get
+                    .linger_micros
+                    .filter(|m| *m > 0)
+                    .map(|m| std::time::Duration::from_micros(m.unsigned_abs()));
                 let fetch = usize::try_from(get.fetch_size).unwrap_or(0).max(1);
                 let result = {
-                    let get_fut = dest.get(client_id, fetch, wait);
+                    let get_fut = dest.get(client_id, fetch, GetPolicy { wait, linger });
                     tokio::pin!(get_fut);
                     // Watch the socket while waiting so that a vanished client's GET ends at
                     // once (it holds no lock meanwhile: see `Destination::get`).

@@ -197,10 +197,12 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
     }
     if matches!(only, Only::All | Only::E2e | Only::Text) {
         eprintln!("==> end to end: MariaDB → canal-server → canal-client (ack every batch)");
-        // Median of `runs` with Canal's default store budget; the JSON client once more with a
-        // quarter of it (peak RSS under back-pressure).
-        for (format, budget) in [("count", None), ("json", None), ("json", Some(4 << 20))] {
-            let n = if budget.is_none() { runs.max(1) } else { 1 };
+        // Median of `runs` with Canal's default store budget and tail's defaults; the JSON
+        // client once more with a quarter of it (peak RSS under back-pressure), and once with
+        // Canal's GET rule (`--linger-ms 0`: the last, partial batch waits out --wait-ms).
+        let variants = [("count", None, true), ("json", None, true), ("json", Some(4 << 20), true)];
+        for (format, budget, linger) in variants.into_iter().chain([("json", None, false)]) {
+            let n = if budget.is_none() && linger { runs.max(1) } else { 1 };
             let mut all: Vec<Measure> = Vec::new();
             for _ in 0..n {
                 let m = end_to_end(&E2e {
@@ -212,6 +214,7 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
                     rows,
                     format,
                     budget,
+                    linger,
                 })?;
                 all.push(m);
             }
@@ -228,7 +231,7 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
     }
     if matches!(only, Only::All | Only::E2e) {
         eprintln!("==> latency: commit on MariaDB → row printed by canal-client tail");
-        for (batch_size, wait_ms) in [(1, 100), (1024, 100)] {
+        for (batch_size, wait_ms, linger_ms) in [(1, 100, 0), (1024, 100, 0), (1024, 100, 1)] {
             let l = latency::measure(&latency::Run {
                 server_bin: &server_bin,
                 client_bin: &client_bin,
@@ -239,6 +242,7 @@ fn bench(rows: u64, runs: usize, only: Only) -> Result<()> {
                 gap: Duration::from_millis(5),
                 batch_size,
                 wait_ms,
+                linger_ms,
             })?;
             eprintln!(
                 "    {}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -520,6 +524,8 @@ struct E2e<'a> {
     format: &'a str,
     /// The store's memory budget in bytes (`None`: the default, 16 MiB).
     budget: Option<usize>,
+    /// `tail`'s default GET linger (false: `--linger-ms 0`, Canal's GET rule).
+    linger: bool,
 }
 
 /// A `canal-server run` on local coordination with one destination, `bench`, started at a
@@ -602,7 +608,8 @@ impl Drop for BenchServer {
 }
 
 fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
-    let E2e { server_bin, client_bin, out_dir, replica, start_file, rows, format, budget } = *e;
+    let E2e { server_bin, client_bin, out_dir, replica, start_file, rows, format, budget, linger } =
+        *e;
     let server = BenchServer::start(server_bin, out_dir, replica, (start_file, 4), budget, "", "")?;
     let (pid, addr) = (server.pid, server.addr.clone());
     let mariadb_pid =
@@ -620,6 +627,7 @@ fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
     let client = client
         .args(["tail", "--server", &addr, "--destination", "bench", "--batch-size", "1024"])
         .args(["--max", &rows.to_string(), "--format", format, "--timeout", "120"])
+        .args(if linger { &[][..] } else { &["--linger-ms", "0"][..] })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output();
@@ -656,12 +664,11 @@ fn end_to_end(e: &E2e<'_>) -> Result<Measure> {
         cpu.push(("mariadb", b - a));
     }
     let mut m = Measure {
-        name: match budget {
-            None => format!("canal-rs end to end, client --format {format}"),
-            Some(b) => {
-                format!("canal-rs end to end, client --format {format}, store {} MiB", b >> 20)
-            }
-        },
+        name: format!(
+            "canal-rs end to end, client --format {format}{}{}",
+            budget.map(|b| format!(", store {} MiB", b >> 20)).unwrap_or_default(),
+            if linger { "" } else { ", --linger-ms 0 (Canal's GET rule)" }
+        ),
         rows,
         secs,
         peak_rss_kb: rss,

@@ -57,6 +57,9 @@ async fn tail_prints_flat_json_and_acks() {
     let s = server.state.lock().unwrap();
     assert!(s.outstanding.is_empty(), "every printed batch is acked");
     assert!(s.log.iter().any(|l| l == "SUB example 1001 \"test\\\\..*\""), "{:?}", s.log);
+    // Every GET asks for the default 1 ms linger (docs/protocol.md#get-linger).
+    let gets: Vec<&String> = s.log.iter().filter(|l| l.starts_with("GET ")).collect();
+    assert!(!gets.is_empty() && gets.iter().all(|l| l.ends_with(" linger 1000")), "{gets:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,9 +94,30 @@ async fn tail_table_with_max_rolls_back_the_rest() {
         "table",
         "--timeout",
         "0.3",
+        "--linger-ms",
+        "0",
     ]))
     .await;
     assert!(out.lines().nth(1).is_some_and(|l| l.contains("name=\"two words\"")), "{out}");
+    // --linger-ms 0: Canal's GETs, without the field.
+    let log = server.state.lock().unwrap().log.clone();
+    let last_gets: Vec<&String> = log
+        .iter()
+        .rev()
+        .take_while(|l| !l.starts_with("SUB "))
+        .filter(|l| l.starts_with("GET "))
+        .collect();
+    assert!(!last_gets.is_empty() && last_gets.iter().all(|l| !l.contains("linger")), "{log:?}");
+    // A linger that is not a number of milliseconds in range is refused up front.
+    for bad in ["-1", "NaN", "inf", "1e12", "soon"] {
+        let out = bin()
+            .args(["tail", "--server", &server.address(), &format!("--linger-ms={bad}")])
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--linger-ms"), "{bad}: {err}");
+    }
 }
 
 async fn status_case(backend: Arc<dyn Backend>, coord_flag: &str, endpoint: &str, prefix: &str) {

@@ -228,8 +228,10 @@ async fn handle(
             Some(packets::ack_ok().into())
         }
         Body::Get(get) => {
+            // canal-rs's linger (ignored here) only when sent.
+            let linger = get.linger_micros.map(|l| format!(" linger {l}")).unwrap_or_default();
             state.lock().unwrap().log.push(format!(
-                "GET {} {:?} {:?} {:?}",
+                "GET {} {:?} {:?} {:?}{linger}",
                 get.fetch_size, get.timeout, get.unit, get.auto_ack
             ));
             let deadline = match GetTimeout::from_get(&get) {

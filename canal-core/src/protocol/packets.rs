@@ -137,6 +137,7 @@ mod tests {
             timeout: Some(-1),
             unit: Some(2),
             auto_ack: Some(false),
+            linger_micros: None,
         });
         assert_eq!(
             hex(&frame_bytes(&get.to_packet()).unwrap()),

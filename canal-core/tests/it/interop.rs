@@ -184,6 +184,7 @@ fn bodies() -> Vec<(&'static str, Body)> {
                 timeout: Some(30),
                 unit: Some(3),
                 auto_ack: Some(true),
+                linger_micros: None,
             }),
         ),
         (
@@ -336,6 +337,7 @@ fn cases() -> Vec<Case> {
             timeout: Some(-1),
             unit: Some(-1),
             auto_ack: Some(false),
+            linger_micros: None,
         },
     ));
     out.push(case("body_ack_zero", p::Ack { error_code: Some(0), error_message: String::new() }));

@@ -334,6 +334,7 @@ fn get_body(dest: &str, fetch: i32, timeout: i64, unit: i32) -> Vec<u8> {
         timeout: Some(timeout),
         unit: Some(unit),
         auto_ack: Some(false),
+        linger_micros: None,
     }
     .encode_to_vec()
 }

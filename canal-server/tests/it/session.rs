@@ -207,6 +207,42 @@ async fn hostile_frames_close_only_their_connection() {
     assert_eq!(good.subscribe("example", "1001").await, Ack::default());
 }
 
+/// canal-rs's GET linger (docs/protocol.md#get-linger): a partial batch is answered once the
+/// store has had no put for the linger, not after the GET's timeout; without it (unset, 0 or
+/// negative, as Canal's clients send) the GET waits out its timeout.
+#[tokio::test]
+async fn a_lingering_get_answers_when_puts_stop_and_others_wait_the_timeout() {
+    let srv = start(AuthConfig::open()).await;
+    let mut c = Client::connect(srv.addr).await;
+    c.auth("", None).await;
+    c.subscribe("example", "1001").await;
+    for linger in [None, Some(0), Some(-5)] {
+        put_rows(&srv.dest, 1).await;
+        let t0 = std::time::Instant::now();
+        let m = messages(c.get_lingering("example", 100, 300, linger).await);
+        assert!(t0.elapsed() >= Duration::from_millis(290), "{linger:?}: {:?}", t0.elapsed());
+        assert_eq!(m.messages.len(), 3, "{linger:?}");
+        c.client_ack(m.batch_id).await;
+    }
+    // Rows put while the GET waits: answered 2 ms after the last put, long before the 4 s
+    // timeout (the bound leaves room for a slow machine).
+    let dest = srv.dest.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        put_rows(&dest, 2).await;
+    });
+    let t0 = std::time::Instant::now();
+    let m = messages(c.get_lingering("example", 100, 4000, Some(2000)).await);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(m.messages.len(), 4);
+    c.client_ack(m.batch_id).await;
+    // Nothing put: the timeout still ends the GET, with an empty batch.
+    let t0 = std::time::Instant::now();
+    let p = c.get_lingering("example", 100, 200, Some(2000)).await;
+    assert!(t0.elapsed() >= Duration::from_millis(190));
+    assert_eq!(messages(p).batch_id, -1);
+}
+
 #[tokio::test]
 async fn blocking_get_waits_and_stopping_destination_closes_sessions() {
     let srv = start(AuthConfig::open()).await;

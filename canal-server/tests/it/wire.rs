@@ -77,6 +77,17 @@ impl Client {
     }
 
     pub async fn get(&mut self, dest: &str, size: i32, timeout: i64) -> Packet {
+        self.get_lingering(dest, size, timeout, None).await
+    }
+
+    /// A GET with canal-rs's `linger_micros` (docs/protocol.md#get-linger).
+    pub async fn get_lingering(
+        &mut self,
+        dest: &str,
+        size: i32,
+        timeout: i64,
+        linger_micros: Option<i64>,
+    ) -> Packet {
         let body = Get {
             destination: dest.into(),
             client_id: "1001".into(),
@@ -84,6 +95,7 @@ impl Client {
             timeout: Some(timeout),
             unit: Some(2),
             auto_ack: Some(false),
+            linger_micros,
         };
         self.send(PacketType::Get, body.encode_to_vec()).await;
         self.read().await.expect("a GET reply")

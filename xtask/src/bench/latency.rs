@@ -37,6 +37,8 @@ pub(super) struct Run<'a> {
     pub(super) batch_size: u32,
     /// `tail --wait-ms`.
     pub(super) wait_ms: u64,
+    /// `tail --linger-ms` (0: Canal's GET rule).
+    pub(super) linger_ms: u64,
 }
 
 pub(super) fn measure(r: &Run<'_>) -> Result<Latency> {
@@ -54,6 +56,7 @@ pub(super) fn measure(r: &Run<'_>) -> Result<Latency> {
     let mut client = Command::new(r.client_bin)
         .args(["tail", "--server", &server.addr, "--destination", "bench", "--format", "json"])
         .args(["--batch-size", &r.batch_size.to_string(), "--wait-ms", &r.wait_ms.to_string()])
+        .args(["--linger-ms", &r.linger_ms.to_string()])
         // Until 3 s without data (--max would also count the rows-query entries).
         .args(["--timeout", "3"])
         .stdout(Stdio::piped())
@@ -78,10 +81,11 @@ pub(super) fn measure(r: &Run<'_>) -> Result<Latency> {
     let at = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
     Ok(Latency {
         name: format!(
-            "a row every {} ms, tail --batch-size {} --wait-ms {}",
+            "a row every {} ms, tail --batch-size {} --wait-ms {} --linger-ms {}",
             r.gap.as_millis(),
             r.batch_size,
-            r.wait_ms
+            r.wait_ms,
+            r.linger_ms
         ),
         rows: lat.len(),
         p50: at(0.5),
