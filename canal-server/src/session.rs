@@ -15,8 +15,9 @@ use bytes::BytesMut;
 use canal_core::protocol::auth::{AuthConfig, random_seed};
 use canal_core::protocol::body::parse_client_id;
 use canal_core::protocol::codec::{
-    FrameDecoder, PacketReader, encode_frame, encode_raw_messages_frame,
+    FrameDecoder, FrameError, PacketReader, encode_frame, write_raw_messages_frame,
 };
+
 use canal_core::protocol::packet::{ClientAuth, Packet};
 use canal_core::protocol::packets::{
     self, ERROR_ACK_BATCH_ZERO, ERROR_GENERIC, ERROR_MISSING_IDENTITY,
@@ -99,6 +100,7 @@ where
     let mut session = Connection {
         out: write_half,
         buf: BytesMut::with_capacity(4096),
+        cuts: Vec::new(),
         rx,
         stash: None,
         registry,
@@ -137,6 +139,8 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: PacketReader<R>, tx: mpsc::
 struct Connection<W> {
     out: W,
     buf: BytesMut,
+    /// Scratch of `write_raw_messages_frame`: where each entry goes in the frame.
+    cuts: Vec<usize>,
     rx: mpsc::Receiver<Incoming>,
     /// A request that arrived while a GET was waiting.
     stash: Option<Packet>,
@@ -435,12 +439,19 @@ impl<W: AsyncWrite + Unpin> Connection<W> {
                     Ok(Some(_)) if !dest.may_serve() => {
                         self.request_error(RequestError::NotStarted(get.destination.clone())).await
                     }
-                    Ok(Some(batch)) => {
-                        self.buf.clear();
-                        encode_raw_messages_frame(batch.id, &batch.batch.entries, &mut self.buf)
-                            .map_err(|e| End::Protocol(e.to_string()))?;
-                        self.flush().await
-                    }
+                    // Written from the stored entries' bytes, not copied into a frame first.
+                    Ok(Some(batch)) => write_raw_messages_frame(
+                        &mut self.out,
+                        batch.id,
+                        &batch.batch.entries,
+                        &mut self.buf,
+                        &mut self.cuts,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        FrameError::Io(e) => End::Io(e),
+                        e => End::Protocol(e.to_string()),
+                    }),
                     Err(e) => self.request_error(e).await,
                 }
             }

@@ -113,6 +113,35 @@ pub fn encode_raw_messages_frame<B: AsRef<[u8]>>(
     entries: &[B],
     dst: &mut BytesMut,
 ) -> Result<(), FrameError> {
+    let mut head = BytesMut::new();
+    let mut cuts = Vec::with_capacity(entries.len());
+    raw_messages_frame_head(batch_id, entries, &mut head, &mut cuts)?;
+    dst.reserve(head.len() + entries.iter().map(|e| e.as_ref().len()).sum::<usize>());
+    let mut from = 0;
+    for (e, &cut) in entries.iter().zip(&cuts) {
+        dst.put_slice(&head[from..cut]);
+        dst.put_slice(e.as_ref());
+        from = cut;
+    }
+    dst.put_slice(&head[from..]);
+    Ok(())
+}
+
+/// The bytes of [`encode_raw_messages_frame`]'s frame that are not entry bytes, for writing the
+/// frame without copying the entries ([`write_raw_messages_frame`]): `head` is cleared and gets
+/// them, and `cuts[i]` is where entry `i` goes, so the frame is `head[..cuts[0]]`, `entries[0]`,
+/// `head[cuts[0]..cuts[1]]`, `entries[1]`, …, `head[cuts[n-1]..]`.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] if the packet does not fit the 4-byte length prefix.
+pub fn raw_messages_frame_head<B: AsRef<[u8]>>(
+    batch_id: i64,
+    entries: &[B],
+    head: &mut BytesMut,
+    cuts: &mut Vec<usize>,
+) -> Result<(), FrameError> {
+    head.clear();
+    cuts.clear();
     // Messages body: field 1 varint, then one length-delimited field 2 per entry.
     let mut body_len = 1 + encoded_len_varint(batch_id as u64);
     for e in entries {
@@ -122,20 +151,63 @@ pub fn encode_raw_messages_frame<B: AsRef<[u8]>>(
     // Packet: `18 07` then `2a <len> <body>`.
     let packet_len = body_len.saturating_add(2 + 1 + encoded_len_varint(body_len as u64));
     check_encodable(packet_len)?;
-    dst.reserve(HEADER_LEN + packet_len);
-    dst.put_u32(packet_len as u32);
-    dst.put_u8(0x18); // field 3, varint
-    dst.put_u8(PacketType::Messages as u8);
-    dst.put_u8(0x2a); // field 5, length-delimited
-    encode_varint(body_len as u64, dst);
-    dst.put_u8(0x08); // Messages field 1, varint
-    encode_varint(batch_id as u64, dst);
+    head.reserve(HEADER_LEN + 16 + entries.len() * 6);
+    head.put_u32(packet_len as u32);
+    head.put_u8(0x18); // field 3, varint
+    head.put_u8(PacketType::Messages as u8);
+    head.put_u8(0x2a); // field 5, length-delimited
+    encode_varint(body_len as u64, head);
+    head.put_u8(0x08); // Messages field 1, varint
+    encode_varint(batch_id as u64, head);
     for e in entries {
-        let e = e.as_ref();
-        dst.put_u8(0x12); // Messages field 2, length-delimited
-        encode_varint(e.len() as u64, dst);
-        dst.put_slice(e);
+        head.put_u8(0x12); // Messages field 2, length-delimited
+        encode_varint(e.as_ref().len() as u64, head);
+        cuts.push(head.len());
     }
+    Ok(())
+}
+
+/// Writes the raw-mode MESSAGES frame of [`encode_raw_messages_frame`] with vectored writes
+/// straight from the entries' bytes (no copy into a frame buffer) and flushes it. `head` and
+/// `cuts` are scratch space, reused between calls.
+///
+/// # Cancel safety
+/// **Not** cancel safe, as [`write_packet`]: a part of the frame may have been written.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] (nothing written), [`FrameError::Io`].
+pub async fn write_raw_messages_frame<W: AsyncWrite + Unpin, B: AsRef<[u8]>>(
+    writer: &mut W,
+    batch_id: i64,
+    entries: &[B],
+    head: &mut BytesMut,
+    cuts: &mut Vec<usize>,
+) -> Result<(), FrameError> {
+    use std::io::IoSlice;
+    raw_messages_frame_head(batch_id, entries, head, cuts)?;
+    // Slices per writev: well under Linux's IOV_MAX (1024).
+    const PER_CALL: usize = 512;
+    let mut parts: Vec<IoSlice<'_>> = Vec::with_capacity(2 * entries.len() + 1);
+    let mut from = 0;
+    for (e, &cut) in entries.iter().zip(cuts.iter()) {
+        parts.push(IoSlice::new(&head[from..cut]));
+        let e = e.as_ref();
+        if !e.is_empty() {
+            parts.push(IoSlice::new(e));
+        }
+        from = cut;
+    }
+    parts.push(IoSlice::new(&head[from..]));
+    let mut rest = &mut parts[..];
+    while !rest.is_empty() {
+        let n = rest.len().min(PER_CALL);
+        let written = writer.write_vectored(&rest[..n]).await?;
+        if written == 0 {
+            return Err(FrameError::Io(std::io::ErrorKind::WriteZero.into()));
+        }
+        IoSlice::advance_slices(&mut rest, written);
+    }
+    writer.flush().await?;
     Ok(())
 }
 
@@ -426,6 +498,69 @@ mod tests {
             ..Packet::default()
         };
         assert_eq!(raw.freeze(), frame_bytes(&packet).unwrap());
+    }
+
+    /// The vectored frame is the copied frame, byte for byte, through a writer that takes a
+    /// few bytes per call (partial writes in the middle of a slice), for any entry sizes.
+    #[tokio::test]
+    async fn vectored_raw_messages_equal_the_copied_frame() {
+        struct Dribble(Vec<u8>, usize);
+        impl AsyncWrite for Dribble {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.1 += 1;
+                let n = buf.len().min(1 + self.1 % 7);
+                self.0.extend_from_slice(&buf[..n]);
+                std::task::Poll::Ready(Ok(n))
+            }
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                // Across slices: up to three of them, partly.
+                let this = self.get_mut();
+                let mut n = 0;
+                for b in bufs.iter().take(3) {
+                    this.1 += 1;
+                    let take = b.len().min(1 + this.1 % 5);
+                    this.0.extend_from_slice(&b[..take]);
+                    n += take;
+                    if take < b.len() {
+                        break;
+                    }
+                }
+                std::task::Poll::Ready(Ok(n))
+            }
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let (mut head, mut cuts) = (BytesMut::new(), Vec::new());
+        for sizes in [vec![], vec![0], vec![3, 0, 200, 1], vec![130; 700], vec![0; 600]] {
+            let entries: Vec<Bytes> =
+                sizes.iter().enumerate().map(|(i, n)| Bytes::from(vec![i as u8; *n])).collect();
+            let mut copied = BytesMut::new();
+            encode_raw_messages_frame(-7, &entries, &mut copied).unwrap();
+            let mut w = Dribble(Vec::new(), 0);
+            write_raw_messages_frame(&mut w, -7, &entries, &mut head, &mut cuts).await.unwrap();
+            assert_eq!(w.0, &copied[..], "{sizes:?}");
+        }
     }
 
     #[test]
