@@ -11,6 +11,7 @@
 //! unconfirmed request is `connect`'s own rollback, which fails only where the destination does
 //! not run, the error is reported as the server's [`ClientError::Server`].)
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use canal_core::protocol::auth::client_password;
 use canal_core::protocol::body::Body;
-use canal_core::protocol::codec::{FrameDecoder, PacketReader, write_packet};
+use canal_core::protocol::codec::{FrameDecoder, PacketReader, write_packet, write_packets};
 use canal_core::protocol::packet::{
     Ack, ClientAck, ClientAuth, ClientRollback, Compression, Get, Packet, PacketType, Sub, Unsub,
 };
@@ -95,10 +96,11 @@ pub struct ConnectorConfig {
     /// path for printing and forwarding).
     pub decode_entries: bool,
     /// Fetch ahead (default false): as soon as a GET with a bounded wait returns a batch, send
-    /// the same GET again, so that the server makes and sends the next batch while the caller
-    /// works on this one; the next [`SimpleConnector::get_without_ack`] reads it. Canal lets a
+    /// the same GET again, and one more in the same write as the batch's ack (two ahead at
+    /// most), so that the server makes and sends the next batches while the caller works on
+    /// this one; the next [`SimpleConnector::get_without_ack`] calls read them. Canal lets a
     /// client hold several un-acked batches and ack them in order, so acks go on as before. A
-    /// rollback first reads the batch fetched ahead and then rolls back every un-acked batch
+    /// rollback first reads the batches fetched ahead and then rolls back every un-acked batch
     /// (rollback 0, which is what a rollback does to the data anyway); a subscribe or
     /// unsubscribe closes the connection ([`ClientError::Broken`]: the reconnect's rollback
     /// gives the un-acked batches back). Needs `rollback_on_connect` (ignored without it).
@@ -244,13 +246,26 @@ struct Conn {
     /// An ack or rollback was sent and no reply has confirmed it since (the server answers them
     /// only on failure).
     unconfirmed: Option<Unconfirmed>,
-    /// A GET sent ahead (`ConnectorConfig::prefetch`) whose reply is still to be read, with the
-    /// read timeout for it: that reply comes before anything else the server sends.
-    ahead: Option<Option<Duration>>,
-    /// An ack or rollback was sent after that GET: the server answers the GET first, so its
-    /// reply says nothing of the ack (whose error, if any, comes after it).
+    /// GETs sent ahead (`ConnectorConfig::prefetch`) whose replies are still to be read, oldest
+    /// first: those replies come before anything else the server sends.
+    ahead: VecDeque<Ahead>,
+    /// The last GET with a bounded wait and its read timeout: what is sent ahead.
+    last_get: Option<(Packet, Option<Duration>)>,
+}
+
+/// A GET sent ahead.
+#[derive(Clone, Copy, Debug)]
+struct Ahead {
+    /// The read timeout for its reply.
+    timeout: Option<Duration>,
+    /// An ack or rollback was sent after it: the server answers the GET first, so its reply
+    /// says nothing of the ack (whose error, if any, comes after it).
     behind: bool,
 }
+
+/// How many GETs are kept ahead: one sent when a batch comes, one more with the ack of a batch
+/// (in the same write), so the server can make and send two batches while the caller works.
+const AHEAD: usize = 2;
 
 /// A connection to one canal server (Java's `SimpleCanalConnector`).
 ///
@@ -361,8 +376,8 @@ impl SimpleConnector {
             peer,
             in_flight: false,
             unconfirmed: None,
-            ahead: None,
-            behind: false,
+            ahead: VecDeque::new(),
+            last_get: None,
         });
 
         // HANDSHAKE.
@@ -522,10 +537,10 @@ impl SimpleConnector {
             -1 => Some(self.config.read_timeout),
             t => Some(unit.duration(t.unsigned_abs()).saturating_add(self.config.read_timeout)),
         };
-        let ahead = self.conn.as_mut().and_then(|c| Some((c.ahead.take()?, c.behind)));
+        let ahead = self.conn.as_mut().and_then(|c| c.ahead.pop_front());
         let (reply, confirms) = match ahead {
-            // Sent when the previous batch came: its reply is the next frame.
-            Some((t, behind)) => (self.read_reply("GET", t).await?, !behind),
+            // Sent ahead: its reply is the next frame.
+            Some(a) => (self.read_reply("GET", a.timeout).await?, !a.behind),
             None => (self.request("GET", &body, read_timeout).await?, true),
         };
         let m = self.get_reply(reply, confirms)?;
@@ -537,12 +552,17 @@ impl SimpleConnector {
             && m.id != EMPTY_BATCH_ID
             && let Some(conn) = self.conn.as_mut()
         {
+            let packet = body.to_packet();
+            conn.last_get = Some((packet.clone(), read_timeout));
+            if !conn.ahead.is_empty() {
+                // Already ahead (the next one goes with this batch's ack).
+                return Ok(m);
+            }
             conn.in_flight = true;
-            match write_packet(&mut conn.writer, &body.to_packet()).await {
+            match write_packet(&mut conn.writer, &packet).await {
                 Ok(()) => {
                     conn.in_flight = false;
-                    conn.ahead = Some(read_timeout);
-                    conn.behind = false;
+                    conn.ahead.push_back(Ahead { timeout: read_timeout, behind: false });
                 }
                 // This batch is here; the broken connection fails the next call.
                 Err(e) => {
@@ -610,24 +630,23 @@ impl SimpleConnector {
     /// Reads the reply of a GET sent ahead, if one is pending: true when it carried a batch
     /// (which is then un-acked and held by nobody).
     async fn settle_ahead(&mut self) -> Result<bool, ClientError> {
-        let Some((timeout, behind)) =
-            self.conn.as_mut().and_then(|c| Some((c.ahead.take()?, c.behind)))
-        else {
-            return Ok(false);
-        };
-        let reply = self.read_reply("GET", timeout).await?;
-        match self.get_reply(reply, !behind) {
-            Ok(m) => Ok(m.id != EMPTY_BATCH_ID),
-            // Its entries do not decode, but the server made the batch.
-            Err(ClientError::BadEntry { .. }) => Ok(true),
-            Err(e) => Err(e),
+        let mut any = false;
+        while let Some(a) = self.conn.as_mut().and_then(|c| c.ahead.pop_front()) {
+            let reply = self.read_reply("GET", a.timeout).await?;
+            any |= match self.get_reply(reply, !a.behind) {
+                Ok(m) => m.id != EMPTY_BATCH_ID,
+                // Its entries do not decode, but the server made the batch.
+                Err(ClientError::BadEntry { .. }) => true,
+                Err(e) => return Err(e),
+            };
         }
+        Ok(any)
     }
 
     /// Before a request other than GET or ack: a GET sent ahead would answer first, so the
     /// connection is closed (the reconnect's rollback gives the un-acked batches back).
     fn refuse_ahead(&mut self, request: &'static str) -> Result<(), ClientError> {
-        if self.conn.as_ref().is_some_and(|c| c.ahead.is_some()) {
+        if self.conn.as_ref().is_some_and(|c| !c.ahead.is_empty()) {
             tracing::debug!(request, "closing the connection: a batch was fetched ahead");
             self.break_conn();
             return Err(ClientError::Broken { reason: "a batch was fetched ahead" });
@@ -652,7 +671,13 @@ impl SimpleConnector {
             client_id: self.config.client_id_text(),
             batch_id,
         });
-        self.send_unanswered("CLIENTACK", &body).await
+        // With prefetch, a second GET ahead goes in the same write (one wake-up of the server
+        // for both), once one is already ahead.
+        let also = self
+            .conn
+            .as_ref()
+            .and_then(|c| (c.ahead.len() == AHEAD - 1).then(|| c.last_get.clone()).flatten());
+        self.send_unanswered("CLIENTACK", &body, also).await
     }
 
     /// Rolls back one batch (`batch_id` > 0) or every un-acked batch (`batch_id` 0): they are
@@ -672,7 +697,7 @@ impl SimpleConnector {
             client_id: self.config.client_id_text(),
             batch_id,
         });
-        self.send_unanswered("CLIENTROLLBACK", &body).await
+        self.send_unanswered("CLIENTROLLBACK", &body, None).await
     }
 
     /// Rolls back every un-acked batch (`rollback(0)`).
@@ -698,7 +723,7 @@ impl SimpleConnector {
         // With a GET ahead, the rollback would first wait for its reply: the connection is
         // closed at once instead, and the next connect's rollback (which prefetch requires) gives
         // the un-acked batches back.
-        let ahead = self.conn.as_ref().is_some_and(|c| c.ahead.is_some());
+        let ahead = self.conn.as_ref().is_some_and(|c| !c.ahead.is_empty());
         if self.config.rollback_on_disconnect
             && !ahead
             && self.is_connected()
@@ -744,7 +769,7 @@ impl SimpleConnector {
         let conn = self.usable()?;
         // The next frame is the reply of the GET sent ahead; an earlier ack's error comes after
         // it and is read with it (see `expect_ok`).
-        if conn.ahead.is_some() {
+        if !conn.ahead.is_empty() {
             return Ok(());
         }
         let mut cx = Context::from_waker(Waker::noop());
@@ -849,22 +874,36 @@ impl SimpleConnector {
     }
 
     /// Sends a request the server answers only on failure.
+    /// `then_get`: a GET to send ahead in the same write, after it.
     async fn send_unanswered(
         &mut self,
         name: &'static str,
         body: &Body,
+        then_get: Option<(Packet, Option<Duration>)>,
     ) -> Result<(), ClientError> {
         let _ = name;
         self.take_unsolicited()?;
         let conn = self.usable()?;
         conn.in_flight = true;
-        if let Err(e) = write_packet(&mut conn.writer, &body.to_packet()).await {
+        let written = match &then_get {
+            None => write_packet(&mut conn.writer, &body.to_packet()).await,
+            Some((get, _)) => {
+                write_packets(&mut conn.writer, &[body.to_packet(), get.clone()]).await
+            }
+        };
+        if let Err(e) = written {
             self.break_conn();
             return Err(e.into());
         }
         conn.in_flight = false;
         conn.unconfirmed = Some(Unconfirmed::Caller);
-        conn.behind |= conn.ahead.is_some();
+        // The GETs already ahead are answered before this request is read.
+        for a in &mut conn.ahead {
+            a.behind = true;
+        }
+        if let Some((_, timeout)) = then_get {
+            conn.ahead.push_back(Ahead { timeout, behind: false });
+        }
         Ok(())
     }
 

@@ -247,23 +247,34 @@ async fn prefetching(server: &FakeServer, config: ConnectorConfig) -> ClusterCon
     c
 }
 
-/// Fetch ahead: the next GET is on the wire as soon as a batch comes, its batch is what the next
-/// call returns, acks go on in order, and every row comes once, in order.
+/// Fetch ahead: the next GET is on the wire as soon as a batch comes, a second one goes in the
+/// same write as the batch's ack (two ahead at most), their batches are what the next calls
+/// return, acks go on in order, and every row comes once, in order.
 #[tokio::test]
 async fn prefetch_fetches_the_next_batch_ahead() {
     let server = FakeServer::open().await;
-    server.push([fake::insert("t", 1, "a"), fake::insert("t", 2, "b"), fake::insert("t", 3, "c")]);
+    let names = ["a", "b", "c", "d", "e"];
+    server.push((1..=5).map(|i| fake::insert("t", i, names[i as usize - 1])));
     let mut c = prefetching(&server, connector()).await;
     let gets = |s: &fake::State| s.log.iter().filter(|l| l.starts_with("GET")).count();
     let mut rows = Vec::new();
-    for n in 1..=3 {
+    for n in 1..=5 {
         let m = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
         rows.push(fake::row_name(&m.entries[0]));
-        // The GET for the next batch went out with this one's reply, before any ack.
+        // The first batch's reply sent the GET for the next one; later ones find one ahead.
         server.wait_for("the GET ahead", |s| gets(s) == n + 1).await;
         c.ack(m.id).await.unwrap();
+        // The ack took a second GET ahead with it, read right after it.
+        server.wait_for("the GET with the ack", |s| gets(s) == n + 2).await;
+        let log = server.log();
+        let at = log.iter().rposition(|l| l.starts_with("ACK")).unwrap();
+        assert_eq!(log[at], format!("ACK {}", m.id), "{log:?}");
+        assert!(log[at + 1].starts_with("GET"), "{log:?}");
+        // Never more than two batches handed out ahead of the caller.
+        let outstanding = server.state.lock().unwrap().outstanding.len();
+        assert!(outstanding <= 2, "{outstanding} batches outstanding after ack {n}: {log:?}");
     }
-    assert_eq!(rows, ["a", "b", "c"]);
+    assert_eq!(rows, names);
     let m = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
     assert!(m.is_empty());
     server.wait_for("every batch acked", |s| s.outstanding.is_empty()).await;
@@ -320,6 +331,34 @@ async fn prefetch_rollback_gives_back_the_batch_fetched_ahead() {
     assert!(server.log().iter().any(|l| l == "ROLLBACK 0"), "{:?}", server.log());
     let m = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
     assert_eq!(fake::row_name(&m.entries[0]), "a");
+    assert_eq!(c.connections(), 1);
+}
+
+/// With two GETs ahead (one from the batch's reply, one from the ack), a rollback reads both
+/// replies and rolls back everything: every un-acked row comes again, in order.
+#[tokio::test]
+async fn prefetch_rollback_with_two_ahead_gives_back_both() {
+    let server = FakeServer::open().await;
+    server.push([fake::insert("t", 1, "a"), fake::insert("t", 2, "b"), fake::insert("t", 3, "c")]);
+    let mut c = prefetching(&server, connector()).await;
+    let m1 = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
+    c.ack(m1.id).await.unwrap();
+    // b and c are both handed out ahead.
+    server.wait_for("two batches fetched ahead", |s| s.outstanding.len() == 2).await;
+    let m2 = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
+    assert_eq!(fake::row_name(&m2.entries[0]), "b");
+    c.rollback(m2.id).await.unwrap();
+    server.wait_for("b and c back", |s| s.queue.len() == 2 && s.outstanding.is_empty()).await;
+    assert!(server.log().iter().any(|l| l == "ROLLBACK 0"), "{:?}", server.log());
+    let mut rows = Vec::new();
+    while rows.len() < 2 {
+        let m = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
+        if !m.is_empty() {
+            rows.push(fake::row_name(&m.entries[0]));
+            c.ack(m.id).await.unwrap();
+        }
+    }
+    assert_eq!(rows, ["b", "c"]);
     assert_eq!(c.connections(), 1);
 }
 

@@ -464,6 +464,25 @@ pub async fn write_packet<W: AsyncWrite + Unpin>(
     write_frame(writer, &frame).await
 }
 
+/// Writes several packets with one write (one wake-up of the peer for all) and flushes.
+///
+/// # Cancel safety
+/// **Not** cancel safe, as [`write_packet`].
+///
+/// # Errors
+/// [`FrameError::TooLarge`] if a packet does not fit a frame (nothing is written), otherwise
+/// [`FrameError::Io`].
+pub async fn write_packets<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    packets: &[Packet],
+) -> Result<(), FrameError> {
+    let mut frames = BytesMut::new();
+    for p in packets {
+        encode_frame(p, &mut frames)?;
+    }
+    write_frame(writer, &frames).await
+}
+
 /// Writes an already-encoded frame (e.g. from [`encode_raw_messages_frame`]) and flushes it.
 ///
 /// # Cancel safety

@@ -969,9 +969,10 @@ fn delivery_checks(
         conns.entry((g.proc_, g.conn)).or_default().push(g);
     }
     // Unacked: the last two batches of each connection. `tail` fetches ahead: the GET for batch
-    // N+1 is sent before batch N is printed and acked, so the server handles that ack after
-    // answering N+1; when a connection ends, N+1 (the last printed) and N may both be un-acked
-    // (docs/client.md, fetching ahead).
+    // N+1 is sent before batch N is printed and acked (with N's reply, or in the same write as
+    // the ack of N-1), so the server handles that ack after answering N+1; when a connection
+    // ends, N+1 (the last printed) and N may both be un-acked. The ack of N-1 went before the GET
+    // of N+1, so it was handled before N+1 was answered (docs/client.md, fetching ahead).
     const UNACKED: usize = 2;
     let mut unacked_keys = BTreeSet::new();
     let mut unacked_txns = BTreeSet::new();
