@@ -247,6 +247,19 @@ async fn prefetching(server: &FakeServer, config: ConnectorConfig) -> ClusterCon
     c
 }
 
+/// The row names of the next `n` one-row batches, each acked (empty batches skipped).
+async fn read_acking(c: &mut ClusterConnector, n: usize) -> Vec<String> {
+    let mut rows = Vec::new();
+    while rows.len() < n {
+        let m = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
+        if !m.is_empty() {
+            rows.push(fake::row_name(&m.entries[0]));
+            c.ack(m.id).await.unwrap();
+        }
+    }
+    rows
+}
+
 /// Fetch ahead: the next GET is on the wire as soon as a batch comes, a second one goes in the
 /// same write as the batch's ack (two ahead at most), their batches are what the next calls
 /// return, acks go on in order, and every row comes once, in order.
@@ -304,16 +317,7 @@ async fn prefetch_a_failed_ack_behind_a_get_ahead_loses_nothing() {
         s.outstanding.remove(&0);
     });
     // The renewed connection's rollback gives back everything un-acked: a, b, c in order.
-    let mut rows = Vec::new();
-    while rows.len() < 3 {
-        let m = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
-        if m.is_empty() {
-            continue;
-        }
-        rows.push(fake::row_name(&m.entries[0]));
-        c.ack(m.id).await.unwrap();
-    }
-    assert_eq!(rows, ["a", "b", "c"]);
+    assert_eq!(read_acking(&mut c, 3).await, ["a", "b", "c"]);
     assert_eq!(c.connections(), 2);
 }
 
@@ -350,15 +354,7 @@ async fn prefetch_rollback_with_two_ahead_gives_back_both() {
     c.rollback(m2.id).await.unwrap();
     server.wait_for("b and c back", |s| s.queue.len() == 2 && s.outstanding.is_empty()).await;
     assert!(server.log().iter().any(|l| l == "ROLLBACK 0"), "{:?}", server.log());
-    let mut rows = Vec::new();
-    while rows.len() < 2 {
-        let m = c.get_without_ack(1, Some(200), TimeUnit::Milliseconds).await.unwrap();
-        if !m.is_empty() {
-            rows.push(fake::row_name(&m.entries[0]));
-            c.ack(m.id).await.unwrap();
-        }
-    }
-    assert_eq!(rows, ["b", "c"]);
+    assert_eq!(read_acking(&mut c, 2).await, ["b", "c"]);
     assert_eq!(c.connections(), 1);
 }
 
