@@ -17,7 +17,6 @@ use canal_core::protocol::body::parse_client_id;
 use canal_core::protocol::codec::{
     FrameDecoder, FrameError, PacketReader, encode_frame, write_raw_messages_frame,
 };
-
 use canal_core::protocol::packet::{ClientAuth, Packet};
 use canal_core::protocol::packets::{
     self, ERROR_ACK_BATCH_ZERO, ERROR_GENERIC, ERROR_MISSING_IDENTITY,

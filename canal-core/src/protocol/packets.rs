@@ -1,7 +1,9 @@
 //! The packets Canal's server sends, built byte for byte as Java Canal builds them (docs/protocol.md#packets, #byte-examples).
 //!
 //! Server packets carry `version = 1` (HANDSHAKE, ACK, non-raw MESSAGES); the only exception, the
-//! raw-mode MESSAGES frame, is written by [`super::codec::encode_raw_messages_frame`].
+//! raw-mode MESSAGES frame, is laid out by [`super::codec::raw_messages_frame_head`]: the server
+//! writes it from the stored entries with [`super::codec::write_raw_messages_frame`], tests build
+//! it whole with [`super::codec::encode_raw_messages_frame`].
 
 use bytes::Bytes;
 use prost::Message;
